@@ -1,0 +1,30 @@
+# `make run`  : set up (idempotent) and open the app on the demo model;
+#               with no display it runs the demo pipeline headless and prints the table.
+# `make test` : set up and run the whole test suite headless.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export QT_QPA_PLATFORM ?= $(if $(DISPLAY),,offscreen)
+
+.PHONY: setup run demo test bench installer installer-test clean
+
+setup:
+	@bash installers/setup_env.sh
+
+run: setup
+	@if [ -n "$$DISPLAY" ]; then $(VENV)/bin/slimline --demo; \
+	else $(VENV)/bin/slimline run --demo; fi
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PY) -m benchmarks
+
+installer: setup
+	bash installers/build_bundle.sh
+
+installer-test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m slow tests
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

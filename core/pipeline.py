@@ -1,0 +1,234 @@
+"""Pipeline files: JSON, hand-editable, versioned, validated with named fields.
+
+A pipeline is a list of steps (plugin id + params) plus evaluation settings.
+Unknown plugins load as disabled placeholders that keep their params, so a
+file written with a third-party plugin survives a round trip without it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slimline.core.errors import PipelineError
+from slimline.core.handle import Family, ModelHandle
+from slimline.core.plugin import Problem
+
+FORMAT = "slimline.pipeline"
+SCHEMA_VERSION = 1
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    plugin: str
+    plugin_version: str = "1"
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Set when the plugin is not installed: the step is kept but cannot run.
+    placeholder_reason: str = Field(default="", exclude=True)
+
+
+class LatencySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], description="Batch sizes to time")
+    runs: int = Field(50, ge=1, le=100000, description="Timed runs per batch size")
+    warmup: int = Field(10, ge=0, le=10000, description="Untimed warm-up runs")
+    threads: int = Field(0, ge=0, le=512, description="Intra-op threads (0 = all cores)")
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="Allowed top-1 drop vs the original")
+    min_cosine: float = Field(0.99, ge=-1, le=1, description="Minimum mean output cosine vs the input model")
+
+
+class Evaluation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | None = Field(None, description="Evaluation dataset (relative to the pipeline file)")
+    latency: LatencySettings = Field(default_factory=LatencySettings)
+    budgets: Budgets = Field(default_factory=Budgets)
+    device: str = "cpu"
+
+
+class Pipeline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = FORMAT
+    schema_version: int = SCHEMA_VERSION
+    name: str = "untitled"
+    steps: list[StepSpec] = Field(default_factory=list)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+
+    def enabled_steps(self) -> list[StepSpec]:
+        return [s for s in self.steps if s.enabled and not s.placeholder_reason]
+
+    def new_step_id(self) -> str:
+        used = {s.id for s in self.steps}
+        n = 1
+        while f"s{n}" in used:
+            n += 1
+        return f"s{n}"
+
+
+# --- schema migration: pure functions from version N to N+1 ---------------------------------
+def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
+    """v0 (pre-release) used "pipeline" for steps and "type" for the plugin id."""
+    out = dict(doc)
+    steps = out.pop("pipeline", out.get("steps", []))
+    new_steps = []
+    for i, s in enumerate(steps):
+        s = dict(s)
+        if "type" in s and "plugin" not in s:
+            s["plugin"] = s.pop("type")
+        s.setdefault("id", f"s{i + 1}")
+        new_steps.append(s)
+    out["steps"] = new_steps
+    out["schema_version"] = 1
+    out.setdefault("format", FORMAT)
+    return out
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_0_to_1}
+
+
+def migrate(doc: dict[str, Any]) -> dict[str, Any]:
+    version = doc.get("schema_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise PipelineError(f"schema_version must be an integer, got {version!r}", subject="schema_version")
+    if version > SCHEMA_VERSION:
+        raise PipelineError(
+            f"written by a newer Slimline (schema {version}; this version reads up to {SCHEMA_VERSION})",
+            hint="update Slimline to open this pipeline", subject="schema_version")
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise PipelineError(f"no migration from schema {version}", subject="schema_version")
+        doc = MIGRATIONS[version](doc)
+        version = doc["schema_version"]
+    return doc
+
+
+def _describe_validation(exc: ValidationError, doc: dict[str, Any]) -> str:
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = list(err["loc"])
+        where = ".".join(str(x) for x in loc)
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            try:
+                sid = doc["steps"][loc[1]].get("id", loc[1])
+            except Exception:
+                sid = loc[1]
+            where = f"step {sid}" + ("." + ".".join(str(x) for x in loc[2:]) if len(loc) > 2 else "")
+        lines.append(f"{where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_pipeline(doc: Any, *, source: str = "pipeline") -> Pipeline:
+    """Validate a decoded JSON document into a Pipeline, checking every step's params."""
+    if not isinstance(doc, dict):
+        raise PipelineError("not a pipeline: expected a JSON object", subject=source,
+                            hint='start from the demo pipeline or `{"format": "slimline.pipeline", "steps": []}`')
+    if doc.get("format", FORMAT) != FORMAT:
+        raise PipelineError(f"format is {doc.get('format')!r}, expected {FORMAT!r}", subject=source)
+    doc = migrate(doc)
+    try:
+        pipe = Pipeline.model_validate(doc)
+    except ValidationError as exc:
+        raise PipelineError(_describe_validation(exc, doc), subject=source,
+                            hint="fix the named field and open the file again") from None
+    ids = [s.id for s in pipe.steps]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise PipelineError(f"duplicate step ids: {', '.join(dupes)}", subject=source)
+    from slimline.core.registry import discover
+
+    registry = discover()
+    for step in pipe.steps:
+        entry = registry.get(step.plugin)
+        if entry is None or entry.plugin is None:
+            why = "not installed" if entry is None else f"failed to load ({entry.error})"
+            step.placeholder_reason = f"plugin {step.plugin!r} {why}"
+            step.enabled = False
+            continue
+        try:
+            entry.plugin.Params.model_validate(step.params)
+        except ValidationError as exc:
+            msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+            raise PipelineError(f"step {step.id} ({step.plugin}): {msgs}", subject=source,
+                                hint="see `slimline plugins` for the allowed values") from None
+    return pipe
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError("file not found", subject=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"cannot read: {exc}", subject=str(p)) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                            subject=str(p), hint="fix the JSON syntax") from None
+    pipe = parse_pipeline(doc, source=str(p))
+    if pipe.evaluation.data and not Path(pipe.evaluation.data).is_absolute():
+        pipe.evaluation.data = str((p.parent / pipe.evaluation.data).resolve())
+    return pipe
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_pipeline(pipe: Pipeline, path: str | os.PathLike[str]) -> None:
+    atomic_write_text(Path(path), pipe.to_json())
+
+
+def check_chain(pipe: Pipeline, model: ModelHandle) -> list[tuple[str, Problem]]:
+    """Walk the format chain; report each step's problems with the fix (e.g. insert a conversion)."""
+    from slimline.core.registry import get_plugin
+
+    found: list[tuple[str, Problem]] = []
+    family: Family = model.family
+    current = model
+    for step in pipe.steps:
+        if step.placeholder_reason:
+            found.append((step.id, Problem(step.placeholder_reason, severity="warning",
+                                           fix="install the plugin or remove the step")))
+            continue
+        if not step.enabled:
+            continue
+        plugin = get_plugin(step.plugin)
+        params = plugin.Params.model_validate(step.params)
+        if family != current.family:
+            current = current.model_copy(update={"family": family})
+        for prob in plugin().check(current, params):
+            found.append((step.id, prob))
+        family = plugin.output_format
+    return found
