@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slimline.core.errors import PipelineError
+from slimline.core.fsutil import atomic_write_text
 from slimline.core.handle import Family, ModelHandle
 from slimline.core.plugin import Problem
 
@@ -188,22 +188,6 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     if pipe.evaluation.data and not Path(pipe.evaluation.data).is_absolute():
         pipe.evaluation.data = str((p.parent / pipe.evaluation.data).resolve())
     return pipe
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pipeline(pipe: Pipeline, path: str | os.PathLike[str]) -> None:

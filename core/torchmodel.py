@@ -164,10 +164,9 @@ def save_torch_module(
     ``base`` defaults to a spec tree of ``module`` itself (standard layers only);
     for HF models pass the original base plus ``replacements`` for swapped modules.
     """
-    import os
-    import tempfile
-
     from safetensors.torch import save_file
+
+    from slimline.core.fsutil import atomic_path
 
     if base is None:
         base = {"kind": "spec", "tree": module_to_tree(module)}
@@ -188,15 +187,8 @@ def save_torch_module(
         "slimline.extra": json.dumps(extra_meta or {}),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return handle_for_archive(path)
 
 
