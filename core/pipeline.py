@@ -54,6 +54,9 @@ class Evaluation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: str | None = Field(None, description="Evaluation dataset (relative to the pipeline file)")
+    train_data: str | None = Field(
+        None, description="Training/calibration dataset for distillation and static quantization "
+                          "(relative to the pipeline file; defaults to a split of the evaluation data)")
     latency: LatencySettings = Field(default_factory=LatencySettings)
     budgets: Budgets = Field(default_factory=Budgets)
     device: str = "cpu"
@@ -185,8 +188,11 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
         raise PipelineError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
                             subject=str(p), hint="fix the JSON syntax") from None
     pipe = parse_pipeline(doc, source=str(p))
-    if pipe.evaluation.data and not Path(pipe.evaluation.data).is_absolute():
-        pipe.evaluation.data = str((p.parent / pipe.evaluation.data).resolve())
+    ev = pipe.evaluation
+    for attr in ("data", "train_data"):
+        value = getattr(ev, attr)
+        if value and not Path(value).is_absolute():
+            setattr(ev, attr, str((p.parent / value).resolve()))
     return pipe
 
 

@@ -1,0 +1,272 @@
+"""`slimline` command: no arguments opens the window; a subcommand runs headless.
+
+Imports stay light at module level so `slimline --help` and `slimline plugins`
+start fast (a test checks that torch, onnxruntime and Qt are not imported).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from slimline.core import __version__
+from slimline.core.errors import SlimlineError
+
+SUBCOMMANDS = ("inspect", "run", "bench", "plugins", "export", "report", "gui")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="slimline",
+        description="Inspect, compress, measure and export neural networks. "
+                    "With no subcommand (or just a model path) the desktop app opens.",
+        epilog="Examples:\n  slimline inspect model.onnx\n  slimline run --demo\n"
+               "  slimline run pipeline.json model.onnx --data eval.npz --out results/\n"
+               "  slimline bench model.onnx --batch 1 64",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"slimline {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("inspect", help="summary and per-layer weight statistics of a model")
+    s.add_argument("model", help="ONNX file, TorchScript/.pt2 archive, checkpoint, safetensors or HF folder")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--no-stats", action="store_true", help="skip the value scan (names and shapes only)")
+    s.add_argument("--limit", type=int, default=40, help="layers to print (default 40; --json prints all)")
+    s.add_argument("--trust", action="store_true",
+                   help="allow loading pickled code from this file (only for files you trust)")
+
+    r = sub.add_parser("run", help="run a pipeline on a model and print the results per step")
+    r.add_argument("pipeline", nargs="?", help="pipeline .json (default with --demo: the demo pipeline)")
+    r.add_argument("model", nargs="?", help="model to compress (default with --demo: the demo CNN)")
+    r.add_argument("--demo", action="store_true", help="use the bundled demo model, data and pipeline")
+    r.add_argument("--data", help="evaluation dataset (.npz, .csv, image folder, .txt)")
+    r.add_argument("--train-data", help="training/calibration dataset (distillation, static quantization)")
+    r.add_argument("--out", help="folder for the final model, results.json and results.md")
+    r.add_argument("--workspace", help="workspace for the step cache and run history")
+    r.add_argument("--threads", type=int, default=0, help="intra-op threads for measuring (0 = all cores)")
+    r.add_argument("--no-cache", action="store_true", help="recompute every step")
+    r.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
+                   help="value for a dynamic input dim (e.g. --dim sequence=64)")
+    r.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
+    r.add_argument("--json", action="store_true", help="print the run record as JSON")
+
+    b = sub.add_parser("bench", help="latency (p50/p90 with warm-up), size and accuracy of one model")
+    b.add_argument("model")
+    b.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
+    b.add_argument("--runs", type=int, default=50)
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--data", help="dataset for inputs and accuracy (else random inputs, latency only)")
+    b.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE")
+    b.add_argument("--trust", action="store_true")
+    b.add_argument("--json", action="store_true")
+
+    pl = sub.add_parser("plugins", help="list installed plugins with their parameters and defaults")
+    pl.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("gui", help="open the desktop app")
+    g.add_argument("model", nargs="?")
+    g.add_argument("--demo", action="store_true")
+    g.add_argument("--pipeline")
+
+    _add_optional(sub, "slimline.core.export_cli", "export")
+    _add_optional(sub, "slimline.core.report_cli", "report")
+    return p
+
+
+def _add_optional(sub: Any, module: str, name: str) -> None:
+    """Subcommands contributed by other engine modules (export, report) when present."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return
+    import importlib
+
+    importlib.import_module(module).add_parser(sub)
+
+
+def _dims(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise SlimlineError(f"--dim {item!r} must look like NAME=INTEGER", subject="--dim")
+        out[name.strip()] = int(value)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")) or argv == ["--demo"]:
+        return _open_gui(model=argv[0] if argv and argv[0] != "--demo" else None, demo="--demo" in argv)
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except SlimlineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _open_gui(model: str | None = None, demo: bool = False, pipeline: str | None = None) -> int:
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") \
+            and os.environ.get("QT_QPA_PLATFORM") not in ("offscreen", "minimal", "vnc"):
+        print("No display found. Headless use: `slimline run --demo` or `slimline --help`.", file=sys.stderr)
+        return 2
+    from slimline.gui.app import main as gui_main
+
+    return gui_main(model=model, demo=demo, pipeline=pipeline)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    return _open_gui(model=args.model, demo=args.demo, pipeline=args.pipeline)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from slimline.core.registry import discover
+
+    entries = discover()
+    if args.json:
+        print(json.dumps([e.plugin.info() if e.plugin else {"id": e.id, "error": e.error}
+                          for e in entries.values()], indent=2))
+        return 0
+    for entry in sorted(entries.values(), key=lambda e: (e.plugin.category if e.plugin else "~", e.id)):
+        if entry.plugin is None:
+            print(f"{entry.id}  [failed to load: {entry.error}]")
+            continue
+        cls = entry.plugin
+        print(f"{cls.id} (v{cls.version}) — {cls.title} [{cls.category}] "
+              f"{'/'.join(cls.input_formats)} → {cls.output_format}")
+        schema = cls.Params.model_json_schema()
+        for name, prop in schema.get("properties", {}).items():
+            default = prop.get("default", "required")
+            choices = prop.get("enum") or _enum_of(prop, schema)
+            extra = f" one of {choices}" if choices else ""
+            print(f"    {name} = {json.dumps(default)}{extra}  — {prop.get('description', '')}")
+    return 0
+
+
+def _enum_of(prop: dict[str, Any], schema: dict[str, Any]) -> list[Any] | None:
+    ref = prop.get("$ref") or (prop.get("allOf") or [{}])[0].get("$ref")
+    if ref:
+        return schema.get("$defs", {}).get(ref.split("/")[-1], {}).get("enum")
+    return None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from slimline.core.models import open_model
+    from slimline.core.render import print_inspect
+
+    handle = open_model(args.model, trust=args.trust)
+    rows = None
+    if not args.no_stats:
+        from slimline.core.stats import compute_stats
+
+        rows = compute_stats(handle)
+    else:
+        from slimline.core.stats import layer_inventory
+
+        rows = layer_inventory(handle)
+    print_inspect(handle, rows, as_json=args.json, limit=args.limit)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from slimline.core.metrics import accuracy, environment, measure_latency, measure_size
+    from slimline.core.models import open_model
+    from slimline.core.render import print_bench
+
+    handle = open_model(args.model, trust=args.trust)
+    if args.dim:
+        handle = handle.with_dims(**_dims(args.dim))
+    if not handle.capabilities.run:
+        raise SlimlineError(handle.capabilities.reason or "this model cannot be run", subject=args.model)
+    data = None
+    if args.data:
+        from slimline.core.data import check_dataset, load_dataset
+
+        data = load_dataset(args.data, handle)
+        check_dataset(data, handle)
+    lat = [measure_latency(handle, batch=b, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                           device=args.device, dataset=data) for b in args.batch]
+    acc = accuracy(handle, data) if data is not None and data.labels is not None else None
+    print_bench(handle, measure_size(handle), lat, acc, environment(), as_json=args.json)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from slimline.core.demo import demo_paths
+    from slimline.core.history import default_workspace
+    from slimline.core.jobs import start_pipeline_job
+    from slimline.core.pipeline import load_pipeline
+    from slimline.core.render import ProgressPrinter, print_run, write_run_outputs
+
+    pipeline_path, model_path = args.pipeline, args.model
+    data_path, train_path = args.data, args.train_data
+    if args.demo:
+        paths = demo_paths()
+        pipeline_path = pipeline_path or str(paths["pipeline"])
+        model_path = model_path or str(paths["torch"])
+    if not pipeline_path or not model_path:
+        raise SlimlineError("run needs a PIPELINE and a MODEL (or --demo)",
+                            hint="slimline run pipeline.json model.onnx --data eval.npz")
+    pipeline = load_pipeline(pipeline_path)
+    workspace = Path(args.workspace) if args.workspace else default_workspace()
+    job = start_pipeline_job(pipeline, model_path, data_path=data_path, train_path=train_path,
+                             workspace=workspace, trust=args.trust, threads=args.threads,
+                             use_cache=not args.no_cache, dims=_dims(args.dim))
+    printer = ProgressPrinter(stream=sys.stderr)
+    final: dict[str, Any] = {}
+    try:
+        while job.alive:
+            for ev in job.poll(timeout=0.1):
+                printer.handle(ev)
+                if ev["type"] in ("done", "failed", "cancelled"):
+                    final = ev
+    except KeyboardInterrupt:
+        print("\ncancelling…", file=sys.stderr)
+        job.cancel()
+        while job.alive:
+            job.poll(timeout=0.1)
+        return 130
+    printer.close()
+    from slimline.core.history import load_run, run_dir
+
+    record = load_run(run_dir(workspace, job.run_id))
+    if args.json:
+        print(json.dumps(record, indent=1, default=str))
+    else:
+        print_run(record)
+    if args.out and record.get("status") == "done":
+        write_run_outputs(record, Path(args.out))
+        print(f"\nwrote the final model and results to {args.out}")
+    if final.get("type") == "failed":
+        where = final.get("subject") or final.get("step_id") or ""
+        print(f"\nerror: {where + ': ' if where else ''}{final.get('message')}", file=sys.stderr)
+        if final.get("hint"):
+            print(f"  → {final['hint']}", file=sys.stderr)
+        return 1
+    if final.get("type") == "cancelled":
+        return 130
+    return 0
+
+
+COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench, "plugins": cmd_plugins,
+            "gui": cmd_gui}
+
+
+def register_command(name: str, fn: Any) -> None:
+    COMMANDS[name] = fn
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

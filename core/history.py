@@ -1,0 +1,56 @@
+"""Run history: every run is kept as ``workspace/runs/<run_id>/run.json`` (a variant).
+
+The record is rewritten atomically after each step, so a killed run still
+leaves everything up to the last finished step.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from slimline.core.fsutil import atomic_write_text
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_dir(workspace: Path, run_id: str) -> Path:
+    return Path(workspace) / "runs" / run_id
+
+
+def save_run(workspace: Path, record: dict[str, Any]) -> Path:
+    path = run_dir(workspace, record["run_id"]) / "run.json"
+    atomic_write_text(path, json.dumps(record, indent=1, default=str))
+    return path
+
+
+def load_run(path_or_dir: str | Path) -> dict[str, Any]:
+    p = Path(path_or_dir)
+    if p.is_dir():
+        p = p / "run.json"
+    return json.loads(p.read_text())
+
+
+def list_runs(workspace: Path) -> list[dict[str, Any]]:
+    """All runs in the workspace, oldest first; unreadable records are skipped."""
+    runs = []
+    for p in sorted((Path(workspace) / "runs").glob("*/run.json")):
+        try:
+            runs.append(load_run(p))
+        except (OSError, ValueError):
+            continue
+    return runs
+
+
+def default_workspace() -> Path:
+    import os
+
+    base = os.environ.get("SLIMLINE_WORKSPACE")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "slimline" / "workspace"

@@ -1,0 +1,191 @@
+"""Long work runs in a child process that streams events back.
+
+Why a process and not a thread: a runtime that crashes on a hostile model
+must not take the window with it; cancel must really stop C++ work
+(terminate the child) and leave nothing half-written; Python-heavy loops must
+not starve the UI thread of the GIL. The CLI uses the same runner.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from slimline.core.history import load_run, new_run_id, run_dir, save_run
+from slimline.core.pipeline import Pipeline
+
+CANCEL_GRACE_S = 0.5  # cooperative cancel first, then terminate
+
+
+def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
+    """Entry point of the worker process: run the pipeline, report everything as events."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about cancelling
+    from slimline.core.errors import Cancelled, SlimlineError
+    from slimline.core.plugin import CancelToken
+
+    def emit(event: dict[str, Any]) -> None:
+        events.put(event)
+
+    try:
+        if spec.get("threads"):
+            os.environ.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
+        from slimline.core.models import open_model
+        from slimline.core.pipeline import parse_pipeline
+        from slimline.core.runner import load_data, run_pipeline
+
+        emit({"type": "log", "message": f"worker {os.getpid()} opening {spec['model_path']}"})
+        pipeline = parse_pipeline(spec["pipeline"])
+        model = open_model(spec["model_path"], trust=spec.get("trust", False))
+        if spec.get("dims"):
+            model = model.with_dims(**spec["dims"])
+        data = load_data(pipeline, model, spec.get("data_path"), spec.get("train_path"))
+        record = run_pipeline(pipeline, model, workspace=Path(spec["workspace"]), emit=emit,
+                              cancel=CancelToken(cancel_event), data=data, run_id=spec["run_id"],
+                              threads=spec.get("threads", 0), use_cache=spec.get("use_cache", True),
+                              data_paths=(spec.get("data_path") or pipeline.evaluation.data,
+                                          spec.get("train_path") or pipeline.evaluation.train_data))
+        emit({"type": "done", "run": {"run_id": record["run_id"], "status": record["status"]}})
+    except Cancelled:
+        emit({"type": "cancelled"})
+    except SlimlineError as exc:
+        emit({"type": "failed", **exc.to_dict(), "step_id": getattr(exc, "step_id", ""),
+              "details": getattr(exc, "details", "") or traceback.format_exc()})
+    except BaseException as exc:  # never die silently: the parent shows this with details
+        emit({"type": "failed", "message": f"{type(exc).__name__}: {exc}", "hint": "see details",
+              "subject": "", "step_id": "", "details": traceback.format_exc()})
+    finally:
+        events.put({"type": "_exit"})
+        events.close()
+        events.join_thread()
+
+
+class Job:
+    """Handle on a running worker. ``poll()`` is non-blocking; call it from a timer."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        ctx = mp.get_context("spawn")  # fork is unsafe with Qt and torch threads
+        self.spec = spec
+        self.run_id: str = spec["run_id"]
+        self.workspace = Path(spec["workspace"])
+        self._events = ctx.Queue()
+        self._cancel = ctx.Event()
+        self._process = ctx.Process(target=_child_main, args=(spec, self._events, self._cancel),
+                                    name=f"slimline-job-{self.run_id}", daemon=True)
+        self._cancel_at: float | None = None
+        self._final: dict[str, Any] | None = None
+        self._process.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._final is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def cancel(self) -> None:
+        """Ask the step to stop at its next boundary; terminate after a short grace."""
+        if self._final is None and self._cancel_at is None:
+            self._cancel.set()
+            self._cancel_at = time.monotonic()
+
+    def poll(self, timeout: float = 0.0, max_events: int = 200) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self._final is not None:
+            return out
+        deadline = time.monotonic() + timeout
+        while len(out) < max_events:
+            try:
+                wait = max(0.0, deadline - time.monotonic())
+                ev = self._events.get(timeout=wait) if wait > 0 else self._events.get_nowait()
+            except queue.Empty:
+                break
+            except (EOFError, OSError):
+                break
+            if ev.get("type") == "_exit":
+                continue
+            out.append(ev)
+            if ev.get("type") in ("done", "failed", "cancelled"):
+                self._finish(ev)
+                return out
+        if self._final is None:
+            if self._cancel_at is not None and time.monotonic() - self._cancel_at > CANCEL_GRACE_S:
+                self._terminate()
+                out.append(self._finish({"type": "cancelled", "forced": True}))
+            elif not self._process.is_alive() and self._events.empty():
+                code = self._process.exitcode
+                out.append(self._finish(_crash_event(code)))
+        return out
+
+    def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Block until the job ends (CLI, tests); returns every event."""
+        events: list[dict[str, Any]] = []
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.alive:
+            events += self.poll(timeout=0.1)
+            if end is not None and time.monotonic() > end:
+                self.cancel()
+        return events
+
+    def _terminate(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(2)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(2)
+
+    def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._final = event
+        self._process.join(5)
+        if self._process.is_alive():
+            self._terminate()
+        from slimline.core.cache import StepCache
+
+        StepCache(self.workspace / "cache").clean_temp(self._process.pid)
+        if event["type"] in ("cancelled", "failed"):
+            _mark_run(self.workspace, self.run_id, event)
+        return event
+
+
+def _crash_event(code: int | None) -> dict[str, Any]:
+    sig = ""
+    if code is not None and code < 0:
+        try:
+            sig = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            sig = ""
+    return {"type": "failed", "message": f"the worker process crashed (exit code {code}{sig})",
+            "hint": "the model or a runtime library crashed; the app is fine — check the log, "
+                    "try another runtime/provider or report the model", "subject": "worker", "step_id": ""}
+
+
+def _mark_run(workspace: Path, run_id: str, event: dict[str, Any]) -> None:
+    """Record how the run ended even when the child could not (killed, crashed)."""
+    path = run_dir(workspace, run_id) / "run.json"
+    try:
+        record = load_run(path)
+    except (OSError, ValueError):
+        return
+    if record.get("status") == "running":
+        record["status"] = "cancelled" if event["type"] == "cancelled" else "failed"
+        if event["type"] == "failed":
+            record["error"] = {k: event.get(k, "") for k in ("message", "hint", "subject", "step_id")}
+        save_run(workspace, record)
+
+
+def start_pipeline_job(pipeline: Pipeline | dict[str, Any], model_path: str | Path, *,
+                       data_path: str | None = None, train_path: str | None = None,
+                       workspace: str | Path, trust: bool = False, threads: int = 0,
+                       use_cache: bool = True, dims: dict[str, int] | None = None) -> Job:
+    """Start a pipeline run in a child process."""
+    doc = pipeline.model_dump(mode="json") if isinstance(pipeline, Pipeline) else pipeline
+    spec = {"pipeline": doc, "model_path": str(model_path), "data_path": data_path,
+            "train_path": train_path, "workspace": str(workspace), "trust": trust,
+            "threads": threads, "use_cache": use_cache, "run_id": new_run_id(), "dims": dims or {}}
+    return Job(spec)

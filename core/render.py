@@ -1,0 +1,238 @@
+"""Plain-text and JSON rendering for the CLI (tables, progress, result files)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+from slimline.core.fsutil import atomic_write_text
+from slimline.core.handle import ModelHandle
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def table(headers: list[str], rows: Iterable[list[Any]], align: str | None = None) -> str:
+    rows = [[("-" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    align = align or ("l" + "r" * (len(headers) - 1))
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align))
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def _shape(spec: Any) -> str:
+    return "[" + ", ".join(str(d) for d in spec.shape) + "]"
+
+
+def handle_summary(h: ModelHandle) -> str:
+    lines = [f"model     {h.path}", f"format    {h.format} (family {h.family})"]
+    if h.producer or h.opset:
+        lines.append(f"producer  {h.producer or '-'}   opset {h.opset if h.opset is not None else '-'}")
+    lines.append(f"params    {h.param_count:,}   on disk {fmt_bytes(h.bytes_on_disk)} in {len(h.files) or 1} file(s)")
+    for kind, specs in (("input", h.inputs), ("output", h.outputs)):
+        for s in specs:
+            lines.append(f"{kind:<9} {s.name}: {s.dtype} {_shape(s)}")
+    if h.dim_defaults:
+        lines.append("dims      " + ", ".join(f"{k}={v}" for k, v in h.dim_defaults.items())
+                     + "   (dynamic; change with --dim NAME=VALUE)")
+    caps = h.capabilities
+    if not (caps.run and caps.compress) and caps.reason:
+        lines.append(f"note      {caps.reason}")
+    return "\n".join(lines)
+
+
+def _row_dict(r: Any) -> dict[str, Any]:
+    return r.model_dump() if hasattr(r, "model_dump") else dict(r.__dict__)
+
+
+def print_inspect(h: ModelHandle, rows: list[Any] | None, *, as_json: bool, limit: int,
+                  out: TextIO = sys.stdout) -> None:
+    dicts = [_row_dict(r) for r in rows or []]
+    if as_json:
+        print(json.dumps({"model": h.model_dump(mode="json"), "layers": dicts}, indent=1, default=str), file=out)
+        return
+    print(handle_summary(h), file=out)
+    if not dicts:
+        return
+    print(f"\n{len(dicts)} weight tensors" + (f" (first {limit})" if len(dicts) > limit else ""), file=out)
+    has_stats = "std" in dicts[0] and dicts[0].get("std") is not None
+    headers = ["name", "op", "shape", "dtype", "params"]
+    if has_stats:
+        headers += ["min", "max", "mean", "std", "sparsity", "outliers", "nan/inf"]
+    body = []
+    for d in dicts[:limit]:
+        row = [d.get("name"), d.get("op_type"), "x".join(str(x) for x in d.get("shape", [])),
+               d.get("dtype"), fmt_count(d.get("params"))]
+        if has_stats:
+            row += [f"{d['min']:.3g}", f"{d['max']:.3g}", f"{d['mean']:.3g}", f"{d['std']:.3g}",
+                    f"{d['sparsity'] * 100:.1f}%", f"{d['outlier_frac'] * 100:.2f}%",
+                    f"{d['nan_count']}/{d['inf_count']}"]
+        body.append(row)
+    print(table(headers, body, "lllll" + "r" * (len(headers) - 5)), file=out)
+
+
+def print_bench(h: ModelHandle, size: Any, lat: list[Any], acc: Any, env: dict[str, Any], *,
+                as_json: bool, out: TextIO = sys.stdout) -> None:
+    if as_json:
+        print(json.dumps({"model": h.model_dump(mode="json"), "size": size.model_dump(),
+                          "latency": [x.model_dump() for x in lat],
+                          "accuracy": acc.model_dump() if acc else None, "environment": env},
+                         indent=1, default=str), file=out)
+        return
+    print(handle_summary(h), file=out)
+    print(f"\nsize: {fmt_bytes(size.bytes_on_disk)} on disk, {fmt_bytes(size.zip_bytes)} zip-compressed, "
+          f"{size.param_count:,} parameters", file=out)
+    rows = [[r.batch, f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.min_ms:.3f}", f"{r.max_ms:.3f}",
+             f"{r.spread * 100:.1f}%", r.runs, r.warmup, r.threads, r.provider, r.input_kind] for r in lat]
+    print("\nlatency (ms, timed runs after warm-up)", file=out)
+    print(table(["batch", "p50", "p90", "min", "max", "spread", "runs", "warmup", "threads", "runtime", "inputs"],
+                rows), file=out)
+    if any(r.input_kind == "random" for r in lat):
+        print("inputs: random (latency only; give --data for real inputs and accuracy)", file=out)
+    if acc is not None:
+        print(f"\naccuracy: top-1 {acc.top1:.4f} on {acc.dataset} (n={acc.n})", file=out)
+    print(f"\nmachine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores", file=out)
+
+
+def result_rows(record: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    results = record.get("results", [])
+    batches = list(results[0].get("latency", {}).keys()) if results else []
+    headers = ["step", "size", "zip", "params"] + [f"p50 b{b} ms" for b in batches] + \
+              [f"p90 b{b}" for b in batches[:1]] + ["top-1", "cosine", "flags"]
+    rows = []
+    base = results[0] if results else {}
+    for r in results:
+        size = r.get("size", {})
+        acc = r.get("accuracy")
+        fid = r.get("fidelity") or {}
+        lat = r.get("latency", {})
+        ratio = ""
+        if base.get("size") and r is not base and base["size"].get("bytes_on_disk"):
+            ratio = f" ({size.get('bytes_on_disk', 0) / base['size']['bytes_on_disk']:.2f}×)"
+        row = [f"{r['step_id']}: {r['title']}" + (" [cached]" if r.get("cached") else ""),
+               fmt_bytes(size.get("bytes_on_disk")) + ratio, fmt_bytes(size.get("zip_bytes")),
+               fmt_count(size.get("param_count"))]
+        for b in batches:
+            rep = lat.get(b)
+            base_rep = base.get("latency", {}).get(b)
+            cell = f"{rep['p50_ms']:.3f}" if rep else "-"
+            if rep and base_rep and r is not base:
+                cell += f" ({rep['p50_ms'] / base_rep['p50_ms']:.2f}×)"
+            row.append(cell)
+        for b in batches[:1]:
+            rep = lat.get(b)
+            row.append(f"{rep['p90_ms']:.3f}" if rep else "-")
+        row.append(f"{acc['top1']:.4f}" if acc else "-")
+        row.append(f"{fid['mean_cosine']:.4f}" if fid.get("mean_cosine") is not None else "-")
+        row.append(",".join(r.get("flags", [])) or "ok")
+        rows.append(row)
+    return headers, rows
+
+
+def print_run(record: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    headers, rows = result_rows(record)
+    print(f"\nrun {record['run_id']} — {record['status']}", file=out)
+    print(table(headers, rows), file=out)
+    results = record.get("results", [])
+    if results:
+        r0 = results[0]
+        lat = next(iter(r0.get("latency", {}).values()), None)
+        acc = r0.get("accuracy")
+        fid = r0.get("fidelity") or {}
+        parts = []
+        if lat:
+            parts.append(f"latency: {lat['runs']} timed runs after {lat['warmup']} warm-up, "
+                         f"{lat['threads']} threads, {lat['provider']}, inputs {lat['input_kind']}")
+        if acc:
+            parts.append(f"top-1 on {acc['dataset']} (n={acc['n']})")
+        elif fid:
+            parts.append(f"cosine vs original on {fid.get('dataset')} ({fid.get('input_kind')} inputs"
+                         f"{' — smoke check only' if fid.get('input_kind') == 'random' else ''})")
+        env = record.get("environment", {})
+        parts.append(f"machine: {env.get('cpu', '?')}")
+        print("\n".join(parts), file=out)
+    for r in results:
+        for w in r.get("warnings", []):
+            print(f"warning [{r['step_id']}]: {w}", file=out)
+    err = record.get("error")
+    if err:
+        print(f"error [{err.get('step_id') or err.get('subject')}]: {err.get('message')}", file=out)
+
+
+def write_run_outputs(record: dict[str, Any], out_dir: Path) -> None:
+    """Copy the final model and write results.json + results.md (atomically)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = record.get("final_model") or record["results"][-1]["model"]
+    for f in final.get("files") or [final["path"]]:
+        src = Path(f)
+        if src.is_file():
+            from slimline.core.fsutil import atomic_path
+
+            with atomic_path(out_dir / src.name) as tmp:
+                shutil.copyfile(src, tmp)
+    atomic_write_text(out_dir / "results.json", json.dumps(record, indent=1, default=str))
+    headers, rows = result_rows(record)
+    md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    atomic_write_text(out_dir / "results.md", f"# Run {record['run_id']}\n\n" + "\n".join(md) + "\n")
+
+
+class ProgressPrinter:
+    """One-line progress bar on a terminal; plain lines when not a TTY (CI logs)."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_line = ""
+
+    def handle(self, ev: dict[str, Any]) -> None:
+        t = ev.get("type")
+        if t == "progress" and self.tty:
+            pct = int(ev.get("overall", 0) * 100)
+            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+            line = f"\r[{bar}] {pct:3d}% {ev.get('step_id', '')}: {ev.get('message', '')[:60]}"
+            self.stream.write(line.ljust(110))
+            self.stream.flush()
+        elif t == "step_started":
+            self._newline()
+            print(f"[{ev['index']}/{ev['total'] - 1}] {ev['step_id']}: {ev['title']}", file=self.stream)
+        elif t == "step_result":
+            r = ev["result"]
+            flags = ",".join(r.get("flags", [])) or "ok"
+            self._newline()
+            print(f"    done in {r.get('duration_s', 0):.1f}s ({flags}){' [cached]' if r.get('cached') else ''}",
+                  file=self.stream)
+        elif t == "log" and not self.tty:
+            print(f"    {ev.get('message', '')}", file=self.stream)
+        elif t == "metric" and ev.get("kind") == "validation":
+            p = ev.get("payload", {})
+            self._newline()
+            print(f"    epoch {p.get('epoch')}: validation accuracy {p.get('accuracy', 0):.4f}", file=self.stream)
+
+    def _newline(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + " " * 110 + "\r")
+
+    def close(self) -> None:
+        self._newline()
+        self.stream.flush()

@@ -1,0 +1,197 @@
+"""Execute a pipeline: each step turns an input handle into a new file, then is measured.
+
+Runs inside the job's child process (see jobs.py) or inline for tests. Every
+event goes through ``emit`` as a plain dict, so the CLI and the GUI show the
+same stream.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from slimline.core.cache import StepCache, canonical, file_fingerprint, handle_from_record, step_key
+from slimline.core.errors import Cancelled, SlimlineError, StepFailed
+from slimline.core.evaluate import Evaluator, flags_for
+from slimline.core.handle import ModelHandle
+from slimline.core.history import new_run_id, save_run
+from slimline.core.pipeline import Pipeline
+from slimline.core.plugin import CancelToken, StepContext
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class _Throttle:
+    """Limit progress events to ~20/s so a chatty step cannot flood the UI."""
+
+    def __init__(self, emit: Emit, interval: float = 0.05) -> None:
+        self.emit, self.interval, self.last = emit, interval, 0.0
+
+    def __call__(self, event: dict[str, Any], force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            self.emit(event)
+
+
+def load_data(pipeline: Pipeline, model: ModelHandle, data_path: str | None,
+              train_path: str | None) -> Any:
+    """DataBundle for the run: eval from --data/pipeline, train/calibration from train_data."""
+    from slimline.core.data import DataBundle, check_dataset, load_dataset
+
+    eval_path = data_path or pipeline.evaluation.data
+    train_path = train_path or pipeline.evaluation.train_data
+    if not eval_path and not train_path:
+        return None
+    ev = load_dataset(eval_path, model) if eval_path else None
+    tr = load_dataset(train_path, model) if train_path else None
+    for ds in (ev, tr):
+        if ds is not None and model.capabilities.run:
+            check_dataset(ds, model)
+    if tr is None:
+        return DataBundle.from_dataset(ev)
+    return DataBundle(eval=ev or tr, train=tr, calibration=tr.take(min(len(tr), 256)))
+
+
+def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emit: Emit,
+                 cancel: CancelToken | None = None, data: Any = None, run_id: str | None = None,
+                 threads: int = 0, use_cache: bool = True, data_paths: tuple[str | None, str | None] = (None, None),
+                 ) -> dict[str, Any]:
+    """Run all enabled steps; returns the run record (also saved in the workspace)."""
+    cancel = cancel or CancelToken()
+    workspace = Path(workspace)
+    cache = StepCache(workspace / "cache")
+    run_id = run_id or new_run_id()
+    progress = _Throttle(emit)
+    steps = pipeline.enabled_steps()
+    total = len(steps) + 1  # +1: measuring the original
+    from slimline.core.metrics import environment
+
+    record: dict[str, Any] = {
+        "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running",
+        "pipeline": pipeline.model_dump(mode="json"), "model": model.model_dump(mode="json"),
+        "data": {"eval": data_paths[0], "train": data_paths[1]}, "environment": environment(),
+        "results": [], "error": None,
+    }
+    save_run(workspace, record)
+    ev_data = getattr(data, "eval", None)
+    evaluator = Evaluator(pipeline.evaluation, eval_data=ev_data, threads=threads,
+                          device=pipeline.evaluation.device)
+    data_fp = canonical([file_fingerprint(p) for p in data_paths])
+    eval_key = step_key("eval", "", "", pipeline.evaluation.model_dump(mode="json"), data_fp, threads)
+
+    def measure(handle: ModelHandle, key: str | None, index: int) -> tuple[dict[str, Any], bool]:
+        progress({"type": "progress", "overall": index / total, "step_id": key or "original",
+                  "fraction": 0.9, "message": "measuring size, latency and accuracy"}, force=True)
+        cached = cache.load_eval(key, eval_key) if (use_cache and key) else None
+        if cached is not None and "reference_outputs" not in cached:
+            return cached, True
+        result = evaluator.evaluate(handle, cancel)
+        if key:
+            cache.save_eval(key, eval_key, result)
+        return result, False
+
+    # --- the original model -------------------------------------------------------------
+    emit({"type": "step_started", "step_id": "original", "index": 0, "total": total, "title": "Original model"})
+    t0 = time.perf_counter()
+    original_eval = evaluator.evaluate(model, cancel)
+    original = {"step_id": "original", "plugin": "", "title": f"Original ({model.name})",
+                "model": model.model_dump(mode="json"), **original_eval, "metrics": {}, "notes": [],
+                "warnings": [], "flags": [], "duration_s": time.perf_counter() - t0, "cached": False}
+    record["results"].append(original)
+    emit({"type": "step_result", "result": original})
+    save_run(workspace, record)
+
+    from slimline.core.registry import get_plugin
+
+    current, current_eval = model, original_eval
+    step_id = "original"
+    try:
+        for i, step in enumerate(steps, start=1):
+            step_id = step.id
+            cancel.raise_if_cancelled()
+            plugin_cls = get_plugin(step.plugin)
+            plugin = plugin_cls()
+            params = plugin_cls.Params.model_validate(step.params)
+            title = plugin_cls.title
+            emit({"type": "step_started", "step_id": step.id, "index": i, "total": total, "title": title})
+            problems = [p for p in plugin.check(current, params) if p.severity == "error"]
+            missing = [need for need in plugin_cls.needs_data if data is None
+                       or (getattr(data, need, None) is None and getattr(data, "eval", None) is None)]
+            if missing:
+                raise StepFailed(f"needs {', '.join(missing)} data and none was given",
+                                 hint="pass --data (and --train-data) or set evaluation.data in the pipeline",
+                                 subject=f"step {step.id} ({title})")
+            if problems:
+                raise StepFailed("; ".join(str(p) for p in problems), subject=f"step {step.id} ({title})",
+                                 hint=problems[0].fix or "change the step's parameters or remove it")
+            params_json = params.model_dump(mode="json")
+            key = step_key(current.content_hash(), plugin_cls.id, plugin_cls.version, params_json,
+                           data_fp if plugin_cls.needs_data else "", 0)
+            t0 = time.perf_counter()
+            rec = cache.load(key) if use_cache else None
+            cached = rec is not None
+            if rec is None:
+                work = cache.work_dir(key)
+
+                def on_progress(fraction: float, message: str, _sid: str = step.id, _i: int = i) -> None:
+                    progress({"type": "progress", "overall": (_i + 0.9 * fraction) / total, "step_id": _sid,
+                              "fraction": fraction, "message": message})
+
+                def on_event(kind: str, payload: dict[str, Any], _sid: str = step.id) -> None:
+                    if kind == "log":
+                        emit({"type": "log", "step_id": _sid, "message": payload.get("message", "")})
+                    else:
+                        emit({"type": "metric", "step_id": _sid, "kind": kind, "payload": payload})
+
+                ctx = StepContext(work_dir=work, cancel=cancel, progress_cb=on_progress, event_cb=on_event,
+                                  data=data, source_model=model, device=pipeline.evaluation.device,
+                                  threads=threads or None)
+                try:
+                    out = plugin.run(current, params, ctx)
+                except (Cancelled, SlimlineError):
+                    cache.clean_temp(os.getpid())
+                    raise
+                except Exception as exc:  # a plugin bug still names the step and keeps the trace
+                    cache.clean_temp(os.getpid())
+                    err = StepFailed(f"{type(exc).__name__}: {exc}", subject=f"step {step.id} ({title})",
+                                     hint="open the log for the full error; try other parameters")
+                    err.details = traceback.format_exc()  # type: ignore[attr-defined]
+                    raise err from exc
+                rec = cache.commit(key, work, {
+                    "model": out.model.model_dump(mode="json"), "metrics": out.metrics, "notes": out.notes,
+                    "warnings": out.warnings, "tables": out.tables})
+            new_handle = handle_from_record(rec)
+            step_eval, eval_cached = measure(new_handle, key, i)
+            flags, reasons = flags_for(step_eval, current_eval, original_eval, pipeline.evaluation)
+            result = {"step_id": step.id, "plugin": plugin_cls.id, "title": title,
+                      "model": new_handle.model_dump(mode="json"), **step_eval,
+                      "metrics": rec.get("metrics", {}), "notes": rec.get("notes", []),
+                      "warnings": list(rec.get("warnings", [])) + reasons, "tables": rec.get("tables", {}),
+                      "flags": flags, "duration_s": time.perf_counter() - t0, "cached": cached and eval_cached}
+            record["results"].append(result)
+            emit({"type": "step_result", "result": result})
+            save_run(workspace, record)
+            current, current_eval = new_handle, step_eval
+    except Cancelled:
+        record["status"] = "cancelled"
+        save_run(workspace, record)
+        raise
+    except SlimlineError as exc:
+        exc.step_id = step_id  # type: ignore[attr-defined]
+        record["status"], record["error"] = "failed", {**exc.to_dict(), "step_id": step_id,
+                                                       "details": getattr(exc, "details", "")}
+        save_run(workspace, record)
+        raise
+    except Exception as exc:
+        record["status"] = "failed"
+        record["error"] = {"message": f"{type(exc).__name__}: {exc}", "hint": "see the log for details",
+                           "subject": f"step {step_id}", "step_id": step_id, "details": traceback.format_exc()}
+        save_run(workspace, record)
+        raise
+    record["status"] = "done"
+    record["final_model"] = current.model_dump(mode="json")
+    save_run(workspace, record)
+    return record
