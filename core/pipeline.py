@@ -117,7 +117,11 @@ def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     while version < SCHEMA_VERSION:
         if version not in MIGRATIONS:
             raise PipelineError(f"no migration from schema {version}", subject="schema_version")
-        doc = MIGRATIONS[version](doc)
+        try:
+            doc = MIGRATIONS[version](doc)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise PipelineError(f"cannot upgrade this schema {version} file: steps are malformed ({exc})",
+                                subject="steps", hint="each step must be an object with a plugin id") from None
         version = doc["schema_version"]
     return doc
 

@@ -6,6 +6,8 @@ is kept with its error instead of stopping the app.
 """
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -14,6 +16,9 @@ from slimline.core.errors import PipelineError
 from slimline.core.plugin import Plugin
 
 GROUP = "slimline.plugins"
+# Comma-separated "module:Class" plugins to load without packaging them (plugin
+# development, tests). Inherited by job worker processes.
+EXTRA_ENV = "SLIMLINE_EXTRA_PLUGINS"
 
 
 @dataclass
@@ -55,9 +60,22 @@ def discover() -> dict[str, PluginEntry]:
         except Exception as exc:  # a broken plugin must never stop the app
             entry.error = f"{type(exc).__name__}: {exc}"
         found[entry.id] = entry
+    for target in filter(None, os.environ.get(EXTRA_ENV, "").split(",")):
+        found.update(_load_target(target.strip()))
     for pid, cls in _extra.items():
         found[pid] = PluginEntry(id=pid, target=f"{cls.__module__}:{cls.__name__}", plugin=cls)
     return found
+
+
+def _load_target(target: str) -> dict[str, PluginEntry]:
+    module, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            raise TypeError(f"{target} is not a slimline Plugin subclass")
+        return {cls.id: PluginEntry(id=cls.id, target=target, plugin=cls)}
+    except Exception as exc:
+        return {target: PluginEntry(id=target, target=target, error=f"{type(exc).__name__}: {exc}")}
 
 
 def get_plugin(plugin_id: str) -> type[Plugin]:
