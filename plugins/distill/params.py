@@ -1,0 +1,55 @@
+"""Parameters of the distillation step (the GUI renders this schema as a form)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from slimline.core.plugin import PluginParams
+
+TEACHER_SOURCE = "source"   # the pipeline's input model
+TEACHER_INPUT = "input"     # this step's input model (the model before distillation)
+
+
+class DistillParams(PluginParams):
+    """Knobs of L = α·CE(student, labels) + (1−α)·T²·KL(teacher ‖ student)."""
+
+    teacher: str = Field(
+        TEACHER_SOURCE, min_length=1,
+        description="Teacher model: 'source' (the pipeline's input model), 'input' (this step's "
+                    "input model, when a separate student file is given) or a path to a model file "
+                    "(Slimline torch archive, ONNX, or any runnable torch format).",
+        json_schema_extra={"ui": "model_path_or_choice", "choices": [TEACHER_SOURCE, TEACHER_INPUT]},
+    )
+    student: str = Field(
+        "", description="Optional path to a Slimline torch archive to train as the student; "
+                        "empty = the step's input model (e.g. after pruning or low-rank).",
+        json_schema_extra={"ui": "model_path"},
+    )
+    epochs: int = Field(10, ge=1, le=1000, description="Maximum passes over the training data.")
+    batch_size: int = Field(64, ge=1, le=65536, description="Training rows per optimizer step.")
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="Optimizer learning rate.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Optimizer (sgd uses momentum 0.9).")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Weight decay (L2 for adam/sgd, decoupled for adamw).")
+    temperature: float = Field(4.0, ge=0.05, le=100.0,
+                               description="Softmax temperature T for the soft targets; the KD term is scaled by T².")
+    alpha: float = Field(0.5, ge=0.0, le=1.0,
+                         description="Weight of the hard-label cross-entropy; 1−α weighs the KD term. "
+                                     "Ignored (pure KD) when the data has no labels.")
+    validation_fraction: float = Field(
+        0.1, ge=0.0, le=0.5,
+        description="Share of the training rows held out for validation, early stopping and "
+                    "choosing the best weights; 0 = no validation (all epochs run, last weights kept).")
+    patience: int = Field(3, ge=1, le=1000,
+                          description="Early stopping: epochs without a better validation score before stopping.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where to train: 'auto' = CUDA when available, else CPU.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for the split, shuffling and dropout (deterministic).")
+    max_batches_per_epoch: int = Field(0, ge=0, le=10**7,
+                                       description="Cap on optimizer steps per epoch; 0 = all batches.")
+
+    @field_validator("teacher", "student")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
