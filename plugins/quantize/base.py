@@ -1,0 +1,325 @@
+"""The shared run loop: pre-process, quantize, verify, retry safer, measure, explain.
+
+Each concrete step only says how to quantize once (``_quantize``) and which safer
+settings exist; the loop guarantees that no model below the budget is passed on,
+that bigger/slower results are flagged with a reason, and that nothing half-written
+is left behind (intermediates live in a temp folder, the output is written atomically).
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from slimline.core.errors import StepFailed
+from slimline.core.fsutil import atomic_path
+from slimline.core.handle import ModelHandle
+from slimline.core.plugin import Plugin, Problem, StepContext, StepOutput
+
+from slimline.plugins.quantize import arithmetic, evaluate, prep
+from slimline.plugins.quantize.params import GuardrailParams
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One set of quantizer settings. ``why`` says what changed from the previous attempt."""
+
+    per_channel: bool
+    reduce_range: bool
+    op_types: tuple[str, ...]
+    exclude: tuple[str, ...]
+    why: str = "requested settings"
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def describe(self) -> str:
+        parts = [f"per_channel={self.per_channel}", f"reduce_range={self.reduce_range}"]
+        if self.op_types:
+            parts.append("op_types=" + ",".join(self.op_types))
+        if self.exclude:
+            parts.append(f"excluded {len(self.exclude)} node(s): " + ", ".join(self.exclude[:6])
+                         + (" …" if len(self.exclude) > 6 else ""))
+        return "; ".join(parts)
+
+
+class QuantizeBase(Plugin):
+    """Common machinery for the ONNX quantize steps (not registered itself)."""
+
+    category: ClassVar = "quantize"
+    input_formats: ClassVar = ("onnx",)
+    output_format: ClassVar = "onnx"
+    # Ops considered "core" when retrying with fewer op types.
+    core_ops: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv")
+    supports_per_channel: ClassVar[bool] = True
+    optimize_first: ClassVar[bool] = True
+
+    # --- hooks -------------------------------------------------------------------------------
+    def _first_attempt(self, params: Any, model_ops: dict[str, int]) -> Attempt:
+        raise NotImplementedError
+
+    def _quantize(self, src: Path, dst: Path, attempt: Attempt, params: Any, ctx: StepContext) -> None:
+        raise NotImplementedError
+
+    def _explain(self, params: Any, attempt: Attempt, q_ops: dict[str, int], size_ratio: float,
+                 latency_ratio: float, flags: dict[str, bool]) -> list[str]:
+        return []
+
+    def _table(self, float_model: Any, q_model: Any) -> list[dict[str, Any]]:
+        return arithmetic.int8_table(float_model, q_model)
+
+    def _prepare_data(self, params: Any, ctx: StepContext) -> None:
+        """Validate data needs before any work (static quantization overrides)."""
+
+    # --- shared helpers ----------------------------------------------------------------------
+    def _load_graph(self, model: ModelHandle) -> Any:
+        import onnx
+
+        return onnx.load(model.path, load_external_data=False)
+
+    def _op_problems(self, model: ModelHandle, wanted: tuple[str, ...], what: str) -> list[Problem]:
+        problems = self.check_format(model)
+        if problems:
+            return problems
+        try:
+            ops = prep.count_ops(self._load_graph(model))
+        except Exception as exc:  # noqa: BLE001
+            return [Problem(f"cannot read the ONNX graph: {exc}", fix="re-export the model")]
+        if wanted and not any(op in ops for op in wanted):
+            return [Problem(f"no {'/'.join(wanted)} nodes to {what} (the graph has {', '.join(sorted(ops)[:8])})",
+                            field="op_types", fix="choose op types present in the model")]
+        return []
+
+    @staticmethod
+    def _exclusions(graph: Any, params: GuardrailParams) -> tuple[str, ...]:
+        names = list(params.nodes_to_exclude)
+        if params.op_types_to_exclude:
+            names += [n.name for n in graph.node if n.op_type in params.op_types_to_exclude and n.name]
+        return tuple(dict.fromkeys(names))
+
+    def _next_attempt(self, prev: Attempt, prep_path: Path, q_path: Path, evalset: evaluate.EvalSet,
+                      round_no: int, ctx: StepContext) -> Attempt | None:
+        """Safer settings after a failed attempt, or None when nothing safer is left."""
+        if self.supports_per_channel and (not prev.per_channel or prev.reduce_range):
+            return replace(prev, per_channel=True, reduce_range=False,
+                           why="per-channel scales on, full 8-bit range (outliers no longer set one scale for all)")
+        core = tuple(op for op in prev.op_types if op in self.core_ops)
+        if prev.op_types and core and core != prev.op_types:
+            return replace(prev, op_types=core, why=f"fewer op types: only {', '.join(core)}")
+        import onnx
+
+        graph = onnx.load(str(prep_path)).graph
+        inits = {i.name for i in graph.initializer}
+        cands = [(n.name, n.output[0], [i for i in n.input if i and i not in inits])
+                 for n in graph.node
+                 if n.name and n.output and (not prev.op_types or n.op_type in prev.op_types)
+                 and n.name not in prev.exclude]
+        if not cands:
+            return None
+        ranked = evaluate.node_errors(prep_path, q_path, evalset, cands, cancel=ctx.cancel)
+        ranked = [r for r in ranked if r[1] > 0]
+        if not ranked:
+            return None
+        k = min(len(ranked), 2 ** max(0, round_no))
+        worst = ranked[:k]
+        detail = ", ".join(f"{n} (+{e:.3f} rel. error)" for n, e in worst)
+        return replace(prev, exclude=prev.exclude + tuple(n for n, _ in worst),
+                       why=f"left in float the node(s) adding the most output error: {detail}")
+
+    # --- the run loop ------------------------------------------------------------------------
+    def run(self, model: ModelHandle, params: Any, ctx: StepContext) -> StepOutput:
+        import onnx
+
+        ctx.cancel.raise_if_cancelled()
+        problems = [p for p in self.check(model, params) if p.severity == "error"]
+        if problems:
+            raise StepFailed(str(problems[0]), subject=self.id, hint=problems[0].fix or "fix the step's settings")
+        self._prepare_data(params, ctx)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=ctx.work_dir))
+        try:
+            return self._run(model, params, ctx, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _run(self, model: ModelHandle, params: Any, ctx: StepContext, tmp: Path) -> StepOutput:
+        import onnx
+
+        notes: list[str] = []
+        warnings: list[str] = []
+        ctx.progress(0.02, "pre-processing")
+        prep_path, prep_notes = prep.preprocess(model.path, tmp / "prep.onnx", optimize=self.optimize_first,
+                                                gemm_rewrite=self._gemm_rewrite(params))
+        notes += prep_notes
+        ctx.cancel.raise_if_cancelled()
+        prep_model = onnx.load(str(prep_path))
+        model_ops = prep.count_ops(prep_model)
+        missing = [n for n in params.nodes_to_exclude if n not in {x.name for x in prep_model.graph.node}]
+        if missing:
+            warnings.append(f"nodes_to_exclude: {len(missing)} name(s) not found after pre-processing "
+                            f"(fused or renamed): {', '.join(missing[:5])}")
+
+        ref_sess = evaluate.make_session(model.path, ctx.threads)
+        out_names = [o.name for o in ref_sess.get_outputs()]
+        evalset = evaluate.build_eval_set(ctx.data, ref_sess, model.dim_defaults, params.eval_samples, ctx.seed)
+        if evalset.kind == "random":
+            notes.append("fidelity measured on RANDOM inputs (no evaluation data given): a smoke check, not accuracy")
+        ctx.progress(0.1, f"reference outputs on {evalset.describe()}")
+        ref_out = evaluate.run_all(ref_sess, evalset, ctx.cancel)
+        del ref_sess
+
+        attempt: Attempt | None = self._first_attempt(params, model_ops)
+        attempt = replace(attempt, exclude=tuple(dict.fromkeys(attempt.exclude + self._exclusions(prep_model.graph, params))))
+        history: list[tuple[Attempt, evaluate.Fidelity]] = []
+        q_path = tmp / "q.onnx"
+        fid: evaluate.Fidelity | None = None
+        n = 0
+        while attempt is not None and n < params.max_attempts:
+            n += 1
+            ctx.cancel.raise_if_cancelled()
+            frac = 0.15 + 0.6 * (n - 1) / params.max_attempts
+            ctx.progress(frac, f"attempt {n}: {attempt.why}")
+            q_path = tmp / f"q{n}.onnx"
+            try:
+                self._quantize(prep_path, q_path, attempt, params, ctx)
+            except StepFailed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - library errors become a step failure with context
+                from slimline.core.errors import Cancelled
+
+                if isinstance(exc, Cancelled):
+                    raise
+                raise StepFailed(f"{self.title} failed on attempt {n} ({attempt.describe()}): {type(exc).__name__}: {exc}",
+                                 subject=self.id,
+                                 hint="exclude the failing node/op type (nodes_to_exclude / op_types_to_exclude) "
+                                      "or try another mode") from exc
+            ctx.cancel.raise_if_cancelled()
+            try:
+                onnx.checker.check_model(str(q_path))
+                q_sess = evaluate.make_session(q_path, ctx.threads)
+            except Exception as exc:  # noqa: BLE001
+                raise StepFailed(f"the quantized model does not load: {exc}", subject=self.id,
+                                 hint="exclude the op types named in the message, or try another mode") from exc
+            q_out = evaluate.run_all(q_sess, evalset, ctx.cancel)
+            del q_sess
+            fid = evaluate.fidelity(out_names, ref_out, q_out, evalset.labels)
+            history.append((attempt, fid))
+            ctx.log(f"attempt {n} ({attempt.describe()}): {fid.summary()}")
+            if fid.passes(params.min_cosine, params.min_top1_agreement):
+                break
+            if n >= params.max_attempts:
+                attempt = None
+                break
+            ctx.progress(frac + 0.3 / params.max_attempts, "below budget: looking for safer settings")
+            attempt = self._next_attempt(attempt, prep_path, q_path, evalset, len(
+                [h for h in history if h[0].why.startswith("left in float")]), ctx)
+
+        for i, (a, f) in enumerate(history, 1):
+            verdict = "accepted" if (i == len(history) and f.passes(params.min_cosine, params.min_top1_agreement)) else "below budget"
+            notes.append(f"attempt {i} — {a.why} [{a.describe()}]: {f.summary()} → {verdict}")
+        assert fid is not None
+        if not fid.passes(params.min_cosine, params.min_top1_agreement):
+            budget = f"mean cosine ≥ {params.min_cosine}" + (
+                f", top-1 agreement ≥ {params.min_top1_agreement}" if fid.top1_agreement is not None else "")
+            raise StepFailed(
+                f"quantized model below budget after {len(history)} attempt(s): {fid.summary()} "
+                f"(budget {budget}, on {evalset.describe()}); the model was not passed on",
+                subject=self.id,
+                hint="raise max_attempts, exclude sensitive layers (nodes_to_exclude), use per-channel / "
+                     "another calibration method, or try FP16")
+        if len(history) > 1:
+            warnings.append(f"the requested settings missed the budget; passed on attempt {len(history)}: "
+                            f"{history[-1][0].why}")
+
+        # --- measure and explain ------------------------------------------------------------
+        ctx.progress(0.8, "measuring size and latency")
+        q_model = onnx.load(str(q_path))
+        q_ops = prep.count_ops(q_model)
+        in_bytes = _bytes_on_disk(model)
+        out_bytes = q_path.stat().st_size
+        size_ratio = out_bytes / max(in_bytes, 1)
+        first = evalset.first()
+        t_in, t_out = evaluate.compare_latency(Path(model.path), q_path, first, threads=ctx.threads,
+                                               runs=params.latency_runs,
+                                               input_kind="random" if evalset.kind == "random" else "dataset",
+                                               cancel=ctx.cancel)
+        latency_ratio = t_out.p50_ms / max(t_in.p50_ms, 1e-9)
+        flags = evaluate.cpu_int8_flags()
+        notes.append(f"size {in_bytes / 1e6:.3f} MB → {out_bytes / 1e6:.3f} MB ({size_ratio:.3f}×)")
+        notes.append(
+            f"latency batch {t_in.batch}, {t_in.threads} thread(s), {t_in.warmup} warm-up + {t_in.runs} runs "
+            f"({t_in.input_kind} input): p50 {t_in.p50_ms:.3f} → {t_out.p50_ms:.3f} ms ({latency_ratio:.2f}×), "
+            f"p90 {t_in.p90_ms:.3f} → {t_out.p90_ms:.3f} ms")
+        notes.append(f"fidelity on {evalset.describe()}: {fid.summary()}")
+        if fid.top1_before is not None and fid.top1_after is not None:
+            notes.append(f"top-1 accuracy on {evalset.describe()}: {fid.top1_before:.4f} → {fid.top1_after:.4f}")
+        explain = self._explain(params, history[-1][0], q_ops, size_ratio, latency_ratio, flags)
+        if size_ratio > 1.0:
+            warnings.append(f"BIGGER: the output is {size_ratio:.2f}× the input size. " + " ".join(
+                e for e in explain if "size" in e.lower() or "fp32" in e.lower()))
+        if latency_ratio > 1.03:
+            warnings.append(f"SLOWER: p50 latency {latency_ratio:.2f}× the input at batch {t_in.batch}, "
+                            f"{t_in.threads} thread(s). " + " ".join(e for e in explain if "size" not in e.lower()))
+        elif explain:
+            notes += [e for e in explain if e.startswith("note:")]
+
+        table = self._table(prep_model, q_model)
+        if table:
+            notes.append(arithmetic.SCHEME_NOTE)
+            notes += arithmetic.summarise(table)
+
+        ctx.progress(0.95, "writing model")
+        ctx.cancel.raise_if_cancelled()
+        out = ctx.output_path("model.onnx")
+        with atomic_path(out) as tmp_out:
+            shutil.copyfile(q_path, tmp_out)
+        handle = _output_handle(out, model)
+        metrics: dict[str, float] = {
+            "size_ratio": size_ratio, "latency_ratio": latency_ratio, "mean_cosine": fid.mean_cosine,
+            "min_cosine": fid.min_cosine, "max_abs_error": fid.max_abs_error, "attempts": float(len(history)),
+            "eval_rows": float(fid.n), "latency_p50_ms_before": t_in.p50_ms, "latency_p50_ms_after": t_out.p50_ms,
+            "latency_threads": float(t_in.threads), "bytes_before": float(in_bytes), "bytes_after": float(out_bytes),
+        }
+        if fid.top1_agreement is not None:
+            metrics["top1_agreement"] = fid.top1_agreement
+        if fid.top1_before is not None and fid.top1_after is not None:
+            metrics["top1_before"] = fid.top1_before
+            metrics["top1_after"] = fid.top1_after
+        ctx.progress(1.0, "done")
+        return StepOutput(model=handle, metrics=metrics, notes=notes, warnings=warnings,
+                          tables={"quantization": table, "attempts": [
+                              {"attempt": i, "change": a.why, "settings": a.describe(), "mean_cosine": f.mean_cosine,
+                               "min_cosine": f.min_cosine, "top1_agreement": f.top1_agreement,
+                               "max_abs_error": f.max_abs_error}
+                              for i, (a, f) in enumerate(history, 1)]})
+
+    def _gemm_rewrite(self, params: Any) -> bool:
+        return False
+
+
+def _bytes_on_disk(model: ModelHandle) -> int:
+    files = model.files or [model.path]
+    total = sum(Path(f).stat().st_size for f in files if Path(f).is_file())
+    return total or int(model.bytes_on_disk)
+
+
+def _output_handle(path: Path, src: ModelHandle) -> ModelHandle:
+    """Handle for the written model: open_model when available, else a copy of the input's specs."""
+    try:
+        from slimline.core.models import open_model
+    except ImportError:
+        open_model = None  # type: ignore[assignment]
+    if open_model is not None:
+        try:
+            return open_model(path)
+        except Exception:  # noqa: BLE001 - fall back to a handle built from what we know
+            pass
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    params = sum(int(math.prod(i.dims)) if i.dims else 1 for i in m.graph.initializer)
+    return ModelHandle(path=str(path), format="onnx", family="onnx", files=[str(path)], inputs=list(src.inputs),
+                       outputs=list(src.outputs), dim_defaults=dict(src.dim_defaults), param_count=params,
+                       bytes_on_disk=path.stat().st_size, producer=m.producer_name,
+                       opset=prep.default_opset(m) or None)

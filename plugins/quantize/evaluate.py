@@ -1,0 +1,351 @@
+"""Verification with onnxruntime: feeds from the user's data, fidelity, latency, per-node error.
+
+Kept independent of slimline.core.runtime/metrics so the step can check its own
+result before it passes a model on (the guardrail), whatever the runner does after.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from slimline.core.errors import StepFailed
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnxruntime as ort
+
+_ORT_TO_NP = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def resolve_threads(threads: int | None) -> int:
+    """0/None means all cores; we record the real number so timings are reproducible."""
+    return int(threads) if threads else (os.cpu_count() or 1)
+
+
+def make_session(model: str | Path | bytes, threads: int | None = None, *, optimize: bool = True) -> "ort.InferenceSession":
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = resolve_threads(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class EvalSet:
+    """Rows to compare models on. ``kind`` is 'real' or 'random' (random: smoke/latency only)."""
+
+    name: str
+    kind: str
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    batch: int | None  # fixed batch size of the model, None when dynamic
+
+    def __len__(self) -> int:
+        return int(next(iter(self.feeds.values())).shape[0]) if self.feeds else 0
+
+    def batches(self, size: int = 32) -> Iterable[dict[str, np.ndarray]]:
+        size = self.batch or size
+        n = len(self)
+        for i in range(0, n - (n % size if self.batch else 0), size):
+            yield {k: v[i:i + size] for k, v in self.feeds.items()}
+
+    def first(self) -> dict[str, np.ndarray]:
+        size = self.batch or 1
+        return {k: v[:size] for k, v in self.feeds.items()}
+
+    def describe(self) -> str:
+        if self.kind == "random":
+            return f"random inputs (n={len(self)}, fidelity only, not accuracy)"
+        return f"{self.name} (n={len(self)})"
+
+
+def _input_meta(sess: "ort.InferenceSession") -> list[tuple[str, list[Any], Any]]:
+    return [(i.name, list(i.shape), _ORT_TO_NP.get(i.type, np.float32)) for i in sess.get_inputs()]
+
+
+def fixed_batch(sess: "ort.InferenceSession") -> int | None:
+    dims = [i.shape[0] for i in sess.get_inputs() if i.shape]
+    fixed = [d for d in dims if isinstance(d, int) and d > 0]
+    return fixed[0] if fixed and len(fixed) == len(dims) else None
+
+
+def dataset_feeds(dataset: Any, sess: "ort.InferenceSession", limit: int, role: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Map a Dataset's arrays onto the model's inputs, cast to the model's dtypes, at most ``limit`` rows."""
+    arrays: dict[str, np.ndarray] = dict(getattr(dataset, "inputs", {}) or {})
+    meta = _input_meta(sess)
+    if len(meta) == 1 and len(arrays) == 1 and meta[0][0] not in arrays:
+        arrays = {meta[0][0]: next(iter(arrays.values()))}
+    feeds: dict[str, np.ndarray] = {}
+    for name, shape, dtype in meta:
+        if name not in arrays:
+            raise StepFailed(
+                f"the {role} dataset has no array for model input '{name}' (it has {sorted(arrays)})",
+                subject=f"data.{role}", hint="name the dataset arrays after the model inputs")
+        arr = np.asarray(arrays[name])[:limit]
+        if len(shape) and arr.ndim != len(shape):
+            raise StepFailed(
+                f"input '{name}' expects rank {len(shape)} {shape}, the {role} dataset gives shape {list(arr.shape)}",
+                subject=f"data.{role}", hint="reshape the dataset to the model's input shape")
+        feeds[name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        labels = np.asarray(labels)[:limit]
+    return feeds, labels
+
+
+def random_feeds(sess: "ort.InferenceSession", dims: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
+    """Random rows for smoke/latency when no data was given (labelled 'random' everywhere)."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for name, shape, dtype in _input_meta(sess):
+        concrete = []
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and d > 0:
+                concrete.append(d)
+            elif i == 0:
+                concrete.append(n)
+            else:
+                concrete.append(int(dims.get(str(d), 16)))
+        if concrete and not (isinstance(shape[0], int) and shape[0] > 0):
+            concrete[0] = n
+        low = name.lower()
+        if np.issubdtype(dtype, np.floating):
+            arr = rng.standard_normal(concrete).astype(dtype)
+        elif "mask" in low:
+            arr = np.ones(concrete, dtype=dtype)
+        elif "type" in low or "position" in low:
+            arr = np.zeros(concrete, dtype=dtype)
+        elif dtype == np.bool_:
+            arr = np.ones(concrete, dtype=bool)
+        else:
+            arr = rng.integers(0, 100, size=concrete).astype(dtype)
+        feeds[name] = arr
+    return feeds
+
+
+def build_eval_set(data: Any, sess: "ort.InferenceSession", dims: dict[str, int], limit: int, seed: int) -> EvalSet:
+    """Evaluation rows: eval split, else calibration, else train, else random (labelled so)."""
+    batch = fixed_batch(sess)
+    for role in ("eval", "calibration", "train"):
+        ds = getattr(data, role, None) if data is not None else None
+        if ds is None or getattr(ds, "kind", "real") == "random":
+            continue
+        feeds, labels = dataset_feeds(ds, sess, limit, role)
+        name = f"{getattr(ds, 'name', role) or role} [{role} split]"
+        return EvalSet(name, "real", feeds, labels, batch)
+    n = min(limit, 32)
+    if batch:
+        n = batch * max(1, n // batch)
+    return EvalSet("random", "random", random_feeds(sess, dims, n, seed), None, batch)
+
+
+def run_all(sess: "ort.InferenceSession", evalset: EvalSet, cancel: Any = None,
+            output_names: list[str] | None = None) -> list[np.ndarray]:
+    """All outputs over all rows, concatenated along the batch axis."""
+    chunks: list[list[np.ndarray]] = []
+    for feeds in evalset.batches():
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        chunks.append(sess.run(output_names, feeds))
+    if not chunks:
+        return []
+    return [np.concatenate([c[i] for c in chunks], axis=0) if np.ndim(chunks[0][i]) else chunks[0][i]
+            for i in range(len(chunks[0]))]
+
+
+def class_output_index(names: list[str], outputs: list[np.ndarray]) -> int | None:
+    """The output that holds class scores (for top-1), or None when there is none."""
+    for i, (name, arr) in enumerate(zip(names, outputs)):
+        if "logit" in name.lower() and arr.ndim >= 2 and arr.shape[-1] >= 2:
+            return i
+    for i, arr in enumerate(outputs):
+        if arr.ndim == 2 and arr.shape[-1] >= 2 and np.issubdtype(arr.dtype, np.floating):
+            return i
+    return None
+
+
+@dataclass
+class Fidelity:
+    n: int
+    mean_cosine: float
+    min_cosine: float
+    max_abs_error: float
+    top1_agreement: float | None
+    top1_before: float | None = None
+    top1_after: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def passes(self, min_cosine: float, min_top1: float) -> bool:
+        ok = np.isfinite(self.mean_cosine) and self.mean_cosine >= min_cosine
+        if self.top1_agreement is not None:
+            ok = ok and self.top1_agreement >= min_top1
+        return bool(ok)
+
+    def summary(self) -> str:
+        s = f"mean cosine {self.mean_cosine:.5f}, min cosine {self.min_cosine:.5f}, max |Δ| {self.max_abs_error:.4g}"
+        if self.top1_agreement is not None:
+            s += f", top-1 agreement {self.top1_agreement:.4f}"
+        return s
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(a.shape[0], -1).astype(np.float64) if a.ndim else a.reshape(1, -1).astype(np.float64)
+    b = b.reshape(a.shape[0], -1).astype(np.float64)
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    dot = np.einsum("ij,ij->i", a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = dot / (na * nb)
+    both_zero = (na < 1e-12) & (nb < 1e-12)
+    cos = np.where(both_zero, 1.0, cos)
+    return np.where(np.isfinite(cos), cos, 0.0)
+
+
+def fidelity(names: list[str], ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> Fidelity:
+    """Per-row cosine over every float output, max abs error, top-1 agreement on class scores."""
+    cos_all: list[np.ndarray] = []
+    max_abs = 0.0
+    for r, o in zip(ref, out):
+        if not np.issubdtype(np.asarray(r).dtype, np.floating):
+            continue
+        r64, o64 = np.asarray(r, np.float64), np.asarray(o, np.float64)
+        if r64.shape != o64.shape:
+            return Fidelity(len(r64), 0.0, 0.0, float("inf"), 0.0 if r64.ndim else None)
+        cos_all.append(_cosines(r64, o64))
+        diff = np.abs(r64 - o64)
+        max_abs = max(max_abs, float(np.nanmax(diff)) if diff.size else 0.0)
+        if not np.all(np.isfinite(o64)):
+            max_abs = float("inf")
+    cos = np.concatenate(cos_all) if cos_all else np.array([1.0])
+    idx = class_output_index(names, ref)
+    agree = before = after = None
+    if idx is not None:
+        pr = ref[idx].argmax(-1)
+        po = out[idx].argmax(-1)
+        agree = float(np.mean(pr == po))
+        if labels is not None and labels.shape == pr.shape:
+            before = float(np.mean(pr == labels))
+            after = float(np.mean(po == labels))
+    n = int(ref[0].shape[0]) if ref and np.ndim(ref[0]) else 1
+    return Fidelity(n, float(cos.mean()), float(cos.min()), max_abs, agree, before, after)
+
+
+@dataclass
+class Timing:
+    p50_ms: float
+    p90_ms: float
+    mean_ms: float
+    runs: int
+    warmup: int
+    threads: int
+    batch: int
+    input_kind: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compare_latency(path_a: Path, path_b: Path, feeds: dict[str, np.ndarray], *, threads: int | None,
+                    warmup: int = 5, runs: int = 20, input_kind: str = "dataset",
+                    cancel: Any = None) -> tuple[Timing, Timing]:
+    """p50/p90 of two models on the same input; runs interleaved A,B,A,B so load drift hits both."""
+    n_threads = resolve_threads(threads)
+    sa, sb = make_session(path_a, n_threads), make_session(path_b, n_threads)
+    for _ in range(warmup):
+        sa.run(None, feeds)
+        sb.run(None, feeds)
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(runs):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        t0 = time.perf_counter()
+        sa.run(None, feeds)
+        t1 = time.perf_counter()
+        sb.run(None, feeds)
+        t2 = time.perf_counter()
+        ta.append((t1 - t0) * 1000)
+        tb.append((t2 - t1) * 1000)
+    batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
+
+    def stats(ts: list[float]) -> Timing:
+        q = np.percentile(ts, [50, 90])
+        return Timing(float(q[0]), float(q[1]), float(statistics.fmean(ts)), runs, warmup, n_threads, batch, input_kind)
+
+    return stats(ta), stats(tb)
+
+
+def cpu_int8_flags() -> dict[str, bool]:
+    """Which int8 dot-product instructions this CPU has (they decide whether INT8 is fast)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {k: k in flags for k in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def node_errors(float_path: Path, quant_path: Path, evalset: EvalSet, candidates: list[tuple[str, str, list[str]]],
+                max_rows: int = 16, cancel: Any = None) -> list[tuple[str, float]]:
+    """Rank candidate nodes by the error they add: rel. error of their output minus that of their inputs.
+
+    ``candidates``: (node name, output tensor, input activation tensors) from the float model.
+    Tensors missing in the quantized graph (renamed by QOperator) are skipped.
+    """
+    import onnx
+
+    fm = onnx.load(str(float_path))
+    qm = onnx.load(str(quant_path))
+    q_tensors = {o for n in qm.graph.node for o in n.output} | {i.name for i in qm.graph.input}
+    f_tensors = {o for n in fm.graph.node for o in n.output} | {i.name for i in fm.graph.input}
+    wanted: list[str] = []
+    for _, out, ins in candidates:
+        for t in [out, *ins]:
+            if t in q_tensors and t in f_tensors and t not in wanted:
+                wanted.append(t)
+    if not wanted:
+        return []
+    for m in (fm, qm):
+        have = {o.name for o in m.graph.output}
+        m.graph.output.extend([onnx.ValueInfoProto(name=t) for t in wanted if t not in have])
+    fs = make_session(fm.SerializeToString(), optimize=False)
+    qs = make_session(qm.SerializeToString(), optimize=False)
+    rows = EvalSet(evalset.name, evalset.kind, {k: v[:max(max_rows, evalset.batch or 1)] for k, v in evalset.feeds.items()},
+                   None, evalset.batch)
+    fo = dict(zip(wanted, run_all(fs, rows, cancel, wanted)))
+    qo = dict(zip(wanted, run_all(qs, rows, cancel, wanted)))
+
+    def rel(t: str) -> float:
+        if t not in fo:
+            return 0.0
+        a, b = np.asarray(fo[t], np.float64), np.asarray(qo[t], np.float64)
+        if a.shape != b.shape:
+            return 0.0
+        return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12))
+
+    scores = []
+    for name, out, ins in candidates:
+        if out not in fo:
+            continue
+        base = max([rel(t) for t in ins if t in fo] or [0.0])
+        scores.append((name, rel(out) - base))
+    scores.sort(key=lambda s: s[1], reverse=True)
+    return scores
