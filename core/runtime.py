@@ -1,0 +1,302 @@
+"""Running models: one Session API over onnxruntime and torch.
+
+Every number Slimline shows comes from running a model, so the session records
+what it ran on (provider, device name, threads actually used). Feeds are cast
+to the model's declared dtypes; a missing input raises DataError naming it.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from slimline.core.data import Dataset, check_dataset, np_dtype
+from slimline.core.errors import DataError, ModelLoadError
+from slimline.core.handle import ModelHandle, TensorSpec
+
+_ORT_CACHE: dict[tuple[str, int, str, int], "Session"] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cpu_name() -> str:
+    """CPU model name from /proc/cpuinfo (platform fallback elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "processor\t: ")) and ":" in line:
+                    value = line.split(":", 1)[1].strip()
+                    if value and not value.isdigit():
+                        return value
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _resolve_threads(threads: int) -> int:
+    if threads < 0:
+        raise DataError(f"threads must be ≥ 0 (0 = all cores), got {threads}", subject="threads")
+    return threads or (os.cpu_count() or 1)
+
+
+class Session:
+    """A loaded, runnable model. ``run`` takes numpy feeds and returns numpy outputs."""
+
+    def __init__(self, *, input_specs: list[TensorSpec], output_names: list[str], provider: str,
+                 device_name: str, threads: int, runner: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+                 handle: ModelHandle | None = None) -> None:
+        self.input_specs = input_specs
+        self.input_names = [s.name for s in input_specs]
+        self.output_names = output_names
+        self.provider = provider
+        self.device_name = device_name
+        self.threads = threads
+        self.handle = handle
+        self._runner = runner
+        self._dtypes = {s.name: np_dtype(s.dtype) for s in input_specs}
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feeds in the model's dtypes, contiguous, declared inputs only."""
+        out: dict[str, np.ndarray] = {}
+        for name in self.input_names:
+            if name not in feeds:
+                raise DataError(f"model input '{name}' is missing from the feeds (got {sorted(feeds)})",
+                                subject=name, hint=f"provide arrays for all inputs: {self.input_names}")
+            arr = np.asarray(feeds[name])
+            want = self._dtypes[name]
+            if arr.dtype != want:
+                arr = arr.astype(want)
+            out[name] = np.ascontiguousarray(arr)
+        return out
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once; feeds already prepared (right dtype, contiguous) pass through cheaply."""
+        return self._runner(self.prepare(feeds))
+
+    def run_prepared(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run feeds from :meth:`prepare` without re-checking (used inside timing loops)."""
+        return self._runner(feeds)
+
+    def __repr__(self) -> str:
+        return f"Session({self.provider}, threads={self.threads}, inputs={self.input_names})"
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(bfloat16)": "bfloat16",
+}
+
+
+def _ort_session(handle: ModelHandle, device: str, threads: int) -> Session:
+    import onnxruntime as ort
+
+    path = Path(handle.path)
+    if not path.is_file():
+        raise ModelLoadError("ONNX file not found", subject=str(path), hint="re-open the model")
+    n_threads = _resolve_threads(threads)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, device, n_threads)
+    with _CACHE_LOCK:
+        cached = _ORT_CACHE.get(key)
+    if cached is not None:
+        return cached
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = n_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ModelLoadError("device 'cuda' asked for, but this onnxruntime has no CUDA provider",
+                                 subject="device", hint="install onnxruntime-gpu, or measure on the CPU")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif device != "cpu":
+        raise ModelLoadError(f"unknown device {device!r}", subject="device", hint="use 'cpu' or 'cuda'")
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    except Exception as exc:
+        raise ModelLoadError(f"onnxruntime cannot load the model: {exc}".splitlines()[0][:400],
+                             subject=str(path), hint="check the model with onnx.checker, or re-export it") from None
+    provider = sess.get_providers()[0]
+    declared = {s.name: s for s in handle.inputs}
+    specs = []
+    for i in sess.get_inputs():
+        dt = _ORT_TYPES.get(i.type, "float32")
+        shape = list(i.shape) if i.shape is not None else []
+        specs.append(TensorSpec(name=i.name, dtype=dt,
+                                shape=[d if isinstance(d, int) else str(d or f"d{k}") for k, d in enumerate(shape)]
+                                if shape else (declared[i.name].shape if i.name in declared else [])))
+    out_names = [o.name for o in sess.get_outputs()]
+    device_name = _gpu_name() if provider == "CUDAExecutionProvider" else cpu_name()
+
+    def runner(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return sess.run(out_names, feeds)
+
+    session = Session(input_specs=specs, output_names=out_names, provider=provider, device_name=device_name,
+                      threads=n_threads, runner=runner, handle=handle)
+    with _CACHE_LOCK:
+        _ORT_CACHE[key] = session
+    return session
+
+
+def clear_session_cache() -> None:
+    """Forget cached onnxruntime sessions (frees their memory)."""
+    with _CACHE_LOCK:
+        _ORT_CACHE.clear()
+
+
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # torch missing or broken CUDA: the name is informational only
+        pass
+    return "CUDA GPU"
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def _load_torch(handle: ModelHandle) -> Any:
+    try:
+        from slimline.core.models import load_torch_runnable
+    except ImportError:
+        load_torch_runnable = None
+    if load_torch_runnable is not None:
+        return load_torch_runnable(handle)
+    if handle.format == "slimline_torch":
+        from slimline.core.torchmodel import load_torch_module
+
+        return load_torch_module(handle)
+    raise ModelLoadError(f"cannot run format '{handle.format}' yet", subject=handle.path,
+                         hint="convert the model to ONNX or a Slimline torch archive")
+
+
+def _to_numpy_list(out: Any, names: list[str]) -> list[np.ndarray]:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        items: list[Any] = [out]
+    elif isinstance(out, dict) or hasattr(out, "keys"):  # dict or HF ModelOutput
+        keys = list(out.keys())
+        picked = [k for k in names if k in keys]
+        items = [out[k] for k in (picked or keys)]
+    elif isinstance(out, (list, tuple)):
+        items = list(out)
+    else:
+        raise DataError(f"the model returned {type(out).__name__}, not tensors", subject="outputs")
+    return [t.detach().float().cpu().numpy() if t.dtype == torch.bfloat16 else t.detach().cpu().numpy()
+            for t in items if isinstance(t, torch.Tensor)]
+
+
+def _torch_session(handle: ModelHandle, device: str, threads: int) -> Session:
+    import torch
+
+    if device not in ("cpu", "cuda"):
+        raise ModelLoadError(f"unknown device {device!r}", subject="device", hint="use 'cpu' or 'cuda'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' asked for, but torch sees no CUDA GPU", subject="device",
+                             hint="measure on the CPU, or install a CUDA build of torch")
+    if threads < 0:
+        _resolve_threads(threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    n_threads = torch.get_num_threads()
+    module = _load_torch(handle)
+    if hasattr(module, "eval"):
+        try:
+            module.eval()
+        except Exception:  # restricted .pt2 modules refuse eval(); they are inference-only anyway
+            pass
+    dev = torch.device(device)
+    if hasattr(module, "to"):
+        try:
+            module = module.to(dev)
+        except Exception:
+            if device != "cpu":
+                raise
+    specs = list(handle.inputs)
+    if not specs:
+        raise ModelLoadError("the model declares no inputs", subject=handle.path,
+                             hint="open the model with Slimline so its input specs are read")
+    names = [s.name for s in specs]
+    try:
+        params = inspect.signature(module.forward).parameters
+        by_keyword = all(n in params for n in names) and len(names) > 1
+    except (TypeError, ValueError, AttributeError):
+        by_keyword = False
+    out_names = [s.name for s in handle.outputs]
+    is_cuda = device == "cuda"
+
+    def runner(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if torch.get_num_threads() != n_threads:  # torch threads are process-wide
+            torch.set_num_threads(n_threads)
+        with torch.inference_mode():
+            tensors = {k: torch.from_numpy(v).to(dev, non_blocking=True) for k, v in feeds.items()}
+            out = module(**tensors) if by_keyword else module(*[tensors[n] for n in names])
+            if is_cuda:
+                torch.cuda.synchronize()
+            return _to_numpy_list(out, out_names)
+
+    provider = "torch-cuda" if is_cuda else "torch-cpu"
+    device_name = torch.cuda.get_device_name(dev) if is_cuda else cpu_name()
+    if not out_names:
+        out_names = ["output"]
+    return Session(input_specs=specs, output_names=out_names, provider=provider, device_name=device_name,
+                   threads=n_threads, runner=runner, handle=handle)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def open_session(handle: ModelHandle, *, device: str = "cpu", threads: int = 0) -> Session:
+    """A runnable session for ``handle``: onnxruntime for ONNX, torch for torch models.
+
+    ``threads=0`` means all logical cores (onnxruntime) / torch's default; the
+    session's ``threads`` says what was actually used.
+    """
+    if not handle.capabilities.run:
+        raise ModelLoadError(f"this model cannot run: {handle.capabilities.reason or 'weights only'}",
+                             subject=handle.path, hint="open a runnable model (ONNX, TorchScript, or a torch archive)")
+    if handle.family == "onnx" or handle.format == "onnx":
+        return _ort_session(handle, device, threads)
+    if handle.family == "torch":
+        return _torch_session(handle, device, threads)
+    raise ModelLoadError(f"format '{handle.format}' holds weights only and cannot run", subject=handle.path,
+                         hint="open the model together with its architecture (ONNX, TorchScript, HF folder)")
+
+
+def predict(handle_or_session: ModelHandle | Session, dataset: Dataset, *, batch_size: int = 64,
+            device: str = "cpu", threads: int = 0,
+            progress: Callable[[float, str], None] | None = None) -> list[np.ndarray]:
+    """Run the model over every row of ``dataset``; one array per output, rows concatenated."""
+    if isinstance(handle_or_session, Session):
+        session = handle_or_session
+        if session.handle is not None:
+            check_dataset(dataset, session.handle)
+    else:
+        check_dataset(dataset, handle_or_session)
+        session = open_session(handle_or_session, device=device, threads=threads)
+    parts: list[list[np.ndarray]] = []
+    n = len(dataset)
+    done = 0
+    for feeds, _ in dataset.batches(batch_size):
+        outs = session.run(feeds)
+        parts.append(outs)
+        done += len(next(iter(feeds.values())))
+        if progress is not None:
+            progress(done / max(n, 1), f"{done}/{n} rows")
+    if not parts:
+        return []
+    return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
