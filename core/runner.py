@@ -39,20 +39,18 @@ class _Throttle:
 def load_data(pipeline: Pipeline, model: ModelHandle, data_path: str | None,
               train_path: str | None) -> Any:
     """DataBundle for the run: eval from --data/pipeline, train/calibration from train_data."""
-    from slimline.core.data import DataBundle, check_dataset, load_dataset
+    from slimline.core.data import DataBundle, check_dataset
 
     eval_path = data_path or pipeline.evaluation.data
     train_path = train_path or pipeline.evaluation.train_data
     if not eval_path and not train_path:
         return None
-    ev = load_dataset(eval_path, model) if eval_path else None
-    tr = load_dataset(train_path, model) if train_path else None
-    for ds in (ev, tr):
-        if ds is not None and model.capabilities.run:
-            check_dataset(ds, model)
-    if tr is None:
-        return DataBundle.from_dataset(ev)
-    return DataBundle(eval=ev or tr, train=tr, calibration=tr.take(min(len(tr), 256)))
+    bundle = DataBundle.from_paths(eval=eval_path, train=train_path, model=model)
+    if model.capabilities.run:
+        for ds in (bundle.eval, bundle.train, bundle.calibration):
+            if ds is not None:
+                check_dataset(ds, model)
+    return bundle
 
 
 def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emit: Emit,
