@@ -145,13 +145,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             continue
         cls = entry.plugin
         print(f"{cls.id} (v{cls.version}) — {cls.title} [{cls.category}] "
-              f"{'/'.join(cls.input_formats)} → {cls.output_format}")
+              f"{'/'.join(cls.input_formats)} → {'same' if cls.preserves_format else cls.output_format}")
         schema = cls.Params.model_json_schema()
+        fields = cls.Params.model_fields
         for name, prop in schema.get("properties", {}).items():
-            default = prop.get("default", "required")
+            field = fields.get(name)
+            default = field.get_default(call_default_factory=True) if field and not field.is_required() \
+                else "required"
             choices = prop.get("enum") or _enum_of(prop, schema)
             extra = f" one of {choices}" if choices else ""
-            print(f"    {name} = {json.dumps(default)}{extra}  — {prop.get('description', '')}")
+            print(f"    {name} = {json.dumps(default, default=str)}{extra}  — {prop.get('description', '')}")
     return 0
 
 

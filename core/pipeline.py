@@ -224,5 +224,6 @@ def check_chain(pipe: Pipeline, model: ModelHandle) -> list[tuple[str, Problem]]
             current = current.model_copy(update={"family": family})
         for prob in plugin().check(current, params):
             found.append((step.id, prob))
-        family = plugin.output_format
+        if not getattr(plugin, "preserves_format", False):
+            family = plugin.output_format
     return found

@@ -117,6 +117,8 @@ class Plugin:
     Params: ClassVar[type[PluginParams]] = PluginParams
     # Which data the step needs: any of "calibration", "train", "eval".
     needs_data: ClassVar[tuple[str, ...]] = ()
+    # True when the output has the input's family (e.g. magnitude pruning of torch or ONNX).
+    preserves_format: ClassVar[bool] = False
 
     def check(self, model: ModelHandle, params: PluginParams) -> list[Problem]:
         """Cheap pre-flight; the default checks the format family only."""
@@ -146,6 +148,7 @@ class Plugin:
         return {
             "id": cls.id, "version": cls.version, "title": cls.title, "category": cls.category,
             "description": cls.description, "input_formats": list(cls.input_formats),
-            "output_format": cls.output_format, "needs_data": list(cls.needs_data),
+            "output_format": "same as input" if cls.preserves_format else cls.output_format,
+            "needs_data": list(cls.needs_data),
             "params_schema": cls.Params.model_json_schema(),
         }
