@@ -1,0 +1,333 @@
+"""Zero-copy access to a model's weight tensors, for the layer table and statistics.
+
+Every format exposes the same thing: a list of :class:`TensorEntry` (name, owning
+layer, op type, shape, dtype — known without reading values) and ``array(name)``
+returning a NumPy view (memory-mapped where the file allows). Sources are cached
+per (path, mtime, size) so a histogram after the inventory does not reload.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from slimline.core.errors import ModelLoadError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from slimline.core.handle import ModelHandle
+
+# safetensors dtype code → (numpy dtype name, our dtype name)
+SAFETENSORS_DTYPES: dict[str, tuple[str, str]] = {
+    "F64": ("float64", "float64"), "F32": ("float32", "float32"), "F16": ("float16", "float16"),
+    "BF16": ("uint16", "bfloat16"), "I64": ("int64", "int64"), "I32": ("int32", "int32"),
+    "I16": ("int16", "int16"), "I8": ("int8", "int8"), "U8": ("uint8", "uint8"), "U16": ("uint16", "uint16"),
+    "U32": ("uint32", "uint32"), "U64": ("uint64", "uint64"), "BOOL": ("bool", "bool"),
+    "F8_E4M3": ("uint8", "float8_e4m3fn"), "F8_E5M2": ("uint8", "float8_e5m2"),
+}
+# dtypes whose raw bytes need decoding before statistics
+RAW_ENCODED = {"bfloat16", "float8_e4m3fn", "float8_e5m2"}
+
+
+@dataclass
+class TensorEntry:
+    """One weight tensor as listed without reading its values."""
+
+    name: str
+    layer: str
+    op_type: str
+    shape: list[int]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+
+@dataclass
+class WeightSource:
+    """Tensor listing plus a loader; ``load(name)`` returns the raw NumPy array."""
+
+    entries: list[TensorEntry]
+    load: Callable[[str], "np.ndarray"]
+    note: str = ""
+    decoded: bool = False  # load() already returns float32 for bfloat16/float8
+    _by_name: dict[str, TensorEntry] = field(default_factory=dict, repr=False)
+
+    def entry(self, name: str) -> TensorEntry:
+        if not self._by_name:
+            self._by_name = {e.name: e for e in self.entries}
+        if name not in self._by_name:
+            raise KeyError(name)
+        return self._by_name[name]
+
+    def array(self, name: str) -> "np.ndarray":
+        """Values as a NumPy array; bfloat16/float8 decoded to float32."""
+        e = self.entry(name)
+        arr = self.load(name)
+        if self.decoded:
+            return arr
+        if e.dtype == "bfloat16":
+            return decode_bfloat16(arr)
+        if e.dtype in ("float8_e4m3fn", "float8_e5m2"):
+            return decode_float8(arr, e.dtype)
+        return arr
+
+
+def decode_bfloat16(raw: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def decode_float8(raw: "np.ndarray", dtype: str) -> "np.ndarray":
+    """Decode float8 bytes with ml_dtypes when available (installed with onnx)."""
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - ml_dtypes ships with onnx >= 1.16
+        raise ModelLoadError(f"cannot decode {dtype} values without the ml_dtypes package",
+                             hint="pip install ml_dtypes") from None
+    t = ml_dtypes.float8_e4m3fn if dtype == "float8_e4m3fn" else ml_dtypes.float8_e5m2
+    return raw.view(t).astype("float32")
+
+
+# --------------------------------------------------------------------------- cache
+
+_CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+
+
+def file_key(path: str | Path, tag: str = "") -> tuple:
+    """Cache key that changes when the file changes."""
+    p = Path(path)
+    st = p.stat()
+    return (tag, str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def cached(key: tuple, build: Callable[[], Any]) -> Any:
+    """Small per-process LRU keyed by file identity (path, mtime, size)."""
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    value = build()
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+# --------------------------------------------------------------------------- safetensors
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, validated against the file size."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise ModelLoadError("the safetensors file is truncated (no header)", subject=str(path),
+                                 hint="get the file again")
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8 or n > 100 * 1024 * 1024:
+            raise ModelLoadError("the safetensors header is larger than the file: it is truncated or corrupt",
+                                 subject=str(path), hint="get the file again")
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError as exc:
+            raise ModelLoadError(f"the safetensors header is not valid JSON ({exc})", subject=str(path),
+                                 hint="the file is corrupt; get it again") from None
+    if not isinstance(header, dict):
+        raise ModelLoadError("the safetensors header is not a JSON object", subject=str(path),
+                             hint="the file is corrupt; get it again")
+    data_len = size - 8 - n
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        try:
+            b, e = v["data_offsets"]
+            ok = v["dtype"] in SAFETENSORS_DTYPES and 0 <= b <= e <= data_len
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ModelLoadError(f"tensor {k!r} has an invalid entry or lies beyond the end of the file "
+                                 "(the file is truncated or corrupt)", subject=str(path), hint="get the file again")
+    header["__data_start__"] = 8 + n
+    return header
+
+
+def safetensors_entries(path: Path, header: dict[str, Any]) -> list[TensorEntry]:
+    out = []
+    for k, v in header.items():
+        if k.startswith("__"):
+            continue
+        layer = k.rsplit(".", 1)[0] if "." in k else ""
+        out.append(TensorEntry(k, layer, "", [int(d) for d in v["shape"]], SAFETENSORS_DTYPES[v["dtype"]][1]))
+    return out
+
+
+def safetensors_source(files: list[Path], op_types: dict[str, str] | None = None) -> WeightSource:
+    """Memory-mapped reader over one or more safetensors files (sharded HF models)."""
+    import numpy as np
+
+    entries: list[TensorEntry] = []
+    where: dict[str, tuple[Path, dict[str, Any], int]] = {}
+    for f in files:
+        header = read_safetensors_header(f)
+        for e in safetensors_entries(f, header):
+            if op_types:
+                e.op_type = op_types.get(e.layer, "")
+            entries.append(e)
+            where[e.name] = (f, header[e.name], header["__data_start__"])
+    maps: dict[Path, np.ndarray] = {}
+
+    def load(name: str) -> np.ndarray:
+        f, info, start = where[name]
+        if f not in maps:
+            maps[f] = np.memmap(f, dtype=np.uint8, mode="r") if f.stat().st_size else np.zeros(0, np.uint8)
+        b, e = info["data_offsets"]
+        np_dtype = np.dtype(SAFETENSORS_DTYPES[info["dtype"]][0])
+        buf = maps[f][start + b:start + e]
+        return np.frombuffer(buf, dtype=np_dtype).reshape(info["shape"])
+
+    return WeightSource(entries, load)
+
+
+# --------------------------------------------------------------------------- torch modules / dicts
+
+def tensor_dict_source(tensors: dict[str, Any], op_types: dict[str, str] | None = None) -> WeightSource:
+    """Source over a dict of torch tensors (state_dict, TorchScript, trusted pickles)."""
+    entries = []
+    for k, t in tensors.items():
+        layer = k.rsplit(".", 1)[0] if "." in k else ""
+        entries.append(TensorEntry(k, layer, (op_types or {}).get(layer, ""), list(t.shape),
+                                   str(t.dtype).replace("torch.", "")))
+
+    def load(name: str) -> "np.ndarray":
+        import torch
+
+        t = tensors[name].detach()
+        if t.dtype == torch.bfloat16 or str(t.dtype).startswith("torch.float8"):
+            t = t.float()
+        return t.cpu().numpy()
+
+    return WeightSource(entries, load, decoded=True)
+
+
+def module_op_types(module: Any) -> dict[str, str]:
+    """Submodule path → class name (TorchScript keeps the original Python class name)."""
+    out = {}
+    for path, m in module.named_modules():
+        name = getattr(m, "original_name", None) or type(m).__name__
+        out[path] = str(name)
+    return out
+
+
+def module_source(module: Any) -> WeightSource:
+    state = {k: v for k, v in module.state_dict(keep_vars=False).items() if hasattr(v, "shape")}
+    return tensor_dict_source(state, module_op_types(module))
+
+
+# --------------------------------------------------------------------------- dispatch
+
+def weight_source(handle: "ModelHandle") -> WeightSource:
+    """The (cached) weight source of any opened model."""
+    fmt = handle.format
+    path = Path(handle.path)
+    key = file_key(path, f"weights:{fmt}:{handle.trusted}") if path.is_file() else (
+        f"weights:{fmt}", str(path.resolve()), tuple(file_key(f) for f in handle.files if Path(f).is_file()))
+    return cached(key, lambda: _build_source(handle))
+
+
+def _build_source(handle: "ModelHandle") -> WeightSource:
+    fmt = handle.format
+    path = Path(handle.path)
+    if fmt == "onnx":
+        from slimline.core.models.onnx_files import onnx_weight_source
+
+        return onnx_weight_source(path)
+    if fmt == "safetensors":
+        return safetensors_source([path])
+    if fmt == "slimline_torch":
+        return safetensors_source([path], _archive_op_types(path))
+    if fmt == "hf":
+        from slimline.core.models.hf import hf_weight_source
+
+        return hf_weight_source(handle)
+    if fmt == "torch_export":
+        from slimline.core.models.torch_files import pt2_weight_source
+
+        return pt2_weight_source(path)
+    if fmt == "state_dict":
+        from slimline.core.models.torch_files import load_state_dict
+
+        return tensor_dict_source(load_state_dict(path))
+    if fmt in ("torchscript", "pickle_module"):
+        from slimline.core.models.loaders import load_torch_runnable
+
+        return module_source(load_torch_runnable(handle))
+    raise ModelLoadError(f"no weight reader for format {fmt!r}", subject=str(path))
+
+
+def _archive_op_types(path: Path) -> dict[str, str]:
+    """Layer path → class name from a Slimline archive's spec tree (no torch needed)."""
+    meta = read_safetensors_header(path).get("__metadata__") or {}
+    try:
+        arch = json.loads(meta.get("slimline.arch", "{}"))
+    except ValueError:
+        return {}
+    out: dict[str, str] = {}
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        if not isinstance(tree, dict):
+            return
+        if "type" in tree:
+            out[prefix] = str(tree["type"])
+        for name, child in (tree.get("children") or {}).items():
+            walk(child, f"{prefix}.{name}" if prefix else str(name))
+
+    base = arch.get("base") or {}
+    if base.get("kind") == "spec":
+        walk(base.get("tree") or {}, "")
+    for sub, tree in (arch.get("replacements") or {}).items():
+        walk(tree, sub)
+    if base.get("kind") == "hf":
+        out.update(hf_op_types_from_config(base.get("config") or {}, base.get("auto_class") or "AutoModel"))
+    return out
+
+
+def hf_op_types_from_config(config: dict[str, Any], auto_class: str) -> dict[str, str]:
+    """Class names of an HF model built on the meta device (no memory, no weights); {} if unavailable."""
+    try:
+        import torch
+        import transformers
+
+        cfg = transformers.AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = getattr(transformers, auto_class).from_config(cfg)
+        return {p: type(m).__name__ for p, m in model.named_modules()}
+    except Exception:  # noqa: BLE001 - op types are a nicety; the table works without them
+        return {}
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
