@@ -121,7 +121,10 @@ class QuantizeBase(Plugin):
         ranked = [r for r in ranked if r[1] > 0]
         if not ranked:
             return None
-        k = min(len(ranked), 2 ** max(0, round_no))
+        # Never exclude every candidate: a "quantized" model with nothing quantized is a failure, not a pass.
+        k = min(len(ranked), 2 ** max(0, round_no), len(cands) - 1)
+        if k <= 0:
+            return None
         worst = ranked[:k]
         detail = ", ".join(f"{n} (+{e:.3f} rel. error)" for n, e in worst)
         return replace(prev, exclude=prev.exclude + tuple(n for n, _ in worst),

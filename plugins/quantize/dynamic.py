@@ -65,6 +65,8 @@ class QuantizeDynamic(QuantizeBase):
         ops = tuple(op for op in params.op_types if op != "Gemm")
         if params.gemm_to_matmul and "Gemm" in params.op_types and "MatMul" not in ops:
             ops = ("MatMul", *ops)
+        present = tuple(op for op in ops if model_ops.get(op))
+        ops = present or ops  # only what the graph has, so "fewer op types" retries mean something
         return Attempt(per_channel=params.per_channel, reduce_range=params.reduce_range, op_types=ops, exclude=())
 
     def _quantize(self, src: Path, dst: Path, attempt: Attempt, params: DynamicParams, ctx: StepContext) -> None:
