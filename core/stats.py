@@ -174,6 +174,7 @@ def tensor_stats(arr: "np.ndarray") -> dict[str, Any]:
         if acc.lo < lo_t or acc.hi > hi_t:   # skip the second pass when no value can be an outlier
             for c in _chunks(flat):
                 outliers += int(np.count_nonzero(c > hi_t)) + int(np.count_nonzero(c < lo_t))
+            outliers -= acc.inf   # ±Inf compare as beyond the thresholds; NaN compares false
     out.update(min=acc.lo, max=acc.hi, mean=acc.mean, std=std, mean_abs=acc.abs_sum / acc.n,
                sparsity=acc.zeros / size, outlier_frac=outliers / acc.n)
     return out
