@@ -59,6 +59,12 @@ class LatencyReport(BaseModel):
     input_kind: Literal["dataset", "random"]
     dataset: str = ""
     versions: dict[str, str] = Field(default_factory=dict)
+    # Process CPU time per run (p50). With threads=1 it equals wall time on an idle
+    # machine; wall ≫ CPU means the process waited for a core (a busy machine).
+    cpu_p50_ms: float | None = None
+    load_avg: float | None = None  # 1-minute load average just before timing
+    cores: int | None = None       # cores this process may use
+    notes: list[str] = Field(default_factory=list)
 
 
 class AccuracyReport(BaseModel):
@@ -242,40 +248,69 @@ def latency_feeds(handle: ModelHandle, batch: int, dataset: Dataset | None,
     return {k: _tile_rows(v, batch) for k, v in ds.inputs.items()}, "random", ds.describe()
 
 
-def time_session(session: Session, feeds: dict[str, np.ndarray], *, runs: int, warmup: int) -> np.ndarray:
-    """Seconds per ``session.run`` over ``runs`` timed calls after ``warmup`` untimed ones.
+def time_session(session: Session, feeds: dict[str, np.ndarray], *, runs: int,
+                 warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """(wall seconds, process CPU seconds) per ``session.run`` over ``runs`` calls after ``warmup``.
 
-    GC is paused during the timed loop so a collection does not land in one sample.
+    Only the run call is inside the clocks; feeds are prepared before. GC is
+    paused during the timed loop so a collection does not land in one sample.
     """
     prepared = session.prepare(feeds)
     for _ in range(warmup):
         session.run_prepared(prepared)
-    times = np.empty(runs, dtype=np.float64)
+    wall = np.empty(runs, dtype=np.float64)
+    cpu = np.empty(runs, dtype=np.float64)
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         for i in range(runs):
+            c0 = time.process_time()
             t0 = time.perf_counter()
             session.run_prepared(prepared)
-            times[i] = time.perf_counter() - t0
+            wall[i] = time.perf_counter() - t0
+            cpu[i] = time.process_time() - c0
     finally:
         if was_enabled:
             gc.enable()
-    return times
+    return wall, cpu
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 def latency_report(times_s: np.ndarray, *, session: Session, feeds: dict[str, np.ndarray], batch: int,
-                   warmup: int, input_kind: Literal["dataset", "random"], dataset: str = "") -> LatencyReport:
+                   warmup: int, input_kind: Literal["dataset", "random"], dataset: str = "",
+                   cpu_s: np.ndarray | None = None, load_avg: float | None = None) -> LatencyReport:
     ms = times_s * 1e3
     p50, p90 = (float(v) for v in np.percentile(ms, [50, 90]))
+    cores = usable_cores()
+    notes: list[str] = []
+    if input_kind == "random":
+        notes.append("random inputs: latency only, no accuracy")
+    if load_avg is not None and load_avg > cores:
+        notes.append(f"machine busy (load {load_avg:.1f} on {cores} cores): timings are noisy; "
+                     "re-measure on an idle machine before comparing")
     return LatencyReport(
         p50_ms=p50, p90_ms=p90, mean_ms=float(ms.mean()), std_ms=float(ms.std()),
         min_ms=float(ms.min()), max_ms=float(ms.max()), spread=(p90 - p50) / p50 if p50 > 0 else 0.0,
         runs=int(len(ms)), warmup=warmup, threads=session.threads, provider=session.provider,
         device_name=session.device_name, batch=batch,
         input_shapes={k: [int(d) for d in v.shape] for k, v in feeds.items()},
-        input_kind=input_kind, dataset=dataset, versions=library_versions())
+        input_kind=input_kind, dataset=dataset, versions=library_versions(),
+        cpu_p50_ms=float(np.percentile(cpu_s * 1e3, 50)) if cpu_s is not None else None,
+        load_avg=load_avg, cores=cores, notes=notes)
 
 
 def measure_latency(handle: ModelHandle | Session, *, batch: int = 1, runs: int = 50, warmup: int = 10,
@@ -297,9 +332,10 @@ def measure_latency(handle: ModelHandle | Session, *, batch: int = 1, runs: int 
     if not model.inputs:
         model = model.model_copy(update={"inputs": session.input_specs})
     feeds, kind, ds_name = latency_feeds(model, batch, dataset)
-    times = time_session(session, feeds, runs=runs, warmup=warmup)
-    return latency_report(times, session=session, feeds=feeds, batch=batch, warmup=warmup,
-                          input_kind=kind, dataset=ds_name)
+    load = load_average()
+    wall, cpu = time_session(session, feeds, runs=runs, warmup=warmup)
+    return latency_report(wall, session=session, feeds=feeds, batch=batch, warmup=warmup,
+                          input_kind=kind, dataset=ds_name, cpu_s=cpu, load_avg=load)
 
 
 # --------------------------------------------------------------------------- accuracy / fidelity

@@ -121,6 +121,21 @@ def test_latency_honours_warmup_and_runs_with_random_inputs():
     assert {"numpy", "onnxruntime"} <= set(rep.versions)
     assert rep.min_ms <= rep.p50_ms <= rep.p90_ms <= rep.max_ms
     assert rep.spread == pytest.approx((rep.p90_ms - rep.p50_ms) / rep.p50_ms)
+    assert rep.cpu_p50_ms is not None and rep.cores >= 1
+    assert any("random inputs" in n for n in rep.notes)
+
+
+def test_busy_machine_is_labelled():
+    from slimline.core.metrics import latency_report
+
+    s = counting_session([])
+    feeds = {"input": np.zeros((1, 1, 8, 8), np.float32)}
+    busy = latency_report(np.full(5, 0.002), session=s, feeds=feeds, batch=1, warmup=0,
+                          input_kind="dataset", load_avg=1e3)
+    assert busy.p50_ms == pytest.approx(2.0) and any("busy" in n for n in busy.notes)
+    idle = latency_report(np.full(5, 0.002), session=s, feeds=feeds, batch=1, warmup=0,
+                          input_kind="dataset", load_avg=0.0)
+    assert idle.notes == [] and idle.spread == 0.0
 
 
 def test_latency_uses_dataset_rows_tiled():
