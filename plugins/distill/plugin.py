@@ -163,17 +163,21 @@ def _check_student_file(path: Path) -> list[Problem]:
 
 
 def _training_set(ctx: StepContext) -> tuple[Any, list[str]]:
-    """Training data, or the evaluation data with a warning, or a clear failure."""
+    """The training split, or a clear failure.
+
+    Never falls back to the evaluation data: the pipeline scores every step on
+    it, and a student trained on those rows would report inflated accuracy.
+    """
     data = ctx.data
     train = getattr(data, "train", None) if data is not None else None
-    warnings: list[str] = []
     if train is None or len(train) == 0:
-        train = getattr(data, "eval", None) if data is not None else None
-        if train is None or len(train) == 0:
-            raise StepFailed(NO_DATA, subject="distill",
-                             hint="give a dataset (e.g. --data train.npz); labels are optional")
-        warnings.append(f"no training split given: distilled on the evaluation data ({getattr(train, 'name', '')}, "
-                        f"n={len(train)}), so later accuracy on that data is not held out")
+        has_eval = data is not None and getattr(data, "eval", None) is not None
+        raise StepFailed(NO_DATA, subject="distill",
+                         hint=("the evaluation data is not used for training; give a training set with "
+                               "--train-data PATH" if has_eval else
+                               "give a dataset with --data PATH (a share is held out for evaluation) "
+                               "or --train-data PATH; labels are optional"))
+    warnings: list[str] = []
     if getattr(train, "kind", "real") == "random":
         warnings.append("the training data is random: the student only learns the teacher's outputs on noise")
     return train, warnings
@@ -274,7 +278,9 @@ def _save(student: "torch.nn.Module", handle: ModelHandle, ctx: StepContext, tea
         if arch.get("base", {}).get("kind") != "spec":
             base, replacements = arch.get("base"), arch.get("replacements")
     elif handle.format == "hf":
-        base = _hf_base(student, handle)
+        from slimline.core.models.hf import hf_base
+
+        base = hf_base(handle, student)
     extra["distilled_from"] = teacher.name
     try:
         return save_torch_module(student.cpu(), ctx.output_path("model.safetensors"), inputs=handle.inputs,
@@ -282,18 +288,6 @@ def _save(student: "torch.nn.Module", handle: ModelHandle, ctx: StepContext, tea
     except SlimlineError as exc:
         raise StepFailed(f"cannot save the trained student: {exc.message}", subject="student",
                          hint=exc.hint) from exc
-
-
-def _hf_base(module: "torch.nn.Module", handle: ModelHandle) -> dict[str, Any]:
-    """Architecture base of an HF model: its config plus the Auto class that rebuilds it."""
-    import transformers
-
-    auto = handle.meta.get("auto_class")
-    if not auto:
-        name = type(module).__name__
-        suffix = name[name.find("For"):] if "For" in name else ""
-        auto = f"AutoModel{suffix}" if suffix and hasattr(transformers, f"AutoModel{suffix}") else "AutoModel"
-    return {"kind": "hf", "config": module.config.to_dict(), "auto_class": auto}
 
 
 def _report(result: Any, data: Any, teach: np.ndarray, labels: np.ndarray | None, p: DistillParams,
