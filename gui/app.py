@@ -1,0 +1,34 @@
+"""Entry point of the desktop app (``slimline`` with no subcommand, ``slimline MODEL``, ``slimline --demo``)."""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None, model: str | None = None, demo: bool = False,
+         pipeline: str | None = None) -> int:
+    """Create the application and the main window; returns the exit code."""
+    from PySide6.QtWidgets import QApplication
+
+    from slimline.gui import settings as st
+    from slimline.gui.main_window import MainWindow
+    from slimline.gui.theme import apply_theme
+
+    app = QApplication.instance() or QApplication(list(argv) if argv is not None else sys.argv[:1])
+    app.setOrganizationName(st.ORG)
+    app.setApplicationName(st.APP)
+    apply_theme(app, st.Preferences.load().theme)
+    win = MainWindow()
+    win.show()
+    if pipeline:
+        win.open_pipeline(pipeline)
+    if demo:
+        win.open_demo()
+    elif model:
+        win.open_path(model)
+    return int(app.exec())
+
+
+if __name__ == "__main__":  # python -m slimline.gui.app [MODEL]
+    args = sys.argv[1:]
+    sys.exit(main(sys.argv[:1], model=args[0] if args and args[0] != "--demo" else None,
+                  demo="--demo" in args))

@@ -1,0 +1,367 @@
+"""A parameter form generated from a plugin's Params JSON schema.
+
+Plugins never build widgets (DESIGN §4): numbers with bounds become spin boxes,
+enums/Literals combo boxes, booleans check boxes, lists comma-separated line
+edits, paths a line edit with Browse. Every change is validated at once with
+``Params.model_validate``; an invalid field is outlined and its message shown
+under it, and only valid parameter sets leave the form (``params_edited``), so
+the pipeline never holds parameters its plugin would refuse.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+ERROR_STYLE = "border: 2px solid #d62728; border-radius: 3px;"
+
+
+@dataclass
+class FieldSpec:
+    """What the form needs to know about one field, read from the JSON schema."""
+
+    name: str
+    title: str
+    kind: str                  # int | float | bool | enum | list | path | text | json
+    default: Any = None
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: list[Any] | None = None
+    item_kind: str = "text"    # for lists: int | float | text
+    nullable: bool = False
+    path_mode: str = "file"    # file | directory | save
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        name = node["$ref"].split("/")[-1]
+        return {**schema.get("$defs", {}).get(name, {}), **{k: v for k, v in node.items() if k != "$ref"}}
+    if "allOf" in node and len(node["allOf"]) == 1:
+        return {**_resolve(schema, node["allOf"][0]), **{k: v for k, v in node.items() if k != "allOf"}}
+    return node
+
+
+def parse_schema(schema: dict[str, Any]) -> list[FieldSpec]:
+    """Fields in declaration order; unknown shapes fall back to a JSON line edit."""
+    out: list[FieldSpec] = []
+    for name, raw in schema.get("properties", {}).items():
+        node = _resolve(schema, raw)
+        nullable = False
+        if "anyOf" in node:
+            options = [_resolve(schema, o) for o in node["anyOf"]]
+            non_null = [o for o in options if o.get("type") != "null"]
+            nullable = len(non_null) < len(options)
+            merged = {k: v for k, v in node.items() if k != "anyOf"}
+            node = {**non_null[0], **merged} if len(non_null) == 1 else {**merged, "type": "json"}
+        extra_ui = str(node.get("ui") or node.get("widget") or "").lower()
+        fmt = str(node.get("format") or "")
+        typ = node.get("type")
+        spec = FieldSpec(name=name, title=node.get("title") or name.replace("_", " ").capitalize(), kind="text",
+                         default=raw.get("default", node.get("default")), description=node.get("description", ""),
+                         nullable=nullable)
+        if "enum" in node or "const" in node:
+            spec.kind = "enum"
+            spec.choices = list(node["enum"]) if "enum" in node else [node["const"]]
+        elif typ == "boolean":
+            spec.kind = "bool"
+        elif typ in ("integer", "number"):
+            spec.kind = "int" if typ == "integer" else "float"
+            step = 1 if typ == "integer" else 0.0
+            if "minimum" in node:
+                spec.minimum = node["minimum"]
+            elif "exclusiveMinimum" in node:
+                spec.minimum = node["exclusiveMinimum"] + step
+            if "maximum" in node:
+                spec.maximum = node["maximum"]
+            elif "exclusiveMaximum" in node:
+                spec.maximum = node["exclusiveMaximum"] - step
+        elif typ == "array":
+            spec.kind = "list"
+            items = _resolve(schema, node.get("items", {}))
+            spec.item_kind = {"integer": "int", "number": "float"}.get(items.get("type", ""), "text")
+        elif extra_ui in ("path", "file", "directory", "dir", "save") or fmt in ("path", "file-path", "directory-path"):
+            spec.kind = "path"
+            spec.path_mode = ("directory" if extra_ui in ("directory", "dir") or fmt == "directory-path"
+                              else "save" if extra_ui == "save" else "file")
+        elif typ == "string":
+            spec.kind = "text"
+        else:
+            spec.kind = "json"
+        out.append(spec)
+    return out
+
+
+def _decimals(*values: Any) -> int:
+    d = 3
+    for v in values:
+        if isinstance(v, float) and v != 0:
+            text = f"{abs(v):.10f}".rstrip("0")
+            if "." in text:
+                d = max(d, len(text.split(".")[1]))
+    return min(d, 8)
+
+
+class ParamForm(QWidget):
+    """Form for one step. Emits ``params_edited(dict, field)`` with valid params only."""
+
+    params_edited = Signal(dict, str)
+    validity_changed = Signal(bool)
+
+    def __init__(self, params_cls: type | None = None, values: dict[str, Any] | None = None,
+                 parent: QWidget | None = None, base_dir: str = "") -> None:
+        super().__init__(parent)
+        self.params_cls = params_cls
+        self.fields: list[FieldSpec] = []
+        self.editors: dict[str, QWidget] = {}
+        self.error_labels: dict[str, QLabel] = {}
+        self._getters: dict[str, Callable[[], Any]] = {}
+        self._setters: dict[str, Callable[[Any], None]] = {}
+        self._loading = False
+        self._valid = True
+        self.base_dir = base_dir
+        self.form = QFormLayout()
+        self.general_error = QLabel()
+        self.general_error.setStyleSheet("color: #d62728;")
+        self.general_error.setWordWrap(True)
+        self.general_error.hide()
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(self.form)
+        lay.addWidget(self.general_error)
+        lay.addStretch(1)
+        if params_cls is not None:
+            self._build(params_cls.model_json_schema())
+            self.set_values(values or {})
+
+    # --- building ----------------------------------------------------------------------
+    def _build(self, schema: dict[str, Any]) -> None:
+        self.fields = parse_schema(schema)
+        if not self.fields:
+            self.form.addRow(QLabel("This step has no parameters."))
+        for f in self.fields:
+            editor, getter, setter = self._make_editor(f)
+            editor.setObjectName(f"field_{f.name}")
+            tip = f.description or f.title
+            if f.minimum is not None or f.maximum is not None:
+                tip += f"\nRange: {f.minimum if f.minimum is not None else '−∞'} … {f.maximum if f.maximum is not None else '∞'}"
+            if f.default is not None:
+                tip += f"\nDefault: {f.default}"
+            editor.setToolTip(tip)
+            err = QLabel()
+            err.setStyleSheet("color: #d62728;")
+            err.setWordWrap(True)
+            err.hide()
+            box = QVBoxLayout()
+            box.setSpacing(1)
+            box.addWidget(editor)
+            if f.description:
+                help_label = QLabel(f.description)
+                help_label.setWordWrap(True)
+                help_label.setStyleSheet("color: palette(mid); font-size: 11px;")
+                box.addWidget(help_label)
+            box.addWidget(err)
+            label = QLabel(f.title + ":")
+            label.setToolTip(tip)
+            self.form.addRow(label, box)
+            self.editors[f.name] = editor
+            self.error_labels[f.name] = err
+            self._getters[f.name] = getter
+            self._setters[f.name] = setter
+
+    def _make_editor(self, f: FieldSpec) -> tuple[QWidget, Callable[[], Any], Callable[[Any], None]]:
+        changed = lambda *_: self._on_editor_changed(f.name)  # noqa: E731
+        if f.kind == "bool":
+            w = QCheckBox()
+            w.toggled.connect(changed)
+            return w, w.isChecked, lambda v: w.setChecked(bool(v))
+        if f.kind == "enum":
+            w = QComboBox()
+            for c in (f.choices or []):
+                w.addItem(str(c), c)
+            if f.nullable:
+                w.addItem("(none)", None)
+            w.currentIndexChanged.connect(changed)
+
+            def set_enum(v: Any) -> None:
+                i = w.findData(v)
+                w.setCurrentIndex(i if i >= 0 else 0)
+            return w, w.currentData, set_enum
+        if f.kind in ("int", "float") and not f.nullable:
+            if f.kind == "int":
+                w = QSpinBox()
+                w.setRange(int(f.minimum) if f.minimum is not None else -2_000_000_000,
+                           int(f.maximum) if f.maximum is not None else 2_000_000_000)
+                w.valueChanged.connect(changed)
+                return w, w.value, lambda v: w.setValue(int(v if v is not None else 0))
+            w = QDoubleSpinBox()
+            w.setDecimals(_decimals(f.default, f.minimum, f.maximum))
+            w.setRange(float(f.minimum) if f.minimum is not None else -1e12,
+                       float(f.maximum) if f.maximum is not None else 1e12)
+            span = (f.maximum - f.minimum) if f.minimum is not None and f.maximum is not None else None
+            w.setSingleStep(span / 20 if span else 0.1)
+            w.valueChanged.connect(changed)
+            return w, w.value, lambda v: w.setValue(float(v if v is not None else 0.0))
+        if f.kind == "path":
+            w = QWidget()
+            edit = QLineEdit()
+            edit.setObjectName(f"edit_{f.name}")
+            browse = QPushButton("Browse…")
+            row = QHBoxLayout(w)
+            row.setContentsMargins(0, 0, 0, 0)
+            row.addWidget(edit, 1)
+            row.addWidget(browse)
+            edit.textChanged.connect(changed)
+            browse.clicked.connect(lambda: self._browse(f, edit))
+            return (w, lambda: (edit.text().strip() or None) if f.nullable else edit.text().strip(),
+                    lambda v: edit.setText("" if v is None else str(v)))
+        w = QLineEdit()
+        w.textChanged.connect(changed)
+        if f.kind == "list":
+            w.setPlaceholderText("comma-separated values")
+            return w, lambda: self._parse_list(w.text(), f), lambda v: w.setText(", ".join(str(x) for x in (v or [])))
+        if f.kind in ("json",):
+            w.setPlaceholderText("JSON value")
+            return w, lambda: self._parse_json(w.text(), f), lambda v: w.setText("" if v is None else json.dumps(v))
+        if f.kind in ("int", "float"):  # nullable number: empty means None
+            w.setPlaceholderText("empty = none")
+            return w, lambda: self._parse_number(w.text(), f), lambda v: w.setText("" if v is None else str(v))
+        if f.nullable:
+            w.setPlaceholderText("empty = none")
+        return w, lambda: (w.text() or None) if f.nullable else w.text(), lambda v: w.setText("" if v is None else str(v))
+
+    @staticmethod
+    def _parse_list(text: str, f: FieldSpec) -> Any:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if f.item_kind in ("int", "float"):
+            out = []
+            for p in parts:
+                try:
+                    out.append(int(p) if f.item_kind == "int" else float(p))
+                except ValueError:
+                    return text  # let validation name the problem
+            return out
+        return parts
+
+    @staticmethod
+    def _parse_json(text: str, f: FieldSpec) -> Any:
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    @staticmethod
+    def _parse_number(text: str, f: FieldSpec) -> Any:
+        t = text.strip()
+        if not t:
+            return None
+        try:
+            return int(t) if f.kind == "int" else float(t)
+        except ValueError:
+            return t
+
+    def _browse(self, f: FieldSpec, edit: QLineEdit) -> None:
+        start = edit.text() or self.base_dir
+        if f.path_mode == "directory":
+            path = QFileDialog.getExistingDirectory(self, f.title, start)
+        elif f.path_mode == "save":
+            path, _ = QFileDialog.getSaveFileName(self, f.title, start)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, f.title, start)
+        if path:
+            edit.setText(path)
+
+    # --- values and validation ---------------------------------------------------------
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Show values without emitting edits (used after undo/redo and on selection)."""
+        self._loading = True
+        try:
+            for f in self.fields:
+                self._setters[f.name](values.get(f.name, f.default))
+        finally:
+            self._loading = False
+        self.validate()
+
+    def raw_values(self) -> dict[str, Any]:
+        return {f.name: self._getters[f.name]() for f in self.fields}
+
+    def validate(self) -> tuple[bool, dict[str, Any] | None]:
+        """Validate what is typed; mark invalid fields. Returns (ok, canonical params)."""
+        from pydantic import ValidationError
+
+        if self.params_cls is None:
+            return True, {}
+        errors: dict[str, list[str]] = {}
+        general: list[str] = []
+        params = None
+        try:
+            params = self.params_cls.model_validate(self.raw_values()).model_dump(mode="json")
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = e.get("loc") or ()
+                msg = e.get("msg", "invalid")
+                if loc and loc[0] in self.editors:
+                    errors.setdefault(str(loc[0]), []).append(msg)
+                else:
+                    general.append(msg)
+        for name, editor in self.editors.items():
+            lab = self.error_labels[name]
+            if name in errors:
+                editor.setStyleSheet(ERROR_STYLE)
+                lab.setText("; ".join(errors[name]))
+                lab.show()
+            else:
+                editor.setStyleSheet("")
+                lab.hide()
+        self.general_error.setText("; ".join(general))
+        self.general_error.setVisible(bool(general))
+        ok = params is not None
+        if ok != self._valid:
+            self._valid = ok
+            self.validity_changed.emit(ok)
+        return ok, params
+
+    @property
+    def is_valid(self) -> bool:
+        return self._valid
+
+    def field_errors(self) -> dict[str, str]:
+        return {n: lab.text() for n, lab in self.error_labels.items() if not lab.isHidden()}
+
+    def _on_editor_changed(self, name: str) -> None:
+        if self._loading:
+            return
+        ok, params = self.validate()
+        if ok and params is not None:
+            self.params_edited.emit(params, name)
+
+
+if __name__ == "__main__":  # python -m slimline.gui.param_form
+    import sys
+    from typing import Literal
+
+    from pydantic import Field
+    from PySide6.QtWidgets import QApplication
+
+    from slimline.core.plugin import PluginParams
+
+    class DemoParams(PluginParams):
+        sparsity: float = Field(0.5, ge=0, le=0.99, description="Fraction of weights set to zero")
+        mode: Literal["unstructured", "l1", "l2"] = Field("l1", description="Ranking criterion")
+        per_channel: bool = Field(True, description="Quantize per output channel")
+        exclude: list[str] = Field(default_factory=list, description="Layer names to keep as they are")
+        epochs: int = Field(2, ge=1, le=100, description="Fine-tuning epochs")
+        calibration: str | None = Field(None, description="Calibration data", json_schema_extra={"ui": "path"})
+
+    app = QApplication(sys.argv)
+    form = ParamForm(DemoParams, {})
+    form.params_edited.connect(lambda p, f: print(f, p))
+    form.resize(420, 500)
+    form.show()
+    sys.exit(app.exec())

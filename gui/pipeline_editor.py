@@ -1,0 +1,220 @@
+"""Pipeline editor: palette on the left, the lane of steps, the selected step's form.
+
+Everything the user does here becomes a command on the document's undo stack;
+the views only redraw from the document when it changes. The format chain is
+re-checked on every change against the open model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QGroupBox, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+
+from slimline.gui.palette_view import PaletteView
+from slimline.gui.param_form import ParamForm
+from slimline.gui.pipeline_doc import CONVERT_ONNX, PipelineDocument, plugin_title
+from slimline.gui.step_lane import StepLane
+
+
+def chain_problems(pipe: Any, model: Any) -> list[tuple[str, Any]]:
+    """Like ``pipeline.check_chain``, but after a step that changes the format only the format is
+    checked: the real input of such a step does not exist yet, and a plugin's full check would
+    read the original file as if it were the new format (and report a bogus parse error)."""
+    from slimline.core.pipeline import check_chain
+    from slimline.core.registry import get_plugin
+
+    found: list[tuple[str, Any]] = []
+    family = model.family
+    for step in pipe.steps:
+        if step.placeholder_reason or not step.enabled:
+            found += check_chain(pipe.model_copy(update={"steps": [step]}), model) if step.placeholder_reason else []
+            continue
+        plugin = get_plugin(step.plugin)
+        if family == model.family:
+            found += check_chain(pipe.model_copy(update={"steps": [step]}), model)
+        else:
+            found += [(step.id, p) for p in plugin().check_format(model.model_copy(update={"family": family}))]
+        family = plugin.output_format
+    return found
+
+
+class PipelineEditor(QWidget):
+    """Signals: ``step_selected(step_id)``."""
+
+    step_selected = Signal(str)
+
+    def __init__(self, doc: PipelineDocument | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.doc = doc or PipelineDocument(self)
+        self.model: Any = None
+        self.form: ParamForm | None = None
+        self.problems: dict[str, list[Any]] = {}
+        self.step_status: dict[str, tuple[str, list[str]]] = {}
+        self.palette = PaletteView()
+        self.lane = StepLane()
+        self.form_box = QGroupBox("Step parameters")
+        self.form_scroll = QScrollArea()
+        self.form_scroll.setWidgetResizable(True)
+        self.form_info = QLabel("Select a step to edit its parameters.")
+        self.form_info.setWordWrap(True)
+        box_lay = QVBoxLayout(self.form_box)
+        box_lay.addWidget(self.form_info)
+        box_lay.addWidget(self.form_scroll, 1)
+        self.chain_label = QLabel("")
+        self.chain_label.setWordWrap(True)
+        center = QWidget()
+        c_lay = QVBoxLayout(center)
+        c_lay.setContentsMargins(0, 0, 0, 0)
+        c_lay.addWidget(QLabel("<b>Pipeline</b> — steps run left to right; drag cards to reorder."))
+        c_lay.addWidget(self.lane, 2)
+        c_lay.addWidget(self.chain_label)
+        c_lay.addWidget(self.form_box, 3)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        pal_box = QGroupBox("Plugins")
+        QVBoxLayout(pal_box).addWidget(self.palette)
+        split.addWidget(pal_box)
+        split.addWidget(center)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 4)
+        split.setSizes([260, 1100])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+        self.palette.plugin_activated.connect(self._on_palette_plugin_activated)
+        self.lane.add_requested.connect(self._on_lane_add_requested)
+        self.lane.move_requested.connect(self.doc.move_step)
+        self.lane.enabled_requested.connect(self.doc.set_enabled)
+        self.lane.remove_requested.connect(self.doc.remove_step)
+        self.lane.duplicate_requested.connect(self._on_lane_duplicate_requested)
+        self.lane.fix_requested.connect(self._on_lane_fix_requested)
+        self.lane.step_selected.connect(self._on_lane_step_selected)
+        self.doc.changed.connect(self._on_doc_changed)
+        self._on_doc_changed()
+
+    # --- public ------------------------------------------------------------------------
+    def set_model(self, handle: Any) -> None:
+        self.model = handle
+        self.palette.set_model(handle)
+        self._on_doc_changed()
+
+    def select_step(self, step_id: str) -> None:
+        self.lane.select(step_id)
+
+    def set_step_status(self, step_id: str, text: str, flags: list[str] | None = None) -> None:
+        self.step_status[step_id] = (text, list(flags or []))
+        card = self.lane.cards.get(step_id)
+        if card is not None:
+            card.set_status(text, flags)
+
+    def clear_step_status(self) -> None:
+        self.step_status = {}
+        for c in self.lane.cards.values():
+            c.set_status("", [])
+
+    # --- document → views --------------------------------------------------------------
+    def _on_doc_changed(self) -> None:
+        steps = self.doc.steps
+        titles = {s.plugin: plugin_title(s.plugin) for s in steps}
+        inp = f"Input:\n{self.model.name}\n({self.model.family})  →" if self.model is not None else ""
+        self.lane.set_steps(steps, titles, inp)
+        for sid, (text, flags) in self.step_status.items():
+            if sid in self.lane.cards:
+                self.lane.cards[sid].set_status(text, flags)
+        self._check_chain()
+        if self.lane.selected:
+            self._show_form(self.lane.selected)
+        else:
+            self._show_form("")
+
+    def _check_chain(self) -> None:
+        self.problems = {}
+        if self.model is None:
+            self.chain_label.setText("Open a model to check the pipeline against it.")
+            return
+        try:
+            found = chain_problems(self.doc.pipeline, self.model)
+        except Exception as exc:  # a broken plugin's check must not break the editor
+            self.chain_label.setText(f"Could not check the pipeline: {getattr(exc, 'message', exc)}")
+            return
+        for sid, prob in found:
+            self.problems.setdefault(sid, []).append(prob)
+        from slimline.core.registry import discover
+
+        can_fix = CONVERT_ONNX in discover() and discover()[CONVERT_ONNX].ok
+        for sid, card in self.lane.cards.items():
+            probs = self.problems.get(sid, [])
+            step = self.doc.step(sid)
+            if step is not None and step.placeholder_reason:
+                continue
+            fix = can_fix and any("convert" in (p.fix or "").lower() and "onnx" in (p.fix or "").lower() for p in probs)
+            card.set_problems([str(p) for p in probs], fix=fix)
+        errors = sum(1 for ps in self.problems.values() for p in ps if p.severity == "error")
+        self.chain_label.setText(f"⚠ {errors} problem(s) in the pipeline — see the cards." if errors else
+                                 ("Format chain OK." if self.doc.steps else ""))
+
+    def _show_form(self, step_id: str) -> None:
+        from slimline.core.registry import discover
+
+        step = self.doc.step(step_id) if step_id else None
+        if step is None:
+            self._set_form(None)
+            self.form_info.setText("Select a step to edit its parameters.")
+            return
+        entry = discover().get(step.plugin)
+        if entry is None or entry.plugin is None:
+            self._set_form(None)
+            self.form_info.setText(f"{step.plugin}: {step.placeholder_reason or 'plugin not available'}. "
+                                   "Its parameters are kept as they are in the file.")
+            return
+        cls = entry.plugin
+        self.form_info.setText(f"<b>{cls.title}</b> ({step.id}) — {cls.description}")
+        if self.form is not None and self.form.property("step_id") == step_id and self.form.params_cls is cls.Params:
+            if self.form.is_valid and self.form.validate()[1] != step.params:
+                self.form.set_values(step.params)  # undo/redo changed it under the form
+            return
+        form = ParamForm(cls.Params, step.params)
+        form.setProperty("step_id", step_id)
+        form.params_edited.connect(lambda params, field, sid=step_id: self.doc.set_params(sid, params, field))
+        self._set_form(form)
+
+    def _set_form(self, form: ParamForm | None) -> None:
+        old = self.form_scroll.takeWidget()
+        if old is not None:
+            old.deleteLater()
+        self.form = form
+        if form is not None:
+            self.form_scroll.setWidget(form)
+
+    # --- lane / palette → commands -----------------------------------------------------
+    def _on_palette_plugin_activated(self, plugin_id: str) -> None:
+        sid = self.doc.add_step(plugin_id)
+        self.lane.select(sid)
+
+    def _on_lane_add_requested(self, plugin_id: str, index: int) -> None:
+        sid = self.doc.add_step(plugin_id, index)
+        self.lane.select(sid)
+
+    def _on_lane_duplicate_requested(self, step_id: str) -> None:
+        self.lane.select(self.doc.duplicate_step(step_id))
+
+    def _on_lane_fix_requested(self, step_id: str) -> None:
+        self.doc.insert_conversion_before(step_id)
+
+    def _on_lane_step_selected(self, step_id: str) -> None:
+        self._show_form(step_id)
+        self.step_selected.emit(step_id)
+
+
+if __name__ == "__main__":  # python -m slimline.gui.pipeline_editor [PIPELINE]
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication(sys.argv)
+    ed = PipelineEditor()
+    if len(sys.argv) > 1:
+        ed.doc.load(sys.argv[1])
+    ed.resize(1300, 750)
+    ed.show()
+    sys.exit(app.exec())

@@ -1,0 +1,141 @@
+"""Drives one pipeline job from the UI thread without ever blocking it.
+
+The job runs in the engine's child process; a QTimer polls its event queue
+every 50 ms and handles at most MAX_EVENTS_PER_TICK events (and at most
+TICK_BUDGET_S of work) per tick, keeping the rest for the next tick, so a burst
+of events cannot stall the window. Starting the process happens on a worker
+thread because spawning a Python interpreter can take longer than the budget.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from slimline.gui.workers import run_in_thread
+
+POLL_MS = 50
+MAX_EVENTS_PER_TICK = 20
+TICK_BUDGET_S = 0.02
+
+
+class RunController(QObject):
+    """Signals mirror the engine's event types (DESIGN §3)."""
+
+    started = Signal(str)                          # run id
+    progress_changed = Signal(float, str, float, str)  # overall, step id, step fraction, message
+    step_started = Signal(dict)
+    step_result_received = Signal(dict)            # StepResult dict
+    metric_received = Signal(dict)                 # {"step_id", "kind", "payload"}
+    log_received = Signal(str)
+    finished = Signal(str, dict)                   # "done" | "failed" | "cancelled", final event
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.job: Any = None
+        self._starting = False
+        self._cancel_requested = False
+        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self._on_timer_timeout)
+        self.events_seen = 0
+
+    @property
+    def running(self) -> bool:
+        return self._starting or self.job is not None
+
+    def start(self, pipeline: Any, model_path: str, *, data_path: str | None, workspace: str, trust: bool = False,
+              threads: int = 0, dims: dict[str, int] | None = None) -> None:
+        if self.running:
+            raise RuntimeError("a run is already in progress")
+        self._starting = True
+        self._cancel_requested = False
+        self._buffer.clear()
+        self.events_seen = 0
+
+        def _start() -> Any:
+            from slimline.core.jobs import start_pipeline_job
+
+            return start_pipeline_job(pipeline, model_path, data_path=data_path, workspace=workspace, trust=trust,
+                                      threads=threads, dims=dims or None)
+
+        run_in_thread(_start, on_done=self._on_job_started, on_error=self._on_job_start_failed)
+
+    def cancel(self) -> None:
+        """Cooperative first; the engine terminates the child after a short grace."""
+        self._cancel_requested = True
+        if self.job is not None:
+            self.job.cancel()
+
+    def _on_job_started(self, job: Any) -> None:
+        self._starting = False
+        self.job = job
+        self.started.emit(str(getattr(job, "run_id", "")))
+        if self._cancel_requested:
+            job.cancel()
+        self.timer.start()
+
+    def _on_job_start_failed(self, exc: BaseException, tb: str) -> None:
+        self._starting = False
+        ev = {"type": "failed", "message": getattr(exc, "message", f"{type(exc).__name__}: {exc}"),
+              "hint": getattr(exc, "hint", "") or "see details", "details": tb, "step_id": ""}
+        self.finished.emit("failed", ev)
+
+    def _on_timer_timeout(self) -> None:
+        if self.job is None:
+            self.timer.stop()
+            return
+        if len(self._buffer) < MAX_EVENTS_PER_TICK:
+            try:
+                self._buffer.extend(self.job.poll(timeout=0))
+            except Exception as exc:  # the queue broke: report it as a failed run
+                self._buffer.append({"type": "failed", "message": f"lost contact with the worker: {exc}",
+                                     "hint": "run again", "step_id": ""})
+        t0 = time.perf_counter()
+        handled = 0
+        while self._buffer and handled < MAX_EVENTS_PER_TICK and time.perf_counter() - t0 < TICK_BUDGET_S:
+            ev = self._buffer.popleft()
+            handled += 1
+            self.events_seen += 1
+            if self._dispatch(ev):
+                return
+
+    def _dispatch(self, ev: dict[str, Any]) -> bool:
+        """Emit the right signal; True when the run has ended."""
+        t = ev.get("type")
+        if t == "progress":
+            self.progress_changed.emit(float(ev.get("overall") or 0.0), str(ev.get("step_id") or ""),
+                                       float(ev.get("fraction") or 0.0), str(ev.get("message") or ""))
+        elif t == "step_started":
+            self.step_started.emit(ev)
+            self.log_received.emit(f"▶ {ev.get('step_id')}: {ev.get('title', '')}")
+        elif t == "step_result":
+            res = ev.get("result", ev)
+            self.step_result_received.emit(res)
+            flags = res.get("flags") or []
+            self.log_received.emit(f"✓ {res.get('step_id')}: done" + (f" — flags: {', '.join(flags)}" if flags else ""))
+            for w in res.get("warnings") or []:
+                self.log_received.emit(f"  ⚠ {w}")
+        elif t == "step_failed":
+            self.log_received.emit(f"✗ {ev.get('step_id')}: {ev.get('message')} → {ev.get('hint', '')}")
+        elif t == "metric":
+            self.metric_received.emit(ev)
+        elif t == "log":
+            sid = ev.get("step_id")
+            self.log_received.emit(f"[{sid}] {ev.get('message', '')}" if sid else str(ev.get("message", "")))
+        elif t in ("done", "failed", "cancelled"):
+            self.timer.stop()
+            self.job = None
+            self._buffer.clear()
+            if t == "failed":
+                self.log_received.emit(f"✗ run failed: {ev.get('message')}" + (f" → {ev['hint']}" if ev.get("hint") else ""))
+                if ev.get("details"):
+                    self.log_received.emit(str(ev["details"]))
+            else:
+                self.log_received.emit(f"■ run {t}")
+            self.finished.emit(str(t), ev)
+            return True
+        return False

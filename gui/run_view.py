@@ -1,0 +1,117 @@
+"""Run and watch: progress, current message, cancel, the log one click away, live charts.
+
+The view only displays; RunController owns the job. Progress bars show the
+overall run and the current step; the charts gain a point per finished step.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
+                               QVBoxLayout, QWidget)
+
+from slimline.gui.step_charts import StepCharts
+
+MAX_LOG_BLOCKS = 5000
+
+
+class RunView(QWidget):
+    """Signals: ``run_clicked`` and ``cancel_clicked`` (the window decides what they do)."""
+
+    run_clicked = Signal()
+    cancel_clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run_button = QPushButton("▶ Run pipeline")
+        self.run_button.setToolTip("Run the pipeline on the open model (Ctrl+R)")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run (Esc); nothing half-written is kept")
+        self.cancel_button.setEnabled(False)
+        self.log_button = QPushButton("Show log")
+        self.log_button.setCheckable(True)
+        self.overall = QProgressBar()
+        self.overall.setFormat("Overall %p%")
+        self.step_bar = QProgressBar()
+        self.step_bar.setFormat("Step %p%")
+        self.message = QLabel("Ready. Build a pipeline, then press Run.")
+        self.message.setWordWrap(True)
+        self.context = QLabel("")
+        self.context.setWordWrap(True)
+        self.context.setStyleSheet("color: palette(mid);")
+        top = QHBoxLayout()
+        top.addWidget(self.run_button)
+        top.addWidget(self.cancel_button)
+        top.addWidget(self.overall, 2)
+        top.addWidget(self.step_bar, 1)
+        top.addWidget(self.log_button)
+        self.charts = StepCharts()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(MAX_LOG_BLOCKS)
+        self.log.setPlaceholderText("Run log")
+        self.log.hide()
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.charts)
+        split.addWidget(self.log)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.message)
+        lay.addWidget(self.context)
+        lay.addWidget(split, 1)
+        self.run_button.clicked.connect(self.run_clicked)
+        self.cancel_button.clicked.connect(self.cancel_clicked)
+        self.log_button.toggled.connect(self._on_log_button_toggled)
+        self._titles: dict[str, str] = {}
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def reset(self, context: str = "") -> None:
+        self.charts.clear()
+        self.overall.setValue(0)
+        self.step_bar.setValue(0)
+        self.message.setText("Starting the worker process…")
+        self.context.setText(context)
+        self.log.clear()
+        self._titles = {}
+
+    def show_log(self, on: bool = True) -> None:
+        self.log_button.setChecked(on)
+
+    def append_log(self, line: str) -> None:
+        self.log.appendPlainText(line)
+        self.log.moveCursor(QTextCursor.MoveOperation.End)
+
+    def on_progress(self, overall: float, step_id: str, fraction: float, message: str) -> None:
+        self.overall.setValue(int(round(overall * 100)))
+        self.step_bar.setValue(int(round(fraction * 100)))
+        title = self._titles.get(step_id, step_id)
+        self.message.setText(f"{title}: {message}" if message else title)
+
+    def on_step_started(self, ev: dict[str, Any]) -> None:
+        sid = str(ev.get("step_id"))
+        self._titles[sid] = f"{sid} · {ev.get('title', '')}"
+        self.step_bar.setValue(0)
+        total = ev.get("total") or 1
+        self.overall.setValue(int(round(100 * (ev.get("index") or 0) / total)))
+        self.message.setText(f"Step {int(ev.get('index') or 0) + 1}/{total}: {ev.get('title', sid)}")
+
+    def on_finished(self, status: str, ev: dict[str, Any]) -> None:
+        self.set_running(False)
+        if status == "done":
+            self.overall.setValue(100)
+            self.step_bar.setValue(100)
+            self.message.setText("Run finished. See the Results tab for all variants.")
+        elif status == "cancelled":
+            self.message.setText("Run cancelled; no output of the unfinished step was kept.")
+        else:
+            self.message.setText(f"Run failed: {ev.get('message', '')}" + (f" → {ev['hint']}" if ev.get("hint") else ""))
+            self.show_log(True)
+
+    def _on_log_button_toggled(self, on: bool) -> None:
+        self.log.setVisible(on)
+        self.log_button.setText("Hide log" if on else "Show log")

@@ -1,0 +1,225 @@
+"""The pipeline as a lane of step cards, left to right in run order.
+
+Cards are plain widgets in a scroll area (not item views) because each carries
+its own controls: enable, duplicate, remove, a format-mismatch message with a
+one-click fix, and the step's latest result with its flags. Reordering is a
+drag of the card; adding is a drag from the palette. The lane never edits the
+pipeline itself: it emits requests that the editor turns into undo commands.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QMimeData, QPoint, Qt, Signal
+from PySide6.QtGui import QDrag, QDragEnterEvent, QDragMoveEvent, QDropEvent, QMouseEvent
+from PySide6.QtWidgets import (QApplication, QCheckBox, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea,
+                               QSizePolicy, QVBoxLayout, QWidget)
+
+from slimline.gui.palette_view import PLUGIN_MIME
+
+STEP_MIME = "application/x-slimline-step"
+
+
+class StepCard(QFrame):
+    """One step. ``fix_requested`` is the one-click fix for a format mismatch."""
+
+    clicked = Signal(str)
+    enabled_toggled = Signal(str, bool)
+    remove_requested = Signal(str)
+    duplicate_requested = Signal(str)
+    fix_requested = Signal(str)
+
+    def __init__(self, step: Any, index: int, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.step_id = step.id
+        self._press: QPoint | None = None
+        self.setObjectName("stepCard")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setFixedWidth(230)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
+        self.title = QLabel(f"<b>{index + 1}. {title}</b>")
+        self.title.setWordWrap(True)
+        self.enabled_check = QCheckBox("on")
+        self.enabled_check.setChecked(step.enabled)
+        self.enabled_check.setToolTip("Enable or disable this step (disabled steps are skipped)")
+        self.enabled_check.setEnabled(not step.placeholder_reason)
+        head = QHBoxLayout()
+        head.addWidget(self.title, 1)
+        head.addWidget(self.enabled_check)
+        self.plugin_label = QLabel(f"{step.plugin} · {step.id}")
+        self.plugin_label.setStyleSheet("color: palette(mid); font-size: 11px;")
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.flags_label = QLabel("")
+        self.flags_label.setWordWrap(True)
+        self.flags_label.setStyleSheet("color: #d62728; font-weight: bold;")
+        self.flags_label.hide()
+        self.problem_label = QLabel("")
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setStyleSheet("color: #b35900;")
+        self.problem_label.hide()
+        self.fix_button = QPushButton("Insert Convert to ONNX")
+        self.fix_button.setToolTip("One-click fix: add a conversion step before this one")
+        self.fix_button.hide()
+        self.dup_button = QPushButton("Duplicate")
+        self.remove_button = QPushButton("Remove")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.dup_button)
+        buttons.addWidget(self.remove_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(head)
+        lay.addWidget(self.plugin_label)
+        lay.addWidget(self.status_label)
+        lay.addWidget(self.flags_label)
+        lay.addWidget(self.problem_label)
+        lay.addWidget(self.fix_button)
+        lay.addStretch(1)
+        lay.addLayout(buttons)
+        if step.placeholder_reason:
+            self.set_problems([step.placeholder_reason], fix=False)
+        self.enabled_check.toggled.connect(lambda on: self.enabled_toggled.emit(self.step_id, on))
+        self.remove_button.clicked.connect(lambda: self.remove_requested.emit(self.step_id))
+        self.dup_button.clicked.connect(lambda: self.duplicate_requested.emit(self.step_id))
+        self.fix_button.clicked.connect(lambda: self.fix_requested.emit(self.step_id))
+        self.set_selected(False)
+        self._disabled_look(not step.enabled)
+
+    def _disabled_look(self, off: bool) -> None:
+        self.title.setEnabled(not off)
+        self.plugin_label.setEnabled(not off)
+
+    def set_selected(self, on: bool) -> None:
+        border = "2px solid palette(highlight)" if on else "1px solid palette(mid)"
+        self.setStyleSheet(f"#stepCard {{ border: {border}; border-radius: 6px; }}")
+        self._selected = on
+
+    def set_problems(self, messages: list[str], fix: bool) -> None:
+        self.problem_label.setText("⚠ " + "\n⚠ ".join(messages) if messages else "")
+        self.problem_label.setVisible(bool(messages))
+        self.fix_button.setVisible(fix)
+
+    def set_status(self, text: str, flags: list[str] | None = None) -> None:
+        self.status_label.setText(text)
+        self.flags_label.setText("⚑ " + ", ".join(flags) if flags else "")
+        self.flags_label.setVisible(bool(flags))
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._press = event.position().toPoint()
+            self.clicked.emit(self.step_id)
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._press is None or not (event.buttons() & Qt.MouseButton.LeftButton):
+            return
+        if (event.position().toPoint() - self._press).manhattanLength() < QApplication.startDragDistance():
+            return
+        drag = QDrag(self)
+        mime = QMimeData()
+        mime.setData(STEP_MIME, self.step_id.encode())
+        drag.setMimeData(mime)
+        drag.setPixmap(self.grab().scaledToWidth(160))
+        self._press = None
+        drag.exec(Qt.DropAction.MoveAction)
+
+
+class StepLane(QScrollArea):
+    """Horizontal lane; emits requests (add/move/…) for the editor to turn into commands."""
+
+    step_selected = Signal(str)
+    add_requested = Signal(str, int)        # plugin id, index
+    move_requested = Signal(str, int)       # step id, new index
+    enabled_requested = Signal(str, bool)
+    remove_requested = Signal(str)
+    duplicate_requested = Signal(str)
+    fix_requested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setAcceptDrops(True)
+        self.setMinimumHeight(220)
+        self.inner = QWidget()
+        self.row = QHBoxLayout(self.inner)
+        self.row.setAlignment(Qt.AlignmentFlag.AlignLeft)
+        self.setWidget(self.inner)
+        self.cards: dict[str, StepCard] = {}
+        self.selected = ""
+        self.input_label = QLabel("")
+        self.empty_label = QLabel("Double-click a plugin in the palette, or drag it here, to add a step.")
+        self.empty_label.setStyleSheet("color: palette(mid);")
+
+    def set_steps(self, steps: list[Any], titles: dict[str, str], input_text: str = "") -> None:
+        while self.row.count():
+            w = self.row.takeAt(0).widget()
+            if w is not None and w not in (self.input_label, self.empty_label):
+                w.deleteLater()
+        self.cards = {}
+        self.input_label.setText(input_text)
+        self.input_label.setVisible(bool(input_text))
+        self.row.addWidget(self.input_label)
+        for i, s in enumerate(steps):
+            card = StepCard(s, i, titles.get(s.plugin, s.plugin))
+            card.clicked.connect(self._on_card_clicked)
+            card.enabled_toggled.connect(self.enabled_requested)
+            card.remove_requested.connect(self.remove_requested)
+            card.duplicate_requested.connect(self.duplicate_requested)
+            card.fix_requested.connect(self.fix_requested)
+            self.cards[s.id] = card
+            self.row.addWidget(card)
+        self.row.addWidget(self.empty_label)
+        self.empty_label.setVisible(not steps)
+        if self.selected in self.cards:
+            self.cards[self.selected].set_selected(True)
+        elif self.selected:
+            self.selected = ""
+
+    def select(self, step_id: str) -> None:
+        for sid, c in self.cards.items():
+            c.set_selected(sid == step_id)
+        self.selected = step_id if step_id in self.cards else ""
+        if self.selected:
+            self.ensureWidgetVisible(self.cards[self.selected])
+        self.step_selected.emit(self.selected)
+
+    def _on_card_clicked(self, step_id: str) -> None:
+        self.select(step_id)
+
+    # --- drag and drop -----------------------------------------------------------------
+    def index_at(self, x: float) -> int:
+        """Insertion index for a drop at lane x (viewport coordinates)."""
+        x_inner = x + self.horizontalScrollBar().value()
+        i = 0
+        for card in self.cards.values():
+            if card.geometry().center().x() < x_inner:
+                i += 1
+        return i
+
+    def drop_mime(self, mime: QMimeData, x: float) -> bool:
+        index = self.index_at(x)
+        if mime.hasFormat(PLUGIN_MIME):
+            self.add_requested.emit(bytes(mime.data(PLUGIN_MIME).data()).decode(), index)
+            return True
+        if mime.hasFormat(STEP_MIME):
+            sid = bytes(mime.data(STEP_MIME).data()).decode()
+            ids = list(self.cards)
+            if sid in ids:
+                cur = ids.index(sid)
+                self.move_requested.emit(sid, index - 1 if index > cur else index)
+            return True
+        return False
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasFormat(PLUGIN_MIME) or event.mimeData().hasFormat(STEP_MIME):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        if self.drop_mime(event.mimeData(), event.position().x()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()

@@ -1,0 +1,57 @@
+"""Light and dark palettes that follow the system colour scheme (or the user's choice)."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
+from PySide6.QtWidgets import QApplication
+
+# Chart colours readable on both palettes.
+SERIES = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+FLAG_COLOR = "#d62728"
+OK_COLOR = "#2ca02c"
+
+
+def system_is_dark() -> bool:
+    hints = QGuiApplication.styleHints()
+    try:
+        return hints.colorScheme() == Qt.ColorScheme.Dark
+    except AttributeError:  # older Qt
+        return QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+def dark_palette() -> QPalette:
+    p = QPalette()
+    base, window, text = QColor(30, 30, 32), QColor(45, 45, 48), QColor(230, 230, 230)
+    for role, color in [
+        (QPalette.ColorRole.Window, window), (QPalette.ColorRole.WindowText, text),
+        (QPalette.ColorRole.Base, base), (QPalette.ColorRole.AlternateBase, window),
+        (QPalette.ColorRole.ToolTipBase, window), (QPalette.ColorRole.ToolTipText, text),
+        (QPalette.ColorRole.Text, text), (QPalette.ColorRole.Button, window),
+        (QPalette.ColorRole.ButtonText, text), (QPalette.ColorRole.Highlight, QColor(42, 130, 218)),
+        (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
+        (QPalette.ColorRole.Link, QColor(90, 160, 255)),
+        (QPalette.ColorRole.PlaceholderText, QColor(150, 150, 150)),
+    ]:
+        p.setColor(role, color)
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(120, 120, 120))
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(120, 120, 120))
+    return p
+
+
+def apply_theme(app: QApplication, choice: str = "system") -> bool:
+    """Apply the palette; returns True when dark. Fusion style renders both palettes evenly."""
+    app.setStyle("Fusion")
+    dark = system_is_dark() if choice == "system" else choice == "dark"
+    app.setPalette(dark_palette() if dark else app.style().standardPalette())
+    try:
+        import pyqtgraph as pg
+
+        pg.setConfigOptions(background="#1e1e20" if dark else "w", foreground="#e6e6e6" if dark else "k",
+                            antialias=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return dark
+
+
+def is_dark(widget_palette: QPalette) -> bool:
+    return widget_palette.color(QPalette.ColorRole.Window).lightness() < 128

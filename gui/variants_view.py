@@ -1,0 +1,228 @@
+"""Variants: every model every run produced, as a table and size/latency-vs-accuracy scatters.
+
+The Pareto front (nothing else is both smaller/faster and more accurate) is
+drawn as a line through highlighted points, because that is the shortlist a
+user actually chooses from. Clicking a point or a row selects the variant for
+inspection and export.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QSplitter, QTableView,
+                               QVBoxLayout, QWidget)
+
+from slimline.gui.layer_table import fmt_bytes
+from slimline.gui.results import RunRecord, Variant, fmt_ms, pareto_front
+from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES
+
+HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
+
+
+class VariantTableModel(QAbstractTableModel):
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.variants: list[Variant] = []
+        self.pareto_keys: set[str] = set()
+
+    def set_variants(self, variants: list[Variant], pareto_keys: set[str]) -> None:
+        self.beginResetModel()
+        self.variants = list(variants)
+        self.pareto_keys = set(pareto_keys)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.variants)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return HEADERS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        v = self.variants[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            q = v.quality
+            return [v.run_id, v.step_id, v.title, fmt_bytes(v.size), fmt_ms(v.p50), fmt_ms(v.p90),
+                    "—" if q.value is None else f"{q.value:.4f}", ", ".join(v.flags),
+                    v.status + (" · Pareto" if v.key in self.pareto_keys else "")][col]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            q = v.quality
+            tips = [q.label] + list(v.result.get("warnings") or [])
+            return "\n".join(tips)
+        if role == Qt.ItemDataRole.ForegroundRole and col == 7 and v.flags:
+            return QColor(FLAG_COLOR)
+        if role == Qt.ItemDataRole.BackgroundRole and v.key in self.pareto_keys:
+            return QColor(44, 160, 44, 45)
+        return None
+
+
+class VariantsView(QWidget):
+    """Emits ``variant_selected(Variant)`` and ``export_requested(Variant)``."""
+
+    variant_selected = Signal(object)
+    export_requested = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        import pyqtgraph as pg
+
+        self.runs: dict[str, RunRecord] = {}
+        self.variants: list[Variant] = []
+        self.selected: Variant | None = None
+        self.model = VariantTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.size_plot = pg.PlotWidget(title="Size vs quality")
+        self.size_plot.setLabel("bottom", "size on disk (MB)")
+        self.lat_plot = pg.PlotWidget(title="Latency p50 vs quality")
+        self.lat_plot.setLabel("bottom", "p50 latency (ms)")
+        self.scatters: dict[str, Any] = {}
+        for key, plot in (("size", self.size_plot), ("latency", self.lat_plot)):
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            sc = pg.ScatterPlotItem(size=12, hoverable=True)
+            sc.sigClicked.connect(self._on_scatter_clicked)
+            plot.addItem(sc)
+            self.scatters[key] = sc
+        self.front_lines = {k: pg.PlotCurveItem(pen=pg.mkPen(OK_COLOR, width=2, style=Qt.PenStyle.DashLine))
+                            for k in self.scatters}
+        self.size_plot.addItem(self.front_lines["size"])
+        self.lat_plot.addItem(self.front_lines["latency"])
+        self.sel_marker = {k: pg.ScatterPlotItem(size=22, brush=None, pen=pg.mkPen(SERIES[4], width=3))
+                           for k in self.scatters}
+        self.size_plot.addItem(self.sel_marker["size"])
+        self.lat_plot.addItem(self.sel_marker["latency"])
+        self.info = QLabel("Run a pipeline: every step of every run appears here as a variant.")
+        self.info.setWordWrap(True)
+        self.export_button = QPushButton("Export selected…")
+        self.export_button.setEnabled(False)
+        self.inspect_button = QPushButton("Compare histograms in Inspect")
+        self.inspect_button.setEnabled(False)
+        bar = QHBoxLayout()
+        bar.addWidget(self.info, 1)
+        bar.addWidget(self.inspect_button)
+        bar.addWidget(self.export_button)
+        charts = QSplitter(Qt.Orientation.Horizontal)
+        charts.addWidget(self.size_plot)
+        charts.addWidget(self.lat_plot)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(charts)
+        split.addWidget(self.table)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split, 1)
+        lay.addLayout(bar)
+        self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
+        self.export_button.clicked.connect(self._on_export_button_clicked)
+
+    # --- data --------------------------------------------------------------------------
+    def set_runs(self, runs: list[RunRecord]) -> None:
+        self.runs = {r.run_id: r for r in runs}
+        self._refresh()
+
+    def add_run(self, run: RunRecord) -> None:
+        self.runs[run.run_id] = run
+        self._refresh()
+
+    def variant(self, key: str) -> Variant | None:
+        return next((v for v in self.variants if v.key == key), None)
+
+    def _refresh(self) -> None:
+        keep = self.selected.key if self.selected else ""
+        self.variants = [v for r in self.runs.values() for v in r.variants]
+        front_keys: set[str] = set()
+        for key in ("size", "latency"):
+            pts, idx = self._points(key)
+            front = pareto_front(pts)
+            front_keys |= {self.variants[idx[i]].key for i in front}
+            self._draw_scatter(key, pts, idx, set(front))
+        self.model.set_variants(self.variants, front_keys)
+        self.pareto_keys = front_keys
+        qlabels = {v.quality.label for v in self.variants if v.quality.value is not None}
+        ylabel = qlabels.pop() if len(qlabels) == 1 else ("quality (top-1 or fidelity, see table)" if qlabels else "quality")
+        for plot in (self.size_plot, self.lat_plot):
+            plot.setLabel("left", ylabel)
+        n = len(self.variants)
+        self.info.setText(f"{n} variants from {len(self.runs)} runs; Pareto front (green): {len(front_keys)}. "
+                          "Click a point or a row to select a variant." if n else
+                          "Run a pipeline: every step of every run appears here as a variant.")
+        self.table.resizeColumnsToContents()
+        if keep and self.variant(keep):
+            self.select(keep)
+
+    def _points(self, key: str) -> tuple[list[tuple[float, float]], list[int]]:
+        pts, idx = [], []
+        for i, v in enumerate(self.variants):
+            x = (v.size / 1e6 if v.size is not None else None) if key == "size" else v.p50
+            y = v.quality.value
+            if x is not None and y is not None:
+                pts.append((float(x), float(y)))
+                idx.append(i)
+        return pts, idx
+
+    def _draw_scatter(self, key: str, pts: list[tuple[float, float]], idx: list[int], front: set[int]) -> None:
+        import pyqtgraph as pg
+
+        spots = []
+        for j, ((x, y), i) in enumerate(zip(pts, idx)):
+            v = self.variants[i]
+            color = OK_COLOR if j in front else ("#999999" if not v.flags else FLAG_COLOR)
+            spots.append({"pos": (x, y), "data": v.key, "brush": pg.mkBrush(color),
+                          "symbol": "s" if v.step_id == "original" else "o"})
+        sc = self.scatters[key]
+        sc.setData(spots, tip=lambda x, y, data: f"{data}\n({x:.4g}, {y:.4f})")
+        fp = sorted(pts[j] for j in front)
+        self.front_lines[key].setData([p[0] for p in fp], [p[1] for p in fp])
+
+    # --- selection ---------------------------------------------------------------------
+    def select(self, key: str) -> None:
+        v = self.variant(key)
+        if v is None:
+            return
+        row = self.variants.index(v)
+        if self.table.selectionModel().selectedRows() != [self.model.index(row, 0)]:
+            self.table.selectRow(row)  # → _on_table_selection_changed
+            return
+        self._set_selected(v)
+
+    def click_point(self, key: str, variant_key: str) -> None:
+        """Same as clicking that variant's point in the ``key`` scatter (tests, keyboard)."""
+        sc = self.scatters[key]
+        pts = [p for p in sc.points() if p.data() == variant_key]
+        if pts:
+            self._on_scatter_clicked(sc, pts)
+
+    def _set_selected(self, v: Variant) -> None:
+        self.selected = v
+        for key, marker in self.sel_marker.items():
+            pts, idx = self._points(key)
+            i = self.variants.index(v)
+            marker.setData([{"pos": pts[idx.index(i)]}] if i in idx else [])
+        self.export_button.setEnabled(True)
+        self.inspect_button.setEnabled(bool(v.model))
+        self.variant_selected.emit(v)
+
+    def _on_scatter_clicked(self, _item: Any, points: Any, *_: Any) -> None:
+        if len(points):
+            self.select(points[0].data())
+
+    def _on_table_selection_changed(self, *_: Any) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            self._set_selected(self.variants[rows[0].row()])
+
+    def _on_export_button_clicked(self) -> None:
+        if self.selected is not None:
+            self.export_requested.emit(self.selected)

@@ -1,0 +1,150 @@
+"""GUI test fixtures: offscreen Qt, isolated settings/workspace, tiny models and plugins."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from typing import Any, ClassVar, Literal  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, qapp, monkeypatch):
+    """Each test gets its own QSettings file and workspace; the user's are never touched."""
+    from PySide6.QtCore import QCoreApplication, QSettings
+
+    cfg = tmp_path / "qsettings"
+    cfg.mkdir()
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(cfg))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(cfg))
+    QCoreApplication.setOrganizationName("SlimlineTest")
+    from slimline.gui import settings as st
+
+    monkeypatch.setattr(st, "ORG", "SlimlineTest")
+    prefs = st.Preferences()
+    prefs.workspace = str(tmp_path / "workspace")
+    prefs.save()
+    yield prefs
+
+
+@pytest.fixture
+def window(qtbot):
+    from slimline.gui.main_window import MainWindow
+
+    win = MainWindow()
+    win.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.controller.running:
+        win.controller.cancel()
+        qtbot.waitUntil(lambda: not win.controller.running, timeout=10000)
+    from slimline.gui.workers import wait_all
+
+    wait_all(10000)
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A small MLP as a Slimline torch archive and a labelled .npz eval set."""
+    import torch
+
+    from slimline.core.handle import TensorSpec
+    from slimline.core.torchmodel import save_torch_module
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    path = tmp_path / "mlp.safetensors"
+    save_torch_module(model, path, inputs=[TensorSpec(name="x", shape=["batch", 16])],
+                      outputs=[TensorSpec(name="y", shape=["batch", 4])])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16)).astype(np.float32)
+    with torch.no_grad():
+        labels = model(torch.from_numpy(x)).argmax(1).numpy()
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=x, labels=labels)
+    return path, data
+
+
+# --- in-process test plugins (editor tests only: the job's child process cannot see them) -----
+from slimline.core.plugin import Plugin, PluginParams, StepOutput  # noqa: E402
+
+
+class _ScaleParams(PluginParams):
+    factor: float = Field(0.5, ge=0.0, le=1.0, description="Multiply every weight by this")
+    mode: Literal["all", "linear_only"] = Field("all", description="Which layers")
+    keep_bias: bool = Field(True, description="Leave biases alone")
+    skip: list[str] = Field(default_factory=list, description="Layer names to skip")
+    rounds: int = Field(1, ge=1, le=10, description="How many times")
+
+
+class _ScalePlugin(Plugin):
+    id: ClassVar[str] = "test.scale"
+    title: ClassVar[str] = "Test scale"
+    category: ClassVar[Any] = "prune"
+    description: ClassVar[str] = "Scales weights (test)"
+    input_formats: ClassVar[tuple] = ("torch", "onnx")
+    output_format: ClassVar[Any] = "torch"
+    Params: ClassVar[type] = _ScaleParams
+
+    def run(self, model, params, ctx):  # pragma: no cover - never run in GUI tests
+        return StepOutput(model=model)
+
+
+class _OnnxOnlyParams(PluginParams):
+    bits: Literal[8, 4] = Field(8, description="Bits")
+
+
+class _OnnxOnlyPlugin(Plugin):
+    id: ClassVar[str] = "test.onnx_only"
+    title: ClassVar[str] = "Test ONNX-only quantizer"
+    category: ClassVar[Any] = "quantize"
+    input_formats: ClassVar[tuple] = ("onnx",)
+    output_format: ClassVar[Any] = "onnx"
+    Params: ClassVar[type] = _OnnxOnlyParams
+
+
+class _NoParamsPlugin(Plugin):
+    id: ClassVar[str] = "test.noop"
+    title: ClassVar[str] = "Test no-op"
+    category: ClassVar[Any] = "other"
+    input_formats: ClassVar[tuple] = ("torch", "onnx")
+    output_format: ClassVar[Any] = "torch"
+
+
+TEST_PLUGINS = (_ScalePlugin, _OnnxOnlyPlugin, _NoParamsPlugin)
+
+
+@pytest.fixture
+def test_plugins():
+    """Register the test plugins for one test and remove them afterwards."""
+    from slimline.core import registry
+
+    for cls in TEST_PLUGINS:
+        registry.register(cls)
+    yield {cls.id: cls for cls in TEST_PLUGINS}
+    for cls in TEST_PLUGINS:
+        registry._extra.pop(cls.id, None)
+    registry.discover.cache_clear()
+
+
+def drop_paths(widget, paths, pos=None):
+    """Send a real QDropEvent with file URLs to ``widget`` (as a file manager would)."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    point = pos or QPointF(widget.width() / 2, widget.height() / 2)
+    enter = QDragEnterEvent(point.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    drop = QDropEvent(point, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return drop
