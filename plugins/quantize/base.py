@@ -86,10 +86,16 @@ class QuantizeBase(Plugin):
             ops = prep.count_ops(self._load_graph(model))
         except Exception as exc:  # noqa: BLE001
             return [Problem(f"cannot read the ONNX graph: {exc}", fix="re-export the model")]
+        already = {op: ops[op] for op in QUANT_OPS if ops.get(op)}
+        if already:
+            problems.append(Problem(
+                "the model is already quantized (" + ", ".join(f"{n} {op}" for op, n in already.items()) + ")",
+                severity="warning", fix="quantize the float model instead, or remove this step"))
         if wanted and not any(op in ops for op in wanted):
-            return [Problem(f"no {'/'.join(wanted)} nodes to {what} (the graph has {', '.join(sorted(ops)[:8])})",
-                            field="op_types", fix="choose op types present in the model")]
-        return []
+            return problems + [Problem(
+                f"no {'/'.join(wanted)} nodes to {what} (the graph has {', '.join(sorted(ops)[:8])})",
+                field="op_types", fix="choose op types present in the model")]
+        return problems
 
     @staticmethod
     def _exclusions(graph: Any, params: GuardrailParams) -> tuple[str, ...]:
@@ -239,6 +245,14 @@ class QuantizeBase(Plugin):
         ctx.progress(0.8, "measuring size and latency")
         q_model = onnx.load(str(q_path))
         q_ops = prep.count_ops(q_model)
+        f32_before, f32_after = _float32_elements(prep_model), _float32_elements(q_model)
+        if f32_before == 0 or f32_after >= 0.99 * f32_before:
+            raise StepFailed(
+                f"nothing was quantized: {f32_after:,} of {f32_before:,} float32 weight values are still float32 "
+                f"(op types tried: {', '.join(history[-1][0].op_types) or 'all'}; the graph has "
+                f"{', '.join(sorted(model_ops)[:10])})", subject=self.id,
+                hint="the model may already be quantized, or its layers are not in op_types — check the op types "
+                     "or remove this step")
         in_bytes = _bytes_on_disk(model)
         out_bytes = q_path.stat().st_size
         size_ratio = out_bytes / max(in_bytes, 1)
@@ -299,6 +313,23 @@ class QuantizeBase(Plugin):
 
     def _gemm_rewrite(self, params: Any) -> bool:
         return False
+
+
+def _float32_elements(model: Any) -> int:
+    """float32 weight values in the graph (initializers + Constant nodes)."""
+    from onnx import TensorProto, helper
+
+    total = sum(int(math.prod(i.dims)) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    total += int(math.prod(a.t.dims))
+    return total
+
+
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+             "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits")
 
 
 def _bytes_on_disk(model: ModelHandle) -> int:

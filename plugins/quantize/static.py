@@ -139,6 +139,9 @@ class QuantizeStatic(QuantizeBase):
             calibrate_method=getattr(CalibrationMethod, params.calibrate_method),
             extra_options=extra,
         )
+        if role == "eval":
+            self._calib_warning = ("calibrated on the evaluation split (no calibration/training data given): "
+                                   "the fidelity and accuracy figures are optimistic — add --train-data")
         self._calib_note = f"calibrated on {min(len(reader), params.calibration_samples)} rows of the {role} split " \
                            f"({getattr(ds, 'name', role)}), {params.calibrate_method}"
 
@@ -164,7 +167,10 @@ class QuantizeStatic(QuantizeBase):
 
     def run(self, model: ModelHandle, params: Any, ctx: StepContext):  # type: ignore[override]
         self._calib_note = ""
+        self._calib_warning = ""
         out = super().run(model, params, ctx)
         if self._calib_note:
             out.notes.insert(0, self._calib_note)
+        if self._calib_warning:
+            out.warnings.append(self._calib_warning)
         return out

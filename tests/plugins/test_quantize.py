@@ -94,6 +94,8 @@ def test_dynamic_int8_mlp_smaller_and_faithful(mlp, tmp_path: Path) -> None:
     assert rows_q and {"tensor", "scheme", "scale", "zero_point", "rmse", "max_abs_error"} <= set(rows_q[0])
     assert "per-channel" in rows_q[0]["scheme"] and rows_q[0]["rmse"] > 0
     assert any("zero_point" in n for n in out.notes)
+    # The head Linear was exported as Gemm: rewritten so it is quantized too.
+    assert any("rewrote 1 Gemm" in n for n in out.notes) and "Gemm" not in ops
     # The input file is untouched.
     assert onnx.load(handle.path).graph.node[0].op_type != "DynamicQuantizeLinear"
 
@@ -214,3 +216,22 @@ def test_cancel_during_calibration(cnn, tmp_path: Path) -> None:
         QuantizeStatic().run(handle, QuantizeStatic.Params(), ctx)
     assert not (tmp_path / "step" / "model.onnx").exists()
     assert not list((tmp_path / "step").glob(".quantize-*"))
+
+
+def test_requantizing_refuses_instead_of_passing_a_copy(mlp, cnn, tmp_path: Path) -> None:
+    """INT8 on an already-quantized model quantizes nothing: warned/refused in check, refused in run."""
+    handle, rows = mlp
+    first = QuantizeDynamic().run(handle, QuantizeDynamic.Params(), _ctx(tmp_path / "a"))
+    problems = QuantizeDynamic().check(first.model, QuantizeDynamic.Params())
+    assert any("already quantized" in p.message for p in problems)
+    assert any(p.severity == "error" and p.field == "op_types" for p in problems)  # no float MatMul left
+    # A QDQ model still has float-typed Gemm/Conv nodes (fed by DequantizeLinear): check only warns,
+    # run must refuse rather than pass on an unchanged copy.
+    cnn_handle, images, _ = cnn
+    data = DataBundle(calibration=Dataset("c", "t", {"input": images[:32]}))
+    qdq = QuantizeStatic().run(cnn_handle, QuantizeStatic.Params(calibration_samples=32), _ctx(tmp_path / "b", data))
+    assert not [p for p in QuantizeDynamic().check(qdq.model, QuantizeDynamic.Params()) if p.severity == "error"]
+    with pytest.raises(StepFailed) as err:
+        QuantizeDynamic().run(qdq.model, QuantizeDynamic.Params(), _ctx(tmp_path / "c"))
+    assert "nothing was quantized" in err.value.message
+    assert not (tmp_path / "c" / "step" / "model.onnx").exists()
