@@ -95,7 +95,7 @@ class Distill(Plugin):
              notes: list[str], warnings: list[str], trainer: Any) -> StepOutput:
         student_handle, student = _load_student(model, p, device)
         teacher_handle = resolve_teacher(p.teacher, model, ctx.source_model)
-        if p.teacher != TEACHER_INPUT and not p.student and Path(teacher_handle.path) == Path(model.path):
+        if not p.student and Path(teacher_handle.path) == Path(model.path):
             warnings.append("the teacher and the student are the same model (self-distillation)")
         ctx.progress(0.0, "loading the teacher")
         teacher = Teacher(teacher_handle, device, ctx.threads)
@@ -247,6 +247,10 @@ def _check_shapes(student: "torch.nn.Module", inputs: dict[str, np.ndarray], tea
         raise StepFailed(f"student outputs {list(out.shape[1:])} per row but the teacher gives {list(teach.shape[1:])}",
                          subject="teacher", hint="use a teacher and a student with the same outputs (same classes)")
     c = int(teach.shape[-1])
+    if labels is not None and tuple(labels.shape[1:]) != tuple(teach.shape[1:-1]):
+        raise StepFailed(f"labels have shape {list(labels.shape[1:])} per row, expected {list(teach.shape[1:-1])} "
+                         f"(one class index per output position)", subject="data",
+                         hint="store class indices, not one-hot vectors, as labels")
     if labels is not None:
         valid = labels[labels != -100]
         if valid.size and (valid.min() < 0 or valid.max() >= c):

@@ -323,3 +323,54 @@ def test_run_refuses_what_check_refuses(tmp_path, digits, models):
         Distill().run(models["student"], Distill.Params(teacher=str(tmp_path / "nope.onnx")),
                       _ctx(tmp_path, digits, models))
     assert exc.value.subject == "teacher"
+
+
+def test_eval_data_only_is_not_trained_on(tmp_path, digits, models):
+    """The pipeline scores on the eval split: training on it would inflate accuracy."""
+    ev = FakeDataset("digits eval", {"x": digits["xte"]}, digits["yte"])
+    ctx = StepContext(work_dir=tmp_path, source_model=models["teacher"],
+                      data=SimpleNamespace(train=None, eval=ev, calibration=None))
+    with pytest.raises(StepFailed, match="distillation needs training data") as exc:
+        Distill().run(models["student"], Distill.Params(), ctx)
+    assert "--train-data" in exc.value.hint
+
+
+def test_runs_as_a_pipeline_step_with_real_datasets(tmp_path, digits, models):
+    """End to end through the runner: .npz files → DataBundle → distill step → metric events."""
+    from slimline.core.data import DataBundle
+    from slimline.core.pipeline import parse_pipeline
+    from slimline.core.runner import run_pipeline
+
+    np.savez(tmp_path / "train.npz", x=digits["xtr"], labels=digits["ytr"])
+    np.savez(tmp_path / "eval.npz", x=digits["xte"], labels=digits["yte"])
+    pipe = parse_pipeline({
+        "format": "slimline.pipeline", "schema_version": 1, "name": "kd",
+        "steps": [{"id": "kd", "plugin": "builtin.distill", "plugin_version": "1", "enabled": True,
+                   "params": {"epochs": 3, "learning_rate": 0.01, "student": models["student"].path}}],
+        "evaluation": {"latency": {"batch_sizes": [1], "runs": 3, "warmup": 1}},
+    })
+    data = DataBundle.from_paths(eval=tmp_path / "eval.npz", train=tmp_path / "train.npz", model=models["teacher"])
+    events: list[dict] = []
+    record = run_pipeline(pipe, models["teacher"], workspace=tmp_path / "ws", emit=events.append, data=data,
+                          threads=1, data_paths=(str(tmp_path / "eval.npz"), str(tmp_path / "train.npz")))
+    assert record["status"] == "done"
+    step = record["results"][-1]
+    assert step["step_id"] == "kd" and step["metrics"]["student_val_accuracy"] > 0.8
+    assert step["model"]["param_count"] == models["student"].param_count
+    kinds = [(e["kind"], e["step_id"]) for e in events if e["type"] == "metric"]
+    assert ("loss", "kd") in kinds and ("validation", "kd") in kinds
+
+
+def test_one_hot_labels_are_refused_with_a_hint(tmp_path, digits, models):
+    onehot = np.eye(10, dtype=np.int64)[digits["ytr"]]
+    ctx = _ctx(tmp_path, digits, models)
+    ctx.data.train = FakeDataset("digits one-hot", {"x": digits["xtr"]}, onehot)
+    with pytest.raises(StepFailed, match="labels have shape") as exc:
+        Distill().run(models["student"], Distill.Params(epochs=1), ctx)
+    assert exc.value.subject == "data" and "one-hot" in exc.value.hint
+
+
+def test_self_distillation_is_flagged(tmp_path, digits, models):
+    out = Distill().run(models["teacher"], Distill.Params(epochs=1, max_batches_per_epoch=2),
+                        _ctx(tmp_path, digits, models))
+    assert any("self-distillation" in w for w in out.warnings)
