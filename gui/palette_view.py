@@ -56,7 +56,6 @@ class PaletteView(QWidget):
         self.items: dict[str, QTreeWidgetItem] = {}
         self.search.textChanged.connect(self._on_search_text_changed)
         self.tree.itemActivated.connect(self._on_tree_item_activated)
-        self.tree.itemDoubleClicked.connect(self._on_tree_item_activated)
         self._model: Any = None
         self.reload()
 

@@ -81,6 +81,7 @@ class _ScaleParams(PluginParams):
     keep_bias: bool = Field(True, description="Leave biases alone")
     skip: list[str] = Field(default_factory=list, description="Layer names to skip")
     rounds: int = Field(1, ge=1, le=10, description="How many times")
+    epochs_at: list[int] = Field(default_factory=lambda: [1, 2], description="Epochs to act at")
 
 
 class _ScalePlugin(Plugin):
@@ -133,18 +134,28 @@ def test_plugins():
     registry.discover.cache_clear()
 
 
-def drop_paths(widget, paths, pos=None):
-    """Send a real QDropEvent with file URLs to ``widget`` (as a file manager would)."""
-    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+def send_drop(widget, mime, point):
+    """DragEnter then Drop, as Qt delivers them (a Drop without an accepted enter is ignored)."""
+    import warnings
+
+    from PySide6.QtCore import Qt
     from PySide6.QtGui import QDragEnterEvent, QDropEvent
     from PySide6.QtWidgets import QApplication
 
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    point = pos or QPointF(widget.width() / 2, widget.height() / 2)
-    enter = QDragEnterEvent(point.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    with warnings.catch_warnings():  # PySide marks the QPoint constructor deprecated; it is the only one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        enter = QDragEnterEvent(point.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, enter)
     drop = QDropEvent(point, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, drop)
     return drop
+
+
+def drop_paths(widget, paths, pos=None):
+    """Send a real QDropEvent with file URLs to ``widget`` (as a file manager would)."""
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    return send_drop(widget, mime, pos or QPointF(widget.width() / 2, widget.height() / 2))
