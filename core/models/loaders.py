@@ -108,6 +108,8 @@ def load_torch_runnable(handle: ModelHandle) -> "torch.nn.Module":
     """A fresh runnable torch module in eval mode (TorchScript, trusted .pt2/pickle, archive, HF)."""
     path = Path(handle.path)
     fmt = handle.format
+    if fmt in ("torch_export", "pickle_module"):
+        _require_trust(handle)
     if handle.family == "weights":
         raise _not_runnable(handle)
     if fmt == "torchscript":

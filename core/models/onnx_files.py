@@ -246,7 +246,7 @@ def _consumers(model: "onnx.ModelProto") -> dict[str, tuple[str, str]]:
     for gi, g in enumerate(iter_graphs(model.graph)):
         by_input: dict[str, list[tuple[str, str, list[str]]]] = {}
         for i, node in enumerate(g.node):
-            name = node.name or f"{node.op_type}_{gi}_{i}" if gi else node.name or f"{node.op_type}_{i}"
+            name = node.name or (f"{node.op_type}_{gi}_{i}" if gi else f"{node.op_type}_{i}")
             for inp in node.input:
                 by_input.setdefault(inp, []).append((name, node.op_type, list(node.output)))
         for t in g.initializer:

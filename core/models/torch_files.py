@@ -36,7 +36,7 @@ _PT2_DTYPES: dict[int, tuple[str, str]] = {
     12: ("bool", "bool"), 13: ("uint16", "bfloat16"), 28: ("uint16", "uint16"), 29: ("uint8", "float8_e4m3fn"),
     30: ("uint8", "float8_e5m2"), 34: ("uint32", "uint32"), 35: ("uint64", "uint64"),
 }
-_SAFE_GLOBAL_PREFIXES = ("torch._utils.", "collections.OrderedDict", "torch.", "builtins.set",
+_SAFE_GLOBAL_PREFIXES = ("torch._utils.", "collections.OrderedDict", "torch.", "builtins.set", "__builtin__.set",
                          "builtins.dict", "builtins.list", "builtins.tuple", "_codecs.encode", "numpy.")
 
 

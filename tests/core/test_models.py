@@ -282,3 +282,39 @@ def test_hf_without_transformers_still_inspects(hf_dir):
     assert out.returncode == 0, out.stderr
     first, reason = out.stdout.strip().splitlines()
     assert first == "False True" and "slimline[hf]" in reason
+
+
+def test_onnx_opset_below_7_is_inspect_only(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    model.ir_version = 3
+    onnx.save(model, str(tmp_path / "ancient.onnx"))
+    h = open_model(tmp_path / "ancient.onnx")
+    assert h.opset == 6 and not h.capabilities.run and "version_converter" in h.capabilities.reason
+
+
+def test_hf_sharded_folder(hf_dir, tmp_path):
+    import transformers
+
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(hf_dir))
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(str(sharded), max_shard_size="30KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    h = open_model(sharded)
+    shards = [f for f in h.files if f.endswith(".safetensors")]
+    assert len(shards) > 1 and h.param_count == open_model(hf_dir).param_count
+    from slimline.core.stats import layer_inventory
+
+    assert len(layer_inventory(h)) == len(layer_inventory(open_model(hf_dir)))
+
+
+def test_untrusted_pt2_listing_cannot_be_run(zoo):
+    with pytest.raises(UntrustedFileError) as ei:
+        open_model(zoo["pt2"])
+    with pytest.raises(UntrustedFileError, match="unpickles"):
+        load_torch_runnable(ei.value.handle)
