@@ -31,6 +31,15 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
     def emit(event: dict[str, Any]) -> None:
         events.put(event)
 
+    import warnings
+
+    def show_warning(message: Any, category: type, filename: str, lineno: int,
+                     file: Any = None, line: Any = None) -> None:
+        """Library warnings go to the run's log, not to the terminal that started the app."""
+        emit({"type": "log", "level": "warning", "message": f"{category.__name__}: {message}"})
+
+    warnings.showwarning = show_warning
+
     try:
         if spec.get("threads"):
             os.environ.setdefault("OMP_NUM_THREADS", str(spec["threads"]))

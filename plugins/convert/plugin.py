@@ -131,8 +131,12 @@ def _as_dtype(arr: Any, dtype: str) -> Any:
 
 def _export(module: Any, example: dict[str, Any], model: ModelHandle, path: Path,
             params: ConvertParams, exporter: str) -> None:
+    import logging
+
     import torch
 
+    # The exporter logs optional-dependency notices (e.g. torchvision ops) at WARNING.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     names = [s.name for s in model.inputs]
     out_names = [s.name for s in model.outputs] or None
     args = tuple(example[n] for n in names)
