@@ -66,7 +66,8 @@ def _row_dict(r: Any) -> dict[str, Any]:
 
 
 def print_inspect(h: ModelHandle, rows: list[Any] | None, *, as_json: bool, limit: int,
-                  out: TextIO = sys.stdout) -> None:
+                  out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     dicts = [_row_dict(r) for r in rows or []]
     if as_json:
         print(json.dumps({"model": h.model_dump(mode="json"), "layers": dicts}, indent=1, default=str), file=out)
@@ -92,7 +93,8 @@ def print_inspect(h: ModelHandle, rows: list[Any] | None, *, as_json: bool, limi
 
 
 def print_bench(h: ModelHandle, size: Any, lat: list[Any], acc: Any, env: dict[str, Any], *,
-                as_json: bool, out: TextIO = sys.stdout) -> None:
+                as_json: bool, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     if as_json:
         print(json.dumps({"model": h.model_dump(mode="json"), "size": size.model_dump(),
                           "latency": [x.model_dump() for x in lat],
@@ -149,7 +151,8 @@ def result_rows(record: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-def print_run(record: dict[str, Any], out: TextIO = sys.stdout) -> None:
+def print_run(record: dict[str, Any], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     headers, rows = result_rows(record)
     print(f"\nrun {record['run_id']} — {record['status']}", file=out)
     print(table(headers, rows), file=out)
@@ -200,9 +203,9 @@ def write_run_outputs(record: dict[str, Any], out_dir: Path) -> None:
 class ProgressPrinter:
     """One-line progress bar on a terminal; plain lines when not a TTY (CI logs)."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.last_line = ""
 
     def handle(self, ev: dict[str, Any]) -> None:
