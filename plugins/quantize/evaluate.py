@@ -303,6 +303,26 @@ def cpu_int8_flags() -> dict[str, bool]:
     return {k: k in flags for k in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")}
 
 
+def channel_rel_error(ref: np.ndarray, got: np.ndarray) -> float:
+    """Mean over channels of ‖Δ‖/‖ref‖ per channel.
+
+    Why per channel: one outlier channel dominates a whole-tensor norm, so a tensor whose
+    small channels were rounded to zero would look fine; averaged per channel it does not.
+    Channel axis: 1 for NCHW and [batch, features], last for [batch, seq, hidden].
+    """
+    if ref.ndim < 2:
+        return float(np.linalg.norm(ref - got) / (np.linalg.norm(ref) + 1e-12))
+    axis = ref.ndim - 1 if ref.ndim == 3 else 1
+    r = np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)
+    d = np.moveaxis(ref - got, axis, 0).reshape(ref.shape[axis], -1)
+    nr = np.linalg.norm(r, axis=1)
+    nd = np.linalg.norm(d, axis=1)
+    live = nr > 1e-6 * (nr.max() + 1e-30)
+    if not live.any():
+        return float(nd.max() > 0)
+    return float(np.mean(nd[live] / nr[live]))
+
+
 def node_errors(float_path: Path, quant_path: Path, evalset: EvalSet, candidates: list[tuple[str, str, list[str]]],
                 max_rows: int = 16, cancel: Any = None) -> list[tuple[str, float]]:
     """Rank candidate nodes by the error they add: rel. error of their output minus that of their inputs.
@@ -316,6 +336,10 @@ def node_errors(float_path: Path, quant_path: Path, evalset: EvalSet, candidates
     qm = onnx.load(str(quant_path))
     q_tensors = {o for n in qm.graph.node for o in n.output} | {i.name for i in qm.graph.input}
     f_tensors = {o for n in fm.graph.node for o in n.output} | {i.name for i in fm.graph.input}
+    # In QDQ graphs a node's output is rounded by the Q→DQ pair after it: that rounding is the node's doing.
+    q_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "QuantizeLinear" and n.input}
+    dq_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear" and n.input}
+    rounded = {t: dq_of[q_of[t]] for t in q_of if q_of[t] in dq_of}
     wanted: list[str] = []
     for _, out, ins in candidates:
         for t in [out, *ins]:
@@ -323,29 +347,32 @@ def node_errors(float_path: Path, quant_path: Path, evalset: EvalSet, candidates
                 wanted.append(t)
     if not wanted:
         return []
-    for m in (fm, qm):
-        have = {o.name for o in m.graph.output}
-        m.graph.output.extend([onnx.ValueInfoProto(name=t) for t in wanted if t not in have])
+    q_wanted = wanted + [rounded[t] for t in wanted if t in rounded]
+    have = {o.name for o in fm.graph.output}
+    fm.graph.output.extend([onnx.ValueInfoProto(name=t) for t in wanted if t not in have])
+    have = {o.name for o in qm.graph.output}
+    qm.graph.output.extend([onnx.ValueInfoProto(name=t) for t in q_wanted if t not in have])
     fs = make_session(fm.SerializeToString(), optimize=False)
     qs = make_session(qm.SerializeToString(), optimize=False)
     rows = EvalSet(evalset.name, evalset.kind, {k: v[:max(max_rows, evalset.batch or 1)] for k, v in evalset.feeds.items()},
                    None, evalset.batch)
     fo = dict(zip(wanted, run_all(fs, rows, cancel, wanted)))
-    qo = dict(zip(wanted, run_all(qs, rows, cancel, wanted)))
+    qo = dict(zip(q_wanted, run_all(qs, rows, cancel, q_wanted)))
 
-    def rel(t: str) -> float:
+    def rel(t: str, after_rounding: bool = False) -> float:
         if t not in fo:
             return 0.0
-        a, b = np.asarray(fo[t], np.float64), np.asarray(qo[t], np.float64)
+        qt = rounded.get(t, t) if after_rounding else t
+        a, b = np.asarray(fo[t], np.float64), np.asarray(qo[qt], np.float64)
         if a.shape != b.shape:
             return 0.0
-        return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12))
+        return channel_rel_error(a, b)
 
     scores = []
     for name, out, ins in candidates:
         if out not in fo:
             continue
         base = max([rel(t) for t in ins if t in fo] or [0.0])
-        scores.append((name, rel(out) - base))
+        scores.append((name, rel(out, after_rounding=True) - base))
     scores.sort(key=lambda s: s[1], reverse=True)
     return scores

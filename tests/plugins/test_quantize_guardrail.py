@@ -183,3 +183,32 @@ def test_single_layer_is_never_excluded_into_a_float_copy(tmp_path: Path) -> Non
     with pytest.raises(StepFailed) as err:
         QuantizeDynamic().run(handle, params, _ctx(tmp_path, data))
     assert "2 attempt(s)" in err.value.message
+
+
+def test_static_activation_outlier_is_retried(tmp_path: Path) -> None:
+    """Conv whose channel 0 is ~1000× the rest (then sliced away): per-tensor activation scales crush the
+    useful channels, so the default static settings miss the budget and the step must recover or refuse."""
+    rng = np.random.default_rng(11)
+    w = (rng.standard_normal((9, 1, 3, 3)) * 0.3).astype(np.float32)
+    w[0] *= 1000.0
+    fc = (rng.standard_normal((8 * 6 * 6, 10)) * 0.05).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             helper.make_node("Slice", ["c", "s", "e", "a"], ["cs"], name="drop0"),
+             helper.make_node("Flatten", ["cs"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "FC"], ["logits"], name="fc")]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(fc, "FC"),
+             numpy_helper.from_array(np.array([1], np.int64), "s"), numpy_helper.from_array(np.array([9], np.int64), "e"),
+             numpy_helper.from_array(np.array([1], np.int64), "a")]
+    graph = helper.make_graph(nodes, "outlier_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    handle = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "oc.onnx",
+                   {"x": ["batch", 1, 8, 8]}, {"logits": ["batch", 10]})
+    images = np.random.default_rng(12).random((64, 1, 8, 8)).astype(np.float32)
+    data = DataBundle(eval=Dataset("imgs", "test", {"x": images[:32]}), calibration=Dataset("cal", "test", {"x": images[32:]}))
+    out = QuantizeStatic().run(handle, QuantizeStatic.Params(), _ctx(tmp_path, data))
+    attempts = out.tables["attempts"]
+    assert attempts[0]["mean_cosine"] < 0.99 and len(attempts) >= 2
+    # The per-channel error attribution blames the conv (its rounded output), not the Gemm after it.
+    assert "conv" in attempts[-1]["change"] and "fc" not in attempts[-1]["change"]
+    assert out.metrics["mean_cosine"] >= 0.99 and out.metrics["top1_agreement"] >= 0.98
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(out.model.path).graph.node}
