@@ -206,7 +206,24 @@ def safetensors_source(files: list[Path], op_types: dict[str, str] | None = None
         buf = maps[f][start + b:start + e]
         return np.frombuffer(buf, dtype=np_dtype).reshape(info["shape"])
 
+    entries = [e for e in entries if not e.name.endswith("num_batches_tracked")]  # a counter, not a weight
+    entries.sort(key=_depth_order(op_types or {}))
     return WeightSource(entries, load)
+
+
+def _depth_order(op_types: dict[str, str]) -> Callable[["TensorEntry"], tuple]:
+    """Sort key: layers in model order (the spec's walk order), else natural name order.
+
+    safetensors headers are alphabetical ("1.x" < "12.x" < "4.x"), which scrambles depth.
+    """
+    import re
+
+    rank = {layer: i for i, layer in enumerate(op_types)}
+
+    def natural(name: str) -> tuple:
+        return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+    return lambda e: (rank.get(e.layer, len(rank)), natural(e.name))
 
 
 # --------------------------------------------------------------------------- torch modules / dicts
