@@ -180,7 +180,7 @@ class MainWindow(QMainWindow):
         c.progress_changed.connect(self.run_view.on_progress)
         c.step_started.connect(self._on_controller_step_started)
         c.step_result_received.connect(self._on_controller_step_result)
-        c.metric_received.connect(self.run_view.charts.add_metric)
+        c.metrics_received.connect(self.run_view.charts.add_metrics)
         c.log_received.connect(self.run_view.append_log)
         c.finished.connect(self._on_controller_finished)
         self.variants.variant_selected.connect(self._on_variants_selected)

@@ -1,9 +1,11 @@
 """Drives one pipeline job from the UI thread without ever blocking it.
 
 The job runs in the engine's child process; a QTimer polls its event queue
-every 50 ms and handles at most MAX_EVENTS_PER_TICK events (and at most
-TICK_BUDGET_S of work) per tick, keeping the rest for the next tick, so a burst
-of events cannot stall the window. Starting the process happens on a worker
+every 50 ms. Cheap events are coalesced per tick (only the last progress is
+shown, loss points and log lines go out as one batch each), at most
+MAX_HEAVY_PER_TICK chart-redrawing events are handled per tick and polling
+stops after TICK_BUDGET_S, so a step that emits thousands of loss events per
+second cannot stall the window or delay the end of a cancelled run. Starting the process happens on a worker
 thread because spawning a Python interpreter can take longer than the budget.
 """
 from __future__ import annotations
@@ -17,8 +19,10 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from slimline.gui.workers import run_in_thread
 
 POLL_MS = 50
-MAX_EVENTS_PER_TICK = 20
-TICK_BUDGET_S = 0.02
+MAX_HEAVY_PER_TICK = 4     # step_started / step_result: each redraws charts and cards
+TICK_BUDGET_S = 0.015      # time spent polling + dispatching per tick
+MAX_BACKLOG = 5000         # stop polling while this many events wait (memory bound)
+CHEAP = {"progress", "metric", "log"}
 
 
 class RunController(QObject):
@@ -28,8 +32,8 @@ class RunController(QObject):
     progress_changed = Signal(float, str, float, str)  # overall, step id, step fraction, message
     step_started = Signal(dict)
     step_result_received = Signal(dict)            # StepResult dict
-    metric_received = Signal(dict)                 # {"step_id", "kind", "payload"}
-    log_received = Signal(str)
+    metrics_received = Signal(list)                # [{"step_id", "kind", "payload"}, ...] per tick
+    log_received = Signal(str)                     # one or more lines
     finished = Signal(str, dict)                   # "done" | "failed" | "cancelled", final event
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -88,20 +92,60 @@ class RunController(QObject):
         if self.job is None:
             self.timer.stop()
             return
-        if len(self._buffer) < MAX_EVENTS_PER_TICK:
-            try:
-                self._buffer.extend(self.job.poll(timeout=0))
-            except Exception as exc:  # the queue broke: report it as a failed run
-                self._buffer.append({"type": "failed", "message": f"lost contact with the worker: {exc}",
-                                     "hint": "run again", "step_id": ""})
         t0 = time.perf_counter()
-        handled = 0
-        while self._buffer and handled < MAX_EVENTS_PER_TICK and time.perf_counter() - t0 < TICK_BUDGET_S:
-            ev = self._buffer.popleft()
-            handled += 1
+        while len(self._buffer) < MAX_BACKLOG and time.perf_counter() - t0 < TICK_BUDGET_S:
+            try:
+                events = self.job.poll(timeout=0)
+            except Exception as exc:  # the queue broke: report it as a failed run
+                events = [{"type": "failed", "message": f"lost contact with the worker: {exc}",
+                           "hint": "run again", "step_id": ""}]
+            if not events:
+                break
+            self._buffer.extend(events)
+            if events[-1].get("type") in ("done", "failed", "cancelled"):
+                break
+        self._drain(t0)
+
+    def _drain(self, t0: float) -> None:
+        """Dispatch buffered events in order, coalescing cheap ones, within the tick budget."""
+        progress: dict[str, Any] | None = None
+        metrics: list[dict[str, Any]] = []
+        logs: list[str] = []
+
+        def flush() -> None:
+            nonlocal progress, metrics, logs
+            if progress is not None:
+                self._dispatch(progress)
+            if metrics:
+                self.metrics_received.emit(metrics)
+            if logs:
+                self.log_received.emit("\n".join(logs))
+            progress, metrics, logs = None, [], []
+
+        heavy = 0
+        while self._buffer:
+            ev = self._buffer[0]
+            t = ev.get("type")
+            if t in CHEAP:
+                self._buffer.popleft()
+                self.events_seen += 1
+                if t == "progress":
+                    progress = ev
+                elif t == "metric":
+                    metrics.append(ev)
+                else:
+                    sid = ev.get("step_id")
+                    logs.append(f"[{sid}] {ev.get('message', '')}" if sid else str(ev.get("message", "")))
+                continue
+            if heavy >= MAX_HEAVY_PER_TICK or (heavy and time.perf_counter() - t0 > TICK_BUDGET_S):
+                break
+            flush()
+            self._buffer.popleft()
             self.events_seen += 1
+            heavy += 1
             if self._dispatch(ev):
                 return
+        flush()
 
     def _dispatch(self, ev: dict[str, Any]) -> bool:
         """Emit the right signal; True when the run has ended."""
@@ -121,11 +165,6 @@ class RunController(QObject):
                 self.log_received.emit(f"  ⚠ {w}")
         elif t == "step_failed":
             self.log_received.emit(f"✗ {ev.get('step_id')}: {ev.get('message')} → {ev.get('hint', '')}")
-        elif t == "metric":
-            self.metric_received.emit(ev)
-        elif t == "log":
-            sid = ev.get("step_id")
-            self.log_received.emit(f"[{sid}] {ev.get('message', '')}" if sid else str(ev.get("message", "")))
         elif t in ("done", "failed", "cancelled"):
             self.timer.stop()
             self.job = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
@@ -59,19 +60,30 @@ class StepCharts(QWidget):
         self._redraw()
 
     def add_metric(self, event: dict[str, Any]) -> None:
-        if event.get("kind") != "loss":
-            return
-        p = event.get("payload") or {}
-        value = p.get("value", p.get("loss"))
-        if value is None:
-            return
-        x = p.get("step", p.get("x"))
-        if x is None:
-            epoch, batch, nb = p.get("epoch", 0), p.get("batch"), p.get("batches")
-            x = float(epoch) + (float(batch) / float(nb) if batch is not None and nb else 0.0)
-        series = str(p.get("series") or p.get("name") or event.get("step_id") or "loss")
-        self.loss.setdefault(series, []).append((float(x), float(value)))
-        self._redraw_loss()
+        self.add_metrics([event])
+
+    def add_metrics(self, events: list[dict[str, Any]]) -> None:
+        """Append loss points (``metric`` events of kind "loss"); one redraw per batch."""
+        added = False
+        for event in events:
+            if event.get("kind") != "loss":
+                continue
+            p = event.get("payload") or {}
+            value = p.get("value", p.get("loss"))
+            if value is None:
+                continue
+            x = p.get("step", p.get("x"))
+            if x is None:
+                epoch, batch, nb = p.get("epoch", 0), p.get("batch"), p.get("batches")
+                x = float(epoch) + (float(batch) / float(nb) if batch is not None and nb else 0.0)
+            series = str(p.get("series") or p.get("name") or f"{event.get('step_id') or ''} train loss").strip()
+            self.loss.setdefault(series, []).append((float(x), float(value)))
+            added = True
+        if added:
+            self._redraw_loss()
+
+    def loss_point_count(self) -> int:
+        return sum(len(v) for v in self.loss.values())
 
     # --- drawing -----------------------------------------------------------------------
     def _axis(self, plot: Any, labels: list[str]) -> None:
@@ -96,8 +108,8 @@ class StepCharts(QWidget):
             plot.addItem(pg.ScatterPlotItem(x=xs, y=vals, size=11, brush=brushes, pen=None))
         if tops is not None:
             top = [max(0.0, float(tops[i]) - float(ys[i])) if tops[i] is not None else 0.0 for i in xs]
-            plot.addItem(pg.ErrorBarItem(x=pg.np.array(xs, dtype=float), y=pg.np.array(vals), top=pg.np.array(top),
-                                         bottom=pg.np.zeros(len(xs)), beam=0.2, pen=pg.mkPen("#888", width=1.5)))
+            plot.addItem(pg.ErrorBarItem(x=np.array(xs, dtype=float), y=np.array(vals), top=np.array(top),
+                                         bottom=np.zeros(len(xs)), beam=0.2, pen=pg.mkPen("#888", width=1.5)))
         if ys[0] is not None:
             plot.addItem(pg.InfiniteLine(pos=float(ys[0]), angle=0,
                                          pen=pg.mkPen("#888", width=1, style=Qt.PenStyle.DashLine)))
@@ -140,11 +152,19 @@ class StepCharts(QWidget):
     def _redraw_loss(self) -> None:
         import pyqtgraph as pg
 
-        self.loss_plot.clear()
+        if not self.loss:
+            self.loss_plot.clear()
+            self._loss_items: dict[str, Any] = {}
+            return
+        items = getattr(self, "_loss_items", {})
         for i, (name, pts) in enumerate(self.loss.items()):
-            xs, ys = zip(*pts) if pts else ((), ())
-            self.loss_plot.plot(list(xs), list(ys), pen=pg.mkPen(SERIES[(i + 2) % len(SERIES)], width=2), name=name)
-
+            if name not in items:
+                items[name] = self.loss_plot.plot([], [], pen=pg.mkPen(SERIES[(i + 2) % len(SERIES)], width=2),
+                                                  name=name)
+            xs = np.fromiter((p[0] for p in pts), float, len(pts))
+            ys = np.fromiter((p[1] for p in pts), float, len(pts))
+            items[name].setData(xs, ys)
+        self._loss_items = items
 
 if __name__ == "__main__":  # python -m slimline.gui.step_charts
     import sys
