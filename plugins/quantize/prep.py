@@ -7,9 +7,11 @@ QDQ), or lack shapes. We fix what we can and say what we did.
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -153,7 +155,10 @@ def preprocess(src: str | Path, dst: Path, *, optimize: bool = True, gemm_rewrit
         last_err: Exception | None = None
         for label, kwargs in tries:
             try:
-                quant_pre_process(str(repaired), str(dst), **kwargs)
+                # quant_pre_process drops temp files (sym_shape_infer_temp.onnx, <uuid>.data)
+                # into the current directory: keep them inside the step's folder.
+                with _inside(dst.parent):
+                    quant_pre_process(str(repaired.resolve()), str(dst.resolve()), **kwargs)
                 notes.append(f"pre-processing: {label}")
                 last_err = None
                 break
@@ -195,3 +200,20 @@ def count_ops(model: "onnx.ModelProto") -> dict[str, int]:
     for node in model.graph.node:
         out[node.op_type] = out.get(node.op_type, 0) + 1
     return out
+
+
+@contextlib.contextmanager
+def _inside(folder: Path) -> Iterator[None]:
+    """Run with ``folder`` (a private temp subfolder of it) as the working directory."""
+    import os
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix=".prep-", dir=folder))
+    old = os.getcwd()
+    os.chdir(scratch)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+        shutil.rmtree(scratch, ignore_errors=True)
