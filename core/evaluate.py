@@ -95,7 +95,9 @@ def flags_for(step_eval: dict[str, Any], input_eval: dict[str, Any], original_ev
     la, lb = input_eval.get("latency", {}), step_eval.get("latency", {})
     for batch, rep in lb.items():
         before = la.get(batch)
-        if before and rep["p50_ms"] > before["p50_ms"] * SLOWER_TOLERANCE:
+        # Slower only when beyond noise: >5 % at p50 AND above the input's own p90.
+        if before and rep["p50_ms"] > before["p50_ms"] * SLOWER_TOLERANCE \
+                and rep["p50_ms"] > before.get("p90_ms", before["p50_ms"]):
             if "slower" not in flags:
                 flags.append("slower")
             reasons.append(f"slower at batch {batch}: p50 {before['p50_ms']:.3f} → {rep['p50_ms']:.3f} ms "
