@@ -19,6 +19,9 @@ from slimline.core.errors import DataError, ModelLoadError
 from slimline.core.handle import ModelHandle, TensorSpec
 
 _ORT_CACHE: dict[tuple[str, int, str, int], "Session"] = {}
+# Torch modules can be big: keep only the last few (evaluation opens the same model per batch size).
+_TORCH_CACHE: dict[tuple[str, int, str, int], "Session"] = {}
+_TORCH_CACHE_SIZE = 2
 _CACHE_LOCK = threading.Lock()
 
 
@@ -152,6 +155,14 @@ def clear_session_cache() -> None:
     """Forget cached onnxruntime sessions (frees their memory)."""
     with _CACHE_LOCK:
         _ORT_CACHE.clear()
+        _TORCH_CACHE.clear()
+
+
+def _file_key(handle: ModelHandle, device: str, threads: int) -> tuple[str, int, str, int]:
+    path = Path(handle.path)
+    files = [Path(f) for f in (handle.files or [handle.path])]
+    mtime = max((f.stat().st_mtime_ns for f in files if f.exists()), default=0)
+    return (str(path.resolve()), mtime, device, threads)
 
 
 def _gpu_name() -> str:
@@ -213,6 +224,11 @@ def _torch_session(handle: ModelHandle, device: str, threads: int) -> Session:
     if threads > 0:
         torch.set_num_threads(threads)
     n_threads = torch.get_num_threads()
+    key = _file_key(handle, device, n_threads)
+    with _CACHE_LOCK:
+        cached = _TORCH_CACHE.get(key)
+    if cached is not None and cached.handle is not None and cached.handle.inputs == handle.inputs:
+        return cached
     module = _load_torch(handle)
     if hasattr(module, "eval"):
         try:
@@ -253,8 +269,13 @@ def _torch_session(handle: ModelHandle, device: str, threads: int) -> Session:
     device_name = torch.cuda.get_device_name(dev) if is_cuda else cpu_name()
     if not out_names:
         out_names = ["output"]
-    return Session(input_specs=specs, output_names=out_names, provider=provider, device_name=device_name,
-                   threads=n_threads, runner=runner, handle=handle)
+    session = Session(input_specs=specs, output_names=out_names, provider=provider, device_name=device_name,
+                      threads=n_threads, runner=runner, handle=handle)
+    with _CACHE_LOCK:
+        _TORCH_CACHE[key] = session
+        while len(_TORCH_CACHE) > _TORCH_CACHE_SIZE:
+            _TORCH_CACHE.pop(next(iter(_TORCH_CACHE)))
+    return session
 
 
 # --------------------------------------------------------------------------- public

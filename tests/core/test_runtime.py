@@ -95,6 +95,21 @@ def test_session_cache_keys_on_mtime_and_threads(models, tmp_path: Path):
     assert open_session(h, threads=1) is not a
 
 
+def test_torch_sessions_are_reused_until_the_file_changes(models, tmp_path: Path):
+    import shutil
+
+    from slimline.core.torchmodel import handle_for_archive
+
+    p = tmp_path / "t.safetensors"
+    shutil.copy(models["torch"].path, p)
+    h = handle_for_archive(p)
+    a = open_session(h, threads=1)
+    assert open_session(h, threads=1) is a
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert open_session(h, threads=1) is not a
+
+
 def test_predict_concatenates_over_uneven_batches(models):
     ds = Dataset(name="x", source="x", inputs={"input": models["x"]})
     for key in ("onnx", "torch"):
