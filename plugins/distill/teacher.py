@@ -117,7 +117,12 @@ class Teacher:
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self.kind == "onnx":
             typed = {k: (v.astype(self._in_types[k]) if self._in_types.get(k) else v) for k, v in feeds.items()}
-            return np.asarray(self._sess.run([self._output], typed)[0], dtype=np.float32)
+            try:
+                return np.asarray(self._sess.run([self._output], typed)[0], dtype=np.float32)
+            except Exception as exc:  # onnxruntime's own error types
+                raise StepFailed(f"the ONNX teacher failed on the training data: {str(exc).splitlines()[0][:300]}",
+                                 subject="teacher", hint="check that the data's arrays match the teacher's inputs "
+                                                         f"{self.input_names}") from exc
         import torch
 
         with torch.inference_mode():
@@ -128,7 +133,8 @@ class Teacher:
                progress: Callable[[float], None] | None = None) -> np.ndarray:
         """Teacher logits for every row of ``inputs`` (dataset names mapped to the model's)."""
         order = input_order(inputs, self.input_names)
-        names = self.input_names if self.input_names and len(self.input_names) == len(order) else order
+        positional = len(order) == 1 and order[0] not in self.input_names and len(self.input_names) == 1
+        names = self.input_names if positional else order
         arrays = [as_model_array(inputs[k]) for k in order]
         n = len(arrays[0])
         bs = self.fixed_batch or batch_size

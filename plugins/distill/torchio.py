@@ -19,13 +19,15 @@ STEP = "distill"
 def input_order(data_inputs: dict[str, np.ndarray], model_inputs: list[str]) -> list[str]:
     """Dataset input names in the order the model takes them.
 
-    Names that match the model's input specs win; a single unnamed-matching
-    input is fed positionally, since .npz keys rarely match exported names.
+    Model inputs present in the data are used in the model's order (optional
+    ones such as an attention mask may be missing); a single input whose name
+    does not match is fed positionally, since .npz keys rarely match exported names.
     """
     names = list(data_inputs)
-    if model_inputs and all(n in data_inputs for n in model_inputs):
-        return list(model_inputs)
-    if len(names) == 1 and len(model_inputs) <= 1:
+    present = [n for n in model_inputs if n in data_inputs]
+    if present:
+        return present
+    if len(names) == 1:
         return names
     raise StepFailed(
         f"the data has inputs {names} but the model expects {model_inputs}",

@@ -374,3 +374,25 @@ def test_self_distillation_is_flagged(tmp_path, digits, models):
     out = Distill().run(models["teacher"], Distill.Params(epochs=1, max_batches_per_epoch=2),
                         _ctx(tmp_path, digits, models))
     assert any("self-distillation" in w for w in out.warnings)
+
+
+def test_hugging_face_student_keeps_its_architecture(tmp_path):
+    """An HF folder as the student: optional inputs may be missing; the output reloads as the same class."""
+    transformers = pytest.importorskip("transformers")
+    from slimline.core.models import open_model
+    from slimline.core.torchmodel import load_torch_module
+
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, num_labels=3, max_position_embeddings=16)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(tmp_path / "hf")
+    handle = open_model(tmp_path / "hf")
+    ids = np.random.default_rng(0).integers(0, 40, (96, 8)).astype(np.int64)
+    ds = FakeDataset("token ids", {"input_ids": ids}, (ids[:, 0] % 3).astype(np.int64))
+    ctx = StepContext(work_dir=tmp_path / "w", data=SimpleNamespace(train=ds, eval=None, calibration=None),
+                      source_model=handle, threads=1)
+    out = Distill().run(handle, Distill.Params(epochs=1, batch_size=32), ctx)
+    assert out.model.format == "slimline_torch" and out.model.meta["arch_kind"] == "hf"
+    reloaded = load_torch_module(out.model)
+    assert type(reloaded).__name__ == "BertForSequenceClassification"
+    assert out.metrics["steps"] == 3 and any("self-distillation" in w for w in out.warnings)
