@@ -62,9 +62,9 @@ def find_targets(proto: Any, *, skip: list[str], rule_for: Callable[[str], RankR
     return targets, skipped
 
 
-def input_rms(proto: Any, targets: list[OnnxTarget], batches: Any,
-              check_cancel: Callable[[], None]) -> dict[str, np.ndarray]:
-    """RMS over the last dim of each target's activation input, run through onnxruntime."""
+def input_stats(proto: Any, targets: list[OnnxTarget], batches: Any, check_cancel: Callable[[], None],
+                *, method: str = "whiten", gram_limit: int = 8192) -> dict[str, dict[str, np.ndarray]]:
+    """XᵀX/N (or per-feature RMS) of each target's activation input, run through onnxruntime."""
     import onnx
     import onnxruntime as ort
 
@@ -78,6 +78,8 @@ def input_rms(proto: Any, targets: list[OnnxTarget], batches: Any,
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
+    width = {t.node.input[0]: t.matrix.shape[1] for t in targets}
+    full = {name: method == "whiten" and width[name] <= gram_limit for name in wanted}
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for feeds in batches:
@@ -88,10 +90,16 @@ def input_rms(proto: Any, targets: list[OnnxTarget], batches: Any,
         for name in wanted:
             x = np.asarray(results[name], dtype=np.float64)
             x = x.reshape(-1, x.shape[-1])
-            sums[name] = sums.get(name, 0) + (x ** 2).sum(axis=0)
+            stat = x.T @ x if full[name] else (x ** 2).sum(axis=0)
+            sums[name] = sums[name] + stat if name in sums else stat
             counts[name] = counts.get(name, 0) + x.shape[0]
-    return {t.name: np.sqrt(sums[t.node.input[0]] / max(1, counts[t.node.input[0]]))
-            for t in targets if t.node.input[0] in sums}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for t in targets:
+        name = t.node.input[0]
+        if name in sums:
+            mean = sums[name] / max(1, counts[name])
+            out[t.name] = {"gram": mean} if full[name] else {"rms": np.sqrt(mean)}
+    return out
 
 
 def rewrite(proto: Any, done: list[tuple[OnnxTarget, Factorization]]) -> None:

@@ -25,8 +25,13 @@ class LowRankParams(PluginParams):
     include_conv: bool = Field(False, description="Also factorize Conv2d layers (torch only): k×k conv to r "
                                "channels, then 1×1 conv")
     skip: list[str] = Field(default_factory=list, description="Layer names or glob patterns to leave alone")
-    data_aware: bool = Field(False, description="Weight input features by their RMS on calibration data "
-                             "before the SVD (needs a calibration dataset)")
+    keep_output_layer: bool = Field(True, description="Leave the layer producing the output (the classifier) "
+                                    "alone: it is small and a low rank there caps what the model can tell apart")
+    data_aware: bool = Field(False, description="Choose the kept directions by the layer's output error on "
+                             "calibration data instead of weight energy (needs a calibration dataset)")
+    data_aware_method: Literal["whiten", "diag"] = Field(
+        "whiten", description="'whiten': input covariance (Cholesky), optimal output error; 'diag': input RMS "
+        "per feature only (cheaper, ignores correlations)")
     calibration_batches: int = Field(8, ge=1, le=1000, description="Batches of calibration data for data_aware")
     batch_size: int = Field(32, ge=1, le=4096, description="Batch size for data_aware statistics")
 
@@ -127,8 +132,13 @@ class LowRankFactorize(Plugin):
         ctx.progress(0.0, "loading model")
         module = common.load_module(model).eval()
         params_before = sum(x.numel() for x in module.parameters())
+        out_layer = common.output_layer_name(module, common.example_inputs(model)) if p.keep_output_layer else None
         targets, skipped = torch_lr.find_targets(module, include_conv=p.include_conv, skip=p.skip,
                                                  rule_for=self._rule_for(p))
+        if out_layer is not None and any(t.name == out_layer for t in targets):
+            targets = [t for t in targets if t.name != out_layer]
+            skipped[out_layer] = (type(module.get_submodule(out_layer)).__name__,
+                                  "output layer (keep_output_layer is on)")
         if not targets:
             raise StepFailed("no layers to factorize" + (f" ({len(skipped)} left alone by the settings)" if skipped else ""),
                              subject=f"{self.id}.skip", hint="check skip / include_conv, or use another step")
@@ -136,8 +146,8 @@ class LowRankFactorize(Plugin):
         if p.data_aware:
             ctx.progress(0.02, "collecting activation statistics")
             ds = _calibration(ctx, self.id)
-            scales = torch_lr.input_rms(module, targets, _torch_batches(model, ds, p),
-                                        ctx.cancel.raise_if_cancelled)
+            scales = torch_lr.input_stats(module, targets, _torch_batches(model, ds, p),
+                                          ctx.cancel.raise_if_cancelled, method=p.data_aware_method)
         rows: list[dict[str, Any]] = []
         replacements: dict[str, Any] = {}
         done = 0
@@ -172,6 +182,14 @@ class LowRankFactorize(Plugin):
         external = onnxio.uses_external_data(proto)
         params_before = _onnx_params(proto)
         targets, skipped = onnx_lr.find_targets(proto, skip=p.skip, rule_for=self._rule_for(p))
+        if p.keep_output_layer:  # the last MatMul/Gemm with a constant weight feeds the output
+            inits = {i.name for i in proto.graph.initializer}
+            last = next((n for n in reversed(proto.graph.node) if n.op_type in ("MatMul", "Gemm")
+                         and len(n.input) > 1 and n.input[1] in inits), None)
+            name = (last.name or last.input[1]) if last is not None else None
+            if name is not None and any(t.name == name for t in targets):
+                targets = [t for t in targets if t.name != name]
+                skipped[name] = (last.op_type, "output layer (keep_output_layer is on)")
         if not targets:
             raise StepFailed("no MatMul/Gemm with a constant weight to factorize", subject=f"{self.id}.skip",
                              hint="check the skip list, or factorize the torch model before export")
@@ -180,13 +198,15 @@ class LowRankFactorize(Plugin):
             ctx.progress(0.02, "collecting activation statistics")
             ds = _calibration(ctx, self.id)
             batches = (feeds for bi, (feeds, _) in zip(range(p.calibration_batches), ds.batches(p.batch_size)))
-            scales = onnx_lr.input_rms(proto, targets, batches, ctx.cancel.raise_if_cancelled)
+            scales = onnx_lr.input_stats(proto, targets, batches, ctx.cancel.raise_if_cancelled,
+                                         method=p.data_aware_method)
         rows: list[dict[str, Any]] = []
         done: list[tuple[Any, Factorization]] = []
         for i, t in enumerate(targets):
             ctx.cancel.raise_if_cancelled()
             ctx.progress(0.05 + 0.8 * i / len(targets), f"factorizing {t.name}")
-            f = factorize(t.matrix, t.rule, scales.get(t.name))
+            st = scales.get(t.name) or {}
+            f = factorize(t.matrix, t.rule, scale=st.get("rms"), gram=st.get("gram"))
             has_bias = t.op == "Gemm" and len(t.node.input) > 2 and bool(t.node.input[2])
             rows.append(_row(t.name, t.op, list(t.matrix.shape), f, t.rule, bias=has_bias))
             if f.first is not None:
@@ -212,7 +232,8 @@ class LowRankFactorize(Plugin):
             metrics["min_energy_kept"] = min(r["energy_kept"] for r in fact)
         rule = f"energy {p.energy:g}" if p.rank_mode == "energy" else f"{p.ratio:g}× full rank"
         notes = [f"Factorized {done} of {len(rows)} layers ({rule}"
-                 + (", data-aware SVD weighted by calibration input RMS" if p.data_aware else ", plain SVD")
+                 + (f", data-aware SVD ({p.data_aware_method}) from calibration inputs" if p.data_aware
+                    else ", plain SVD")
                  + (f", {len(p.overrides)} override(s)" if p.overrides else "")
                  + f"): parameters {before:,} → {after:,} ({ratio:.2f}×).",
                  "Kept energy is a weight-space measure, not accuracy: low energy on trained layers breaks the "

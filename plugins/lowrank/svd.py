@@ -5,11 +5,15 @@ A weight W [m, n] (m outputs, n inputs) becomes B·A with A [r, n] and B [m, r]
 only when r·(m+n) < m·n, i.e. r < m·n/(m+n): the break-even rank.
 
 Data-aware SVD: plain SVD keeps the directions with the most *weight* energy, but
-the error that matters is in the layer's *outputs*, ‖(W − Ŵ)·x‖, which depends on
-which inputs are large. With s_j = RMS of input feature j over calibration data,
-we factor W·diag(s) instead (the layer as seen by typical inputs), truncate, and
-divide the scaling back out of A: Ŵ = B·(A'·diag(1/s)). Dead inputs (s≈0) get a
-floor so the division is safe.
+the error that matters is in the layer's *outputs*, ‖(W − Ŵ)·X‖ over real inputs X,
+which depends on which input directions actually occur. Two options:
+- "whiten" (default; the optimum of that output error, as in SVD-LLM): with the input
+  second moment C = XᵀX/N = L·Lᵀ (Cholesky, damped by 1% of its mean diagonal so few
+  calibration rows stay well-posed), truncate the SVD of W·L and map back:
+  Ŵ = B·(A'·L⁻¹).
+- "diag" (ASVD-style): scale input feature j by its RMS s_j, truncate the SVD of
+  W·diag(s) and divide the scaling back out; cheaper, ignores input correlations.
+Dead inputs get a floor so the division is safe.
 """
 from __future__ import annotations
 
@@ -63,12 +67,29 @@ def energy_kept(sv: np.ndarray, r: int) -> float:
     return float(e[:r].sum() / e.sum()) if e.sum() > 0 else 1.0
 
 
-def factorize(w: np.ndarray, rule: RankRule, scale: np.ndarray | None = None) -> Factorization:
-    """Factor ``w`` [m, n]; ``scale`` (len n, input RMS) turns on data-aware SVD."""
+def whitening(gram: np.ndarray, damp: float = 0.01) -> np.ndarray:
+    """Lower-triangular L with L·Lᵀ = C + damp·mean(diag C)·I for an input second moment C."""
+    c = np.asarray(gram, dtype=np.float64)
+    c = (c + c.T) / 2
+    eps = damp * max(float(np.mean(np.diag(c))), 1e-12)
+    for _ in range(6):
+        try:
+            return np.linalg.cholesky(c + eps * np.eye(len(c)))
+        except np.linalg.LinAlgError:
+            eps *= 10
+    raise np.linalg.LinAlgError("input second moment is not positive definite")
+
+
+def factorize(w: np.ndarray, rule: RankRule, scale: np.ndarray | None = None,
+              gram: np.ndarray | None = None) -> Factorization:
+    """Factor ``w`` [m, n]; ``scale`` (len n, input RMS) or ``gram`` (n×n XᵀX/N) make it data-aware."""
     m, n = w.shape
     w64 = w.astype(np.float64)
-    s = None
-    if scale is not None:
+    s = low = None
+    if gram is not None:
+        low = whitening(gram)
+        w64 = w64 @ low
+    elif scale is not None:
         s = np.asarray(scale, dtype=np.float64)
         floor = max(float(s.max()) * 1e-3, 1e-12)
         s = np.maximum(s, floor)
@@ -84,7 +105,9 @@ def factorize(w: np.ndarray, rule: RankRule, scale: np.ndarray | None = None) ->
                              "factorizing would not save parameters")
     root = np.sqrt(sv[:r])
     first = root[:, None] * vt[:r]
-    if s is not None:
+    if low is not None:
+        first = np.linalg.solve(low.T, first.T).T   # first · L⁻¹
+    elif s is not None:
         first = first / s[None, :]
     second = u[:, :r] * root[None, :]
     return Factorization(r, full, kept, first.astype(w.dtype), second.astype(w.dtype))

@@ -60,47 +60,68 @@ def weight_matrix(t: Target) -> np.ndarray:
     return w.reshape(w.shape[0], -1)
 
 
-def input_rms(module: "torch.nn.Module", targets: list[Target], batches: Any,
-              check_cancel: Callable[[], None]) -> dict[str, np.ndarray]:
-    """Per-input-feature RMS of each target's input (Linear: last dim; Conv: per channel, tiled k·k)."""
+GRAM_LIMIT = 8192  # inputs wider than this use the diagonal (RMS) statistics only
+
+
+def input_stats(module: "torch.nn.Module", targets: list[Target], batches: Any,
+                check_cancel: Callable[[], None], *, method: str = "whiten") -> dict[str, dict[str, np.ndarray]]:
+    """Per target: ``{"gram": XᵀX/N}`` (method "whiten", inputs ≤ GRAM_LIMIT wide) or ``{"rms": ...}``.
+
+    X rows are what the weight matrix multiplies: Linear inputs over all leading dims;
+    Conv2d input patches (``unfold``, ordered like ``weight.reshape(cout, -1)``).
+    """
     import torch
+    import torch.nn.functional as F
 
-    sums: dict[str, torch.Tensor] = {}
+    from slimline.plugins.prune.common import forward
+
+    acc: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    full = {t.name: method == "whiten" and weight_matrix_cols(t) <= GRAM_LIMIT for t in targets}
 
-    def hook(name: str, op: str) -> Any:
+    def hook(t: Target) -> Any:
         def fn(_m: Any, inp: Any, _out: Any) -> None:
             x = inp[0].detach().float()
-            if op == "Conv2d":
-                sq, n = (x ** 2).sum(dim=(0, 2, 3)), x.shape[0] * x.shape[2] * x.shape[3]
+            if t.op == "Conv2d":
+                mod = t.module
+                if full[t.name]:
+                    cols = F.unfold(x, mod.kernel_size, dilation=mod.dilation, padding=mod.padding, stride=mod.stride)
+                    x2 = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+                else:
+                    x2 = x.transpose(0, 1).reshape(x.shape[1], -1).T  # per-channel values
             else:
                 x2 = x.reshape(-1, x.shape[-1])
-                sq, n = (x2 ** 2).sum(dim=0), x2.shape[0]
-            sums[name] = sums.get(name, 0) + sq
-            counts[name] = counts.get(name, 0) + n
+            stat = x2.T @ x2 if full[t.name] else (x2 ** 2).sum(dim=0)
+            acc[t.name] = acc[t.name] + stat if t.name in acc else stat
+            counts[t.name] = counts.get(t.name, 0) + x2.shape[0]
         return fn
 
-    hooks = [t.module.register_forward_hook(hook(t.name, t.op)) for t in targets]
+    hooks = [t.module.register_forward_hook(hook(t)) for t in targets]
     try:
         with torch.no_grad():
             for feeds in batches:
                 check_cancel()
-                from slimline.plugins.prune.common import forward
-
                 forward(module, feeds)
     finally:
         for h in hooks:
             h.remove()
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, dict[str, np.ndarray]] = {}
     for t in targets:
-        if t.name not in sums:
+        if t.name not in acc:
             continue
-        rms = torch.sqrt(sums[t.name] / max(1, counts[t.name])).cpu().numpy()
+        mean = (acc[t.name] / max(1, counts[t.name])).double().cpu().numpy()
+        if full[t.name]:
+            out[t.name] = {"gram": mean}
+            continue
+        rms = np.sqrt(mean)
         if t.op == "Conv2d":
-            kk = int(np.prod(t.module.kernel_size))
-            rms = np.repeat(rms, kk)
-        out[t.name] = rms
+            rms = np.repeat(rms, int(np.prod(t.module.kernel_size)))
+        out[t.name] = {"rms": rms}
     return out
+
+
+def weight_matrix_cols(t: Target) -> int:
+    return int(np.prod(t.module.weight.shape[1:]))
 
 
 def build_replacement(t: Target, f: Factorization) -> "torch.nn.Module":
@@ -136,5 +157,6 @@ def set_submodule(root: "torch.nn.Module", path: str, new: "torch.nn.Module") ->
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
-def factor_target(t: Target, scale: np.ndarray | None) -> Factorization:
-    return factorize(weight_matrix(t), t.rule, scale)
+def factor_target(t: Target, stats: dict[str, np.ndarray] | None) -> Factorization:
+    stats = stats or {}
+    return factorize(weight_matrix(t), t.rule, scale=stats.get("rms"), gram=stats.get("gram"))

@@ -69,7 +69,7 @@ def test_linear_layers_factorized_shapes_and_table(tmp_path):
     from safetensors.numpy import load_file
 
     h, _ = _mlp_handle(tmp_path)
-    out = LowRankFactorize().run(h, P(rank_mode="ratio", ratio=0.1, overrides={"4": 9}),
+    out = LowRankFactorize().run(h, P(rank_mode="ratio", ratio=0.1, overrides={"4": 9}, keep_output_layer=False),
                                  StepContext(work_dir=tmp_path / "o"))
     rows = {r["layer"]: r for r in out.tables["lowrank"]}
     assert rows["0"]["rank"] == 6 and rows["0"]["full_rank"] == 64 and rows["0"]["status"] == "factorized"
@@ -91,7 +91,8 @@ def test_outputs_close_at_high_energy_and_reload(tmp_path):
     h, net = _mlp_handle(tmp_path, noise=0.0)
     out = LowRankFactorize().run(h, P(energy=0.9999), StepContext(work_dir=tmp_path / "o"))
     rows = {r["layer"]: r for r in out.tables["lowrank"]}
-    assert [rows[k]["rank"] for k in ("0", "2", "4")] == [8, 8, 8]   # the constructed rank is found
+    assert [rows[k]["rank"] for k in ("0", "2")] == [8, 8]   # the constructed rank is found
+    assert rows["4"]["status"] == "skipped" and "output layer" in rows["4"]["reason"]
     x = torch.randn(16, 64)
     with torch.no_grad():
         ref, got = net(x), load_torch_module(out.model)(x)
@@ -135,7 +136,7 @@ def test_conv_factorization(tmp_path):
 
 
 def test_data_aware_beats_plain_at_equal_rank(tmp_path):
-    """Inputs with very uneven scales: weighting by input RMS must lower the output error."""
+    """Inputs with uneven, correlated scales: output error plain > diag > whiten, same parameter count."""
     import torch
 
     from slimline.core.data import DataBundle, Dataset
@@ -143,22 +144,52 @@ def test_data_aware_beats_plain_at_equal_rank(tmp_path):
 
     h, net = _mlp_handle(tmp_path)
     rng = np.random.default_rng(0)
-    scales = np.exp(rng.normal(0, 1.5, size=64)).astype(np.float32)
-    xs = (rng.normal(size=(256, 64)) * scales).astype(np.float32)
-    ds = Dataset(name="skewed", source="test", inputs={"x": xs})
-    params = dict(rank_mode="ratio", ratio=0.1, skip=["2", "4"])
-    plain = LowRankFactorize().run(h, P(**params), StepContext(work_dir=tmp_path / "p"))
-    aware = LowRankFactorize().run(h, P(**params, data_aware=True),
-                                   StepContext(work_dir=tmp_path / "d", data=DataBundle(calibration=ds)))
-    assert plain.model.param_count == aware.model.param_count
-    x = torch.from_numpy(xs[:128])
-    with torch.no_grad():
-        ref = net[0](x)
-        err = {k: float((load_torch_module(o.model)[0](x) - ref).norm() / ref.norm())
-               for k, o in (("plain", plain), ("aware", aware))}
-    assert err["aware"] < 0.8 * err["plain"], err
+    mix = rng.normal(size=(64, 64)) / 8
+    xs = ((rng.normal(size=(512, 64)) @ mix) * np.exp(rng.normal(0, 1.5, size=64))).astype(np.float32)
+    ds = Dataset(name="skewed", source="test", inputs={"x": xs[:256]})
+    params = dict(rank_mode="ratio", ratio=0.1, skip=["2", "4"], calibration_batches=8)
+    outs = {"plain": LowRankFactorize().run(h, P(**params), StepContext(work_dir=tmp_path / "p"))}
+    for method in ("diag", "whiten"):
+        outs[method] = LowRankFactorize().run(
+            h, P(**params, data_aware=True, data_aware_method=method),
+            StepContext(work_dir=tmp_path / method, data=DataBundle(calibration=ds)))
+        assert f"data-aware SVD ({method})" in outs[method].notes[0]
+    assert len({o.model.param_count for o in outs.values()}) == 1
+    mods = {k: load_torch_module(o.model)[0] for k, o in outs.items()}
+
+    def errors(rows: np.ndarray) -> dict[str, float]:
+        x = torch.from_numpy(rows)
+        with torch.no_grad():
+            ref = net[0](x)
+            return {k: float((m(x) - ref).norm() / ref.norm()) for k, m in mods.items()}
+    calib, held_out = errors(xs[:256]), errors(xs[256:])
+    assert calib["whiten"] < calib["diag"] < 0.8 * calib["plain"], calib   # whitening is the optimum on X
+    assert max(held_out["whiten"], held_out["diag"]) < 0.8 * held_out["plain"], held_out
     with pytest.raises(StepFailed, match="calibration"):
         LowRankFactorize().run(h, P(data_aware=True), StepContext(work_dir=tmp_path / "x"))
+
+
+def test_data_aware_conv_patches(tmp_path):
+    """Conv whitening uses unfolded input patches in the weight's (c, kh, kw) order."""
+    import torch
+
+    from slimline.core.data import DataBundle, Dataset
+    from slimline.core.torchmodel import load_torch_module
+
+    h, net = _mlp_handle(tmp_path, with_conv=True)
+    rng = np.random.default_rng(1)
+    xs = (rng.normal(size=(96, 3, 4, 4)) * np.array([5.0, 1.0, 0.1]).reshape(1, 3, 1, 1)).astype(np.float32)
+    xs[:, 1] += xs[:, 0]
+    bundle = DataBundle(calibration=Dataset("c", "t", {"x": xs[:64]}))
+    params = dict(rank_mode="ratio", ratio=0.25, include_conv=True, skip=["5", "7"])
+    plain = LowRankFactorize().run(h, P(**params), StepContext(work_dir=tmp_path / "p"))
+    aware = LowRankFactorize().run(h, P(**params, data_aware=True), StepContext(work_dir=tmp_path / "a", data=bundle))
+    x = torch.from_numpy(xs[:64])   # the calibration rows, where whitening is optimal
+    with torch.no_grad():
+        ref = net[0](x)
+        e_plain = float((load_torch_module(plain.model)[0](x) - ref).norm() / ref.norm())
+        e_aware = float((load_torch_module(aware.model)[0](x) - ref).norm() / ref.norm())
+    assert e_aware < 0.7 * e_plain, (e_aware, e_plain)
 
 
 def test_bad_params_name_the_field():
@@ -232,7 +263,9 @@ def test_onnx_lowrank_runs_and_matches(tmp_path):
     import onnx
 
     h, _ = _onnx_mlp(tmp_path)
-    out = LowRankFactorize().run(h, P(energy=0.9999), StepContext(work_dir=tmp_path / "o"))
+    kept = LowRankFactorize().run(h, P(energy=0.9999), StepContext(work_dir=tmp_path / "k"))
+    assert {r["layer"]: r for r in kept.tables["lowrank"]}["fc3"]["reason"].startswith("output layer")
+    out = LowRankFactorize().run(h, P(energy=0.9999, keep_output_layer=False), StepContext(work_dir=tmp_path / "o"))
     assert out.model.family == "onnx"
     proto = onnx.load(out.model.path)
     ops = [n.op_type for n in proto.graph.node]
