@@ -204,9 +204,17 @@ def _stats(handle: Any) -> list[Any]:
 
 
 def _histogram(handle: Any, name: str, sample: int | None) -> Any:
-    from slimline.core.stats import histogram
+    from slimline.core.stats import histogram, layer_inventory
 
-    return histogram(handle, name, bins=64, sample=sample)
+    try:
+        return histogram(handle, name, bins=64, sample=sample)
+    except Exception:
+        # a converted/quantized variant renames tensors ("16.weight" → "16.weight_quantized"):
+        # fall back to the biggest tensor whose name contains the original one
+        cands = [r for r in layer_inventory(handle) if name in r.name]
+        if not cands:
+            raise
+        return histogram(handle, max(cands, key=lambda r: r.params).name, bins=64, sample=sample)
 
 
 def _user_message(exc: BaseException) -> UserMessage:

@@ -297,7 +297,10 @@ class LayerTableView(QWidget):
             self.type_combo.setCurrentIndex(0)
             self.unusual_combo.setCurrentIndex(0)
             idx = self.proxy.mapFromSource(self.model.index(r, 0))
-        self.table.selectRow(idx.row())
+        sel = self.table.selectionModel()
+        flags = sel.SelectionFlag.ClearAndSelect | sel.SelectionFlag.Rows
+        sel.select(idx, flags)
+        sel.setCurrentIndex(idx, sel.SelectionFlag.NoUpdate)
         self.table.scrollTo(idx)
 
     def _update_count(self) -> None:

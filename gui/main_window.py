@@ -517,7 +517,10 @@ class MainWindow(QMainWindow):
         if rr.status == "done" and len(rr.variants) > 1:
             last = rr.variants[-1]
             self.variants.select(last.key)
-            self._overlay_variant(last)
+            # before/after histograms: the last variant in the original's format keeps tensor names
+            family = self.handle.family if self.handle is not None else ""
+            same = [v for v in rr.variants[1:] if v.model.get("family") == family]
+            self._overlay_variant(same[-1] if same else last)
 
     # --- results -----------------------------------------------------------------------
     def _on_variants_selected(self, v: Variant) -> None:
@@ -568,6 +571,10 @@ class MainWindow(QMainWindow):
         self.pipe_label.setText(f"Pipeline: {name} ({len(self.doc.steps)} steps)")
 
     def _update_title(self) -> None:
+        from shiboken6 import isValid
+
+        if not (isValid(self) and isValid(self.doc.undo_stack)):  # cleanChanged fires while tearing down
+            return
         model = self.handle.name if self.handle is not None else "no model"
         pipe = Path(self.doc.path).name if self.doc.path else "unsaved pipeline"
         self.setWindowTitle(f"Slimline — {model} — {pipe}{' *' if self.doc.modified else ''}")

@@ -48,6 +48,7 @@ class StepCharts(QWidget):
         lay.addWidget(self.loss_plot, 1, 1)
         lay.addWidget(self.note, 2, 0, 1, 2)
         self.series_points: dict[str, int] = {"size": 0, "latency": 0, "quality": 0}
+        self._redraw_loss()
 
     def clear(self) -> None:
         self.results = []
@@ -155,7 +156,13 @@ class StepCharts(QWidget):
         if not self.loss:
             self.loss_plot.clear()
             self._loss_items: dict[str, Any] = {}
+            hint = pg.TextItem("Appears live while a distillation step trains\n(a cached step does not retrain)",
+                               color="#888", anchor=(0.5, 0.5))
+            hint.setPos(0.5, 0.5)
+            self.loss_plot.addItem(hint)
             return
+        if not getattr(self, "_loss_items", None):
+            self.loss_plot.clear()
         items = getattr(self, "_loss_items", {})
         for i, (name, pts) in enumerate(self.loss.items()):
             if name not in items:

@@ -19,7 +19,10 @@ def test_drop_model_shows_layers_and_histogram(window, qtbot):
     with qtbot.waitSignal(window.model_opened, timeout=30000):
         drop_paths(target, [_demo_model()])
     insp = window.inspector
-    assert insp.layers.model.rowCount() == 28
+    from slimline.core.stats import layer_inventory
+
+    n = len(layer_inventory(window.handle))
+    assert n > 10 and insp.layers.model.rowCount() == n
     assert window.tabs.currentWidget() is insp
     qtbot.waitUntil(lambda: len(insp.histogram.series) >= 1, timeout=20000)
     s = insp.histogram.series[0]
@@ -28,8 +31,8 @@ def test_drop_model_shows_layers_and_histogram(window, qtbot):
     with qtbot.waitSignal(insp.stats_ready, timeout=30000, raising=False):
         pass
     qtbot.waitUntil(lambda: insp.layers.model.rows()[0].std is not None, timeout=30000)
-    assert insp.overview.point_count() == 28
-    assert "768" not in window.model_label.text() or "767,722" in window.model_label.text()
+    assert insp.overview.point_count() == n
+    assert "767,722 params" in window.model_label.text()
     assert insp.summary.fields["params"].text() == "767,722"
     assert "batch" in insp.summary.dim_spins
 
