@@ -5,12 +5,17 @@ every 50 ms. Cheap events are coalesced per tick (only the last progress is
 shown, loss points and log lines go out as one batch each), at most
 MAX_HEAVY_PER_TICK chart-redrawing events are handled per tick and polling
 stops after TICK_BUDGET_S, so a step that emits thousands of loss events per
-second cannot stall the window or delay the end of a cancelled run. Starting the process happens on a worker
+second cannot stall the window or delay the end of a cancelled run.
+
+``Job.poll`` itself runs on a small reader thread: when the run ends it joins the
+child process (up to seconds while torch shuts down), which must not happen on
+the UI thread. The reader only moves events into a deque; the UI timer drains it. Starting the process happens on a worker
 thread because spawning a Python interpreter can take longer than the budget.
 """
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from typing import Any
 
@@ -57,7 +62,7 @@ class RunController(QObject):
             raise RuntimeError("a run is already in progress")
         self._starting = True
         self._cancel_requested = False
-        self._buffer.clear()
+        self._buffer = collections.deque()
         self.events_seen = 0
 
         def _start() -> Any:
@@ -80,7 +85,23 @@ class RunController(QObject):
         self.started.emit(str(getattr(job, "run_id", "")))
         if self._cancel_requested:
             job.cancel()
+        self._reader = threading.Thread(target=self._read_events, args=(job, self._buffer), daemon=True,
+                                        name="slimline-job-reader")
+        self._reader.start()
         self.timer.start()
+
+    @staticmethod
+    def _read_events(job: Any, buffer: "collections.deque[dict[str, Any]]") -> None:
+        """Reader thread: poll until the job has ended (deque appends are thread-safe)."""
+        try:
+            while job.alive:
+                if len(buffer) >= MAX_BACKLOG:
+                    time.sleep(0.01)
+                    continue
+                buffer.extend(job.poll(timeout=0.05))
+        except Exception as exc:  # the queue broke: report it as a failed run
+            buffer.append({"type": "failed", "message": f"lost contact with the worker: {exc}",
+                           "hint": "run again", "step_id": ""})
 
     def _on_job_start_failed(self, exc: BaseException, tb: str) -> None:
         self._starting = False
@@ -92,19 +113,7 @@ class RunController(QObject):
         if self.job is None:
             self.timer.stop()
             return
-        t0 = time.perf_counter()
-        while len(self._buffer) < MAX_BACKLOG and time.perf_counter() - t0 < TICK_BUDGET_S:
-            try:
-                events = self.job.poll(timeout=0)
-            except Exception as exc:  # the queue broke: report it as a failed run
-                events = [{"type": "failed", "message": f"lost contact with the worker: {exc}",
-                           "hint": "run again", "step_id": ""}]
-            if not events:
-                break
-            self._buffer.extend(events)
-            if events[-1].get("type") in ("done", "failed", "cancelled"):
-                break
-        self._drain(t0)
+        self._drain(time.perf_counter())
 
     def _drain(self, t0: float) -> None:
         """Dispatch buffered events in order, coalescing cheap ones, within the tick budget."""
@@ -168,7 +177,7 @@ class RunController(QObject):
         elif t in ("done", "failed", "cancelled"):
             self.timer.stop()
             self.job = None
-            self._buffer.clear()
+            self._buffer = collections.deque()  # the old reader thread may still append; start clean
             if t == "failed":
                 self.log_received.emit(f"✗ run failed: {ev.get('message')}" + (f" → {ev['hint']}" if ev.get("hint") else ""))
                 if ev.get("details"):

@@ -30,11 +30,14 @@ class Task(QRunnable):
 
     def run(self) -> None:  # noqa: D401 - Qt API
         try:
-            result = self.fn(*self.args, **self.kwargs)
-        except BaseException as exc:  # everything reaches the window as a message
-            self.signals.failed.emit(exc, traceback.format_exc())
-            return
-        self.signals.finished.emit(result)
+            try:
+                result = self.fn(*self.args, **self.kwargs)
+            except BaseException as exc:  # everything reaches the window as a message
+                self.signals.failed.emit(exc, traceback.format_exc())
+                return
+            self.signals.finished.emit(result)
+        except RuntimeError:  # the receiver went away (window closed while we worked): drop the result
+            pass
 
 
 _live: set[Task] = set()

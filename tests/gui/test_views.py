@@ -142,6 +142,10 @@ class FakeJob:
     def cancel(self):
         self.cancelled = True
 
+    @property
+    def alive(self):
+        return bool(self.events)
+
 
 def test_run_controller_coalesces_floods(qtbot):
     from slimline.gui.run_controller import MAX_HEAVY_PER_TICK, RunController
@@ -156,6 +160,8 @@ def test_run_controller_coalesces_floods(qtbot):
     c.progress_changed.connect(lambda *a: progress.append(a))
     c.step_result_received.connect(res.append)
     c.finished.connect(lambda s, e: done.append(s))
+    RunController._read_events(c.job, c._buffer)  # what the reader thread does
+    assert len(c._buffer) == 3107
     c._on_timer_timeout()
     assert len(progress) == 1 and progress[0][0] == pytest.approx(0.99)  # only the latest progress is drawn
     assert sum(len(m) for m in metrics) == 3000 and len(metrics) <= 2     # one batch, not 3000 redraws
