@@ -236,8 +236,10 @@ class LowRankFactorize(Plugin):
                     else ", plain SVD")
                  + (f", {len(p.overrides)} override(s)" if p.overrides else "")
                  + f"): parameters {before:,} → {after:,} ({ratio:.2f}×).",
-                 "Kept energy is a weight-space measure, not accuracy: low energy on trained layers breaks the "
-                 "model; recover with a Distill step."]
+                 ("Kept energy is measured on the data-weighted spectrum (the layer's output energy on the "
+                  "calibration inputs), not on the raw weights." if p.data_aware else
+                  "Kept energy is a weight-space measure, not accuracy: low energy on trained layers breaks the "
+                  "model; try data_aware, or recover with a Distill step.")]
         warnings = []
         skipped = [r for r in rows if r["status"] == "skipped"]
         if skipped:
