@@ -107,6 +107,9 @@ class Job:
         out: list[dict[str, Any]] = []
         if self._final is not None:
             return out
+        if self._cancel_at is not None and time.monotonic() - self._cancel_at > CANCEL_GRACE_S:
+            self._terminate()  # checked first so an event flood cannot postpone the stop
+            return [self._finish({"type": "cancelled", "forced": True})]
         deadline = time.monotonic() + timeout
         while len(out) < max_events:
             try:
@@ -150,10 +153,9 @@ class Job:
                 self._process.join(2)
 
     def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Record the end. Never blocks for long: poll() runs on UI timers."""
         self._final = event
-        self._process.join(5)
-        if self._process.is_alive():
-            self._terminate()
+        self._process.join(0.05)  # the child exits right after its last event
         from slimline.core.cache import StepCache
 
         StepCache(self.workspace / "cache").clean_temp(self._process.pid)

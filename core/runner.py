@@ -138,9 +138,13 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                     progress({"type": "progress", "overall": (_i + 0.9 * fraction) / total, "step_id": _sid,
                               "fraction": fraction, "message": message})
 
+                loss_throttle = _Throttle(emit, interval=0.02)  # ≤50 curve points/s reach the UI
+
                 def on_event(kind: str, payload: dict[str, Any], _sid: str = step.id) -> None:
                     if kind == "log":
                         emit({"type": "log", "step_id": _sid, "message": payload.get("message", "")})
+                    elif kind == "loss":
+                        loss_throttle({"type": "metric", "step_id": _sid, "kind": kind, "payload": payload})
                     else:
                         emit({"type": "metric", "step_id": _sid, "kind": kind, "payload": payload})
 

@@ -79,3 +79,18 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         save_pipeline(Pipeline(), target)
     assert target.read_text() == "original"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_demo_pipeline_chain_is_clean_and_mismatch_suggests_conversion():
+    from slimline.core.demo import demo_paths
+    from slimline.core.models import open_model
+    from slimline.core.pipeline import check_chain
+
+    paths = demo_paths()
+    model = open_model(paths["torch"])
+    pipe = load_pipeline(paths["pipeline"])
+    assert [p for _, p in check_chain(pipe, model) if p.severity == "error"] == []
+    bad = parse_pipeline({"schema_version": 1, "steps": [
+        {"id": "q", "plugin": "builtin.quantize_dynamic"}]})
+    (sid, problem), = check_chain(bad, model)
+    assert sid == "q" and "Convert to ONNX" in problem.fix
