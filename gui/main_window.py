@@ -193,8 +193,15 @@ class MainWindow(QMainWindow):
         geo, state = s.value("window/geometry"), s.value("window/state")
         if isinstance(geo, QByteArray):
             self.restoreGeometry(geo)
-        else:
-            self.resize(1500, 950)
+        else:  # first start: a generous size that still fits the screen
+            from PySide6.QtGui import QGuiApplication
+
+            screen = QGuiApplication.primaryScreen()
+            avail = screen.availableGeometry() if screen is not None else None
+            w, h = 1500, 950
+            if avail is not None and avail.width() > 0:
+                w, h = min(w, int(avail.width() * 0.95)), min(h, int(avail.height() * 0.92))
+            self.resize(w, h)
         if isinstance(state, QByteArray):
             self.restoreState(state)
 
