@@ -1,0 +1,34 @@
+"""Export and deployment: verified model files, deployment bundles, Triton repos, HTML reports.
+
+Importing this package is light (no torch/onnx at module level); the heavy
+libraries load inside the functions that need them.
+"""
+from slimline.core.export.records import (FORMATS, ExportError, ExportRecord, FileEntry, Parity, ParityError,
+                                          Tolerance)
+
+__all__ = ["FORMATS", "ExportError", "ExportRecord", "FileEntry", "Parity", "ParityError", "Tolerance",
+           "export_model", "export_bundle", "write_triton_repo", "write_report", "resolve_variant"]
+
+
+def __getattr__(name: str):  # lazy: keep `import slimline.core.export` cheap
+    if name == "export_model":
+        from slimline.core.export.formats import export_model
+
+        return export_model
+    if name == "export_bundle":
+        from slimline.core.export.bundle import export_bundle
+
+        return export_bundle
+    if name == "write_triton_repo":
+        from slimline.core.export.triton import write_triton_repo
+
+        return write_triton_repo
+    if name == "write_report":
+        from slimline.core.export.report import write_report
+
+        return write_report
+    if name == "resolve_variant":
+        from slimline.core.export.variants import resolve_variant
+
+        return resolve_variant
+    raise AttributeError(name)

@@ -1,0 +1,163 @@
+"""`slimline export`: write a verified model file (or a deployment bundle) for one variant."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from slimline.core.errors import SlimlineError
+
+FORMAT_CHOICES = ("onnx", "torchscript", "pt2", "safetensors", "bundle")
+
+HELP = """\
+Every export is verified: the written file is loaded back with its own runtime and
+compared with the variant on the evaluation data (the run's, or --data; labelled
+random inputs otherwise). Tolerances by precision (abs limit × max(1, max|output|)):
+  fp32  1e-3, mean cosine ≥ 0.9999, top-1 agreement ≥ 0.99
+  fp16  1e-2, mean cosine ≥ 0.999,  top-1 agreement ≥ 0.98
+  int8  5e-2, mean cosine ≥ 0.99,   top-1 agreement ≥ 0.97
+A failed check is an error and nothing is written. Existing files need --force.
+
+Examples:
+  slimline export runs/<run_id> --format onnx --out deploy/
+  slimline export runs/<run_id> --step s2 --format torchscript --out deploy/
+  slimline export runs/<run_id> --format bundle --zip --triton --out digits-bundle/
+"""
+
+
+def add_parser(sub: Any) -> None:
+    from slimline.core.cli import register_command
+
+    e = sub.add_parser("export", help="write a verified ONNX/TorchScript/.pt2/safetensors file or a bundle",
+                       description="Export a model file or a run's variant.", epilog=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("variant", help="model file/folder, or a run folder / run.json (default: its final model)")
+    e.add_argument("--format", "-f", required=True, choices=FORMAT_CHOICES)
+    e.add_argument("--out", "-o", required=True, help="output folder (the bundle folder for --format bundle)")
+    e.add_argument("--step", help="run step id to export (default: the run's final model)")
+    e.add_argument("--name", help="file name stem (default: model name + step id)")
+    e.add_argument("--data", help="evaluation data for the parity check (default: the run's)")
+    e.add_argument("--force", action="store_true", help="overwrite existing files")
+    e.add_argument("--external-data", action="store_true",
+                   help="ONNX: weights in <name>.data (automatic above ~2 GB)")
+    e.add_argument("--zip", action="store_true", help="bundle: also write <out>.zip")
+    e.add_argument("--triton", action="store_true", help="bundle: add an NVIDIA Triton model repository")
+    e.add_argument("--max-batch", type=int, default=64, help="bundle --triton: max_batch_size (default 64)")
+    e.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
+    e.add_argument("--json", action="store_true", help="print the export record as JSON")
+    register_command("export", cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from slimline.core.export.variants import resolve_variant
+    from slimline.core.plugin import CancelToken
+
+    variant = resolve_variant(args.variant, step=args.step, trust=args.trust)
+    data = args.data or variant.data_path
+    name = args.name or variant.name
+    cancel = CancelToken()
+    progress = _printer()
+    try:
+        if args.format == "bundle":
+            from slimline.core.export.bundle import export_bundle
+
+            rec = export_bundle(variant, args.out, force=args.force, data=data, cancel=cancel, name=name,
+                                zip_bundle=args.zip, triton=args.triton, max_batch_size=args.max_batch,
+                                progress=progress)
+            _remember(variant, rec.model_dump(mode="json"))
+        else:
+            from slimline.core.export.formats import export_model
+
+            rec = export_model(variant.handle, args.format, args.out, force=args.force, data=data,
+                               cancel=cancel, name=name, progress=progress,
+                               external_data=True if args.external_data else None,
+                               source_info=_source_info(variant))
+            _remember(variant, rec.model_dump(mode="json"))
+    except KeyboardInterrupt:
+        cancel.cancel()
+        print("\nexport cancelled; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        print("", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rec.model_dump(mode="json"), indent=1))
+    else:
+        print(describe(rec.model_dump(mode="json")))
+    return 0
+
+
+def _source_info(variant: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    if variant.run is not None:
+        info = {"run_id": variant.run.get("run_id"), "step_id": variant.step.get("step_id"),
+                "step_title": variant.step.get("title")}
+    return info
+
+
+def _remember(variant: Any, record: dict[str, Any]) -> None:
+    """Append the export record to the run's exports.json so the report can list it."""
+    if variant.run_dir is None:
+        return
+    from slimline.core.export.report import append_export_record
+
+    try:
+        append_export_record(variant.run_dir, record)
+    except OSError as exc:  # the export itself succeeded; say so and go on
+        print(f"note: could not record the export in {variant.run_dir}: {exc}", file=sys.stderr)
+
+
+def _printer() -> Any:
+    tty = sys.stderr.isatty()
+    last = {"msg": ""}
+
+    def progress(fraction: float, message: str) -> None:
+        if message == last["msg"]:
+            return
+        last["msg"] = message
+        if tty:
+            sys.stderr.write(f"\r[{int(fraction * 100):3d}%] {message[:90]:<90}")
+            sys.stderr.flush()
+        else:
+            print(f"[{int(fraction * 100):3d}%] {message}", file=sys.stderr)
+
+    return progress
+
+
+def describe(rec: dict[str, Any]) -> str:
+    """Human summary of an export (or bundle) record."""
+    lines = []
+    if "bundle_dir" in rec:
+        lines.append(f"bundle   {rec['bundle_dir']}  ({len(rec.get('files', []))} files, "
+                     f"{rec.get('bytes', 0) / 1e6:.2f} MB)")
+        if rec.get("zip_path"):
+            lines.append(f"zip      {rec['zip_path']}  ({rec.get('zip_bytes', 0) / 1e6:.2f} MB)")
+        if rec.get("triton_dir"):
+            lines.append(f"triton   {rec['triton_dir']}")
+        rec = rec["model_export"]
+    lines.append(f"{rec['format']:<8} {rec['path']}  ({rec['bytes'] / 1e6:.2f} MB, sha256 {rec['sha256'][:16]}…)")
+    for f in rec.get("files", [])[1:]:
+        lines.append(f"         + {f['path']}  ({f['bytes'] / 1e6:.2f} MB)")
+    p = rec.get("parity") or {}
+    if p.get("kind") == "weights":
+        lines.append(f"parity   {p['n']} tensors read back bit-exact ({p['runtime']})")
+    elif p:
+        top1 = f", top-1 agreement {p['top1_agreement']:.4f}" if p.get("top1_agreement") is not None else ""
+        kind = "rows of " + p.get("dataset", "") if p.get("input_kind") == "dataset" else \
+            "RANDOM rows (smoke check only)"
+        lines.append(f"parity   {p['precision']} via {p['runtime']} on {p['n']} {kind}: max abs error "
+                     f"{p['max_abs_error']:.3g} (allowed {p['max_abs_allowed']:.3g}), mean cosine "
+                     f"{p['mean_cosine']:.6f}{top1} — passed")
+    for n in rec.get("notes", []):
+        lines.append(f"note     {n}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience
+    from slimline.core.cli import main as cli_main
+
+    return cli_main(["export", *(argv or sys.argv[1:])])
+
+
+__all__ = ["add_parser", "cmd_export", "describe", "SlimlineError"]
