@@ -8,11 +8,13 @@ cancel leaves nothing behind.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from slimline.core.export import parity as par
 from slimline.core.export.records import (FORMATS, ExportError, ExportRecord, Parity, file_entry,
@@ -200,6 +202,14 @@ def _dynamic_shapes(handle: ModelHandle, all_dims: bool) -> dict[str, dict[int, 
     return spec
 
 
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """torch 2.13 warns that torch.jit is deprecated on every call; TorchScript export is still asked for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+        yield
+
+
 def _copy(src: str | Path, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     return dst
@@ -314,31 +324,42 @@ def _write_torchscript(handle: ModelHandle, dest: Path, name: str, dataset: Any,
 
         module = load_eager_module(handle).eval()
         by_kw = _forward_by_keyword(module, names)
-        try:
-            scripted = torch.jit.script(module)
-            note = "torch.jit.script of the eager module (control flow kept)"
-        except Exception:  # many real models do not script; tracing records one path
-            example = _example(handle, dataset)
-            try:
-                with torch.no_grad():
-                    if by_kw:
-                        scripted = torch.jit.trace(module, example_kwarg_inputs=example, strict=False,
-                                                   check_trace=False)
-                    else:
-                        scripted = torch.jit.trace(module, tuple(example[n] for n in names), strict=False,
-                                                   check_trace=False)
-            except Exception as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                raise ExportError(f"TorchScript export failed: {first}", subject=handle.path,
-                                  hint="export as onnx or pt2 instead") from exc
-            note = "torch.jit.trace of the eager module (scripting failed; one code path recorded)"
-        torch.jit.save(scripted, str(path))
+        with _quiet_jit():
+            scripted, note = _script_or_trace(module, handle, dataset, names, by_kw)
+            torch.jit.save(scripted, str(path))
 
     def factory() -> par.Runner:
-        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+        with _quiet_jit():
+            loaded = torch.jit.load(str(path), map_location="cpu").eval()
         return par.torch_runner(loaded, names, by_keyword=by_kw, output_names=outs)
 
     return path, [note], _outputs_verifier(factory, "fp32", "torch.jit.load", handle.format == "torchscript")
+
+
+def _script_or_trace(module: Any, handle: ModelHandle, dataset: Any, names: list[str],
+                     by_kw: bool) -> tuple[Any, str]:
+    """Script first (keeps control flow and dynamic shapes); trace when the model does not script."""
+    import torch
+
+    try:
+        scripted = torch.jit.script(module)
+        note = "torch.jit.script of the eager module (control flow kept)"
+    except Exception:  # many real models do not script; tracing records one path
+        example = _example(handle, dataset)
+        try:
+            with torch.no_grad():
+                if by_kw:
+                    scripted = torch.jit.trace(module, example_kwarg_inputs=example, strict=False,
+                                               check_trace=False)
+                else:
+                    scripted = torch.jit.trace(module, tuple(example[n] for n in names), strict=False,
+                                               check_trace=False)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ExportError(f"TorchScript export failed: {first}", subject=handle.path,
+                              hint="export as onnx or pt2 instead") from exc
+        note = "torch.jit.trace of the eager module (scripting failed; one code path recorded)"
+    return scripted, note
 
 
 def _write_pt2(handle: ModelHandle, dest: Path, name: str, dataset: Any, external: bool | None):
