@@ -7,7 +7,29 @@ from slimline.core.export.records import (FORMATS, ExportError, ExportRecord, Fi
                                           Tolerance)
 
 __all__ = ["FORMATS", "ExportError", "ExportRecord", "FileEntry", "Parity", "ParityError", "Tolerance",
-           "export_model", "export_bundle", "write_triton_repo", "write_report", "resolve_variant"]
+           "export_model", "export_bundle", "write_triton_repo", "write_report", "resolve_variant",
+           "formats_for", "export_variant"]
+
+
+def formats_for(family: str) -> list[str]:
+    """Export formats that fit a model family (what the GUI's format list offers)."""
+    if family == "torch":
+        return ["onnx", "torchscript", "pt2", "safetensors", "bundle"]
+    if family == "onnx":
+        return ["onnx", "safetensors", "bundle"]
+    return ["safetensors"]
+
+
+def export_variant(handle, fmt: str, out_dir, **options):  # type: ignore[no-untyped-def]
+    """One entry point for every format: ``bundle`` builds a deployment bundle, the rest
+    call export_model. Options are passed through (force, data, cancel, name, progress…)."""
+    if str(fmt).lower() == "bundle":
+        from slimline.core.export.bundle import export_bundle
+
+        return export_bundle(handle, out_dir, **options)
+    from slimline.core.export.formats import export_model
+
+    return export_model(handle, fmt, out_dir, **options)
 
 
 def __getattr__(name: str):  # lazy: keep `import slimline.core.export` cheap

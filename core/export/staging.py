@@ -43,7 +43,8 @@ def refuse_existing(out_dir: Path, names: list[str], force: bool) -> None:
     taken = [n for n in names if (out_dir / n).exists()]
     if taken:
         raise ExportError(f"{', '.join(taken)} already exist(s) in the output folder", subject=str(out_dir),
-                          hint="pass --force to overwrite, or choose another --out folder or --name")
+                          hint="pass --force to overwrite (in the app: confirm overwriting), or choose another "
+                               "output folder or --name")
 
 
 class Staging:

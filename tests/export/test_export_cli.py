@@ -29,3 +29,15 @@ def test_export_step_and_errors(fake_run, tmp_path, capsys):
     assert main(["export", str(fake_run), "--format", "torchscript", "--out", str(out)]) == 2
     assert "--step" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing"), "--format", "onnx", "--out", str(out)]) == 2
+
+
+def test_engine_entry_point_for_the_gui(fake_run, tmp_path):
+    from slimline.core.export import export_variant, formats_for
+    from slimline.core.export.variants import resolve_variant
+
+    assert formats_for("onnx") == ["onnx", "safetensors", "bundle"] and "pt2" in formats_for("torch")
+    v = resolve_variant(fake_run)
+    rec = export_variant(v.handle, "bundle", tmp_path / "b", data=v.data_path)
+    assert (tmp_path / "b" / "predict.py").is_file() and rec.model_export.parity.passed
+    rec2 = export_variant(v.handle, "onnx", tmp_path / "o", data=v.data_path)
+    assert rec2.parity.passed and rec2.format == "onnx"
