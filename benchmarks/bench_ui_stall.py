@@ -25,10 +25,88 @@ BUDGET_MS = 50.0
 TICK_MS = 10
 
 
+def _plot_title(view) -> str:
+    """A pyqtgraph view's title, to say which chart a slow paint belonged to."""
+    try:
+        item = view.getPlotItem() if hasattr(view, "getPlotItem") else None
+        return str(item.titleLabel.text)[:24] if item is not None else ""
+    except Exception:
+        return ""
+
+
+class StallSampler:
+    """--profile: while the UI thread is late, sample every thread's Python stack every 2 ms.
+
+    A sampler that itself wakes late means some thread held the GIL in C code
+    (an import, a big numpy/torch call); its next sample shows which thread.
+    """
+
+    def __init__(self, threshold: float = 0.025, period: float = 0.002) -> None:
+        import threading
+
+        self.last = time.perf_counter()
+        self.threshold, self.period = threshold, period
+        self.samples: list[tuple[float, float, float, dict[int, list[tuple[str, int, str]]]]] = []
+        self.stop = False
+        self.main = threading.main_thread().ident
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="stall-sampler")
+
+    def tick(self) -> None:
+        self.last = time.perf_counter()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        import threading
+        import traceback
+
+        me = threading.get_ident()
+        while not self.stop:
+            t0 = time.perf_counter()
+            time.sleep(self.period)
+            now = time.perf_counter()
+            if now - self.last > self.threshold:
+                stacks = {}
+                for tid, frame in sys._current_frames().items():
+                    if tid != me:
+                        stacks[tid] = [(f.filename.split("site-packages/")[-1], f.lineno or 0, f.name)
+                                       for f in traceback.extract_stack(frame)][-14:]
+                self.samples.append((now, now - self.last, now - t0 - self.period, stacks))
+
+    def report(self, stalls: list[tuple[float, float]]) -> None:
+        import collections
+        import threading
+
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for end, gap in stalls:
+            ss = [s for s in self.samples if end - gap <= s[0] <= end + 0.003]
+            late = max([s[2] for s in ss] or [0.0]) * 1e3
+            print(f"\n=== stall {gap * 1e3:.0f} ms: {len(ss)} samples, sampler woke up to {late:.0f} ms late")
+            main_c: collections.Counter = collections.Counter()
+            other_c: collections.Counter = collections.Counter()
+            for s in ss:
+                for tid, fr in s[3].items():
+                    if tid == self.main:
+                        main_c[tuple(fr[-7:])] += 1
+                    else:
+                        other_c[(names.get(tid, str(tid)),) + tuple(fr[-4:])] += 1
+            for key, n in main_c.most_common(2):
+                print(f"  UI thread x{n}:")
+                for f in key:
+                    print(f"      {f[0]}:{f[1]} {f[2]}")
+            for key, n in other_c.most_common(4):
+                print(f"  {key[0]} x{n}:")
+                for f in key[1:]:
+                    print(f"      {f[0]}:{f[1]} {f[2]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short pipeline instead of the full demo pipeline")
     ap.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample every thread's stack while the UI thread is late and print them per stall")
     args = ap.parse_args(argv if argv is not None else (sys.argv[1:] if __name__ == "__main__" else []))
     home = tempfile.mkdtemp(prefix="slimline-bench-ui-")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if not os.environ.get("DISPLAY") else "xcb")
@@ -36,7 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, home)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    slow_events: list[tuple[float, float, float, str]] = []
+    if args.profile:
+        class TimingApp(QApplication):
+            """Times every event delivery: wall vs this thread's CPU tells work from starvation."""
+
+            def notify(self, receiver, event):  # noqa: N802
+                t0, c0 = time.perf_counter(), time.thread_time()
+                try:
+                    return super().notify(receiver, event)
+                except TypeError:  # shiboken mis-wraps some receivers (QTextDocument children): let it go
+                    return False
+                finally:
+                    dt = time.perf_counter() - t0
+                    if dt > 0.010:
+                        who = type(receiver).__name__
+                        parent = receiver.parent() if hasattr(receiver, "parent") else None
+                        if who == "QWidget" and parent is not None:  # a graphics view's viewport: name the view
+                            who = f"{type(parent).__name__}({_plot_title(parent)})"
+                        slow_events.append((time.perf_counter(), dt, time.thread_time() - c0,
+                                            f"{who} {event.type().name}"))
+
+        app = QApplication.instance() or TimingApp(sys.argv[:1])
+    else:
+        app = QApplication.instance() or QApplication(sys.argv[:1])
     QCoreApplication.setOrganizationName("SlimlineBench")
     from slimline.core.demo import demo_paths
     from slimline.gui import settings as st
@@ -52,14 +153,21 @@ def main(argv: list[str] | None = None) -> int:
     win.show()
 
     gaps: list[float] = []
+    ends: list[float] = []
     clock = QElapsedTimer()
     clock.start()
     last = [clock.nsecsElapsed()]
+    sampler = StallSampler() if args.profile else None
+    if sampler is not None:
+        sampler.start()
 
     def tick() -> None:
         now = clock.nsecsElapsed()
         gaps.append((now - last[0]) / 1e6)
+        ends.append(time.perf_counter())
         last[0] = now
+        if sampler is not None:
+            sampler.tick()
 
     timer = QTimer()
     timer.setInterval(TICK_MS)
@@ -119,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  events handled: {win.controller.events_seen}; steps charted: {win.run_view.charts.series_points}")
     worst = max(run_gaps) if run_gaps else float("nan")
     print(f"WORST UI STALL DURING RUN: {worst:.1f} ms ({'within' if worst <= BUDGET_MS else 'OVER'} the {BUDGET_MS:.0f} ms budget)")
+    if sampler is not None:
+        sampler.stop = True
+        sampler.report([(e, g / 1e3) for e, g in zip(ends, gaps) if g > BUDGET_MS * 0.8])
+        print("\nslow event deliveries (wall ms / UI-thread CPU ms): innermost first within each stall")
+        for end, gap in [(e, g / 1e3) for e, g in zip(ends, gaps) if g > BUDGET_MS * 0.8]:
+            inside = [ev for ev in slow_events if end - gap <= ev[0] <= end + 0.002]
+            print(f"  stall {gap * 1e3:.0f} ms: " + "; ".join(f"{n} {w * 1e3:.0f}/{c * 1e3:.0f}" for _, w, c, n in inside[:8]))
     win.doc.undo_stack.setClean()
     win.close()
     return 0 if status and status[0] == "done" else 1

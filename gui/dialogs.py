@@ -23,11 +23,14 @@ class PreferencesDialog(QDialog):
         self.threads.setValue(prefs.threads)
         self.threads.setToolTip("Intra-op threads for latency measurement and steps (0 = all cores)")
         self.device = QComboBox()
-        self.device.addItems(["cpu", "cuda"])
-        self.device.setCurrentText(prefs.device)
-        self.device.setToolTip("Where steps and measurements run (cuda only when a GPU runtime is installed)")
+        self.device.addItem("as the pipeline says", "")
+        self.device.addItem("cpu", "cpu")
+        self.device.addItem("cuda", "cuda")
+        self.device.setCurrentIndex(max(0, self.device.findData(prefs.device)))
+        self.device.setToolTip("Where steps and measurements run; overrides the pipeline's evaluation device "
+                               "(cuda only when a GPU runtime is installed)")
         self.data = QLineEdit(prefs.default_data)
-        self.data.setPlaceholderText("used when a pipeline names no evaluation data")
+        self.data.setPlaceholderText("loaded when a model is opened without data")
         self.workspace = QLineEdit(prefs.workspace)
         self.workspace.setPlaceholderText(str(prefs.workspace_path()))
         self.theme = QComboBox()
@@ -64,7 +67,7 @@ class PreferencesDialog(QDialog):
 
     def accept(self) -> None:
         self.prefs.threads = self.threads.value()
-        self.prefs.device = self.device.currentText()
+        self.prefs.device = str(self.device.currentData() or "")
         self.prefs.default_data = self.data.text().strip()
         self.prefs.workspace = self.workspace.text().strip()
         self.prefs.theme = self.theme.currentText()

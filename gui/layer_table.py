@@ -84,6 +84,10 @@ def unusual_reasons(row: Any) -> list[str]:
     return out
 
 
+_ROLES = frozenset({Qt.ItemDataRole.DisplayRole, SORT_ROLE, Qt.ItemDataRole.TextAlignmentRole,
+                    Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ToolTipRole})
+
+
 class LayerTableModel(QAbstractTableModel):
     """Rows are the engine's LayerRow objects (or dicts with the same keys)."""
 
@@ -138,7 +142,7 @@ class LayerTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
+        if not index.isValid() or role not in _ROLES:  # views ask ~10 roles per cell; answer the rest fast
             return None
         row, col = self._rows[index.row()], COLUMNS[index.column()]
         value = _get(row, col.key)
@@ -255,6 +259,7 @@ class LayerTableView(QWidget):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setResizeContentsPrecision(64)  # widths from 64 rows, not all of them
         self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # keep model (depth) order
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)

@@ -23,7 +23,7 @@ from slimline.gui.inspector import InspectorView
 from slimline.gui.messages import MessageBanner, UserMessage, describe_exception
 from slimline.gui.pipeline_doc import PipelineDocument
 from slimline.gui.pipeline_editor import PipelineEditor
-from slimline.gui.results import RunRecord, Variant, fmt_ms, load_history, variants_from_record
+from slimline.gui.results import RunRecord, Variant, load_history, variants_from_record
 from slimline.gui.run_controller import RunController
 from slimline.gui.run_view import RunView
 from slimline.gui.start_view import StartView
@@ -76,6 +76,8 @@ class MainWindow(QMainWindow):
         self.doc = PipelineDocument(self)
         self.controller = RunController(self)
         self.current_run_id = ""
+        self._run_original: dict[str, Any] | None = None   # the original's StepResult in the current run
+        self.use_cache = True   # False re-computes every step (screenshots, benchmarks of a live run)
         # views
         self.banner = MessageBanner()
         self.start = StartView()
@@ -266,7 +268,18 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if then is not None:
             then()
+        elif not self.data_path and self.prefs.default_data:
+            self._open_default_data()
         self.model_opened.emit(handle)
+
+    def _open_default_data(self) -> None:
+        """Preferences → default evaluation data, for a model opened without any."""
+        path = self.prefs.default_data
+        if not Path(path).exists():
+            self.show_message(UserMessage("the default evaluation data is missing", "fix it in Preferences",
+                                          subject=path, level="warning"))
+            return
+        self.open_data(path)
 
     def _on_model_open_failed(self, path: str, exc: BaseException, tb: str) -> None:
         self.opening = False
@@ -461,16 +474,25 @@ class MainWindow(QMainWindow):
         self.banner.clear()
         data = self.effective_data()
         ws = self.prefs.workspace_path()
+        device = self.prefs.device or f"{self.doc.pipeline.evaluation.device} (pipeline)"
         ctx = (f"Model {self.handle.name}; evaluation data: {Path(data).name if data else 'none (random inputs: latency only)'}; "
-               f"threads: {self.prefs.threads or 'all'}; workspace: {ws}")
+               f"threads: {self.prefs.threads or 'all'}; device: {device}; workspace: {ws}")
         self.run_view.reset(ctx)
+        self._run_original = None
         self.editor.clear_step_status()
         self.run_view.set_running(True)
         self._update_actions(running=True)
         self.tabs.setCurrentIndex(TAB_RUN)
-        self.controller.start(self.doc.pipeline.model_copy(deep=True), self.model_path, data_path=data,
+        self.controller.start(self.run_spec_pipeline(), self.model_path, data_path=data,
                               workspace=str(ws), trust=self.trusted, threads=self.prefs.threads,
-                              dims=self.inspector.summary.dims() or None)
+                              dims=self.inspector.summary.dims() or None, use_cache=self.use_cache)
+
+    def run_spec_pipeline(self) -> Any:
+        """The pipeline as it will run: a copy, with the preferred device when the user chose one."""
+        pipe = self.doc.pipeline.model_copy(deep=True)
+        if self.prefs.device:
+            pipe.evaluation.device = self.prefs.device
+        return pipe
 
     def cancel_run(self) -> None:
         if self.controller.running:
@@ -490,13 +512,10 @@ class MainWindow(QMainWindow):
     def _on_controller_step_result(self, res: dict[str, Any]) -> None:
         self.run_view.charts.add_result(res)
         sid = str(res.get("step_id"))
-        v = Variant(self.current_run_id, sid, str(res.get("title", "")), res)
-        size = (res.get("size") or {}).get("bytes_on_disk")
-        q = v.quality
-        text = (f"{(size or 0) / 1e6:.2f} MB · p50 {fmt_ms(v.p50)} (p90 {fmt_ms(v.p90)})"
-                + (f" · {q.value:.4f}" if q.value is not None else "") + (" · cached" if res.get("cached") else ""))
-        if sid != "original":
-            self.editor.set_step_status(sid, text, res.get("flags") or [])
+        if sid == "original":
+            self._run_original = res
+        else:
+            self.editor.set_step_result(sid, res, self._run_original)
 
     def _on_controller_finished(self, status: str, ev: dict[str, Any]) -> None:
         self.run_view.on_finished(status, ev)

@@ -51,6 +51,7 @@ class PipelineEditor(QWidget):
         self.form: ParamForm | None = None
         self.problems: dict[str, list[Any]] = {}
         self.step_status: dict[str, tuple[str, list[str]]] = {}
+        self.step_results: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self.palette = PaletteView()
         self.lane = StepLane()
         self.form_box = QGroupBox("Step parameters")
@@ -103,12 +104,22 @@ class PipelineEditor(QWidget):
 
     def set_step_status(self, step_id: str, text: str, flags: list[str] | None = None) -> None:
         self.step_status[step_id] = (text, list(flags or []))
+        self.step_results.pop(step_id, None)
         card = self.lane.cards.get(step_id)
         if card is not None:
             card.set_status(text, flags)
 
+    def set_step_result(self, step_id: str, result: dict[str, Any], original: dict[str, Any] | None) -> None:
+        """A finished step: its card shows the figures against the original and its flags."""
+        self.step_results[step_id] = (result, original)
+        self.step_status.pop(step_id, None)
+        card = self.lane.cards.get(step_id)
+        if card is not None:
+            card.set_result(result, original)
+
     def clear_step_status(self) -> None:
         self.step_status = {}
+        self.step_results = {}
         for c in self.lane.cards.values():
             c.set_status("", [])
 
@@ -121,6 +132,9 @@ class PipelineEditor(QWidget):
         for sid, (text, flags) in self.step_status.items():
             if sid in self.lane.cards:
                 self.lane.cards[sid].set_status(text, flags)
+        for sid, (res, orig) in self.step_results.items():
+            if sid in self.lane.cards:
+                self.lane.cards[sid].set_result(res, orig)
         self._check_chain()
         if self.lane.selected:
             self._show_form(self.lane.selected)

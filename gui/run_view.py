@@ -9,7 +9,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCursor
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSizePolicy, QSplitter,
                                QVBoxLayout, QWidget)
 
 from slimline.gui.step_charts import StepCharts
@@ -37,7 +37,10 @@ class RunView(QWidget):
         self.step_bar = QProgressBar()
         self.step_bar.setFormat("Step %p%")
         self.message = QLabel("Ready. Build a pipeline, then press Run.")
-        self.message.setWordWrap(True)
+        # one line whose width never follows the text: a message that wrapped or widened the window
+        # re-laid out (and repainted) every chart several times a second during a run
+        self.message.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.context = QLabel("")
         self.context.setWordWrap(True)
         self.context.setStyleSheet("color: palette(mid);")
@@ -90,7 +93,10 @@ class RunView(QWidget):
         self.overall.setValue(int(round(overall * 100)))
         self.step_bar.setValue(int(round(fraction * 100)))
         title = self._titles.get(step_id, step_id)
-        self.message.setText(f"{title}: {message}" if message else title)
+        text = f"{title}: {message}" if message else title
+        if text != self.message.text():
+            self.message.setText(text)
+            self.message.setToolTip(text)
 
     def on_step_started(self, ev: dict[str, Any]) -> None:
         sid = str(ev.get("step_id"))

@@ -20,10 +20,11 @@ def settings() -> QSettings:
 
 @dataclass
 class Preferences:
-    """User preferences (threads 0 = all cores; default_data used when a run has none)."""
+    """User preferences. threads 0 = all cores; device "" = what the pipeline says; default_data is
+    loaded when a model is opened without data (and used when a run has none)."""
 
     threads: int = 0
-    device: str = "cpu"
+    device: str = ""
     default_data: str = ""
     workspace: str = ""
     theme: str = "system"  # system | light | dark

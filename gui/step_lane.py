@@ -18,6 +18,54 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QFrame, QHBoxLayout, QLa
 from slimline.gui.palette_view import PLUGIN_MIME
 
 STEP_MIME = "application/x-slimline-step"
+GOOD, BAD = "#2ca02c", "#d62728"
+
+
+def _ratio(new: float | None, old: float | None) -> float | None:
+    return new / old if new is not None and old else None
+
+
+def _colored(text: str, better: bool | None) -> str:
+    return text if better is None else f"<span style='color:{GOOD if better else BAD}'>{text}</span>"
+
+
+def result_summary(result: dict[str, Any], original: dict[str, Any] | None) -> tuple[str, str]:
+    """(card HTML, tooltip): size, p50 at batch 1 and quality, each as a ratio to the original."""
+    from slimline.gui.results import fmt_ms, latency_batches, latency_report, quality, size_bytes
+
+    orig = original or {}
+    rows: list[tuple[str, str]] = []
+    tip: list[str] = []
+    size, size0 = size_bytes(result), size_bytes(orig)
+    if size is not None:
+        r = _ratio(size, size0)
+        rows.append(("size", f"{size / 1e6:.2f} MB" + (" " + _colored(f"{r:.2f}×", r < 1.0) if r else "")))
+        tip.append(f"size on disk {size:,} B" + (f" vs original {size0:,} B" if size0 else ""))
+    for b in latency_batches(result):
+        rep, rep0 = latency_report(result, b), latency_report(orig, b)
+        if rep is None:
+            continue
+        r = _ratio(rep["p50_ms"], rep0["p50_ms"] if rep0 else None)
+        if b == min(latency_batches(result)):
+            rows.append((f"p50 b{b}", fmt_ms(rep["p50_ms"]) + (" " + _colored(f"{r:.2f}×", r < 1.0) if r else "")))
+        tip.append(f"batch {b}: p50 {fmt_ms(rep['p50_ms'])}, p90 {fmt_ms(rep['p90_ms'])}"
+                   + (f" ({r:.2f}× the original's p50)" if r else "")
+                   + (f", {rep.get('runs')} runs" if rep.get("runs") else "")
+                   + (", random inputs" if rep.get("input_kind") == "random" else ""))
+    q, q0 = quality(result), quality(orig)
+    if q.value is not None:
+        if q.kind == "accuracy":
+            delta = (q.value - q0.value) * 100 if q0.value is not None and q0.kind == "accuracy" else None
+            rows.append(("top-1", f"{q.value:.4f}" + (" " + _colored(f"{delta:+.2f} pt", delta >= -0.005)
+                                                     if delta is not None else "")))
+        else:
+            rows.append(("cosine", f"{q.value:.4f}"))
+        tip.append(q.label)
+    if result.get("cached"):
+        tip.append("cached: reused from an earlier identical run")
+    body = "".join(f"<tr><td style='color:#888'>{k}</td><td>&nbsp;{v}</td></tr>" for k, v in rows)
+    html = f"<table cellspacing=0 cellpadding=0>{body}</table>" + (" <i>cached</i>" if result.get("cached") else "")
+    return html, "\n".join(tip)
 
 
 class StepCard(QFrame):
@@ -98,9 +146,25 @@ class StepCard(QFrame):
         self.problem_label.setVisible(bool(messages))
         self.fix_button.setVisible(fix)
 
-    def set_status(self, text: str, flags: list[str] | None = None) -> None:
+    def set_status(self, text: str, flags: list[str] | None = None, reasons: list[str] | None = None) -> None:
+        """Plain status (running…, failed) and flags; ``reasons`` become the flags' tooltip."""
         self.status_label.setText(text)
-        self.flags_label.setText("⚑ " + ", ".join(flags) if flags else "")
+        self.status_label.setToolTip("")
+        self.flags_label.setText("⚑ " + ", ".join(f.replace("_", " ") for f in flags) if flags else "")
+        self.flags_label.setToolTip("\n".join(reasons or []))
+        self.flags_label.setVisible(bool(flags))
+
+    def set_result(self, result: dict[str, Any], original: dict[str, Any] | None) -> None:
+        """The step's measured figures against the original model, and its flags with the reasons."""
+        html, tip = result_summary(result, original)
+        self.status_label.setText(html)
+        self.status_label.setToolTip(tip)
+        flags = list(result.get("flags") or [])
+        self.set_flags(flags, [str(w) for w in result.get("warnings") or []])
+
+    def set_flags(self, flags: list[str], reasons: list[str]) -> None:
+        self.flags_label.setText("⚑ " + ", ".join(f.replace("_", " ") for f in flags) if flags else "")
+        self.flags_label.setToolTip("Why:\n" + "\n".join(f"• {r}" for r in reasons) if reasons else "")
         self.flags_label.setVisible(bool(flags))
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802

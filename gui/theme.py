@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QApplication
 # Chart colours readable on both palettes.
 SERIES = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 FLAG_COLOR = "#d62728"
+OTHER_FLAG_COLOR = "#e08a00"  # a flag that concerns another batch size than the one shown
 OK_COLOR = "#2ca02c"
 
 

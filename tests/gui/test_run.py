@@ -45,7 +45,7 @@ def test_run_charts_get_one_point_per_step(window, qtbot, tiny_model, tmp_path):
     assert sig.args[0] == "done", window.run_view.message.text() + window.run_view.log.toPlainText()
     assert results == ["original", "s1", "s2"]
     charts = window.run_view.charts
-    assert charts.series_points == {"size": 3, "latency": 3, "quality": 3}
+    qtbot.waitUntil(lambda: charts.series_points == {"size": 3, "latency": 3, "quality": 3}, timeout=3000)
     assert "digits" not in charts.acc_plot.plotItem.titleLabel.text
     assert "n=64" in charts.acc_plot.plotItem.titleLabel.text
     assert "p90" in charts.lat_plot.plotItem.titleLabel.text
