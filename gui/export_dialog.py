@@ -1,64 +1,111 @@
-"""Export dialog: pick a variant (preselected from the results), a format and a folder.
+"""Export dialog: pick a variant (preselected from the results), a format and a folder; export it, verified.
 
-The export engine (``slimline.core.export``) belongs to another part of the
-project; when it is not installed the dialog says so plainly instead of
-pretending. The export itself runs on a worker thread with its progress shown.
+The export engine (``slimline.core.export``) writes into a staging folder, loads
+the written file back with its own runtime and compares it with the variant on
+the run's evaluation data before anything is moved into place. The dialog runs
+it in a child process (``export_worker``) with progress and cancel, and shows
+the parity figures from the export record; a failed parity check is an error
+(nothing was written), never a warning.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from slimline.gui.layer_table import fmt_bytes
-from slimline.gui.messages import describe_exception
 from slimline.gui.results import Variant, fmt_ms
-from slimline.gui.workers import run_in_thread
+from slimline.gui.theme import FLAG_COLOR, OK_COLOR
 
-DEFAULT_FORMATS = {"onnx": ["onnx", "onnx_fp16", "bundle"], "torch": ["torchscript", "torch_export", "safetensors", "onnx", "bundle"],
-                   "weights": ["safetensors"]}
+# (engine format, label, what it is for)
+FORMATS = [("onnx", "ONNX (.onnx)", "onnxruntime, TensorRT, OpenVINO, most servers"),
+           ("torchscript", "TorchScript (.pt)", "libtorch / C++ and Python without the model's code"),
+           ("pt2", "torch.export (.pt2)", "PyTorch 2 ahead-of-time program"),
+           ("safetensors", "safetensors (weights only)", "the weights, bit-exact, no code"),
+           ("bundle", "Deployment bundle (ONNX + model card + predict.py)", "a folder you can hand over")]
+POLL_MS = 50
 
 
 def export_engine() -> tuple[Any, str]:
     """(module, "") when the export engine is importable, else (None, why not)."""
     try:
-        from slimline.core import export as mod  # type: ignore[attr-defined]
+        from slimline.core import export as mod
     except ImportError as exc:
-        return None, f"export is not available yet ({exc})"
+        return None, f"export is not available ({exc})"
     return mod, ""
 
 
-def _formats_for(mod: Any, family: str) -> list[str]:
-    for name in ("formats_for", "available_formats", "supported_formats"):
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            try:
-                return [str(f) for f in fn(family)]
-            except Exception:  # fall back to the defaults below
-                break
-    return DEFAULT_FORMATS.get(family, ["onnx"])
+def format_problem(model: dict[str, Any], fmt: str) -> str:
+    """Why ``fmt`` cannot be used for this variant ("" when it can), from the engine's own check."""
+    if not model:
+        return "this variant has no model file recorded"
+    try:
+        from slimline.core.export.formats import check_fits
+        from slimline.core.handle import ModelHandle
+
+        check_fits(ModelHandle.model_validate(model), "onnx" if fmt == "bundle" else fmt)
+    except ImportError as exc:
+        return f"export is not available ({exc})"
+    except Exception as exc:  # ExportError (message + hint) or a record the engine cannot read
+        return str(getattr(exc, "message", exc))
+    return ""
 
 
-def _export_function(mod: Any) -> Callable[..., Any] | None:
-    for name in ("export_variant", "export_model", "export"):
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            return fn
-    return None
+def target_names(fmt: str, name: str) -> list[str]:
+    """Files/folders an export would write in the output folder (for the overwrite question)."""
+    if fmt == "bundle":
+        return [f"{name}-bundle", f"{name}-bundle.zip"]
+    from slimline.core.export.formats import output_names, normalize_format
+
+    return output_names(normalize_format(fmt), name)
+
+
+def default_stem(v: Variant) -> str:
+    from slimline.core.export.formats import safe_name
+
+    stem = Path(str((v.model or {}).get("path", "model"))).stem
+    if v.step_id != "original":
+        orig = stem
+        stem = f"{orig}-{v.step_id}" if v.step_id not in orig else orig
+    return safe_name(stem)
+
+
+def describe_parity(p: dict[str, Any] | None) -> tuple[str, bool]:
+    """(sentence, passed) for the export record's parity block; honest about random inputs."""
+    if not p:
+        return "no parity check recorded", False
+    if p.get("kind") == "weights":
+        return f"{p.get('n')} tensors read back and compared ({p.get('runtime')}): max abs error " \
+               f"{p.get('max_abs_error', 0):.3g}", bool(p.get("passed", True))
+    rows = (f"{p.get('n')} rows of {p.get('dataset') or 'the evaluation data'}" if p.get("input_kind") == "dataset"
+            else f"{p.get('n')} RANDOM rows (smoke check only, no data)")
+    top1 = f", top-1 agreement {p['top1_agreement']:.4f}" if p.get("top1_agreement") is not None else ""
+    cos = f", mean cosine {p['mean_cosine']:.6f}" if p.get("mean_cosine") is not None else ""
+    passed = bool(p.get("passed", True))
+    text = (f"Parity ({p.get('precision')}, {p.get('runtime')} vs {p.get('source_runtime') or 'source'}) on {rows}: "
+            f"max abs error {p.get('max_abs_error', 0):.3g} (allowed {p.get('max_abs_allowed', 0):.3g}){cos}{top1}"
+            f" — {'passed' if passed else 'FAILED: ' + '; '.join(p.get('failures') or [])}")
+    return text, passed
 
 
 class ExportDialog(QDialog):
-    """Emits nothing; ``result_record`` holds what the engine returned after a successful export."""
+    """``result_record`` holds the engine's record after a successful export; ``exported(dict)`` fires then."""
+
+    exported = Signal(dict)
+    export_failed = Signal(str)
 
     def __init__(self, variants: list[Variant], selected_key: str = "", parent: QWidget | None = None,
-                 default_dir: str = "") -> None:
+                 default_dir: str = "", workspace: str = "", data_path: str = "", trust: bool = False) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export variant")
         self.variants = list(variants)
-        self.result_record: Any = None
+        self.workspace, self.data_path, self.trust = workspace, data_path, trust
+        self.result_record: dict[str, Any] | None = None
+        self.job: Any = None
+        self.confirm_overwrite: Callable[[list[str]], bool] = self._ask_overwrite
         self.engine, self.unavailable = export_engine()
         self.variant_combo = QComboBox()
         for v in self.variants:
@@ -67,87 +114,255 @@ class ExportDialog(QDialog):
         if i >= 0:
             self.variant_combo.setCurrentIndex(i)
         self.format_combo = QComboBox()
+        self.format_help = QLabel()
+        self.format_help.setWordWrap(True)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("file name (without extension)")
         self.out_edit = QLineEdit(default_dir or str(Path.home() / "slimline-export"))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse_clicked)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(browse)
+        self.zip_check = QCheckBox("also write a .zip of the bundle")
+        self.triton_check = QCheckBox("add an NVIDIA Triton model repository")
         self.details = QLabel()
         self.details.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.hide()
         self.status = QLabel(self.unavailable)
         self.status.setWordWrap(True)
-        if self.unavailable:
-            self.status.setStyleSheet("color: #b35900;")
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.parity_label = QLabel()
+        self.parity_label.setWordWrap(True)
+        self.parity_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.parity_label.hide()
         form = QFormLayout()
         form.addRow("Variant:", self.variant_combo)
         form.addRow("Format:", self.format_combo)
+        form.addRow("", self.format_help)
+        form.addRow("Name:", self.name_edit)
         form.addRow("Output folder:", out_row)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
-        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.export_button.setEnabled(self.engine is not None and _export_function(self.engine) is not None)
-        if self.engine is not None and _export_function(self.engine) is None:
-            self.status.setText("export engine found, but it offers no export function this dialog knows")
+        form.addRow("Bundle:", self.zip_check)
+        form.addRow("", self.triton_check)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.ActionRole)
+        self.cancel_button = self.buttons.addButton("Cancel export", QDialogButtonBox.ButtonRole.ActionRole)
+        self.cancel_button.hide()
+        self.export_button.setDefault(True)
         self.buttons.rejected.connect(self.reject)
         self.export_button.clicked.connect(self._on_export_clicked)
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.details)
+        lay.addWidget(self.progress)
         lay.addWidget(self.status)
+        lay.addWidget(self.parity_label)
+        lay.addStretch(1)
         lay.addWidget(self.buttons)
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self._on_timer_timeout)
         self.variant_combo.currentIndexChanged.connect(self._on_variant_changed)
+        self.format_combo.currentIndexChanged.connect(self._on_format_changed)
         self._on_variant_changed()
-        self.resize(560, 260)
+        self.resize(680, 420)
 
+    # --- state -------------------------------------------------------------------------
     def selected_variant(self) -> Variant | None:
         key = self.variant_combo.currentData()
         return next((v for v in self.variants if v.key == key), None)
 
+    def selected_format(self) -> str:
+        return str(self.format_combo.currentData() or "")
+
+    def set_format(self, fmt: str) -> None:
+        i = self.format_combo.findData(fmt)
+        if i >= 0:
+            self.format_combo.setCurrentIndex(i)
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
     def _on_variant_changed(self, *_: Any) -> None:
         v = self.selected_variant()
+        keep = self.selected_format()
+        self.format_combo.blockSignals(True)
         self.format_combo.clear()
+        model = (v.model or {}) if v is not None else {}
+        first_ok = -1
+        for fmt, label, _help in FORMATS:
+            why = format_problem(model, fmt) if self.engine is not None else self.unavailable
+            self.format_combo.addItem(label, fmt)
+            i = self.format_combo.count() - 1
+            if why:  # greyed out with the engine's reason
+                item = self.format_combo.model().item(i)
+                item.setEnabled(False)
+                item.setToolTip(why)
+            elif first_ok < 0:
+                first_ok = i
+        keep_i = self.format_combo.findData(keep)
+        ok_keep = keep_i >= 0 and self.format_combo.model().item(keep_i).isEnabled()
+        self.format_combo.setCurrentIndex(keep_i if ok_keep else max(first_ok, 0))
+        self.format_combo.blockSignals(False)
         if v is None:
             return
-        family = (v.model or {}).get("family", "onnx")
-        formats = _formats_for(self.engine, family) if self.engine is not None else DEFAULT_FORMATS.get(family, ["onnx"])
-        self.format_combo.addItems(formats)
+        self.name_edit.setText(default_stem(v))
         q = v.quality
-        self.details.setText(f"{v.title}: {(v.model or {}).get('format', '?')}, {fmt_bytes(v.size)}, "
+        self.details.setText(f"{v.title}: {model.get('format', '?')}, {fmt_bytes(v.size)}, "
                              f"p50 {fmt_ms(v.p50)} / p90 {fmt_ms(v.p90)}, "
                              f"{'quality n/a' if q.value is None else f'{q.value:.4f} ({q.label})'}"
                              + (f" — flags: {', '.join(v.flags)}" if v.flags else ""))
+        self._on_format_changed()
+
+    def _on_format_changed(self, *_: Any) -> None:
+        fmt = self.selected_format()
+        help_text = next((h for f, _l, h in FORMATS if f == fmt), "")
+        i = self.format_combo.currentIndex()
+        item = self.format_combo.model().item(i) if i >= 0 else None
+        blocked = item is not None and not item.isEnabled()
+        self.format_help.setText(item.toolTip() if blocked else help_text)
+        self.format_help.setStyleSheet(f"color: {FLAG_COLOR};" if blocked else "color: #888;")
+        for w in (self.zip_check, self.triton_check):
+            w.setEnabled(fmt == "bundle")
+        self.export_button.setEnabled(self.engine is not None and not blocked and not self.running)
 
     def _on_browse_clicked(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Export to", self.out_edit.text())
         if path:
             self.out_edit.setText(path)
 
+    def _ask_overwrite(self, taken: list[str]) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Overwrite?",
+                          "These already exist in the output folder and would be replaced:\n  " + "\n  ".join(taken),
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        return box.exec() == QMessageBox.StandardButton.Yes
+
+    # --- export ------------------------------------------------------------------------
+    def spec(self, force: bool = False) -> dict[str, Any]:
+        """What the child process is asked to do."""
+        v = self.selected_variant()
+        assert v is not None
+        run_dir = str(Path(self.workspace) / "runs" / v.run_id) if self.workspace else ""
+        return {"run_dir": run_dir, "step_id": v.step_id, "model": v.model, "format": self.selected_format(),
+                "out_dir": self.out_edit.text().strip(), "name": self.name_edit.text().strip() or default_stem(v),
+                "force": force, "zip": self.zip_check.isChecked(), "triton": self.triton_check.isChecked(),
+                "data": self.data_path or None, "trust": self.trust}
+
     def _on_export_clicked(self) -> None:
         v = self.selected_variant()
-        fn = _export_function(self.engine) if self.engine is not None else None
-        if v is None or fn is None:
+        if v is None or self.engine is None or self.running:
             return
-        from slimline.core.handle import ModelHandle
+        out = self.out_edit.text().strip()
+        if not out:
+            self._show_error("choose an output folder", "")
+            return
+        from slimline.core.export.formats import safe_name
 
-        handle = ModelHandle.model_validate(v.model)
-        fmt, out = self.format_combo.currentText(), self.out_edit.text().strip()
-        kwargs: dict[str, Any] = {}
-        params = inspect.signature(fn).parameters
-        for name, value in (("format", fmt), ("fmt", fmt), ("out_dir", out), ("out", out), ("output", out)):
-            if name in params:
-                kwargs[name] = value
-        self.export_button.setEnabled(False)
+        name = safe_name(self.name_edit.text().strip() or default_stem(v))
+        self.name_edit.setText(name)
+        taken = [n for n in target_names(self.selected_format(), name) if (Path(out) / n).exists()]
+        force = False
+        if taken:
+            if not self.confirm_overwrite(taken):
+                self.status.setStyleSheet("")
+                self.status.setText("Not exported: nothing was overwritten.")
+                return
+            force = True
+        from slimline.gui.export_worker import ExportProcess
+
+        self.result_record = None
+        self.parity_label.hide()
         self.status.setStyleSheet("")
-        self.status.setText(f"Exporting {v.label} as {fmt}…")
-        run_in_thread(fn, handle, **kwargs, on_done=self._on_export_done, on_error=self._on_export_failed)
+        self.status.setText(f"Exporting {v.label} as {self.format_combo.currentText()}… (starting)")
+        self.progress.setValue(0)
+        self.progress.show()
+        self._set_busy(True)
+        try:
+            self.job = ExportProcess(self.spec(force))
+        except Exception as exc:  # could not even start a process
+            self._set_busy(False)
+            self._show_error(f"could not start the export: {exc}", "")
+            return
+        self.timer.start()
 
-    def _on_export_done(self, record: Any) -> None:
+    def _on_cancel_clicked(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.status.setText("Cancelling… (nothing half-written is kept)")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.export_button.setEnabled(not busy)
+        self.cancel_button.setVisible(busy)
+        for w in (self.variant_combo, self.format_combo, self.out_edit, self.name_edit, self.zip_check,
+                  self.triton_check):
+            w.setEnabled(not busy)
+        if not busy:
+            self._on_format_changed()
+
+    def _on_timer_timeout(self) -> None:
+        if self.job is None:
+            self.timer.stop()
+            return
+        for ev in self.job.poll():
+            t = ev.get("type")
+            if t == "progress":
+                self.progress.setValue(int(round(100 * ev.get("fraction", 0.0))))
+                self.status.setText(f"{ev.get('message', '')}…")
+            elif t == "done":
+                self._finish()
+                self._on_export_done(ev["record"])
+            elif t == "cancelled":
+                self._finish()
+                self.status.setStyleSheet("")
+                self.status.setText("Export cancelled; nothing was written.")
+            elif t == "failed":
+                self._finish()
+                self._on_export_failed(ev)
+
+    def _finish(self) -> None:
+        self.timer.stop()
+        self.job = None
+        self.progress.hide()
+        self._set_busy(False)
+
+    def _on_export_done(self, record: dict[str, Any]) -> None:
         self.result_record = record
-        self.status.setText(f"Exported to {self.out_edit.text()}")
-        self.export_button.setEnabled(True)
+        model = record.get("model_export") or record
+        where = record.get("bundle_dir") or model.get("path")
+        extra = ""
+        if record.get("zip_path"):
+            extra += f"\nzip: {record['zip_path']} ({fmt_bytes(record.get('zip_bytes'))})"
+        if record.get("triton_dir"):
+            extra += f"\nTriton repository: {record['triton_dir']}"
+        self.status.setStyleSheet(f"color: {OK_COLOR};")
+        self.status.setText(f"Exported to {where} ({fmt_bytes(record.get('bytes'))}, "
+                            f"sha256 {str(model.get('sha256', ''))[:16]}…){extra}")
+        text, passed = describe_parity(model.get("parity"))
+        self.parity_label.setText(text)
+        self.parity_label.setStyleSheet("" if passed else f"color: {FLAG_COLOR}; font-weight: bold;")
+        self.parity_label.show()
+        self.exported.emit(record)
 
-    def _on_export_failed(self, exc: BaseException, tb: str) -> None:
-        msg = describe_exception(exc, tb=tb)
-        self.status.setStyleSheet("color: #d62728;")
-        self.status.setText(f"{msg.text}" + (f"\n→ {msg.hint}" if msg.hint else ""))
-        self.export_button.setEnabled(True)
+    def _on_export_failed(self, ev: dict[str, Any]) -> None:
+        msg, hint = str(ev.get("message", "export failed")), str(ev.get("hint", ""))
+        if ev.get("parity_failed"):
+            msg = "Parity check FAILED — the written file does not reproduce the model; nothing was kept. " + msg
+        self._show_error(msg, hint, str(ev.get("details", "")))
+        self.export_failed.emit(msg)
+
+    def _show_error(self, msg: str, hint: str, details: str = "") -> None:
+        self.status.setStyleSheet(f"color: {FLAG_COLOR};")
+        self.status.setText(msg + (f"\n→ {hint}" if hint else ""))
+        self.status.setToolTip(details[-3000:])
+
+    def done(self, r: int) -> None:  # noqa: D401 - Qt API: closing while exporting cancels it
+        if self.job is not None:  # the engine stops at its next check and removes its staging folder
+            self.job.cancel()
+            self.job = None
+            self.timer.stop()
+        super().done(r)

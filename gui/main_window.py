@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QByteArray, QUrl, Signal
+from PySide6.QtCore import QByteArray, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget)
 
@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
     data_loaded = Signal(str)
     pipeline_loaded = Signal(str)
     run_finished = Signal(str)
+    report_saved = Signal(str)              # path of the HTML report
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -131,6 +132,8 @@ class MainWindow(QMainWindow):
         self.act_save = self._action("&Save pipeline", self.save_pipeline, K.Save)
         self.act_save_as = self._action("Save pipeline &as…", self.save_pipeline_as, "Ctrl+Shift+S")
         self.act_export = self._action("&Export…", self.open_export, "Ctrl+E", "Export the selected variant")
+        self.act_report = self._action("Save &report…", self.save_report_dialog, None,
+                                       "Write the selected run's HTML report (results, charts, layers, exports)")
         self.act_prefs = self._action("Pre&ferences…", self.open_preferences, K.Preferences)
         self.act_quit = self._action("&Quit", self.close, K.Quit)
         self.act_undo = self.doc.undo_stack.createUndoAction(self, "&Undo")
@@ -154,6 +157,7 @@ class MainWindow(QMainWindow):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.act_export)
+        m.addAction(self.act_report)
         m.addAction(self.act_prefs)
         m.addSeparator()
         m.addAction(self.act_quit)
@@ -401,10 +405,62 @@ class MainWindow(QMainWindow):
                                           level="info"))
             return None
         key = key or (self.variants.selected.key if self.variants.selected else vs[-1].key)
-        dlg = ExportDialog(vs, key, self, default_dir=str(Path.home() / "slimline-export"))
+        dlg = ExportDialog(vs, key, self, default_dir=st.settings().value("export/dir", str(Path.home() / "slimline-export")),
+                           workspace=str(self.prefs.workspace_path()), trust=self.trusted)
+        dlg.exported.connect(lambda _rec: st.settings().setValue("export/dir", dlg.out_edit.text().strip()))
         self.export_dialog = dlg
         dlg.open()
         return dlg
+
+    # --- report ------------------------------------------------------------------------
+    def report_run_id(self) -> str:
+        """The run of the selected variant, else the latest run."""
+        if self.variants.selected is not None:
+            return self.variants.selected.run_id
+        return max(self.variants.runs, default="")
+
+    def save_report_dialog(self) -> None:
+        run_id = self.report_run_id()
+        if not run_id:
+            self.show_message(UserMessage("no run to report on yet", "run a pipeline first", level="info"))
+            return
+        default = self.prefs.workspace_path() / "runs" / run_id / "report.html"
+        path, _ = QFileDialog.getSaveFileName(self, "Save report", str(default), "HTML (*.html)")
+        if path:
+            self.save_report(path, run_id)
+
+    def save_report(self, path: str, run_id: str = "") -> None:
+        """Write the HTML report in a child process (layer statistics load the models)."""
+        from slimline.gui.export_worker import ExportProcess
+
+        run_id = run_id or self.report_run_id()
+        run_dir = self.prefs.workspace_path() / "runs" / run_id
+        if not (run_dir / "run.json").is_file():
+            self.show_message(UserMessage("the run record is missing", "pick another run", subject=str(run_dir)))
+            return
+        job = ExportProcess({"kind": "report", "run_dir": str(run_dir), "out": path})
+        self.statusBar().showMessage(f"Writing the report of run {run_id}…")
+        timer = QTimer(self)
+        timer.setInterval(100)
+
+        def poll() -> None:
+            for ev in job.poll():
+                if ev["type"] == "progress":
+                    self.statusBar().showMessage(f"Report: {ev.get('message', '')}…")
+                elif ev["type"] in ("done", "failed", "cancelled"):
+                    timer.stop()
+                    timer.deleteLater()
+                    if ev["type"] == "done":
+                        self.statusBar().showMessage(f"Report saved to {ev['record']['path']}", 8000)
+                        self.report_saved.emit(ev["record"]["path"])
+                    else:
+                        self.statusBar().clearMessage()
+                        self.show_message(UserMessage(str(ev.get("message", "the report failed")),
+                                                      str(ev.get("hint", "")), subject=path,
+                                                      details=str(ev.get("details", ""))))
+        timer.timeout.connect(poll)
+        timer.start()
+        self._report_job = (job, timer)
 
     # --- pipeline files ----------------------------------------------------------------
     def _ask_unsaved_dialog(self) -> str:
