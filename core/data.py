@@ -22,6 +22,7 @@ from slimline.core.errors import DataError
 from slimline.core.handle import ModelHandle, TensorSpec
 
 DatasetKind = Literal["real", "random"]
+MAX_RANDOM_BYTES = 4 << 30  # random inputs bigger than this mean the declared dims are absurd
 LABEL_KEYS = ("labels", "label")
 IMAGE_EXTS = (".npy", ".pgm", ".ppm", ".pnm", ".png", ".jpg", ".jpeg", ".bmp")
 TEXT_EXTS = (".txt", ".text")
@@ -197,6 +198,14 @@ def random_dataset(model: ModelHandle, n: int, *, seed: int = 0,
     for spec in model.inputs:
         shape = spec.concrete_shape(dims, batch=n)
         dt = np_dtype(spec.dtype)
+        numel = 1
+        for d in shape:
+            numel *= max(int(d), 0)
+        if numel * dt.itemsize > MAX_RANDOM_BYTES:
+            raise DataError(f"random inputs for '{spec.name}' would need shape {shape} "
+                            f"({numel * dt.itemsize / 2**30:.1f} GiB); the model declares absurdly large dims",
+                            subject=model.path or spec.name,
+                            hint="set smaller values for the input's dims, or check the model file")
         if dt.kind == "f":
             arr = rng.standard_normal(shape).astype(dt)
         elif dt.kind == "b":
@@ -323,12 +332,16 @@ def _row_shape(spec: TensorSpec, dims: dict[str, int]) -> list[int]:
 
 def _load_csv(p: Path, model: ModelHandle | None, *, label_column: str | int | None = None,
               delimiter: str | None = None, **_: Any) -> Dataset:
-    text = p.read_text(encoding="utf-8-sig")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not a text CSV file ({exc.reason} at byte {exc.start})", subject=str(p),
+                        hint="save the table as UTF-8 CSV text") from None
     if delimiter is None:
         delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
     rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
     if not rows:
-        raise DataError("the CSV file is empty", subject=str(p))
+        raise DataError("the CSV file is empty", subject=str(p), hint="a CSV dataset has one sample per row: numeric feature columns plus an optional 'label' column")
 
     def numeric(cell: str) -> bool:
         try:
@@ -340,11 +353,12 @@ def _load_csv(p: Path, model: ModelHandle | None, *, label_column: str | int | N
     header = None if all(numeric(c) for c in rows[0]) else [c.strip() for c in rows[0]]
     body = rows[1:] if header else rows
     if not body:
-        raise DataError("the CSV file has a header but no rows", subject=str(p))
+        raise DataError("the CSV file has a header but no rows", subject=str(p), hint="a CSV dataset has one sample per row: numeric feature columns plus an optional 'label' column")
     width = len(body[0])
     for i, r in enumerate(body):
         if len(r) != width:
-            raise DataError(f"row {i + 1 + bool(header)} has {len(r)} columns, expected {width}", subject=str(p))
+            raise DataError(f"row {i + 1 + bool(header)} has {len(r)} columns, expected {width}", subject=str(p),
+                            hint="a CSV dataset has one sample per row: numeric feature columns plus an optional 'label' column")
     label_idx: int | None = None
     if label_column is not None:
         if isinstance(label_column, int):
@@ -465,7 +479,8 @@ def _read_image(path: Path) -> np.ndarray:
                 im = im.convert("RGB")
             arr = np.asarray(im)
     except Exception as exc:
-        raise DataError(f"cannot decode image ({exc})", subject=str(path)) from None
+        raise DataError(f"cannot decode image ({exc})", subject=str(path),
+                        hint="remove or replace the file; supported: PNG, JPEG, BMP, PGM/PPM, .npy") from None
     scale = 255.0 if arr.dtype == np.uint8 else 65535.0 if arr.dtype == np.uint16 else 1.0
     return arr.astype(np.float32) / scale
 

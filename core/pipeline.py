@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,6 +20,7 @@ from slimline.core.plugin import Problem
 
 FORMAT = "slimline.pipeline"
 SCHEMA_VERSION = 1
+MAX_FILE_BYTES = 16 << 20
 
 
 class StepSpec(BaseModel):
@@ -37,7 +38,8 @@ class StepSpec(BaseModel):
 class LatencySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_sizes: list[int] = Field(default_factory=lambda: [1], description="Batch sizes to time")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [1], min_length=1, max_length=64, description="Batch sizes to time")
     runs: int = Field(50, ge=1, le=100000, description="Timed runs per batch size")
     warmup: int = Field(10, ge=0, le=10000, description="Untimed warm-up runs")
     threads: int = Field(0, ge=0, le=512, description="Intra-op threads (0 = all cores)")
@@ -109,14 +111,16 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     version = doc.get("schema_version", 0)
     if not isinstance(version, int) or isinstance(version, bool):
-        raise PipelineError(f"schema_version must be an integer, got {version!r}", subject="schema_version")
+        raise PipelineError(f"schema_version must be an integer, got {version!r}", subject="schema_version",
+                            hint=f"set \"schema_version\": {SCHEMA_VERSION}")
     if version > SCHEMA_VERSION:
         raise PipelineError(
             f"written by a newer Slimline (schema {version}; this version reads up to {SCHEMA_VERSION})",
             hint="update Slimline to open this pipeline", subject="schema_version")
     while version < SCHEMA_VERSION:
         if version not in MIGRATIONS:
-            raise PipelineError(f"no migration from schema {version}", subject="schema_version")
+            raise PipelineError(f"no migration from schema {version}", subject="schema_version",
+                                hint=f"schema versions run from 0 to {SCHEMA_VERSION}; fix schema_version")
         try:
             doc = MIGRATIONS[version](doc)
         except (TypeError, ValueError, AttributeError) as exc:
@@ -147,7 +151,8 @@ def parse_pipeline(doc: Any, *, source: str = "pipeline") -> Pipeline:
         raise PipelineError("not a pipeline: expected a JSON object", subject=source,
                             hint='start from the demo pipeline or `{"format": "slimline.pipeline", "steps": []}`')
     if doc.get("format", FORMAT) != FORMAT:
-        raise PipelineError(f"format is {doc.get('format')!r}, expected {FORMAT!r}", subject=source)
+        raise PipelineError(f"format is {doc.get('format')!r}, expected {FORMAT!r}", subject=source,
+                            hint="this is not a Slimline pipeline file; open the .json file Slimline saved")
     doc = migrate(doc)
     try:
         pipe = Pipeline.model_validate(doc)
@@ -157,7 +162,8 @@ def parse_pipeline(doc: Any, *, source: str = "pipeline") -> Pipeline:
     ids = [s.id for s in pipe.steps]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise PipelineError(f"duplicate step ids: {', '.join(dupes)}", subject=source)
+        raise PipelineError(f"duplicate step ids: {', '.join(dupes)}", subject=source,
+                            hint="give every step its own id")
     from slimline.core.registry import discover
 
     registry = discover()
@@ -181,16 +187,24 @@ def parse_pipeline(doc: Any, *, source: str = "pipeline") -> Pipeline:
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.is_file() and p.stat().st_size > MAX_FILE_BYTES:
+            raise PipelineError(f"the file is {p.stat().st_size / 2**20:.0f} MiB; pipeline files are small JSON "
+                                f"documents (at most {MAX_FILE_BYTES // 2**20} MiB)", subject=str(p),
+                                hint="open the pipeline .json file, not a model or dataset")
+        text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise PipelineError("file not found", subject=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"cannot read: {exc}", subject=str(p)) from None
+        raise PipelineError(f"cannot read: {exc}", subject=str(p),
+                            hint="pipeline files are UTF-8 JSON text; open the .json file Slimline saved") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PipelineError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
                             subject=str(p), hint="fix the JSON syntax") from None
+    except RecursionError:
+        raise PipelineError("the JSON is nested too deeply to be a pipeline", subject=str(p),
+                            hint="start from the demo pipeline; steps and params are only a few levels deep") from None
     pipe = parse_pipeline(doc, source=str(p))
     ev = pipe.evaluation
     for attr in ("data", "train_data"):

@@ -75,6 +75,24 @@ def _source(handle: ModelHandle) -> "WeightSource":
     return weight_source(handle)
 
 
+def _array(src: "WeightSource", handle: ModelHandle, name: str) -> "np.ndarray":
+    """A tensor's values; a declared shape that does not fit the stored bytes is a clear error."""
+    from slimline.core.errors import ModelLoadError, SlimlineError
+
+    try:
+        return src.array(name)
+    except SlimlineError:
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as exc:
+        try:
+            shape = src.entry(name).shape
+        except KeyError:
+            shape = "?"
+        raise ModelLoadError(f"weight tensor {name!r} cannot be read: its declared shape {shape} does not match "
+                             f"the stored data ({type(exc).__name__}: {str(exc)[:160]})", subject=handle.path,
+                             hint="the file is corrupt or hand-edited; get it again or re-export the model") from None
+
+
 def layer_inventory(handle: ModelHandle) -> list[LayerRow]:
     """Every weight tensor with its layer, op type, shape, dtype, params and bytes (no values read)."""
     rows = []
@@ -209,7 +227,7 @@ def compute_stats(handle: ModelHandle, names: list[str] | None = None,
         with _STATS_LOCK:
             hit = _STATS_CACHE.get(key)
         if hit is None:
-            values = tensor_stats(src.array(r.name)) if r.dtype not in ("str", "unknown") else {}
+            values = tensor_stats(_array(src, handle, r.name)) if r.dtype not in ("str", "unknown") else {}
             hit = r.model_copy(update=values)
             with _STATS_LOCK:
                 if len(_STATS_CACHE) > 100_000:
@@ -271,7 +289,7 @@ def histogram(handle: ModelHandle, name: str, *, bins: int = 64, sample: int | N
     except KeyError:
         raise SlimlineError(f"no weight tensor named {name!r} in this model", subject=handle.path,
                             hint="pick a name from the layer table") from None
-    flat = _flat(src.array(name))
+    flat = _flat(_array(src, handle, name))
     total = int(flat.size)
     sampled = sample is not None and 0 < sample < total
     data = _sample(flat, int(sample)) if sampled else flat

@@ -111,8 +111,13 @@ def check_external_data(model: "onnx.ModelProto", path: Path) -> list[Path]:
             if loc not in files:
                 files[loc] = resolve_external(base, loc, path)
             size = file_size(files[loc])
-            offset = int(info.get("offset", 0) or 0)
-            length = int(info.get("length", 0) or 0)
+            try:
+                offset = int(info.get("offset", 0) or 0)
+                length = int(info.get("length", 0) or 0)
+            except ValueError:
+                raise _err(path, f"initializer {t.name!r}: external data offset/length "
+                           f"{info.get('offset')!r}/{info.get('length')!r} are not whole numbers",
+                           "the file is corrupt or hand-edited; re-export the model") from None
             if offset < 0 or length < 0 or offset + length > size:
                 raise _err(path, f"initializer {t.name!r} reads bytes {offset}..{offset + length} of {loc!r}, "
                            f"which has only {size} bytes (the data file is truncated)",
@@ -184,6 +189,9 @@ def open_onnx(path: Path) -> ModelHandle:
     for sub in iter_graphs(g):
         has_sub = has_sub or sub is not g
         for t in sub.initializer:
+            if any(int(d) < 0 for d in t.dims):
+                raise _err(path, f"initializer {t.name!r} declares a negative dimension {list(t.dims)}; "
+                           "the file is corrupt", "get the file again or re-export the model")
             if dtype_name(t.data_type) not in _NON_PARAM_TYPES:
                 params += _initializer_numel(t)
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}

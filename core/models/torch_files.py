@@ -328,15 +328,31 @@ def pt2_weight_source(path: Path) -> WeightSource:
         with zipfile.ZipFile(path) as zf:
             raw = zf.read(w["member"])
         dt = np.dtype(_PT2_DTYPES[w["dtype"]][0])
-        flat = np.frombuffer(raw, dtype=dt)
+        flat = np.frombuffer(raw[: len(raw) - len(raw) % dt.itemsize], dtype=dt)
+        # the JSON is untrusted: never let shape/strides/offset reach outside the member's bytes
+        shape, strides = w["shape"], w["strides"] or _contiguous_strides(w["shape"])
+        if (any(d < 0 for d in shape) or any(s < 0 for s in strides) or len(strides) != len(shape)
+                or w["offset"] < 0 or (0 not in shape and w["offset"] + sum((d - 1) * s for d, s in zip(shape, strides))
+                                       >= flat.size)):
+            raise _err(path, f"weight {name!r}: its shape {shape}, strides {strides} and offset {w['offset']} "
+                       f"reach beyond the {flat.size} values stored in {w['member']!r} (the archive is corrupt)",
+                       "get the file again or re-export it with torch.export.save")
         if not w["shape"]:
             return flat[w["offset"]:w["offset"] + 1].reshape(())
-        strides = [s * dt.itemsize for s in w["strides"]] or None
-        return np.lib.stride_tricks.as_strided(flat[w["offset"]:], shape=w["shape"], strides=strides,
+        return np.lib.stride_tricks.as_strided(flat[w["offset"]:], shape=shape,
+                                               strides=[s * dt.itemsize for s in strides],
                                                writeable=False)
 
     note = "" if listing["readable"] else "this .pt2 keeps its weights pickled: they can be listed only after trusting it"
     return WeightSource(entries, load, note=note)
+
+
+def _contiguous_strides(shape: list[int]) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= max(int(d), 1)
+    return out[::-1]
 
 
 def load_pt2_module(path: Path, *, fresh: bool = False) -> "torch.nn.Module":

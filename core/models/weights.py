@@ -138,6 +138,8 @@ def clear_cache() -> None:
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
     """The JSON header of a safetensors file, validated against the file size."""
+    import numpy as np
+
     size = path.stat().st_size
     with path.open("rb") as fh:
         raw = fh.read(8)
@@ -150,7 +152,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
                                  subject=str(path), hint="get the file again")
         try:
             header = json.loads(fh.read(n))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ModelLoadError(f"the safetensors header is not valid JSON ({exc})", subject=str(path),
                                  hint="the file is corrupt; get it again") from None
     if not isinstance(header, dict):
@@ -163,6 +165,13 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         try:
             b, e = v["data_offsets"]
             ok = v["dtype"] in SAFETENSORS_DTYPES and 0 <= b <= e <= data_len
+            shape = v["shape"]
+            ok = ok and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+            if ok:  # the byte range must hold exactly the declared shape
+                numel = 1
+                for d in shape:
+                    numel *= d
+                ok = numel * np.dtype(SAFETENSORS_DTYPES[v["dtype"]][0]).itemsize == e - b
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
