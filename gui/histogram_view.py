@@ -13,7 +13,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from slimline.gui.theme import SERIES
+from slimline.gui.theme import SERIES, cache_axes
 
 
 @dataclass
@@ -52,6 +52,7 @@ class HistogramView(QWidget):
         self.plot.setLabel("left", "count")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
+        cache_axes(self.plot)
         self.legend = self.plot.addLegend(offset=(-10, 10))
         self.log_check = QCheckBox("Log count axis")
         self.caption = QLabel("Select a layer to see its weight distribution.")

@@ -51,6 +51,26 @@ def _load_data(path: str, handle: Any) -> Any:
     return ds
 
 
+WARM_AFTER_MS = 300
+
+
+def warm_imports() -> None:
+    """Worker, shortly after the window shows: import what opening a model needs.
+
+    Imports hold the GIL; done while the user is still looking at the start
+    screen, they no longer compete with the UI thread when a model opens.
+    Heavy libraries (torch, onnxruntime) are not imported here: the window's
+    process never needs them (pipelines run in the child process).
+    """
+    import slimline.core.data  # noqa: F401
+    import slimline.core.history  # noqa: F401
+    import slimline.core.models  # noqa: F401
+    import slimline.core.stats  # noqa: F401
+    from slimline.core.registry import discover
+
+    discover()
+
+
 class MainWindow(QMainWindow):
     """Signals are for tests and embedding: they fire after the state changed."""
 
@@ -108,6 +128,12 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self._restore_state()
         self._load_history()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not getattr(self, "_warmed", False):
+            self._warmed = True
+            QTimer.singleShot(WARM_AFTER_MS, self, lambda: run_in_thread(warm_imports))
 
     # --- construction ------------------------------------------------------------------
     def _action(self, text: str, slot: Callable[..., Any], shortcut: Any = None, tip: str = "") -> QAction:
@@ -263,9 +289,20 @@ class MainWindow(QMainWindow):
         self.banner.clear()
         self.handle, self.model_path, self.trusted = handle, path, trust
         self.inspector.set_handle(handle, rows)
+        # the rest in later event-loop turns: together with the table above it was ~60 ms of UI work
+        QTimer.singleShot(0, self, lambda: self._on_model_opened_editor(path, handle, then))
+
+    def _on_model_opened_editor(self, path: str, handle: Any, then: Callable[[], None] | None) -> None:
+        if handle is not self.handle:  # another model was opened meanwhile
+            return
         self.editor.set_model(handle)
         self.model_label.setText(f"Model: {handle.name} ({handle.format}, {handle.param_count:,} params)")
         self._remember(path)
+        QTimer.singleShot(0, self, lambda: self._on_model_opened_shown(handle, then))
+
+    def _on_model_opened_shown(self, handle: Any, then: Callable[[], None] | None) -> None:
+        if handle is not self.handle:
+            return
         self.statusBar().showMessage(f"Opened {handle.name}", 5000)
         self.tabs.setCurrentIndex(TAB_INSPECT)
         self._update_title()

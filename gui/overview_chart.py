@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from slimline.gui.theme import SERIES
+from slimline.gui.theme import SERIES, cache_axes
 
 
 def _get(row: Any, key: str) -> Any:
@@ -50,6 +50,8 @@ class OverviewChart(QWidget):
             plot.addItem(pts)
         self.std_plot.addItem(self.marker)
         self.marker.hide()
+        cache_axes(self.std_plot)
+        cache_axes(self.sp_plot)
         self.std_points.sigClicked.connect(self._on_points_clicked)
         self.sp_points.sigClicked.connect(self._on_points_clicked)
         lay = QVBoxLayout(self)

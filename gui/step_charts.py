@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QWidget
 
 from slimline.gui.results import latency_batches, latency_report, quality
-from slimline.gui.theme import FLAG_COLOR, OTHER_FLAG_COLOR, SERIES
+from slimline.gui.theme import FLAG_COLOR, OTHER_FLAG_COLOR, SERIES, cache_axes
 
 FLAG_FOR = {"size": {"bigger"}, "latency": {"slower"}, "quality": {"over_budget"}}
 STAGE_MS = 30          # gap between redrawing one chart and the next
@@ -51,9 +51,10 @@ class _Chart:
         import pyqtgraph as pg
 
         self.plot = pg.PlotWidget(title=title)
-        self.plot.showGrid(x=False, y=True, alpha=0.25)
+        # no grid: pyqtgraph's translucent grid doubled the cost of every axis redraw (~5 ms → ~9 ms)
         self.plot.setMinimumHeight(160)
         self.plot.setMouseEnabled(x=False, y=False)
+        cache_axes(self.plot)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.6) if bars else None
         self.line = None if bars else pg.PlotDataItem([], [], pen=pg.mkPen(SERIES[0], width=1))
         self.points = None if bars else pg.ScatterPlotItem(size=11, pen=None, hoverable=True,
@@ -141,11 +142,11 @@ class StepCharts(QWidget):
         self.size_plot, self.lat_plot, self.acc_plot = self.size_chart.plot, self.lat_chart.plot, self.acc_chart.plot
         self.loss_plot = pg.PlotWidget(title="Distillation loss (live)")
         self.loss_plot.setLabel("bottom", "epoch")
-        self.loss_plot.showGrid(x=False, y=True, alpha=0.25)
         self.loss_plot.setMinimumHeight(160)
         self.loss_plot.addLegend()
         self.loss_plot.setClipToView(True)
         self.loss_plot.setDownsampling(auto=True, mode="peak")
+        cache_axes(self.loss_plot)
         self._loss_items: dict[str, Any] = {}
         self.loss_hint = pg.TextItem("Appears live while a distillation step trains\n(a cached step does not retrain)",
                                      color="#888", anchor=(0.5, 0.5))
@@ -159,7 +160,14 @@ class StepCharts(QWidget):
             w.hide()
         self.note = QLabel("")
         self.note.setWordWrap(True)
+        self.note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a fixed-height, scrollable strip: flags arriving must not re-lay out (and repaint) all charts
+        self.note_area = QScrollArea()
+        self.note_area.setWidgetResizable(True)
+        self.note_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.note_area.setWidget(self.note)
+        self.note_area.setFixedHeight(self.fontMetrics().lineSpacing() * 4 + 6)
         bar = QHBoxLayout()
         bar.addStretch(1)
         bar.addWidget(self.batch_label)
@@ -171,7 +179,7 @@ class StepCharts(QWidget):
         lay.addWidget(self.lat_plot, 1, 1)
         lay.addWidget(self.acc_plot, 2, 0)
         lay.addWidget(self.loss_plot, 2, 1)
-        lay.addWidget(self.note, 3, 0, 1, 2)
+        lay.addWidget(self.note_area, 3, 0, 1, 2)
         self.series_points: dict[str, int] = {"size": 0, "latency": 0, "quality": 0}
         self._pending: list[str] = []
         self._stage = QTimer(self)

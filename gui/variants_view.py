@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QPushButt
 
 from slimline.gui.layer_table import fmt_bytes
 from slimline.gui.results import RunRecord, Variant, fmt_ms, pareto_front
-from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES
+from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes
 
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
 
@@ -89,9 +89,10 @@ class VariantsView(QWidget):
         self.size_plot.setLabel("bottom", "size on disk (MB)")
         self.lat_plot = pg.PlotWidget(title="Latency p50 vs quality")
         self.lat_plot.setLabel("bottom", "p50 latency (ms)")
+        cache_axes(self.size_plot)
+        cache_axes(self.lat_plot)
         self.scatters: dict[str, Any] = {}
         for key, plot in (("size", self.size_plot), ("latency", self.lat_plot)):
-            plot.showGrid(x=True, y=True, alpha=0.25)
             sc = pg.ScatterPlotItem(size=12, hoverable=True)
             sc.sigClicked.connect(self._on_scatter_clicked)
             plot.addItem(sc)
