@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from slimline.core.data import Dataset, check_dataset, np_dtype
-from slimline.core.errors import DataError, ModelLoadError
+from slimline.core.errors import DataError, ModelLoadError, SlimlineError
 from slimline.core.handle import ModelHandle, TensorSpec
 
 _ORT_CACHE: dict[tuple[str, int, str, int], "Session"] = {}
@@ -78,8 +78,23 @@ class Session:
         return out
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run once; feeds already prepared (right dtype, contiguous) pass through cheaply."""
-        return self._runner(self.prepare(feeds))
+        """Run once; feeds already prepared (right dtype, contiguous) pass through cheaply.
+
+        A runtime error (shapes the graph rejects, a broken node) becomes a DataError naming
+        the model and the input shapes, never a raw library exception.
+        """
+        prepared = self.prepare(feeds)
+        try:
+            return self._runner(prepared)
+        except (SlimlineError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime/torch raise assorted types
+            shapes = {k: list(v.shape) for k, v in prepared.items()}
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise DataError(f"the model failed to run on inputs {shapes} ({type(exc).__name__}: {first})",
+                            subject=self.handle.path if self.handle is not None else self.provider,
+                            hint="check the input shapes and dtypes against the model's declared inputs "
+                                 "(the layer table shows them), or re-export the model") from None
 
     def run_prepared(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run feeds from :meth:`prepare` without re-checking (used inside timing loops)."""
