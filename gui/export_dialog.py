@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from slimline.gui.layer_table import fmt_bytes
 from slimline.gui.results import Variant, fmt_ms
-from slimline.gui.theme import FLAG_COLOR, OK_COLOR
+from slimline.gui.theme import flag_text, muted_text, ok_text
 
 # (engine format, label, what it is for)
 FORMATS = [("onnx", "ONNX (.onnx)", "onnxruntime, TensorRT, OpenVINO, most servers"),
@@ -63,14 +63,13 @@ def target_names(fmt: str, name: str) -> list[str]:
     return output_names(normalize_format(fmt), name)
 
 
-def default_stem(v: Variant) -> str:
+def default_stem(v: Variant, original: Variant | None = None) -> str:
+    """The original model's name plus the step id (step outputs live in the cache as "model.*")."""
     from slimline.core.export.formats import safe_name
 
-    stem = Path(str((v.model or {}).get("path", "model"))).stem
-    if v.step_id != "original":
-        orig = stem
-        stem = f"{orig}-{v.step_id}" if v.step_id not in orig else orig
-    return safe_name(stem)
+    src = original if original is not None else v
+    stem = Path(str((src.model or {}).get("path", "model"))).stem
+    return safe_name(stem if v.step_id == "original" else f"{stem}-{v.step_id}")
 
 
 def describe_parity(p: dict[str, Any] | None) -> tuple[str, bool]:
@@ -85,7 +84,8 @@ def describe_parity(p: dict[str, Any] | None) -> tuple[str, bool]:
     top1 = f", top-1 agreement {p['top1_agreement']:.4f}" if p.get("top1_agreement") is not None else ""
     cos = f", mean cosine {p['mean_cosine']:.6f}" if p.get("mean_cosine") is not None else ""
     passed = bool(p.get("passed", True))
-    text = (f"Parity ({p.get('precision')}, {p.get('runtime')} vs {p.get('source_runtime') or 'source'}) on {rows}: "
+    text = (f"Parity check ({p.get('precision')} tolerance; the written file run with {p.get('runtime')}, compared "
+            f"with the variant run with {p.get('source_runtime') or 'its own runtime'}) on {rows}: "
             f"max abs error {p.get('max_abs_error', 0):.3g} (allowed {p.get('max_abs_allowed', 0):.3g}){cos}{top1}"
             f" — {'passed' if passed else 'FAILED: ' + '; '.join(p.get('failures') or [])}")
     return text, passed
@@ -183,6 +183,10 @@ class ExportDialog(QDialog):
         if i >= 0:
             self.format_combo.setCurrentIndex(i)
 
+    def _stem(self, v: Variant) -> str:
+        orig = next((x for x in self.variants if x.run_id == v.run_id and x.step_id == "original"), None)
+        return default_stem(v, orig)
+
     @property
     def running(self) -> bool:
         return self.job is not None
@@ -210,7 +214,7 @@ class ExportDialog(QDialog):
         self.format_combo.blockSignals(False)
         if v is None:
             return
-        self.name_edit.setText(default_stem(v))
+        self.name_edit.setText(self._stem(v))
         q = v.quality
         self.details.setText(f"{v.title}: {model.get('format', '?')}, {fmt_bytes(v.size)}, "
                              f"p50 {fmt_ms(v.p50)} / p90 {fmt_ms(v.p90)}, "
@@ -225,7 +229,7 @@ class ExportDialog(QDialog):
         item = self.format_combo.model().item(i) if i >= 0 else None
         blocked = item is not None and not item.isEnabled()
         self.format_help.setText(item.toolTip() if blocked else help_text)
-        self.format_help.setStyleSheet(f"color: {FLAG_COLOR};" if blocked else "color: #888;")
+        self.format_help.setStyleSheet(f"color: {flag_text() if blocked else muted_text()};")
         for w in (self.zip_check, self.triton_check):
             w.setEnabled(fmt == "bundle")
         self.export_button.setEnabled(self.engine is not None and not blocked and not self.running)
@@ -249,7 +253,7 @@ class ExportDialog(QDialog):
         assert v is not None
         run_dir = str(Path(self.workspace) / "runs" / v.run_id) if self.workspace else ""
         return {"run_dir": run_dir, "step_id": v.step_id, "model": v.model, "format": self.selected_format(),
-                "out_dir": self.out_edit.text().strip(), "name": self.name_edit.text().strip() or default_stem(v),
+                "out_dir": self.out_edit.text().strip(), "name": self.name_edit.text().strip() or self._stem(v),
                 "force": force, "zip": self.zip_check.isChecked(), "triton": self.triton_check.isChecked(),
                 "data": self.data_path or None, "trust": self.trust}
 
@@ -263,7 +267,7 @@ class ExportDialog(QDialog):
             return
         from slimline.core.export.formats import safe_name
 
-        name = safe_name(self.name_edit.text().strip() or default_stem(v))
+        name = safe_name(self.name_edit.text().strip() or self._stem(v))
         self.name_edit.setText(name)
         taken = [n for n in target_names(self.selected_format(), name) if (Path(out) / n).exists()]
         force = False
@@ -339,12 +343,12 @@ class ExportDialog(QDialog):
             extra += f"\nzip: {record['zip_path']} ({fmt_bytes(record.get('zip_bytes'))})"
         if record.get("triton_dir"):
             extra += f"\nTriton repository: {record['triton_dir']}"
-        self.status.setStyleSheet(f"color: {OK_COLOR};")
+        self.status.setStyleSheet(f"color: {ok_text()};")
         self.status.setText(f"Exported to {where} ({fmt_bytes(record.get('bytes'))}, "
                             f"sha256 {str(model.get('sha256', ''))[:16]}…){extra}")
         text, passed = describe_parity(model.get("parity"))
         self.parity_label.setText(text)
-        self.parity_label.setStyleSheet("" if passed else f"color: {FLAG_COLOR}; font-weight: bold;")
+        self.parity_label.setStyleSheet("" if passed else f"color: {flag_text()}; font-weight: bold;")
         self.parity_label.show()
         self.exported.emit(record)
 
@@ -356,7 +360,7 @@ class ExportDialog(QDialog):
         self.export_failed.emit(msg)
 
     def _show_error(self, msg: str, hint: str, details: str = "") -> None:
-        self.status.setStyleSheet(f"color: {FLAG_COLOR};")
+        self.status.setStyleSheet(f"color: {flag_text()};")
         self.status.setText(msg + (f"\n→ {hint}" if hint else ""))
         self.status.setToolTip(details[-3000:])
 

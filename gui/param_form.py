@@ -16,6 +16,7 @@ from typing import Any, Callable
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from slimline.gui.theme import flag_text, muted_text
 
 ERROR_STYLE = "border: 2px solid #d62728; border-radius: 3px;"
 
@@ -126,7 +127,7 @@ class ParamForm(QWidget):
         self.base_dir = base_dir
         self.form = QFormLayout()
         self.general_error = QLabel()
-        self.general_error.setStyleSheet("color: #d62728;")
+        self.general_error.setStyleSheet(f"color: {flag_text()};")
         self.general_error.setWordWrap(True)
         self.general_error.hide()
         lay = QVBoxLayout(self)
@@ -153,7 +154,7 @@ class ParamForm(QWidget):
                 tip += f"\nDefault: {f.default}"
             editor.setToolTip(tip)
             err = QLabel()
-            err.setStyleSheet("color: #d62728;")
+            err.setStyleSheet(f"color: {flag_text()};")
             err.setWordWrap(True)
             err.hide()
             box = QVBoxLayout()
@@ -162,7 +163,7 @@ class ParamForm(QWidget):
             if f.description:
                 help_label = QLabel(f.description)
                 help_label.setWordWrap(True)
-                help_label.setStyleSheet("color: palette(mid); font-size: 11px;")
+                help_label.setStyleSheet(f"color: {muted_text()}; font-size: 11px;")
                 box.addWidget(help_label)
             box.addWidget(err)
             label = QLabel(f.title + ":")

@@ -68,9 +68,9 @@ class PipelineEditor(QWidget):
         c_lay = QVBoxLayout(center)
         c_lay.setContentsMargins(0, 0, 0, 0)
         c_lay.addWidget(QLabel("<b>Pipeline</b> — steps run left to right; drag cards to reorder."))
-        c_lay.addWidget(self.lane, 2)
+        c_lay.addWidget(self.lane)
         c_lay.addWidget(self.chain_label)
-        c_lay.addWidget(self.form_box, 3)
+        c_lay.addWidget(self.form_box, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
         pal_box = QGroupBox("Plugins")
         QVBoxLayout(pal_box).addWidget(self.palette)
@@ -116,6 +116,7 @@ class PipelineEditor(QWidget):
         card = self.lane.cards.get(step_id)
         if card is not None:
             card.set_result(result, original)
+            self.lane.updateGeometry()
 
     def clear_step_status(self) -> None:
         self.step_status = {}

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
                                QVBoxLayout, QWidget)
 
 from slimline.gui.step_charts import StepCharts
+from slimline.gui.theme import muted_text
 
 MAX_LOG_BLOCKS = 5000
 
@@ -43,7 +44,7 @@ class RunView(QWidget):
         self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.context = QLabel("")
         self.context.setWordWrap(True)
-        self.context.setStyleSheet("color: palette(mid);")
+        self.context.setStyleSheet(f"color: {muted_text()};")
         top = QHBoxLayout()
         top.addWidget(self.run_button)
         top.addWidget(self.cancel_button)

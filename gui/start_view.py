@@ -5,6 +5,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+from slimline.gui.theme import muted_text
 
 
 class StartView(QWidget):
@@ -40,7 +41,7 @@ class StartView(QWidget):
         buttons.addStretch(1)
         drop = QLabel("…or drop a model, a pipeline (.json) or a dataset (.npz, .csv, image folder, .txt) here")
         drop.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        drop.setStyleSheet("border: 2px dashed palette(mid); border-radius: 8px; padding: 24px; color: palette(mid);")
+        drop.setStyleSheet(f"border: 2px dashed palette(mid); border-radius: 8px; padding: 24px; color: {muted_text()};")
         self.recent = QListWidget()
         self.recent.setMaximumHeight(180)
         self.recent_label = QLabel("<b>Recent files</b>")

@@ -23,7 +23,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QWidget
 
 from slimline.gui.results import latency_batches, latency_report, quality
-from slimline.gui.theme import FLAG_COLOR, OTHER_FLAG_COLOR, SERIES, cache_axes
+from slimline.gui.theme import FLAG_COLOR, OTHER_FLAG_COLOR, SERIES, cache_axes, flag_text
 
 FLAG_FOR = {"size": {"bigger"}, "latency": {"slower"}, "quality": {"over_budget"}}
 STAGE_MS = 30          # gap between redrawing one chart and the next
@@ -236,6 +236,7 @@ class StepCharts(QWidget):
             if value is None:
                 continue
             x = p.get("step", p.get("x"))
+            self._loss_unit = "training step (batch)" if x is not None else "epoch"
             if x is None:
                 epoch, batch, nb = p.get("epoch", 0), p.get("batch"), p.get("batches")
                 x = float(epoch) + (float(batch) / float(nb) if batch is not None and nb else 0.0)
@@ -302,7 +303,7 @@ class StepCharts(QWidget):
         out = []
         for r, hit in zip(self.results, self._flagged(key)):
             flags = [f for f in r.get("flags") or [] if f in FLAG_FOR[key]]
-            out.append(("⚑ " + ", ".join(flags).replace("_", " "), FLAG_COLOR) if hit else ("", ""))
+            out.append(("⚑ " + ", ".join(flags).replace("_", " "), flag_text()) if hit else ("", ""))
         return out
 
     def _draw(self, key: str) -> None:
@@ -324,7 +325,7 @@ class StepCharts(QWidget):
             notes = [f"⚑ {r.get('step_id')}: " + "; ".join(r.get("warnings") or r.get("flags"))
                      for r in self.results if r.get("flags")]
             self.note.setText("\n".join(notes))
-            self.note.setStyleSheet(f"color: {FLAG_COLOR};" if notes else "")
+            self.note.setStyleSheet(f"color: {flag_text()};" if notes else "")
 
     def _draw_latency(self, labels: list[str]) -> None:
         batch = self.batch
@@ -338,7 +339,7 @@ class StepCharts(QWidget):
             here = at is None or (bool(at) and batch in at)
             flagged.append(here)
             if here:
-                notes.append(("⚑ slower", FLAG_COLOR))
+                notes.append(("⚑ slower", flag_text()))
             elif at:
                 notes.append((f"⚑ slower at batch {', '.join(str(b) for b in sorted(at))}", OTHER_FLAG_COLOR))
             else:
@@ -347,8 +348,8 @@ class StepCharts(QWidget):
         rep0 = next((rep for rep in reps if rep), None)
         if rep0:
             acc = next((r.get("accuracy") for r in self.results if r.get("accuracy")), None)
-            kind = ("random inputs" if rep0.get("input_kind") == "random"
-                    else f"inputs from {rep0.get('dataset') or (acc or {}).get('dataset') or 'the evaluation data'}")
+            name = str(rep0.get("dataset") or (acc or {}).get("dataset") or "evaluation data").split(" (")[0]
+            kind = "RANDOM inputs" if rep0.get("input_kind") == "random" else f"inputs: {name}"
             self.lat_plot.setTitle(f"Latency p50 (ms), whisker to p90 — batch {rep0.get('batch')}, "
                                    f"{rep0.get('runs')} runs, {kind}")
         else:
@@ -367,6 +368,7 @@ class StepCharts(QWidget):
             self.loss_hint.show()
             return
         self.loss_hint.hide()
+        self.loss_plot.setLabel("bottom", getattr(self, "_loss_unit", "epoch"))
         for i, (name, pts) in enumerate(self.loss.items()):
             if name not in self._loss_items:
                 self._loss_items[name] = self.loss_plot.plot([], [], name=name,

@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QFrame, QHBoxLayout, QLa
                                QSizePolicy, QVBoxLayout, QWidget)
 
 from slimline.gui.palette_view import PLUGIN_MIME
+from slimline.gui.theme import flag_text, muted_text, ok_text, warn_text
 
 STEP_MIME = "application/x-slimline-step"
-GOOD, BAD = "#2ca02c", "#d62728"
 
 
 def _ratio(new: float | None, old: float | None) -> float | None:
@@ -26,7 +26,21 @@ def _ratio(new: float | None, old: float | None) -> float | None:
 
 
 def _colored(text: str, better: bool | None) -> str:
-    return text if better is None else f"<span style='color:{GOOD if better else BAD}'>{text}</span>"
+    return text if better is None else f"<span style='color:{ok_text() if better else flag_text()}'>{text}</span>"
+
+
+def params_summary(params: dict[str, Any] | None, limit: int = 4) -> str:
+    """The first few parameters, short enough for a card (all of them are in the tooltip)."""
+    items = []
+    for k, v in (params or {}).items():
+        if isinstance(v, float):
+            v = f"{v:g}"
+        elif isinstance(v, (list, tuple)):
+            v = ",".join(str(x) for x in v) or "—"
+        text = str(v)
+        items.append(f"{k.replace('_', ' ')}: {text if len(text) <= 18 else text[:17] + '…'}")
+    more = len(items) - limit
+    return " · ".join(items[:limit]) + (f" · +{more} more" if more > 0 else "")
 
 
 def result_summary(result: dict[str, Any], original: dict[str, Any] | None) -> tuple[str, str]:
@@ -63,7 +77,7 @@ def result_summary(result: dict[str, Any], original: dict[str, Any] | None) -> t
         tip.append(q.label)
     if result.get("cached"):
         tip.append("cached: reused from an earlier identical run")
-    body = "".join(f"<tr><td style='color:#888'>{k}</td><td>&nbsp;{v}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><td style='color:{muted_text()}'>{k}</td><td>&nbsp;{v}</td></tr>" for k, v in rows)
     html = f"<table cellspacing=0 cellpadding=0>{body}</table>" + (" <i>cached</i>" if result.get("cached") else "")
     return html, "\n".join(tip)
 
@@ -84,7 +98,7 @@ class StepCard(QFrame):
         self.setObjectName("stepCard")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setFixedWidth(230)
-        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
         self.title = QLabel(f"<b>{index + 1}. {title}</b>")
         self.title.setWordWrap(True)
         self.enabled_check = QCheckBox("on")
@@ -95,16 +109,21 @@ class StepCard(QFrame):
         head.addWidget(self.title, 1)
         head.addWidget(self.enabled_check)
         self.plugin_label = QLabel(f"{step.plugin} · {step.id}")
-        self.plugin_label.setStyleSheet("color: palette(mid); font-size: 11px;")
+        self.plugin_label.setStyleSheet(f"color: {muted_text()}; font-size: 11px;")
+        self.params_label = QLabel(params_summary(step.params))
+        self.params_label.setWordWrap(True)
+        self.params_label.setStyleSheet("font-size: 11px;")
+        self.params_label.setToolTip("\n".join(f"{k} = {v}" for k, v in (step.params or {}).items()))
+        self.params_label.setVisible(bool(step.params))
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.flags_label = QLabel("")
         self.flags_label.setWordWrap(True)
-        self.flags_label.setStyleSheet("color: #d62728; font-weight: bold;")
+        self.flags_label.setStyleSheet(f"color: {flag_text()}; font-weight: bold;")
         self.flags_label.hide()
         self.problem_label = QLabel("")
         self.problem_label.setWordWrap(True)
-        self.problem_label.setStyleSheet("color: #b35900;")
+        self.problem_label.setStyleSheet(f"color: {warn_text()};")
         self.problem_label.hide()
         self.fix_button = QPushButton("Insert Convert to ONNX")
         self.fix_button.setToolTip("One-click fix: add a conversion step before this one")
@@ -117,6 +136,7 @@ class StepCard(QFrame):
         lay = QVBoxLayout(self)
         lay.addLayout(head)
         lay.addWidget(self.plugin_label)
+        lay.addWidget(self.params_label)
         lay.addWidget(self.status_label)
         lay.addWidget(self.flags_label)
         lay.addWidget(self.problem_label)
@@ -135,6 +155,7 @@ class StepCard(QFrame):
     def _disabled_look(self, off: bool) -> None:
         self.title.setEnabled(not off)
         self.plugin_label.setEnabled(not off)
+        self.params_label.setEnabled(not off)
 
     def set_selected(self, on: bool) -> None:
         border = "2px solid palette(highlight)" if on else "1px solid palette(mid)"
@@ -202,7 +223,8 @@ class StepLane(QScrollArea):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setAcceptDrops(True)
-        self.setMinimumHeight(220)
+        self.setMinimumHeight(190)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
         self.inner = QWidget()
         self.row = QHBoxLayout(self.inner)
         self.row.setAlignment(Qt.AlignmentFlag.AlignLeft)
@@ -211,7 +233,7 @@ class StepLane(QScrollArea):
         self.selected = ""
         self.input_label = QLabel("")
         self.empty_label = QLabel("Double-click a plugin in the palette, or drag it here, to add a step.")
-        self.empty_label.setStyleSheet("color: palette(mid);")
+        self.empty_label.setStyleSheet(f"color: {muted_text()};")
 
     def set_steps(self, steps: list[Any], titles: dict[str, str], input_text: str = "") -> None:
         while self.row.count():
@@ -237,6 +259,13 @@ class StepLane(QScrollArea):
             self.cards[self.selected].set_selected(True)
         elif self.selected:
             self.selected = ""
+        self.updateGeometry()
+
+    def sizeHint(self):  # noqa: N802 - as tall as the tallest card (+ scroll bar), not a fixed share
+        from PySide6.QtCore import QSize
+
+        h = max([c.sizeHint().height() for c in self.cards.values()] + [self.minimumHeight() - 30])
+        return QSize(super().sizeHint().width(), h + self.horizontalScrollBar().sizeHint().height() + 12)
 
     def select(self, step_id: str) -> None:
         for sid, c in self.cards.items():

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QPushButt
 
 from slimline.gui.layer_table import fmt_bytes
 from slimline.gui.results import RunRecord, Variant, fmt_ms, pareto_front
-from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes
+from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_text
 
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
 
@@ -59,7 +59,7 @@ class VariantTableModel(QAbstractTableModel):
             tips = [q.label] + list(v.result.get("warnings") or [])
             return "\n".join(tips)
         if role == Qt.ItemDataRole.ForegroundRole and col == 7 and v.flags:
-            return QColor(FLAG_COLOR)
+            return QColor(flag_text())
         if role == Qt.ItemDataRole.BackgroundRole and v.key in self.pareto_keys:
             return QColor(44, 160, 44, 45)
         return None

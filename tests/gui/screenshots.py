@@ -1,6 +1,12 @@
 """Screenshots of the main views on the demo (run under xvfb-run; not a test).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/gui/screenshots.py [OUT_DIR] [--run]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/gui/screenshots.py [OUT_DIR] [--run] [--dark]
+
+--run runs the demo pipeline uncached (so the distillation loss curve fills live) and
+captures the run while training, the finished charts at both batch sizes, the step
+cards, the results with the Pareto front and the export dialog after a verified
+ONNX export. --dark uses the dark palette (files get a ``dark_`` prefix). Set
+SHOTS_WORKSPACE to reuse a workspace (a second --run is then cached and fast).
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ def wait(app, cond, timeout=60.0) -> bool:
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "/tmp/shots")
     out.mkdir(parents=True, exist_ok=True)
+    dark = "--dark" in sys.argv
+    prefix = "dark_" if dark else ""
     home = tempfile.mkdtemp(prefix="slimline-shots-")
     os.environ["XDG_CONFIG_HOME"] = home
     from PySide6.QtCore import QSettings
@@ -31,49 +39,79 @@ def main() -> int:
 
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, home)
     from slimline.gui import settings as st
-    from slimline.gui.main_window import MainWindow, TAB_INSPECT, TAB_PIPELINE, TAB_RESULTS, TAB_RUN, TAB_START
+    from slimline.gui.app import tune_interpreter
+    from slimline.gui.main_window import TAB_INSPECT, TAB_PIPELINE, TAB_RESULTS, TAB_RUN, TAB_START, MainWindow
     from slimline.gui.theme import apply_theme
 
+    tune_interpreter()
     app = QApplication(sys.argv[:1])
     app.setOrganizationName(st.ORG)
     app.setApplicationName(st.APP)
-    apply_theme(app, "light")
+    apply_theme(app, "dark" if dark else "light")
     prefs = st.Preferences.load()
     prefs.workspace = os.environ.get("SHOTS_WORKSPACE", str(Path(home) / "ws"))
     prefs.save()
     win = MainWindow()
+    win.ask_unsaved = lambda: "discard"
     win.resize(1580, 960)
     win.show()
+
+    def shot(name: str, widget=None) -> None:
+        wait(app, lambda: False, 0.4)
+        (widget or win).grab().save(str(out / f"{prefix}{name}.png"))
+        print("saved", out / f"{prefix}{name}.png", flush=True)
+
     wait(app, lambda: False, 0.5)
-    win.grab().save(str(out / "01_start.png"))
-    win.open_demo()
-    wait(app, lambda: win.handle is not None, 60)
+    shot("01_start")
     got = []
     win.inspector.stats_ready.connect(lambda: got.append(1))
+    win.open_demo()
+    wait(app, lambda: win.handle is not None and win.data_path != "", 60)
     wait(app, lambda: bool(got), 60)
     wait(app, lambda: win.inspector.histogram.series != [], 30)
-    wait(app, lambda: False, 1.0)
     win.tabs.setCurrentIndex(TAB_INSPECT)
-    wait(app, lambda: False, 0.5)
-    win.grab().save(str(out / "02_inspect.png"))
+    shot("02_inspect")
     win.tabs.setCurrentIndex(TAB_PIPELINE)
     if win.doc.steps:
-        win.editor.select_step(win.doc.steps[0].id)
-    wait(app, lambda: False, 0.5)
-    win.grab().save(str(out / "03_pipeline.png"))
+        win.editor.select_step(win.doc.steps[1 if len(win.doc.steps) > 1 else 0].id)
+    shot("03_pipeline")
     if "--run" in sys.argv:
+        win.use_cache = "SHOTS_WORKSPACE" in os.environ and dark  # a dark re-take may reuse the light run
+        status: list[str] = []
+        win.run_finished.connect(status.append)
+        charts = win.run_view.charts
         win.run_pipeline()
-        wait(app, lambda: win.controller.running is False and win.run_view.overall.value() > 0, 900)
-        wait(app, lambda: False, 1.0)
+        if not win.use_cache and wait(app, lambda: charts.loss_point_count() > 120 or bool(status), 600):
+            wait(app, lambda: False, 0.6)
+            shot("04_run_live")
+        wait(app, lambda: bool(status), 900)
+        charts.flush()
         win.tabs.setCurrentIndex(TAB_RUN)
-        wait(app, lambda: False, 0.5)
-        win.grab().save(str(out / "04_run.png"))
+        shot("05_run_done")
+        if 64 in charts.batches():
+            charts.set_batch(64)
+            shot("06_run_batch64")
+            charts.set_batch(1)
+        win.tabs.setCurrentIndex(TAB_PIPELINE)
+        if win.doc.steps:
+            win.editor.select_step(win.doc.steps[-1].id)
+        shot("07_pipeline_after_run")
         win.tabs.setCurrentIndex(TAB_RESULTS)
-        wait(app, lambda: False, 0.5)
-        win.grab().save(str(out / "05_results.png"))
+        shot("08_results")
+        dlg = win.open_export()
+        if dlg is not None:
+            dlg.set_format("onnx")
+            dlg.out_edit.setText(str(Path(home) / "export"))
+            done: list[dict] = []
+            dlg.exported.connect(done.append)
+            dlg.export_failed.connect(lambda m: done.append({"failed": m}))
+            dlg._on_export_clicked()
+            wait(app, lambda: bool(done), 300)
+            shot("09_export", dlg)
+            dlg.reject()
         win.tabs.setCurrentIndex(TAB_INSPECT)
         wait(app, lambda: False, 3.0)
-        win.grab().save(str(out / "06_inspect_after.png"))
+        shot("10_inspect_after")
     win.tabs.setCurrentIndex(TAB_START)
     print("saved to", out)
     win.doc.undo_stack.setClean()

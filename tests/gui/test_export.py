@@ -102,7 +102,9 @@ def test_failed_parity_is_an_error(qtbot, onnx_run):
     dlg._on_export_failed({"type": "failed", "parity_failed": True, "message": "max abs error 0.3 > 0.001",
                            "hint": "export at higher precision"})
     assert got and "Parity check FAILED" in dlg.status.text() and "nothing was kept" in dlg.status.text()
-    assert "#d62728" in dlg.status.styleSheet()
+    from slimline.gui.theme import flag_text
+
+    assert flag_text() in dlg.status.styleSheet()
     from slimline.gui.export_dialog import describe_parity
 
     text, passed = describe_parity({"kind": "outputs", "runtime": "onnxruntime", "precision": "int8", "n": 16,

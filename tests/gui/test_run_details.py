@@ -23,8 +23,6 @@ SLOW64 = {"step_id": "s1", "title": "Quantize", "size": {"bytes_on_disk": 750_00
 
 
 def test_step_card_shows_figures_against_original_and_flag_reasons(qtbot):
-    from PySide6.QtCore import QObject  # noqa: F401 - Qt up before widgets
-
     from slimline.core.pipeline import StepSpec
     from slimline.gui.step_lane import StepCard
 
