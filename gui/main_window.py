@@ -8,6 +8,7 @@ button) and leaves the previous state untouched.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ from slimline.gui.results import RunRecord, Variant, load_history, variants_from
 from slimline.gui.run_controller import RunController
 from slimline.gui.run_view import RunView
 from slimline.gui.start_view import StartView
+from slimline.gui.theme import paint_in_stages
 from slimline.gui.variants_view import VariantsView
 from slimline.gui.workers import run_in_thread
 
@@ -64,11 +66,16 @@ def warm_imports() -> None:
     """
     import slimline.core.data  # noqa: F401
     import slimline.core.history  # noqa: F401
+    import slimline.core.jobs  # noqa: F401
     import slimline.core.models  # noqa: F401
     import slimline.core.stats  # noqa: F401
     from slimline.core.registry import discover
 
     discover()
+    if os.name == "posix":  # the first spawned job starts this helper process: do it now, not mid-run
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
 
 
 class MainWindow(QMainWindow):
@@ -215,6 +222,7 @@ class MainWindow(QMainWindow):
         c.metrics_received.connect(self.run_view.charts.add_metrics)
         c.log_received.connect(self.run_view.append_log)
         c.finished.connect(self._on_controller_finished)
+        self.tabs.currentChanged.connect(self._on_tabs_current_changed)
         self.variants.variant_selected.connect(self._on_variants_selected)
         self.variants.export_requested.connect(lambda v: self.open_export(v.key))
         self.variants.inspect_button.clicked.connect(self._on_variants_inspect_clicked)
@@ -661,6 +669,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Cannot overlay {v.key}: {exc}", 6000)
 
     # --- misc slots --------------------------------------------------------------------
+    def _on_tabs_current_changed(self, index: int) -> None:
+        paint_in_stages(self.tabs.widget(index))
+
     def _on_inspector_failed(self, msg: UserMessage) -> None:
         self.show_message(msg)
 

@@ -97,3 +97,26 @@ def cache_axes(plot: object) -> None:
         axis = item.getAxis(name)
         if axis is not None:
             axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+
+
+STAGE_PAINT_MS = 25
+
+
+def paint_in_stages(page: object) -> int:
+    """Show a page's charts one per event-loop turn instead of all in one paint.
+
+    Switching to a tab with four pyqtgraph charts painted them all in one pass
+    (~40 ms of UI-thread CPU on a busy machine, 80+ ms wall). Each chart after the
+    first keeps its old pixels for a few tens of milliseconds instead. Returns how
+    many charts were deferred.
+    """
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QGraphicsView, QWidget
+
+    if not isinstance(page, QWidget):
+        return 0
+    views = [v for v in page.findChildren(QGraphicsView) if v.isVisibleTo(page)]
+    for i, view in enumerate(views[1:], start=1):
+        view.setUpdatesEnabled(False)
+        QTimer.singleShot(i * STAGE_PAINT_MS, view, lambda v=view: v.setUpdatesEnabled(True))
+    return max(0, len(views) - 1)
