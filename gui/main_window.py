@@ -54,6 +54,7 @@ def _load_data(path: str, handle: Any) -> Any:
 
 
 WARM_AFTER_MS = 300
+AUTOSAVE_DEBOUNCE_MS = 1000
 
 
 def warm_imports() -> None:
@@ -87,6 +88,9 @@ class MainWindow(QMainWindow):
     pipeline_loaded = Signal(str)
     run_finished = Signal(str)
     report_saved = Signal(str)              # path of the HTML report
+    autosaved = Signal(str)                 # path of autosave.json after each (debounced) save
+    restore_offered = Signal(object)        # slimline.core.autosave.Restore after an unclean end
+    session_restored = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -106,6 +110,12 @@ class MainWindow(QMainWindow):
         self.current_run_id = ""
         self._run_original: dict[str, Any] | None = None   # the original's StepResult in the current run
         self.use_cache = True   # False re-computes every step (screenshots, benchmarks of a live run)
+        self.session_run_ids: list[str] = []
+        self.restore_box: QMessageBox | None = None
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.setInterval(AUTOSAVE_DEBOUNCE_MS)
+        self._autosave_timer.timeout.connect(self._on_autosave_timer_timeout)
         # views
         self.banner = MessageBanner()
         self.start = StartView()
@@ -135,6 +145,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self._restore_state()
         self._load_history()
+        self._check_restore()
 
     def showEvent(self, event: Any) -> None:  # noqa: N802
         super().showEvent(event)
@@ -211,6 +222,9 @@ class MainWindow(QMainWindow):
         self.inspector.failed.connect(self._on_inspector_failed)
         self.inspector.summary.dims_changed.connect(self._on_summary_dims_changed)
         self.doc.changed.connect(self._on_doc_changed)
+        for sig in (self.model_opened, self.data_loaded, self.pipeline_loaded, self.run_finished,
+                    self.doc.path_changed, self.doc.undo_stack.cleanChanged):
+            sig.connect(self.schedule_autosave)
         self.doc.undo_stack.cleanChanged.connect(lambda *_: self._update_title())
         self.run_view.run_clicked.connect(self.run_pipeline)
         self.run_view.cancel_clicked.connect(self.cancel_run)
@@ -602,6 +616,9 @@ class MainWindow(QMainWindow):
 
     def _on_controller_started(self, run_id: str) -> None:
         self.current_run_id = run_id
+        if run_id and run_id not in self.session_run_ids:
+            self.session_run_ids.append(run_id)
+        self.schedule_autosave()
         self.run_view.append_log(f"run {run_id} started")
 
     def _on_controller_step_started(self, ev: dict[str, Any]) -> None:
@@ -678,6 +695,7 @@ class MainWindow(QMainWindow):
     def _on_summary_dims_changed(self, dims: dict[str, int]) -> None:
         if self.handle is not None:
             self.handle = self.handle.with_dims(**dims)
+        self.schedule_autosave()
 
     def _on_doc_changed(self) -> None:
         self._update_title()
@@ -764,4 +782,109 @@ class MainWindow(QMainWindow):
         if self.controller.running:
             self.controller.cancel()
         self._save_state()
+        self._autosave_timer.stop()
+        try:  # a normal exit: the next start offers no restore (a small file; fine to block at exit)
+            from slimline.core import autosave
+
+            autosave.mark_clean_shutdown(self.prefs.workspace_path(), self.workspace_state())
+        except Exception as exc:  # never keep the window from closing
+            print(f"slimline: could not record the clean shutdown: {exc}", file=__import__("sys").stderr)
         event.accept()
+
+    # --- autosave / restore ------------------------------------------------------------
+    def workspace_state(self) -> Any:
+        """What is open now, as slimline.core.autosave.WorkspaceState (cheap: no file access)."""
+        from slimline.core.autosave import WorkspaceState
+
+        running = self.current_run_id if self.controller.running else ""
+        return WorkspaceState(model_path=self.model_path, trusted=self.trusted,
+                              pipeline=self.doc.pipeline.model_dump(mode="json"), pipeline_path=self.doc.path,
+                              pipeline_modified=self.doc.modified, data_path=self.data_path,
+                              dims=dict(self.inspector.summary.dims() or {}), run_ids=list(self.session_run_ids),
+                              running_run_id=running)
+
+    def schedule_autosave(self, *_: Any) -> None:
+        """Every change restarts a 1 s timer; the write happens on a worker thread."""
+        from shiboken6 import isValid
+
+        if isValid(self._autosave_timer):  # cleanChanged also fires while the window is torn down
+            self._autosave_timer.start()
+
+    def _on_autosave_timer_timeout(self) -> None:
+        try:
+            from slimline.core import autosave
+        except ImportError:  # an engine without autosave: nothing to do
+            return
+        state = self.workspace_state()
+        run_in_thread(autosave.save_state, self.prefs.workspace_path(), state,
+                      on_done=lambda path: self.autosaved.emit(str(path)),
+                      on_error=lambda e, tb: self.statusBar().showMessage(f"Autosave failed: {e}", 8000))
+
+    def _check_restore(self) -> None:
+        try:
+            from slimline.core import autosave
+        except ImportError:
+            return
+        run_in_thread(autosave.pending_restore, self.prefs.workspace_path(), on_done=self._on_restore_found,
+                      on_error=lambda e, tb: None)
+
+    def _on_restore_found(self, restore: Any) -> None:
+        if restore is None:
+            return
+        self.restore_offered.emit(restore)
+        box = QMessageBox(QMessageBox.Icon.Question, "Restore the last session?", restore.describe() + ".",
+                          parent=self)
+        box.setInformativeText("Restore reopens the model, the pipeline (with unsaved changes) and the evaluation "
+                               "data; finished runs are in the Results tab either way. A step that was running "
+                               "when the app stopped has to be run again.")
+        yes = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(yes)
+
+        def done(_r: int) -> None:
+            self.restore_box = None
+            if box.clickedButton() is yes:
+                self.restore_session(restore)
+            else:
+                from slimline.core import autosave
+
+                autosave.discard(self.prefs.workspace_path())
+        box.finished.connect(done)
+        self.restore_box = box
+        box.open()
+
+    def _on_runs_restored(self, records: list[dict[str, Any]]) -> None:
+        """The session's runs, a run cut short by the crash marked "interrupted"."""
+        for rec in records:
+            self.variants.add_run(variants_from_record(rec))
+
+    def restore_session(self, restore: Any) -> None:
+        """Reopen what the last session had open; each part that fails says so and the rest goes on."""
+        from slimline.core import autosave
+        from slimline.core.pipeline import parse_pipeline
+
+        state = restore.state
+        self.session_run_ids = list(state.run_ids)
+        if state.pipeline:
+            try:
+                self.doc.restore(parse_pipeline(state.pipeline), state.pipeline_path, state.pipeline_modified)
+                self.editor.clear_step_status()
+            except Exception as exc:
+                self.show_exception(exc)
+        ws = self.prefs.workspace_path()
+        run_in_thread(autosave.restore_runs, ws, state, on_done=self._on_runs_restored, on_error=lambda e, tb: None)
+        data = state.data_path if state.data_path and Path(state.data_path).exists() else ""
+
+        def after_model() -> None:
+            if data:
+                self.open_data(data)
+            self.session_restored.emit()
+        if state.model_path and Path(state.model_path).exists():
+            self.open_model(state.model_path, then=after_model)  # asks again before trusting a pickle
+        else:
+            if state.model_path:
+                self.show_message(UserMessage("the model of the last session is gone", "open it again",
+                                              subject=state.model_path, level="warning"))
+            if data:
+                self.open_data(data)
+            self.session_restored.emit()

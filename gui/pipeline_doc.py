@@ -187,6 +187,16 @@ class PipelineDocument(QObject):
         self.changed.emit()
         self.path_changed.emit(self.path)
 
+    def restore(self, pipeline: Pipeline, path: str = "", modified: bool = False) -> None:
+        """Put back a pipeline from an autosave (undo history starts fresh; unsaved stays unsaved)."""
+        self.pipeline = pipeline
+        self.path = str(path or "")
+        self.undo_stack.clear()
+        if modified:
+            self.undo_stack.resetClean()
+        self.changed.emit()
+        self.path_changed.emit(self.path)
+
     def save(self, path: str | None = None) -> str:
         target = str(path or self.path)
         if not target:

@@ -1,0 +1,101 @@
+"""Autosave of the open workspace (debounced, off the UI thread) and the restore offer after a crash."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+autosave = pytest.importorskip("slimline.core.autosave")
+
+
+def _open(window, qtbot, model, data) -> None:
+    with qtbot.waitSignal(window.model_opened, timeout=30000):
+        window.open_model(str(model))
+    with qtbot.waitSignal(window.data_loaded, timeout=30000):
+        window.open_data(str(data))
+
+
+def test_changes_are_autosaved_after_a_quiet_second(window, qtbot, tiny_model):
+    model, data = tiny_model
+    _open(window, qtbot, model, data)
+    path = autosave.autosave_path(window.prefs.workspace_path())
+    with qtbot.waitSignal(window.autosaved, timeout=5000):
+        pass
+    t0 = time.monotonic()
+    window.doc.add_step("builtin.prune_magnitude")
+    window.doc.add_step("builtin.convert_onnx")
+    saved_steps = lambda: len(json.loads(path.read_text())["state"]["pipeline"]["steps"])  # noqa: E731
+    assert saved_steps() == 0                       # debounced: not written on every edit
+    with qtbot.waitSignal(window.autosaved, timeout=5000):
+        pass
+    assert time.monotonic() - t0 >= 0.9
+    doc = json.loads(path.read_text())
+    assert doc["clean_shutdown"] is False
+    st = doc["state"]
+    assert st["model_path"] == str(model) and st["data_path"] == str(data)
+    assert [s["plugin"] for s in st["pipeline"]["steps"]] == ["builtin.prune_magnitude", "builtin.convert_onnx"]
+    assert st["pipeline_modified"] is True
+
+
+def test_after_an_unclean_end_the_next_start_offers_restore(isolated_settings, qtbot, tiny_model, tmp_path):
+    from slimline.gui.main_window import MainWindow
+
+    model, data = tiny_model
+    first = MainWindow()
+    first.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(first)
+    first.show()
+    _open(first, qtbot, model, data)
+    first.doc.add_step("builtin.prune_magnitude", params={"sparsity": 0.3})
+    # a finished run of that session, in the workspace's run history
+    rid = "20260401-000000-dddddd"
+    run = {"run_id": rid, "status": "running", "created": "2026-04-01T00:00:00", "pipeline": {"name": "p"},
+           "results": [{"step_id": "original", "title": "Original", "model": {}, "size": {"bytes_on_disk": 10}}]}
+    rd = Path(isolated_settings.workspace) / "runs" / rid
+    rd.mkdir(parents=True)
+    (rd / "run.json").write_text(json.dumps(run))
+    first.session_run_ids.append(rid)
+    with qtbot.waitSignal(first.autosaved, timeout=5000):
+        first.schedule_autosave()
+    # the process "dies": no closeEvent, so no clean-shutdown mark
+    first.hide()
+
+    second = MainWindow()
+    second.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(second)
+    second.show()
+    with qtbot.waitSignal(second.restore_offered, timeout=5000) as sig:
+        pass
+    restore = sig.args[0]
+    assert "mlp.safetensors" in restore.describe() and "1 steps" in restore.describe()
+    qtbot.waitUntil(lambda: second.restore_box is not None, timeout=2000)
+    yes = next(b for b in second.restore_box.buttons() if b.text() == "Restore")
+    with qtbot.waitSignal(second.session_restored, timeout=30000):
+        yes.click()
+    qtbot.waitUntil(lambda: second.data_path == str(data), timeout=30000)
+    assert second.handle is not None and second.model_path == str(model)
+    assert [s.params.get("sparsity") for s in second.doc.steps] == [0.3]
+    assert second.doc.modified                                  # unsaved changes stay unsaved
+    qtbot.waitUntil(lambda: any(v.run_id == rid for v in second.variants.variants), timeout=5000)
+    assert second.variants.runs[rid].status == "interrupted"
+    # a clean close means no offer on the next start
+    second.close()
+    assert autosave.pending_restore(second.prefs.workspace_path()) is None
+
+
+def test_declining_the_restore_forgets_it(isolated_settings, qtbot):
+    from slimline.core.autosave import WorkspaceState, save_state
+    from slimline.gui.main_window import MainWindow
+
+    ws = Path(isolated_settings.workspace)
+    save_state(ws, WorkspaceState(model_path="/nonexistent/model.onnx"))
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.restore_box is not None, timeout=5000)
+    no = next(b for b in win.restore_box.buttons() if b.text() == "Discard")
+    no.click()
+    assert not autosave.autosave_path(ws).exists()
+    assert win.handle is None
