@@ -99,3 +99,65 @@ def test_declining_the_restore_forgets_it(isolated_settings, qtbot):
     no.click()
     assert not autosave.autosave_path(ws).exists()
     assert win.handle is None
+
+
+CHILD = r"""
+import os, sys, time
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtCore import QCoreApplication, QSettings
+from PySide6.QtWidgets import QApplication
+cfg, model = sys.argv[1], sys.argv[2]
+for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+    QSettings.setPath(fmt, QSettings.Scope.UserScope, cfg)
+QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+app = QApplication([])
+QCoreApplication.setOrganizationName("SlimlineTest")
+from slimline.gui import settings as st
+st.ORG = "SlimlineTest"
+from slimline.gui.main_window import MainWindow
+win = MainWindow()
+win.show()
+saved = []
+win.autosaved.connect(saved.append)
+opened = []
+win.model_opened.connect(opened.append)
+win.open_model(model)
+end = time.monotonic() + 60
+while time.monotonic() < end and not opened:
+    app.processEvents(); time.sleep(0.01)
+win.doc.add_step("builtin.prune_magnitude")
+saved.clear()
+while time.monotonic() < end and not saved:
+    app.processEvents(); time.sleep(0.01)
+print("saved", flush=True)
+while True:
+    app.processEvents(); time.sleep(0.01)
+"""
+
+
+def test_sigkill_then_restart_offers_restore(isolated_settings, qtbot, tiny_model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("POSIX only")
+    model, _ = tiny_model
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "qsettings"), str(model)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "saved", child.stderr.read()[-3000:] if child.poll() is not None else line
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    from slimline.gui.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.restore_offered, timeout=5000) as sig:
+        pass
+    assert sig.args[0].state.model_path == str(model)
+    assert [s["plugin"] for s in sig.args[0].state.pipeline["steps"]] == ["builtin.prune_magnitude"]
