@@ -87,6 +87,7 @@ class Job:
                                     name=f"slimline-job-{self.run_id}", daemon=True)
         self._cancel_at: float | None = None
         self._final: dict[str, Any] | None = None
+        self._step = ""  # the step running now (from step_started), named if the worker crashes
         self._process.start()
 
     @property
@@ -121,6 +122,8 @@ class Job:
                 break
             if ev.get("type") == "_exit":
                 continue
+            if ev.get("type") == "step_started":
+                self._step = str(ev.get("step_id") or "")
             out.append(ev)
             if ev.get("type") in ("done", "failed", "cancelled"):
                 self._finish(ev)
@@ -131,7 +134,7 @@ class Job:
                 out.append(self._finish({"type": "cancelled", "forced": True}))
             elif not self._process.is_alive() and self._events.empty():
                 code = self._process.exitcode
-                out.append(self._finish(_crash_event(code)))
+                out.append(self._finish(_crash_event(code, self._step)))
         return out
 
     def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
@@ -164,16 +167,18 @@ class Job:
         return event
 
 
-def _crash_event(code: int | None) -> dict[str, Any]:
+def _crash_event(code: int | None, step_id: str = "") -> dict[str, Any]:
     sig = ""
     if code is not None and code < 0:
         try:
             sig = f" ({signal.Signals(-code).name})"
         except ValueError:
             sig = ""
-    return {"type": "failed", "message": f"the worker process crashed (exit code {code}{sig})",
+    during = f" during step {step_id}" if step_id else ""
+    return {"type": "failed", "message": f"the worker process crashed{during} (exit code {code}{sig})",
             "hint": "the model or a runtime library crashed; the app is fine — check the log, "
-                    "try another runtime/provider or report the model", "subject": "worker", "step_id": ""}
+                    "try another runtime/provider or report the model",
+            "subject": f"step {step_id}" if step_id else "worker", "step_id": step_id}
 
 
 def _mark_run(workspace: Path, run_id: str, event: dict[str, Any]) -> None:
