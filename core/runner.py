@@ -162,9 +162,15 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                                      hint="open the log for the full error; try other parameters")
                     err.details = traceback.format_exc()  # type: ignore[attr-defined]
                     raise err from exc
-                rec = cache.commit(key, work, {
-                    "model": out.model.model_dump(mode="json"), "metrics": out.metrics, "notes": out.notes,
-                    "warnings": out.warnings, "tables": out.tables})
+                try:
+                    rec = cache.commit(key, work, {
+                        "model": out.model.model_dump(mode="json"), "metrics": out.metrics, "notes": out.notes,
+                        "warnings": out.warnings, "tables": out.tables})
+                except OSError as exc:  # disk full, read-only workspace
+                    cache.clean_temp(os.getpid())
+                    raise StepFailed(f"could not store the step's output in {cache.root} "
+                                     f"({exc.strerror or exc})", subject=f"step {step.id} ({title})",
+                                     hint="free disk space or choose another workspace folder, then run again") from None
             new_handle = handle_from_record(rec)
             step_eval, eval_cached = measure(new_handle, key, i)
             flags, reasons = flags_for(step_eval, current_eval, original_eval, pipeline.evaluation)

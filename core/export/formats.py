@@ -96,13 +96,17 @@ def export_model(handle: ModelHandle, fmt: str, out_dir: str | Path, *, force: b
     out = Path(out_dir)
     refuse_existing(out, output_names(fmt, name, bool(external_data)), force)
     t0 = time.perf_counter()
-    with Staging(out) as st:
-        rec = write_verified(handle, fmt, st.dir, name, data=data, cancel=cancel, progress=progress,
-                             external_data=external_data)
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        _report(progress, 0.97, "moving the verified files into place")
-        st.commit(force)
+    try:
+        with Staging(out) as st:
+            rec = write_verified(handle, fmt, st.dir, name, data=data, cancel=cancel, progress=progress,
+                                 external_data=external_data)
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            _report(progress, 0.97, "moving the verified files into place")
+            st.commit(force)
+    except OSError as exc:  # disk full / read-only folder while staging: the staging dir is gone already
+        raise ExportError(f"could not write the export ({exc.strerror or exc}); nothing was exported",
+                          subject=str(out), hint="free disk space or choose a writable output folder") from None
     rec.files = [e.model_copy(update={"path": str(out / e.path)}) for e in rec.files]
     rec.path = str(out / rec.path)
     rec.source.update(source_info or {})

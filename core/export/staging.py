@@ -74,14 +74,23 @@ class Staging:
         staged = self.files()
         rel = [p.relative_to(self.dir) for p in staged]
         refuse_existing(self.out_dir, [r.as_posix() for r in rel], force)
-        for p in staged:
-            _fsync_file(p)
-        for src, r in zip(staged, rel):
-            dst = self.out_dir / r
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.is_dir():
-                raise ExportError(f"{r} exists as a folder", subject=str(dst), hint="remove it or pick another --out")
-            os.replace(src, dst)
-            self.committed.append(dst)
-        _fsync_dir(self.out_dir)
+        try:
+            for p in staged:
+                _fsync_file(p)
+            for src, r in zip(staged, rel):
+                dst = self.out_dir / r
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if dst.is_dir():
+                    raise ExportError(f"{r} exists as a folder", subject=str(dst),
+                                      hint="remove it or pick another --out")
+                os.replace(src, dst)
+                self.committed.append(dst)
+            _fsync_dir(self.out_dir)
+        except OSError as exc:  # disk full, read-only folder: no half export stays behind
+            for done in self.committed:
+                done.unlink(missing_ok=True)
+            self.committed = []
+            raise ExportError(f"could not write into the output folder ({exc.strerror or exc}); nothing was exported",
+                              subject=str(self.out_dir),
+                              hint="free disk space or choose a writable output folder, then export again") from None
         return self.committed
