@@ -1,7 +1,9 @@
 """Entry point of the desktop app (``slimline`` with no subcommand, ``slimline MODEL``, ``slimline --demo``)."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 
 SWITCH_INTERVAL_S = 0.001
@@ -33,6 +35,14 @@ def main(argv: list[str] | None = None, model: str | None = None, demo: bool = F
     apply_theme(app, st.Preferences.load().theme)
     win = MainWindow()
     win.show()
+    if os.environ.get("SLIMLINE_EXIT_AFTER_SHOW"):  # benchmarks/bench_tool_speed: time to a shown window
+        from PySide6.QtCore import QTimer
+
+        def _shown() -> None:
+            print(f"SLIMLINE_SHOWN {time.time():.6f}", file=sys.stderr, flush=True)
+            app.quit()
+        QTimer.singleShot(0, _shown)
+        return int(app.exec())
     if pipeline:
         win.open_pipeline(pipeline)
     if demo:
