@@ -21,7 +21,7 @@ from slimline.core.handle import ModelHandle
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from slimline.core.models.weights import WeightSource
+    from slimline.core.models.tensors import WeightSource
 
 CHUNK = 1 << 18            # values per chunk: 1 MiB of float32, stays in L2
 OUTLIER_SIGMA = 6.0
@@ -199,7 +199,7 @@ def tensor_stats(arr: "np.ndarray") -> dict[str, Any]:
 
 
 def _stats_key(handle: ModelHandle, name: str) -> tuple:
-    from slimline.core.models.weights import file_key
+    from slimline.core.models.tensors import file_key
 
     files = tuple(file_key(f) for f in (handle.files or [handle.path]) if Path(f).is_file())
     return (handle.format, str(Path(handle.path).resolve()), files, name)

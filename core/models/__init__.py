@@ -2,6 +2,12 @@
 
 Formats are detected by content. Nothing here imports torch/onnx/transformers at
 module level; the per-format modules import them inside functions.
+
+Layers (imports only point down; tests/core/test_models_layering.py checks it):
+  tensors, safe_paths, handles          shared tensor primitives and handle helpers
+  sniff, onnx_files, torch_files, safetensors_files, hf, archive   per-format modules
+  formats                               the table of formats
+  detect, loaders, weights              dispatch through the table
 """
 from slimline.core.models.detect import detect_format
 from slimline.core.models.loaders import load_eager_module, load_torch_runnable, open_model, to_slimline_archive

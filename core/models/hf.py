@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
-from slimline.core.models.detect import hf_weight_files
-from slimline.core.models.weights import (WeightSource, file_size, hf_op_types_from_config,
-                                          safetensors_source, tensor_dict_source)
+from slimline.core.models.sniff import hf_weight_files
+from slimline.core.models.tensors import WeightSource, file_size, safetensors_source, tensor_dict_source
+from slimline.core.models.torch_files import load_state_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -94,12 +94,24 @@ def _io_specs(cfg: dict[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec], 
     return inputs, outs, {"batch": 1, "sequence": seq}
 
 
+def hf_op_types_from_config(config: dict[str, Any], auto_class: str) -> dict[str, str]:
+    """Class names of an HF model built on the meta device (no memory, no weights); {} if unavailable."""
+    try:
+        import torch
+        import transformers
+
+        cfg = transformers.AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = getattr(transformers, auto_class).from_config(cfg)
+        return {p: type(m).__name__ for p, m in model.named_modules()}
+    except Exception:  # noqa: BLE001 - op types are a nicety; the table works without them
+        return {}
+
+
 def hf_tensors(folder: Path) -> WeightSource:
     files = hf_weight_files(folder)
     if all(f.suffix == ".safetensors" for f in files):
         return safetensors_source(files)
-    from slimline.core.models.torch_files import load_state_dict
-
     merged: dict[str, Any] = {}
     for f in files:
         merged.update(load_state_dict(f))
@@ -179,3 +191,20 @@ def load_hf_module(handle: ModelHandle) -> "torch.nn.Module":
 def hf_base(handle: ModelHandle, module: Any) -> dict[str, Any]:
     """Architecture base for a Slimline archive of an HF model."""
     return {"kind": "hf", "config": module.config.to_dict(), "auto_class": handle.meta.get("auto_class") or "AutoModel"}
+
+
+# --------------------------------------------------------------------------- format table entries
+
+def hf_open(path: Path, trust: bool) -> ModelHandle:
+    del trust  # weights come from safetensors or the restricted unpickler
+    return open_hf(path)
+
+
+def hf_to_archive(handle: ModelHandle, out: Path) -> ModelHandle:
+    """A Slimline archive of an HF model (keeps the config so the same class is rebuilt)."""
+    from slimline.core.torchmodel import save_torch_module
+
+    module = load_hf_module(handle)
+    return save_torch_module(module, out, inputs=handle.inputs, outputs=handle.outputs,
+                             base=hf_base(handle, module),
+                             extra_meta={"source_format": "hf", "source": Path(handle.path).name})

@@ -1,72 +1,27 @@
-"""open_model and the loaders that turn a handle into something runnable or editable."""
+"""open_model and the loaders that turn a handle into something runnable or editable.
+
+All of them dispatch through the table in :mod:`slimline.core.models.formats`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slimline.core.errors import ModelLoadError, SlimlineError, UntrustedFileError
+from slimline.core.errors import ModelLoadError, SlimlineError
 from slimline.core.handle import ModelHandle
-from slimline.core.models.detect import detect_format
-from slimline.core.models.torch_files import TRUST_HINT, WEIGHTS_ONLY_REASON
+from slimline.core.models.formats import WEIGHTS_ONLY, ModelFormat, format_for_kind, format_named
+from slimline.core.models.handles import require_trust
+from slimline.core.models.sniff import sniff_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-def _open_safetensors(path: Path) -> ModelHandle:
-    from slimline.core.models.torch_files import _weights_handle
-    from slimline.core.models.weights import read_safetensors_header, safetensors_source
-
-    src = safetensors_source([path])
-    meta = read_safetensors_header(path).get("__metadata__") or {}
-    return _weights_handle(path, "safetensors", src.entries, "safetensors",
-                           meta={"metadata": {k: str(v)[:200] for k, v in list(meta.items())[:20]}})
-
-
-def _open_archive(path: Path) -> ModelHandle:
-    from slimline.core.torchmodel import handle_for_archive
-
-    try:
-        return handle_for_archive(path)
-    except SlimlineError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - damaged metadata JSON and friends
-        raise ModelLoadError(f"the Slimline archive's metadata is damaged ({type(exc).__name__}: {exc})",
-                             subject=str(path), hint="re-create the archive from its source model") from None
-
-
 def _open(path: Path, trust: bool) -> ModelHandle:
-    fmt = detect_format(path)
-    if fmt == "onnx":
-        from slimline.core.models.onnx_files import open_onnx
-
-        return open_onnx(path)
-    if fmt == "torchscript":
-        from slimline.core.models.torch_files import open_torchscript
-
-        return open_torchscript(path)
-    if fmt == "torch_export":
-        from slimline.core.models.torch_files import open_pt2, pt2_weights_listing_handle
-
-        try:
-            return open_pt2(path, trust)
-        except UntrustedFileError as exc:
-            # let callers show the weights while they ask the user (nothing was unpickled)
-            exc.handle = pt2_weights_listing_handle(path)  # type: ignore[attr-defined]
-            raise
-    if fmt == "state_dict":
-        from slimline.core.models.torch_files import open_checkpoint
-
-        return open_checkpoint(path, trust)
-    if fmt == "safetensors":
-        return _open_safetensors(path)
-    if fmt == "slimline_torch":
-        return _open_archive(path)
-    if fmt == "hf":
-        from slimline.core.models.hf import open_hf
-
-        return open_hf(path)
-    raise ModelLoadError(f"no opener for format {fmt!r}", subject=str(path))  # pragma: no cover
+    fmt = format_for_kind(sniff_path(path), path)
+    if fmt.open is None:  # pragma: no cover - every detectable format has an opener
+        raise ModelLoadError(f"no opener for format {fmt.name!r}", subject=str(path))
+    return fmt.open(path, trust)
 
 
 def open_model(path: str | Path, *, trust: bool = False) -> ModelHandle:
@@ -90,103 +45,40 @@ def open_model(path: str | Path, *, trust: bool = False) -> ModelHandle:
                                   "re-export it as ONNX and try again") from None
 
 
-def _not_runnable(handle: ModelHandle) -> ModelLoadError:
-    if handle.format == "onnx":
-        return ModelLoadError("ONNX models run with onnxruntime, not torch", subject=handle.path,
-                              hint="use slimline.core.runtime.open_session, or pick an ONNX step")
-    return ModelLoadError(WEIGHTS_ONLY_REASON, subject=handle.path,
-                          hint="open the model's ONNX/TorchScript file, HF folder or Slimline archive")
-
-
-def _require_trust(handle: ModelHandle) -> None:
-    if not handle.trusted:
-        raise UntrustedFileError("loading this file unpickles data, which can run code from the file",
-                                 subject=handle.path, hint=f"Trust it {TRUST_HINT}")
+def _row(handle: ModelHandle) -> ModelFormat:
+    return format_named(handle.format, handle.path)
 
 
 def load_torch_runnable(handle: ModelHandle) -> "torch.nn.Module":
     """A fresh runnable torch module in eval mode (TorchScript, trusted .pt2/pickle, archive, HF)."""
-    path = Path(handle.path)
-    fmt = handle.format
-    if fmt in ("torch_export", "pickle_module"):
-        _require_trust(handle)
+    fmt = _row(handle)
+    if fmt.needs_trust:
+        require_trust(handle)
     if handle.family == "weights":
-        raise _not_runnable(handle)
-    if fmt == "torchscript":
-        from slimline.core.models.torch_files import load_torchscript
-
-        return load_torchscript(path, fresh=True)
-    if fmt == "torch_export":
-        from slimline.core.models.torch_files import load_pt2_module
-
-        _require_trust(handle)
-        return load_pt2_module(path, fresh=True)
-    if fmt in ("slimline_torch", "hf", "pickle_module"):
-        return load_eager_module(handle)
-    raise _not_runnable(handle)
+        raise WEIGHTS_ONLY.error(handle)
+    if fmt.runnable is None:
+        raise fmt.not_runnable.error(handle)
+    return fmt.runnable(handle)
 
 
 def load_eager_module(handle: ModelHandle) -> "torch.nn.Module":
     """A fresh editable nn.Module (Slimline archive, HF folder, trusted pickle), in eval mode."""
-    path = Path(handle.path)
-    fmt = handle.format
-    if fmt == "slimline_torch":
-        from slimline.core.torchmodel import load_torch_module
-
-        return load_torch_module(path)
-    if fmt == "hf":
-        from slimline.core.models.hf import load_hf_module
-
-        return load_hf_module(handle)
-    if fmt == "pickle_module":
-        from slimline.core.models.torch_files import load_pickle_module
-
-        _require_trust(handle)
-        return load_pickle_module(path)
-    if fmt == "torchscript":
-        raise ModelLoadError("TorchScript can be run, measured and converted to ONNX but not edited",
-                             subject=handle.path,
-                             hint="to compress it, convert it to ONNX first or open the original model "
-                                  "(HF folder or Slimline archive)")
-    if fmt == "torch_export":
-        raise ModelLoadError("a torch.export (.pt2) program cannot be edited (its modules are restricted)",
-                             subject=handle.path,
-                             hint="convert it to ONNX first, or open the eager model it was exported from")
-    raise _not_runnable(handle)
+    fmt = _row(handle)
+    if fmt.eager is None:
+        raise (fmt.not_editable or fmt.not_runnable).error(handle)
+    if fmt.needs_trust:
+        require_trust(handle)
+    return fmt.eager(handle)
 
 
 def to_slimline_archive(handle: ModelHandle, out_path: str | Path) -> ModelHandle:
     """Convert an HF folder or a trusted pickled module to a Slimline archive (reloads without pickle)."""
-    from slimline.core.fsutil import atomic_path
-    from slimline.core.torchmodel import handle_for_archive, save_torch_module
-
-    out = Path(out_path)
-    fmt = handle.format
-    if fmt == "slimline_torch":
-        import shutil
-
-        with atomic_path(out) as tmp:
-            shutil.copyfile(handle.path, tmp)
-        return handle_for_archive(out)
-    if fmt == "hf":
-        from slimline.core.models.hf import hf_base, load_hf_module
-
-        module = load_hf_module(handle)
-        return save_torch_module(module, out, inputs=handle.inputs, outputs=handle.outputs,
-                                 base=hf_base(handle, module),
-                                 extra_meta={"source_format": "hf", "source": Path(handle.path).name})
-    if fmt == "pickle_module":
-        from slimline.core.models.torch_files import load_pickle_module
-
-        _require_trust(handle)
-        module = load_pickle_module(Path(handle.path))
-        try:
-            return save_torch_module(module, out, inputs=handle.inputs, outputs=handle.outputs,
-                                     extra_meta={"source_format": "pickle_module", "source": Path(handle.path).name})
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"cannot convert to a Slimline archive: {exc.message}", subject=handle.path,
-                                 hint=exc.hint) from None
-    raise ModelLoadError(f"a {fmt} model cannot be converted to a Slimline archive",
-                         subject=handle.path,
-                         hint="only Hugging Face folders and trusted pickled modules convert; "
-                              "TorchScript and .pt2 convert to ONNX instead")
+    fmt = _row(handle)
+    if fmt.to_archive is None:
+        raise ModelLoadError(f"a {fmt.name} model cannot be converted to a Slimline archive",
+                             subject=handle.path,
+                             hint="only Hugging Face folders and trusted pickled modules convert; "
+                                  "TorchScript and .pt2 convert to ONNX instead")
+    if fmt.needs_trust:
+        require_trust(handle)
+    return fmt.to_archive(handle, Path(out_path))

@@ -1,18 +1,18 @@
 """ONNX files: safe parsing, external-data checks, handles and zero-copy weight access.
 
-External data must stay inside the model's folder: a model is often shared as a
-folder, and a crafted ``location`` ('../../etc/passwd', an absolute path, a
-symlink out) must never make us read files the user did not open.
+External data must stay inside the model's folder; the path check itself lives in
+:mod:`slimline.core.models.safe_paths` (shared with the plugins that edit ONNX files).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
-from slimline.core.models.weights import TensorEntry, WeightSource, cached, file_key, file_size
+from slimline.core.models.safe_paths import resolve_external
+from slimline.core.models.tensors import (TensorEntry, WeightSource, cached, decode_bfloat16, decode_float8, file_key,
+                                          file_size)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -76,26 +76,6 @@ def _uses_external(t: "onnx.TensorProto") -> bool:
 
 def _external_info(t: "onnx.TensorProto") -> dict[str, str]:
     return {e.key: e.value for e in t.external_data}
-
-
-def resolve_external(base_dir: Path, location: str, model_path: Path) -> Path:
-    """The external data file for ``location``, refusing anything outside ``base_dir``."""
-    hint = ("external data must sit in the model's folder (or below it); move the .data file next to "
-            "the .onnx file and re-save, or re-export the model as one file")
-    loc = Path(location)
-    if not location or loc.is_absolute() or location.startswith(("/", "\\")) or ":" in location[:3]:
-        raise _err(model_path, f"external data location {location!r} is an absolute path", hint)
-    if ".." in loc.parts or ".." in location.replace("\\", "/").split("/"):
-        raise _err(model_path, f"external data location {location!r} points outside the model's folder", hint)
-    target = base_dir / loc
-    real_base = os.path.realpath(base_dir)
-    real = os.path.realpath(target)
-    if os.path.commonpath([real_base, real]) != real_base:
-        raise _err(model_path, f"external data location {location!r} is a link that leads outside the model's folder", hint)
-    if not target.is_file():
-        raise _err(model_path, f"external data file {location!r} is missing",
-                   "copy the .data file(s) that came with the model next to the .onnx file")
-    return target
 
 
 def check_external_data(model: "onnx.ModelProto", path: Path) -> list[Path]:
@@ -314,13 +294,21 @@ def onnx_weight_source(path: Path) -> WeightSource:
                 arr = arr.astype(np.float32)
             return arr
         if t.data_type == T.BFLOAT16:
-            from slimline.core.models.weights import decode_bfloat16
-
             return decode_bfloat16(arr)
         if t.data_type in (T.FLOAT8E4M3FN, T.FLOAT8E5M2):
-            from slimline.core.models.weights import decode_float8
-
             return decode_float8(arr, "float8_e4m3fn" if t.data_type == T.FLOAT8E4M3FN else "float8_e5m2")
         return arr
 
     return WeightSource(entries, load, decoded=True)
+
+
+# --------------------------------------------------------------------------- format table entries
+
+def onnx_open(path: Path, trust: bool) -> ModelHandle:
+    """Opener for the table of formats (ONNX never unpickles, so ``trust`` is unused)."""
+    del trust
+    return open_onnx(path)
+
+
+def onnx_weights(handle: ModelHandle) -> WeightSource:
+    return onnx_weight_source(Path(handle.path))

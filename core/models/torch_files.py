@@ -16,16 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from slimline.core.errors import ModelLoadError, UntrustedFileError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
-from slimline.core.models.weights import TensorEntry, WeightSource, cached, file_key, file_size
+from slimline.core.models.handles import TRUST_HINT, require_trust, weights_handle
+from slimline.core.models.tensors import (TensorEntry, WeightSource, cached, file_key, file_size, module_source,
+                                          tensor_dict_source)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-TRUST_HINT = ("only if you trust where it came from: open it with --trust (CLI) or confirm the trust dialog "
-              "(GUI). Safer: export it as ONNX, TorchScript, a state_dict or safetensors")
-WEIGHTS_ONLY_REASON = ("weights only: inspect yes; run, measure, compress need an architecture — open the "
-                       "ONNX/TorchScript/HF folder or a Slimline archive")
 TORCHSCRIPT_REASON = ("TorchScript can be run, measured and converted to ONNX but not edited; "
                       "its input shape is not recorded in the file, so an input shape must be given")
 
@@ -157,18 +155,6 @@ def _numel(shape: Any) -> int:
     return n
 
 
-def _weights_handle(path: Path, fmt: str, entries: list[TensorEntry], producer: str, files: list[Path] | None = None,
-                    meta: dict[str, Any] | None = None) -> ModelHandle:
-    files = files or [path]
-    return ModelHandle(
-        path=str(path), format=fmt, family="weights", files=[str(f) for f in files],
-        param_count=sum(e.numel for e in entries if not e.name.endswith("num_batches_tracked")),
-        bytes_on_disk=sum(file_size(f) for f in files), producer=producer, trusted=True,
-        capabilities=Capabilities(run=False, compress=False, reason=WEIGHTS_ONLY_REASON),
-        meta={"tensors": len(entries), **(meta or {})},
-    )
-
-
 def open_checkpoint(path: Path, trust: bool) -> ModelHandle:
     """state_dict checkpoint (weights-only), or a pickled nn.Module when trusted."""
     try:
@@ -177,9 +163,7 @@ def open_checkpoint(path: Path, trust: bool) -> ModelHandle:
         if not trust:
             raise
         return open_pickle_module(path)
-    from slimline.core.models.weights import tensor_dict_source
-
-    return _weights_handle(path, "state_dict", tensor_dict_source(tensors).entries, "torch.save")
+    return weights_handle(path, "state_dict", tensor_dict_source(tensors).entries, "torch.save")
 
 
 def load_pickle_module(path: Path) -> "torch.nn.Module":
@@ -397,5 +381,70 @@ def pt2_weights_listing_handle(path: Path) -> ModelHandle:
     """A weights-only view of an untrusted .pt2 (nothing unpickled)."""
     src = pt2_weight_source(path)
     listing = pt2_listing(path)
-    h = _weights_handle(path, "torch_export", src.entries, f"torch.export {listing['torch_version']}".strip())
+    h = weights_handle(path, "torch_export", src.entries, f"torch.export {listing['torch_version']}".strip())
     return h.model_copy(update={"inputs": listing["inputs"], "outputs": listing["outputs"], "trusted": False})
+
+
+# --------------------------------------------------------------------------- format table entries
+# Uniform signatures for slimline.core.models.formats: open(path, trust), weights/runnable/eager(handle).
+
+def torchscript_open(path: Path, trust: bool) -> ModelHandle:
+    del trust  # torch.jit.load does not unpickle arbitrary classes
+    return open_torchscript(path)
+
+
+def torchscript_runnable(handle: ModelHandle) -> "torch.nn.Module":
+    return load_torchscript(Path(handle.path), fresh=True)
+
+
+def torchscript_weights(handle: ModelHandle) -> WeightSource:
+    return module_source(torchscript_runnable(handle))
+
+
+def pt2_open(path: Path, trust: bool) -> ModelHandle:
+    """The program when trusted; otherwise UntrustedFileError carrying a weights-only ``handle``."""
+    try:
+        return open_pt2(path, trust)
+    except UntrustedFileError as exc:
+        # let callers show the weights while they ask the user (nothing was unpickled)
+        exc.handle = pt2_weights_listing_handle(path)  # type: ignore[attr-defined]
+        raise
+
+
+def pt2_runnable(handle: ModelHandle) -> "torch.nn.Module":
+    require_trust(handle)
+    return load_pt2_module(Path(handle.path), fresh=True)
+
+
+def pt2_weights(handle: ModelHandle) -> WeightSource:
+    return pt2_weight_source(Path(handle.path))
+
+
+def checkpoint_open(path: Path, trust: bool) -> ModelHandle:
+    return open_checkpoint(path, trust)
+
+
+def state_dict_weights(handle: ModelHandle) -> WeightSource:
+    return tensor_dict_source(load_state_dict(Path(handle.path)))
+
+
+def pickle_module_eager(handle: ModelHandle) -> "torch.nn.Module":
+    require_trust(handle)
+    return load_pickle_module(Path(handle.path))
+
+
+def pickle_module_weights(handle: ModelHandle) -> WeightSource:
+    return module_source(pickle_module_eager(handle))
+
+
+def pickle_module_to_archive(handle: ModelHandle, out: Path) -> ModelHandle:
+    """A Slimline archive of a trusted pickled module (it then reloads without pickle)."""
+    from slimline.core.torchmodel import save_torch_module
+
+    module = pickle_module_eager(handle)
+    try:
+        return save_torch_module(module, out, inputs=handle.inputs, outputs=handle.outputs,
+                                 extra_meta={"source_format": "pickle_module", "source": Path(handle.path).name})
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"cannot convert to a Slimline archive: {exc.message}", subject=handle.path,
+                             hint=exc.hint) from None
