@@ -231,7 +231,7 @@ def bench_prune(name: str, archive: Path, feeds: dict[str, np.ndarray], labels: 
     from slimline.core.models import open_model
     from slimline.core.torchmodel import load_torch_module
     from slimline.plugins.prune import StructuredPrune
-    from slimline.plugins.prune import common
+    from slimline.plugins._shared import common
 
     x = torch.from_numpy(feeds["input"])
     handle = open_model(archive)

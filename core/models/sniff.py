@@ -150,14 +150,16 @@ def sniff_path(p: Path) -> str:
     if p.is_dir():
         entries = [e for e in p.iterdir() if not e.name.startswith(".")]
         if not entries:
-            raise _fail(p, "the folder is empty", "open a model file, or a Hugging Face folder with config.json and weights")
+            raise _fail(p, "the folder is empty",
+                        "open a model file, or a Hugging Face folder with config.json and weights")
         if not (p / "config.json").is_file():
             models = sorted(e.name for e in entries if e.suffix.lower() in MODEL_EXTENSIONS)[:5]
             hint = (f"open the model file inside instead: {', '.join(models)}" if models else
                     "a Hugging Face folder needs config.json plus model.safetensors (or a sharded index)")
             raise _fail(p, "this folder has no config.json, so it is not a Hugging Face model folder", hint)
         if not hf_weight_files(p):
-            raise _fail(p, "config.json found but no weights (model.safetensors, pytorch_model.bin or a shard index)",
+            raise _fail(p, "config.json found but no weights "
+                        "(model.safetensors, pytorch_model.bin or a shard index)",
                         "save the model with save_pretrained() so the weights sit next to config.json")
         return "hf_folder"
     if not p.is_file():

@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from slimline.plugins._shared.layers import matches_any
+from slimline.plugins._shared.onnxio import initializer_map, node_attr
 from slimline.plugins.lowrank.svd import Factorization, RankRule
 
 
@@ -28,9 +30,6 @@ class OnnxTarget:
 def find_targets(proto: Any, *, skip: list[str], rule_for: Callable[[str], RankRule]
                  ) -> tuple[list[OnnxTarget], dict[str, tuple[str, str]]]:
     from onnx import numpy_helper
-
-    from slimline.plugins.prune.common import matches_any
-    from slimline.plugins.prune.onnxio import initializer_map, node_attr
 
     inits = initializer_map(proto)
     targets: list[OnnxTarget] = []
@@ -106,8 +105,6 @@ def rewrite(proto: Any, done: list[tuple[OnnxTarget, Factorization]]) -> None:
     """Replace each factored node by two nodes; drop weights no other node reads."""
     import onnx
     from onnx import helper, numpy_helper
-
-    from slimline.plugins.prune.onnxio import node_attr
 
     by_index = {t.index: (t, f) for t, f in done}
     new_nodes = []

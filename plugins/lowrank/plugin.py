@@ -8,8 +8,9 @@ from pydantic import Field, field_validator
 from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Plugin, PluginParams, Problem, StepContext, StepOutput
+from slimline.plugins._shared import common, onnxio
+from slimline.plugins._shared.layers import layer_patterns, matches_any, selection_problems
 from slimline.plugins.lowrank.svd import Factorization, RankRule
-from slimline.plugins.prune import common
 
 
 class LowRankParams(PluginParams):
@@ -24,7 +25,7 @@ class LowRankParams(PluginParams):
         "energy fraction in (0, 1] (e.g. 0.95)")
     include_conv: bool = Field(False, description="Also factorize Conv2d layers (torch only): k×k conv to r "
                                "channels, then 1×1 conv")
-    skip: list[str] = Field(default_factory=list, description="Layer names or glob patterns to leave alone")
+    skip: list[str] = layer_patterns("Layer names or glob patterns to leave alone")
     keep_output_layer: bool = Field(True, description="Leave the layer producing the output (the classifier) "
                                     "alone: it is small and a low rank there caps what the model can tell apart")
     data_aware: bool = Field(False, description="Choose the kept directions by the layer's output error on "
@@ -72,22 +73,18 @@ class LowRankFactorize(Plugin):
             return problems
         assert isinstance(params, LowRankParams)
         if model.family == "torch":
-            layers = common.spec_layers(model)
-            if layers is not None:
-                kinds = {"Linear"} | ({"Conv2d"} if params.include_conv else set())
-                found = [n for n, t in layers if t in kinds]
-                if not found:
-                    what = "Linear or Conv2d" if params.include_conv else "Linear"
-                    fix = "" if params.include_conv or not any(t == "Conv2d" for _, t in layers) \
-                        else "turn on include_conv to factorize the Conv layers"
-                    problems.append(Problem(f"no {what} layers to factorize", fix=fix))
-                elif all(common.matches_any(n, params.skip) for n in found):
-                    problems.append(Problem("the skip list covers every layer", field="skip"))
+            def none_found(layers: list[tuple[str, str]]) -> Problem:
+                what = "Linear or Conv2d" if params.include_conv else "Linear"
+                fix = "" if params.include_conv or not any(t == "Conv2d" for _, t in layers) \
+                    else "turn on include_conv to factorize the Conv layers"
+                return Problem(f"no {what} layers to factorize", fix=fix)
+
+            problems += selection_problems(
+                model, {"Linear"} | ({"Conv2d"} if params.include_conv else set()), params.skip,
+                none_found=none_found, all_excluded=Problem("the skip list covers every layer", field="skip"))
         elif model.family == "onnx":
             try:
-                from slimline.plugins.prune.onnxio import load_onnx_model
-
-                proto = load_onnx_model(model, load_external=False)
+                proto = onnxio.load_onnx_model(model, load_external=False)
                 inits = {i.name for i in proto.graph.initializer}
                 if not any(n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits
                            for n in proto.graph.node):
@@ -108,7 +105,7 @@ class LowRankFactorize(Plugin):
         def rule(name: str) -> RankRule:
             value = p.overrides.get(name)
             if value is None:
-                value = next((v for k, v in p.overrides.items() if common.matches_any(name, [k])), None)
+                value = next((v for k, v in p.overrides.items() if matches_any(name, [k])), None)
             if value is None:
                 return default
             return RankRule("rank", value) if isinstance(value, int) else RankRule("energy", float(value))
@@ -175,7 +172,6 @@ class LowRankFactorize(Plugin):
     def _run_onnx(self, model: ModelHandle, p: LowRankParams, ctx: StepContext) -> StepOutput:
         from slimline.plugins.lowrank import onnx_lr
         from slimline.plugins.lowrank.svd import factorize
-        from slimline.plugins.prune import onnxio
 
         ctx.progress(0.0, "loading model")
         proto = onnxio.load_onnx_model(model)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from slimline.plugins._shared.common import forward
+from slimline.plugins._shared.layers import matches_any
 from slimline.plugins.lowrank.svd import Factorization, RankRule, factorize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,8 +32,6 @@ def find_targets(module: "torch.nn.Module", *, include_conv: bool, skip: list[st
                  rule_for: Callable[[str], RankRule]) -> tuple[list[Target], dict[str, tuple[str, str]]]:
     """Layers to factorize, plus (op, reason) for those left alone."""
     import torch.nn as nn
-
-    from slimline.plugins.prune.common import matches_any
 
     targets: list[Target] = []
     skipped: dict[str, tuple[str, str]] = {}
@@ -72,8 +72,6 @@ def input_stats(module: "torch.nn.Module", targets: list[Target], batches: Any,
     """
     import torch
     import torch.nn.functional as F
-
-    from slimline.plugins.prune.common import forward
 
     acc: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}

@@ -15,7 +15,8 @@ from pydantic import Field, field_validator, model_validator
 from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Plugin, PluginParams, Problem, StepContext, StepOutput
-from slimline.plugins.prune import common
+from slimline.plugins._shared import common, onnxio
+from slimline.plugins._shared.layers import layer_patterns, matches_any, selection_problems
 from slimline.plugins.prune.sparsity import MaskResult, WeightSlot, nm_masks, unstructured_masks
 
 _SPEC_PRUNABLE = {"Linear", "Conv1d", "Conv2d"}
@@ -34,8 +35,8 @@ class MagnitudeParams(PluginParams):
         "unstructured", description="'n:m': in each run of m input weights keep the n largest (2:4 sparse kernels)")
     m: int = Field(4, ge=2, le=32, description="Group length for the n:m pattern")
     n: int = Field(2, ge=1, le=31, description="Weights kept per group of m (n:m pattern)")
-    skip: list[str] = Field(default_factory=list, description="Layer names or glob patterns to leave dense "
-                            "(biases and norms are always left alone)")
+    skip: list[str] = layer_patterns("Layer names or glob patterns to leave dense "
+                                     "(biases and norms are always left alone)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for criterion='random'")
 
     @field_validator("n")
@@ -75,14 +76,12 @@ class MagnitudePrune(Plugin):
         problems = self.check_format(model)
         if problems:
             return problems
-        layers = common.spec_layers(model) if model.family == "torch" else None
-        if layers is not None and not any(t in _SPEC_PRUNABLE for _, t in layers):
-            problems.append(Problem("no Conv or Linear layers to prune"))
-        if layers is not None and isinstance(params, MagnitudeParams) and params.skip:
-            left = [n for n, t in layers if t in _SPEC_PRUNABLE and not common.matches_any(n, params.skip)]
-            if not left:
-                problems.append(Problem("the skip list covers every prunable layer", field="skip",
-                                        fix="remove some names from the skip list"))
+        if model.family == "torch":
+            skip = params.skip if isinstance(params, MagnitudeParams) else []
+            problems += selection_problems(
+                model, _SPEC_PRUNABLE, skip, none_found=Problem("no Conv or Linear layers to prune"),
+                all_excluded=Problem("the skip list covers every prunable layer", field="skip",
+                                     fix="remove some names from the skip list"))
         return problems
 
     # --- run ------------------------------------------------------------------------------
@@ -113,7 +112,7 @@ class MagnitudePrune(Plugin):
             in_axis = _torch_in_axis(mod)
             if in_axis is None:
                 continue
-            if common.matches_any(name, p.skip) or common.matches_any(f"{name}.weight", p.skip):
+            if matches_any(name, p.skip) or matches_any(f"{name}.weight", p.skip):
                 skipped[name] = "in skip list"
                 continue
             slots.append(WeightSlot(name, type(mod).__name__, mod.weight.detach().cpu().numpy(), in_axis))
@@ -139,8 +138,6 @@ class MagnitudePrune(Plugin):
     def _run_onnx(self, model: ModelHandle, p: MagnitudeParams, ctx: StepContext) -> StepOutput:
         from onnx import numpy_helper
 
-        from slimline.plugins.prune import onnxio
-
         ctx.progress(0.0, "loading model")
         proto = onnxio.load_onnx_model(model)
         external = onnxio.uses_external_data(proto)
@@ -154,7 +151,7 @@ class MagnitudePrune(Plugin):
                 continue
             wname, in_axis = found
             seen.add(wname)
-            if common.matches_any(wname, p.skip) or (node.name and common.matches_any(node.name, p.skip)):
+            if matches_any(wname, p.skip) or (node.name and matches_any(node.name, p.skip)):
                 skipped[wname] = "in skip list"
                 continue
             arr = numpy_helper.to_array(inits[wname])
@@ -255,8 +252,6 @@ def _torch_in_axis(mod: Any) -> int | None:
 
 def _onnx_weight(node: Any, inits: dict[str, Any]) -> tuple[str, int] | None:
     """(initializer name, input axis) of the constant weight a Conv/Gemm/MatMul node reads."""
-    from slimline.plugins.prune.onnxio import node_attr
-
     if len(node.input) < 2 or node.input[1] not in inits:
         return None
     name = node.input[1]
@@ -264,7 +259,7 @@ def _onnx_weight(node: Any, inits: dict[str, Any]) -> tuple[str, int] | None:
     if node.op_type == "Conv" and ndim >= 3:
         return name, 1
     if node.op_type == "Gemm" and ndim == 2:
-        return name, 1 if node_attr(node, "transB", 0) else 0
+        return name, 1 if onnxio.node_attr(node, "transB", 0) else 0
     if node.op_type == "MatMul" and ndim >= 2:
         return name, ndim - 2
     return None

@@ -15,7 +15,8 @@ from pydantic import Field
 from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Plugin, PluginParams, Problem, StepContext, StepOutput
-from slimline.plugins.prune import common
+from slimline.plugins._shared import common
+from slimline.plugins._shared.layers import layer_patterns, matches_any, selection_problems
 
 _SPEC_PRUNABLE = {"Linear", "Conv1d", "Conv2d"}
 
@@ -32,8 +33,8 @@ class StructuredParams(PluginParams):
                                    "(guards global pruning from emptying a layer)")
     iterative_steps: int = Field(1, ge=1, le=50, description="Prune in this many steps (ratio grows linearly)")
     round_to: int = Field(0, ge=0, le=256, description="Keep channel counts multiples of this (e.g. 8); 0 = off")
-    ignored_layers: list[str] = Field(default_factory=list, description="Layer names or glob patterns never "
-                                      "pruned (the output layer is always kept)")
+    ignored_layers: list[str] = layer_patterns("Layer names or glob patterns never pruned "
+                                               "(the output layer is always kept)")
     taylor_batches: int = Field(4, ge=1, le=1000, description="Training batches for Taylor importance")
     batch_size: int = Field(32, ge=1, le=4096, description="Batch size for Taylor importance")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for random importance")
@@ -59,15 +60,12 @@ class StructuredPrune(Plugin):
         if problems:
             return problems
         assert isinstance(params, StructuredParams)
-        layers = common.spec_layers(model)
-        if layers is not None:
-            prunable = [n for n, t in layers if t in _SPEC_PRUNABLE]
-            if len(prunable) <= 1:
-                problems.append(Problem("nothing to prune: the model needs a Conv/Linear layer besides the one "
-                                        "producing the output"))
-            elif all(common.matches_any(n, params.ignored_layers) for n in prunable[:-1]):
-                problems.append(Problem("every prunable layer is ignored", field="ignored_layers",
-                                        fix="remove names from ignored_layers"))
+        problems += selection_problems(
+            model, _SPEC_PRUNABLE, params.ignored_layers, keep_last=True,
+            none_found=Problem("nothing to prune: the model needs a Conv/Linear layer besides the one "
+                               "producing the output"),
+            all_excluded=Problem("every prunable layer is ignored", field="ignored_layers",
+                                 fix="remove names from ignored_layers"))
         if params.importance == "taylor":
             problems.append(Problem("taylor importance needs training (or calibration) data with labels",
                                     severity="warning", field="importance",
@@ -89,7 +87,7 @@ class StructuredPrune(Plugin):
         with torch.no_grad():
             ref_out = common.first_tensor(common.forward(module, example))
         out_layer = common.output_layer_name(module, example)
-        ignored = [m for n, m in module.named_modules() if n and common.matches_any(n, params.ignored_layers)]
+        ignored = [m for n, m in module.named_modules() if n and matches_any(n, params.ignored_layers)]
         if out_layer:
             ignored.append(module.get_submodule(out_layer))
         shapes_before = _layer_shapes(module)

@@ -21,28 +21,20 @@ _PROTO_LIMIT = 1_800_000_000
 
 
 def load_onnx_model(handle: ModelHandle, *, load_external: bool = True) -> "onnx.ModelProto":
-    """Load the ONNX graph; external data only from the model's own folder."""
-    import onnx
+    """A fresh, editable ONNX graph; external data only from the model's own folder.
+
+    The folder check is the engine's (slimline.core.models.safe_paths, via load_onnx), so
+    plugins and the model browser refuse exactly the same files.
+    """
+    from slimline.core.models import load_onnx
 
     try:
-        model = onnx.load(handle.path, load_external_data=False)
-        if load_external and uses_external_data(model):
-            from onnx.external_data_helper import load_external_data_for_model
-
-            base = Path(handle.path).resolve().parent
-            for t in _external_tensors(model):
-                loc = next((e.value for e in t.external_data if e.key == "location"), "")
-                target = (base / loc).resolve()
-                if base not in target.parents and target != base:
-                    raise ModelLoadError(f"external data {loc!r} lies outside the model folder",
-                                         subject=handle.path, hint="keep weight files next to the .onnx file")
-            load_external_data_for_model(model, str(base))
+        return load_onnx(handle.path, load_external=load_external)
     except ModelLoadError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnx raises assorted errors on damaged files
         raise ModelLoadError(f"cannot read ONNX model: {exc}", subject=handle.path,
                              hint="check that the file is a complete .onnx file") from None
-    return model
 
 
 def _external_tensors(model: "onnx.ModelProto") -> list[Any]:
@@ -88,15 +80,12 @@ def onnx_output_handle(path: Path, files: list[Path], like: ModelHandle,
     import numpy as np
 
     params = int(sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in model.graph.initializer))
+    from slimline.core.models import open_model
+
     try:
-        from slimline.core.models import open_model
-    except ImportError:
-        open_model = None  # the models module is optional for this step
-    if open_model is not None:
-        try:
-            return open_model(path)
-        except Exception:
-            pass
+        return open_model(path)
+    except Exception:  # noqa: BLE001 - fall back to the input's specs with re-measured sizes
+        pass
     return like.model_copy(update={
         "path": str(path), "files": [str(f) for f in files], "param_count": params,
         "bytes_on_disk": sum(f.stat().st_size for f in files), "format": "onnx", "family": "onnx",

@@ -1,12 +1,11 @@
-"""Helpers shared by the prune and low-rank plugins (no heavy imports at module level).
+"""Torch model in/out and size reporting shared by the prune and low-rank plugins.
 
 Why here: both plugin families load a torch model from a handle, write it back as a
-Slimline archive that reloads without pickle, match user skip lists, and report the
-compressed size, so the rules live in one place.
+Slimline archive that reloads without pickle, and report the compressed size, so the
+rules live in one place (no heavy imports at module level).
 """
 from __future__ import annotations
 
-import fnmatch
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -16,14 +15,6 @@ from slimline.core.handle import ModelHandle
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-
-def matches_any(name: str, patterns: Iterable[str]) -> bool:
-    """True when ``name`` equals a pattern, matches it as a glob, or sits under it (``a.b`` under ``a``)."""
-    for p in patterns:
-        if name == p or fnmatch.fnmatchcase(name, p) or name.startswith(p + "."):
-            return True
-    return False
 
 
 def model_files(handle: ModelHandle) -> list[Path]:
@@ -189,32 +180,3 @@ def output_layer_name(module: "torch.nn.Module", inputs: Any) -> str | None:
         for h in hooks:
             h.remove()
     return order[-1] if order else None
-
-
-def spec_layers(handle: ModelHandle) -> list[tuple[str, str]] | None:
-    """(name, type) of the leaves in a spec-based archive, read cheaply; None when unknown."""
-    if handle.format != "slimline_torch":
-        return None
-    try:
-        from slimline.core.torchmodel import read_archive_meta
-
-        meta = read_archive_meta(handle.path)
-    except Exception:
-        return None
-    if not meta:
-        return None
-    base = meta["arch"].get("base", {})
-    if base.get("kind") != "spec" or meta["arch"].get("replacements"):
-        return None
-    found: list[tuple[str, str]] = []
-
-    def walk(tree: dict[str, Any], prefix: str) -> None:
-        children = tree.get("children")
-        if children is None:
-            found.append((prefix, str(tree.get("type"))))
-            return
-        for n, c in children.items():
-            walk(c, f"{prefix}.{n}" if prefix else n)
-
-    walk(base["tree"], "")
-    return found
