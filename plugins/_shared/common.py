@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from slimline.core.errors import ModelLoadError, StepFailed
+from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,15 +44,8 @@ def zip_bytes(paths: Iterable[Path], level: int = 6) -> int:
 # --- torch models -------------------------------------------------------------------------
 def load_module(handle: ModelHandle) -> "torch.nn.Module":
     """An editable eager module for any torch handle (Slimline archive, HF folder, trusted pickle)."""
-    if handle.format == "slimline_torch":
-        from slimline.core.torchmodel import load_torch_module
+    from slimline.core.models import load_eager_module
 
-        return load_torch_module(handle)
-    try:
-        from slimline.core.models import load_eager_module
-    except ImportError:  # pragma: no cover - the models module ships with the app
-        raise ModelLoadError(f"cannot edit {handle.format} models in this build", subject=handle.path,
-                             hint="convert the model to a Slimline torch archive first") from None
     return load_eager_module(handle)
 
 
