@@ -50,7 +50,7 @@ class WorkspaceState:
     extra: dict[str, Any] = field(default_factory=dict)  # views may keep small UI state here
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "WorkspaceState":
+    def from_dict(cls, doc: dict[str, Any]) -> WorkspaceState:
         known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
         state = cls(**known)
         if not isinstance(state.run_ids, list):
@@ -161,7 +161,7 @@ def pending_restore(workspace: str | os.PathLike[str]) -> Restore | None:
     return Restore(state=state, saved_at=float(doc.get("saved_at") or 0.0), pid=pid, path=path)
 
 
-def restore_runs(workspace: str | os.PathLike[str], state: WorkspaceState) -> list["RunRecord"]:
+def restore_runs(workspace: str | os.PathLike[str], state: WorkspaceState) -> list[RunRecord]:
     """The run records of the restored session (unreadable ones skipped).
 
     A run that was in progress when the app died is marked ``interrupted`` in memory (its

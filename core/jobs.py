@@ -22,9 +22,8 @@ from typing import Any
 
 from slimline.core.history import load_run, new_run_id, run_dir, save_run
 from slimline.core.pipeline import Pipeline
-from slimline.core.results import (
-    FINAL_TYPES, CancelledEvent, DoneEvent, FailedEvent, LogEvent, RunError, RunSummary, StepStartedEvent,
-    event_from_dict, event_to_dict)
+from slimline.core.results import FINAL_TYPES, CancelledEvent, DoneEvent, FailedEvent, LogEvent, RunError, RunSummary
+from slimline.core.results import StepStartedEvent, event_from_dict, event_to_dict
 
 _EXIT = {"type": "_exit"}  # pipe sentinel after the last event (not an event)
 

@@ -11,7 +11,8 @@ models existed, so older readers and files keep working; ``run.json`` now says
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Iterator, Literal, Union
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
 
@@ -111,7 +112,7 @@ class StepResult(Measurement):
     cached: bool = False
 
     @classmethod
-    def from_measurement(cls, m: Measurement, **fields: Any) -> "StepResult":
+    def from_measurement(cls, m: Measurement, **fields: Any) -> StepResult:
         return cls(**{k: getattr(m, k) for k in Measurement.model_fields}, **(m.model_extra or {}), **fields)
 
     def measurement(self) -> Measurement:
@@ -171,7 +172,7 @@ def migrate_run(doc: dict[str, Any]) -> dict[str, Any]:
     ``error`` or ``results``. v2 adds ``schema_version``.
     """
     if not isinstance(doc, dict):
-        raise ValueError("a run record is a JSON object")
+        raise ValueError("a run record is a JSON object")  # noqa: TRY004 - callers skip bad files on ValueError
     version = doc.get("schema_version", 1)
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"unknown run record schema_version {version!r}")
@@ -275,9 +276,9 @@ class CancelledEvent(_Json):
     forced: bool | None = None      # True: terminated after the grace period
 
 
-JobEvent = Annotated[Union[ProgressEvent, StepStartedEvent, StepResultEvent, LogEvent, MetricEvent, DoneEvent,
-                           FailedEvent, CancelledEvent], Field(discriminator="type")]
-FinalEvent = Union[DoneEvent, FailedEvent, CancelledEvent]
+JobEvent = Annotated[ProgressEvent | StepStartedEvent | StepResultEvent | LogEvent | MetricEvent | DoneEvent
+                     | FailedEvent | CancelledEvent, Field(discriminator="type")]
+FinalEvent = DoneEvent | FailedEvent | CancelledEvent
 FINAL_TYPES = ("done", "failed", "cancelled")
 _EVENTS: TypeAdapter[Any] = TypeAdapter(JobEvent)
 
@@ -297,7 +298,30 @@ def as_event(event: Any) -> Any:
     return event_from_dict(event) if isinstance(event, dict) else event
 
 
-__all__ = ["RUN_SCHEMA_VERSION", "Fidelity", "Measurement", "StepResult", "RunError", "RunData", "RunRecord",
-           "migrate_run", "run_from_dict", "as_run", "ProgressEvent", "StepStartedEvent", "StepResultEvent",
-           "LogEvent", "MetricEvent", "RunSummary", "DoneEvent", "FailedEvent", "CancelledEvent", "JobEvent",
-           "FinalEvent", "FINAL_TYPES", "event_to_dict", "event_from_dict", "as_event"]
+__all__ = [
+    "FINAL_TYPES",
+    "RUN_SCHEMA_VERSION",
+    "CancelledEvent",
+    "DoneEvent",
+    "FailedEvent",
+    "Fidelity",
+    "FinalEvent",
+    "JobEvent",
+    "LogEvent",
+    "Measurement",
+    "MetricEvent",
+    "ProgressEvent",
+    "RunData",
+    "RunError",
+    "RunRecord",
+    "RunSummary",
+    "StepResult",
+    "StepResultEvent",
+    "StepStartedEvent",
+    "as_event",
+    "as_run",
+    "event_from_dict",
+    "event_to_dict",
+    "migrate_run",
+    "run_from_dict",
+]

@@ -54,7 +54,7 @@ class Variant:
         return list(self.step.flags) if self.step is not None else []
 
     @classmethod
-    def of_step(cls, run: RunRecord, step: StepResult, run_dir: Path | None = None) -> "Variant":
+    def of_step(cls, run: RunRecord, step: StepResult, run_dir: Path | None = None) -> Variant:
         """The variant of one step of a recorded run (no file access)."""
         from slimline.core.export.formats import safe_name
 

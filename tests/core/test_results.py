@@ -82,7 +82,7 @@ def test_print_run_output_is_unchanged():
         buf = io.StringIO()
         print_run(record, out=buf)
         assert buf.getvalue() == expected
-    headers, rows = result_rows(_v1())
+    _, rows = result_rows(_v1())
     assert rows[1][-1] == "over_budget" and "0.25×" in rows[1][1]
 
 
