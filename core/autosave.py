@@ -11,7 +11,8 @@ the pipeline document, the data choice and the run ids. Runs themselves live in 
 run history (``workspace/runs/<id>/run.json``, rewritten after every finished step), so a
 restore loses at most the step that was running; :func:`restore_runs` reads them back.
 
-Pure standard library; nothing here imports Qt or the heavy engine modules.
+Standard library only at import time; nothing here imports Qt or the heavy engine modules
+(run records are read through slimline.core.history when restoring).
 """
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimline.core.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from slimline.core.results import RunRecord
 
 FILENAME = "autosave.json"
 FORMAT = "slimline.autosave"
@@ -46,7 +50,7 @@ class WorkspaceState:
     extra: dict[str, Any] = field(default_factory=dict)  # views may keep small UI state here
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "WorkspaceState":
+    def from_dict(cls, doc: dict[str, Any]) -> WorkspaceState:
         known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
         state = cls(**known)
         if not isinstance(state.run_ids, list):
@@ -157,7 +161,7 @@ def pending_restore(workspace: str | os.PathLike[str]) -> Restore | None:
     return Restore(state=state, saved_at=float(doc.get("saved_at") or 0.0), pid=pid, path=path)
 
 
-def restore_runs(workspace: str | os.PathLike[str], state: WorkspaceState) -> list[dict[str, Any]]:
+def restore_runs(workspace: str | os.PathLike[str], state: WorkspaceState) -> list[RunRecord]:
     """The run records of the restored session (unreadable ones skipped).
 
     A run that was in progress when the app died is marked ``interrupted`` in memory (its
@@ -174,7 +178,7 @@ def restore_runs(workspace: str | os.PathLike[str], state: WorkspaceState) -> li
             rec = load_run(run_dir(Path(workspace), rid))
         except (OSError, ValueError):
             continue
-        if rec.get("status") == "running":
-            rec["status"] = "interrupted"
+        if rec.status == "running":
+            rec.status = "interrupted"
         out.append(rec)
     return out

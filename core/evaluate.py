@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from slimline.core.handle import ModelHandle
+from slimline.core.metrics import AccuracyReport, LatencyReport
 from slimline.core.pipeline import Evaluation
+from slimline.core.results import Fidelity, Measurement
 
 SLOWER_TOLERANCE = 1.05  # p50 within 5 % is measurement noise on this class of machine
 
@@ -38,14 +40,13 @@ class Evaluator:
             self._random = random_dataset(handle, 32, seed=0)
         return self._random, "random"
 
-    def evaluate(self, handle: ModelHandle, cancel: Any = None) -> dict[str, Any]:
+    def evaluate(self, handle: ModelHandle, cancel: Any = None) -> Measurement:
         from slimline.core.metrics import fidelity, measure_latency, measure_size
         from slimline.core.runtime import open_session, predict
 
-        result: dict[str, Any] = {"size": measure_size(handle).model_dump()}
+        size = measure_size(handle)
         if not handle.capabilities.run:
-            result["note"] = handle.capabilities.reason
-            return result
+            return Measurement(size=size, note=handle.capabilities.reason)
         data, kind = self.data_for(handle)
         session = open_session(handle, device=self.device, threads=self.threads)
         outputs = predict(session, data, batch_size=64)[0]
@@ -53,67 +54,65 @@ class Evaluator:
             cancel.raise_if_cancelled()
         if self.reference_outputs is None:
             self.reference_outputs = outputs
-        fid = fidelity(self.reference_outputs, outputs).model_dump()
-        fid["input_kind"] = kind
-        fid["dataset"] = getattr(data, "name", "random inputs")
-        result["fidelity"] = fid
+        fid = Fidelity(**fidelity(self.reference_outputs, outputs).model_dump(), input_kind=kind,
+                       dataset=getattr(data, "name", "random inputs"))
+        acc = None
         if kind == "dataset" and getattr(data, "labels", None) is not None:
             acc = _top1(outputs, data)
-            result["accuracy"] = acc
             if self.reference_accuracy is None:
-                self.reference_accuracy = acc["top1"]
-        lat: dict[str, Any] = {}
+                self.reference_accuracy = acc.top1
+        lat: dict[str, LatencyReport] = {}
         ls = self.settings.latency
         for batch in ls.batch_sizes:
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            rep = measure_latency(handle, batch=batch, runs=ls.runs, warmup=ls.warmup,
-                                  threads=ls.threads or self.threads, device=self.device,
-                                  dataset=self.eval_data)
-            lat[str(batch)] = rep.model_dump()
-        result["latency"] = lat
-        return result
+            lat[str(batch)] = measure_latency(handle, batch=batch, runs=ls.runs, warmup=ls.warmup,
+                                              threads=ls.threads or self.threads, device=self.device,
+                                              dataset=self.eval_data)
+        return Measurement(size=size, fidelity=fid, accuracy=acc, latency=lat)
 
 
-def _top1(outputs: np.ndarray, data: Any) -> dict[str, Any]:
+def _top1(outputs: np.ndarray, data: Any) -> AccuracyReport:
     """Top-1 from already computed outputs (no second pass over the data)."""
     labels = np.asarray(data.labels)
     pred = outputs.reshape(len(outputs), -1).argmax(-1)
-    return {"dataset": getattr(data, "name", "dataset"), "n": int(len(labels)),
-            "top1": float((pred[: len(labels)] == labels).mean())}
+    return AccuracyReport(dataset=getattr(data, "name", "dataset"), n=int(len(labels)),
+                          top1=float((pred[: len(labels)] == labels).mean()))
 
 
-def flags_for(step_eval: dict[str, Any], input_eval: dict[str, Any], original_eval: dict[str, Any],
+def flags_for(step_eval: Measurement, input_eval: Measurement, original_eval: Measurement,
               settings: Evaluation) -> tuple[list[str], list[str]]:
-    """(flags, reasons): bigger / slower than the step's input, over the accuracy budget."""
+    """(flags, reasons): bigger / slower than the step's input, over the accuracy budget.
+
+    Takes Measurements or StepResults (a StepResult is a Measurement).
+    """
     flags: list[str] = []
     reasons: list[str] = []
-    a, b = input_eval.get("size", {}), step_eval.get("size", {})
-    if a and b and b.get("bytes_on_disk", 0) > a.get("bytes_on_disk", 0) * 1.001:
+    a, b = input_eval.size.bytes_on_disk, step_eval.size.bytes_on_disk
+    if b > a * 1.001:
         flags.append("bigger")
-        reasons.append(f"bigger on disk: {_mb(a['bytes_on_disk'])} → {_mb(b['bytes_on_disk'])}")
-    la, lb = input_eval.get("latency", {}), step_eval.get("latency", {})
+        reasons.append(f"bigger on disk: {_mb(a)} → {_mb(b)}")
+    la, lb = input_eval.latency or {}, step_eval.latency or {}
     for batch, rep in lb.items():
         before = la.get(batch)
         # Slower only when beyond noise: >5 % at p50 AND above the input's own p90.
-        if before and rep["p50_ms"] > before["p50_ms"] * SLOWER_TOLERANCE \
-                and rep["p50_ms"] > before.get("p90_ms", before["p50_ms"]):
+        if before and rep.p50_ms > before.p50_ms * SLOWER_TOLERANCE and rep.p50_ms > before.p90_ms:
             if "slower" not in flags:
                 flags.append("slower")
-            reasons.append(f"slower at batch {batch}: p50 {before['p50_ms']:.3f} → {rep['p50_ms']:.3f} ms "
-                           f"({rep['p50_ms'] / before['p50_ms']:.2f}×)")
+            reasons.append(f"slower at batch {batch}: p50 {before.p50_ms:.3f} → {rep.p50_ms:.3f} ms "
+                           f"({rep.p50_ms / before.p50_ms:.2f}×)")
     budgets = settings.budgets
-    acc, acc0 = step_eval.get("accuracy"), original_eval.get("accuracy")
+    acc, acc0 = step_eval.accuracy, original_eval.accuracy
     if acc and acc0:
-        drop = acc0["top1"] - acc["top1"]
+        drop = acc0.top1 - acc.top1
         if drop > budgets.max_accuracy_drop:
             flags.append("over_budget")
-            reasons.append(f"top-1 {acc['top1']:.4f} vs original {acc0['top1']:.4f} on {acc['dataset']} "
-                           f"(n={acc['n']}): drop {drop * 100:.2f} points > budget "
+            reasons.append(f"top-1 {acc.top1:.4f} vs original {acc0.top1:.4f} on {acc.dataset} "
+                           f"(n={acc.n}): drop {drop * 100:.2f} points > budget "
                            f"{budgets.max_accuracy_drop * 100:.2f}")
-    elif step_eval.get("fidelity"):
-        cos = step_eval["fidelity"].get("mean_cosine")
-        if cos is not None and cos < budgets.min_cosine:
+    elif step_eval.fidelity is not None:
+        cos = step_eval.fidelity.mean_cosine
+        if cos < budgets.min_cosine:
             flags.append("over_budget")
             reasons.append(f"mean output cosine vs original {cos:.4f} < budget {budgets.min_cosine}")
     return flags, reasons

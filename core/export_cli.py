@@ -5,9 +5,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimline.core.errors import SlimlineError
+
+if TYPE_CHECKING:
+    from slimline.core.export.variants import Variant
 
 FORMAT_CHOICES = ("onnx", "torchscript", "pt2", "safetensors", "bundle")
 
@@ -88,15 +91,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _source_info(variant: Any) -> dict[str, Any]:
+def _source_info(variant: Variant) -> dict[str, Any]:
     info: dict[str, Any] = {}
-    if variant.run is not None:
-        info = {"run_id": variant.run.get("run_id"), "step_id": variant.step.get("step_id"),
-                "step_title": variant.step.get("title")}
+    if variant.run is not None and variant.step is not None:
+        info = {"run_id": variant.run.run_id, "step_id": variant.step.step_id, "step_title": variant.step.title}
     return info
 
 
-def _remember(variant: Any, record: dict[str, Any]) -> None:
+def _remember(variant: Variant, record: dict[str, Any]) -> None:
     """Append the export record to the run's exports.json so the report can list it."""
     if variant.run_dir is None:
         return

@@ -9,9 +9,9 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from slimline.core.fsutil import atomic_write_text
+from slimline.core.results import RunRecord, run_from_dict
 
 
 def new_run_id() -> str:
@@ -22,20 +22,22 @@ def run_dir(workspace: Path, run_id: str) -> Path:
     return Path(workspace) / "runs" / run_id
 
 
-def save_run(workspace: Path, record: dict[str, Any]) -> Path:
-    path = run_dir(workspace, record["run_id"]) / "run.json"
-    atomic_write_text(path, json.dumps(record, indent=1, default=str))
+def save_run(workspace: Path, record: RunRecord) -> Path:
+    """Write ``runs/<run_id>/run.json`` atomically (the JSON form of the record)."""
+    path = run_dir(workspace, record.run_id) / "run.json"
+    atomic_write_text(path, json.dumps(record.to_dict(), indent=1, default=str))
     return path
 
 
-def load_run(path_or_dir: str | Path) -> dict[str, Any]:
+def load_run(path_or_dir: str | Path) -> RunRecord:
+    """Read a run.json (or the run folder), migrating older versions; ValueError if it is not a run."""
     p = Path(path_or_dir)
     if p.is_dir():
         p = p / "run.json"
-    return json.loads(p.read_text())
+    return run_from_dict(json.loads(p.read_text()))
 
 
-def list_runs(workspace: Path) -> list[dict[str, Any]]:
+def list_runs(workspace: Path) -> list[RunRecord]:
     """All runs in the workspace, oldest first; unreadable records are skipped."""
     runs = []
     for p in sorted((Path(workspace) / "runs").glob("*/run.json")):

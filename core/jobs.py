@@ -4,6 +4,10 @@ Why a process and not a thread: a runtime that crashes on a hostile model
 must not take the window with it; cancel must really stop C++ work
 (terminate the child) and leave nothing half-written; Python-heavy loops must
 not starve the UI thread of the GIL. The CLI uses the same runner.
+
+Events are typed (slimline.core.results); they cross the process pipe as dicts
+(event_to_dict / event_from_dict) and :meth:`Job.poll` hands dicts to the GUI,
+whose Qt signals carry dicts.
 """
 from __future__ import annotations
 
@@ -18,6 +22,10 @@ from typing import Any
 
 from slimline.core.history import load_run, new_run_id, run_dir, save_run
 from slimline.core.pipeline import Pipeline
+from slimline.core.results import FINAL_TYPES, CancelledEvent, DoneEvent, FailedEvent, LogEvent, RunError, RunSummary
+from slimline.core.results import StepStartedEvent, event_from_dict, event_to_dict
+
+_EXIT = {"type": "_exit"}  # pipe sentinel after the last event (not an event)
 
 CANCEL_GRACE_S = 0.5  # cooperative cancel first, then terminate
 
@@ -28,15 +36,15 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
     from slimline.core.errors import Cancelled, SlimlineError
     from slimline.core.plugin import CancelToken
 
-    def emit(event: dict[str, Any]) -> None:
-        events.put(event)
+    def emit(event: Any) -> None:
+        events.put(event_to_dict(event))
 
     import warnings
 
     def show_warning(message: Any, category: type, filename: str, lineno: int,
                      file: Any = None, line: Any = None) -> None:
         """Library warnings go to the run's log, not to the terminal that started the app."""
-        emit({"type": "log", "level": "warning", "message": f"{category.__name__}: {message}"})
+        emit(LogEvent(level="warning", message=f"{category.__name__}: {message}"))
 
     warnings.showwarning = show_warning
 
@@ -47,7 +55,7 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
         from slimline.core.pipeline import parse_pipeline
         from slimline.core.runner import load_data, run_pipeline
 
-        emit({"type": "log", "message": f"worker {os.getpid()} opening {spec['model_path']}"})
+        emit(LogEvent(message=f"worker {os.getpid()} opening {spec['model_path']}"))
         pipeline = parse_pipeline(spec["pipeline"])
         model = open_model(spec["model_path"], trust=spec.get("trust", False))
         if spec.get("dims"):
@@ -58,17 +66,17 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
                               threads=spec.get("threads", 0), use_cache=spec.get("use_cache", True),
                               data_paths=(spec.get("data_path") or pipeline.evaluation.data,
                                           spec.get("train_path") or pipeline.evaluation.train_data))
-        emit({"type": "done", "run": {"run_id": record["run_id"], "status": record["status"]}})
+        emit(DoneEvent(run=RunSummary(run_id=record.run_id, status=record.status)))
     except Cancelled:
-        emit({"type": "cancelled"})
+        emit(CancelledEvent())
     except SlimlineError as exc:
-        emit({"type": "failed", **exc.to_dict(), "step_id": getattr(exc, "step_id", ""),
-              "details": getattr(exc, "details", "") or traceback.format_exc()})
+        emit(FailedEvent(**{**exc.to_dict(), "step_id": getattr(exc, "step_id", ""),
+                            "details": getattr(exc, "details", "") or traceback.format_exc()}))
     except BaseException as exc:  # never die silently: the parent shows this with details
-        emit({"type": "failed", "message": f"{type(exc).__name__}: {exc}", "hint": "see details",
-              "subject": "", "step_id": "", "details": traceback.format_exc()})
+        emit(FailedEvent(message=f"{type(exc).__name__}: {exc}", hint="see details", subject="", step_id="",
+                         details=traceback.format_exc()))
     finally:
-        events.put({"type": "_exit"})
+        events.put(_EXIT)
         events.close()
         events.join_thread()
 
@@ -86,7 +94,7 @@ class Job:
         self._process = ctx.Process(target=_child_main, args=(spec, self._events, self._cancel),
                                     name=f"slimline-job-{self.run_id}", daemon=True)
         self._cancel_at: float | None = None
-        self._final: dict[str, Any] | None = None
+        self._final: Any = None  # the DoneEvent / FailedEvent / CancelledEvent that ended the job
         self._step = ""  # the step running now (from step_started), named if the worker crashes
         self._process.start()
 
@@ -105,12 +113,17 @@ class Job:
             self._cancel_at = time.monotonic()
 
     def poll(self, timeout: float = 0.0, max_events: int = 200) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        """New events as dicts (the GUI's Qt signals carry dicts); see :meth:`poll_events`."""
+        return [event_to_dict(ev) for ev in self.poll_events(timeout, max_events)]
+
+    def poll_events(self, timeout: float = 0.0, max_events: int = 200) -> list[Any]:
+        """New typed events (slimline.core.results.JobEvent), the last one final when the job ended."""
+        out: list[Any] = []
         if self._final is not None:
             return out
         if self._cancel_at is not None and time.monotonic() - self._cancel_at > CANCEL_GRACE_S:
             self._terminate()  # checked first so an event flood cannot postpone the stop
-            return [self._finish({"type": "cancelled", "forced": True})]
+            return [self._finish(CancelledEvent(forced=True))]
         deadline = time.monotonic() + timeout
         while len(out) < max_events:
             try:
@@ -120,29 +133,30 @@ class Job:
                 break
             except (EOFError, OSError):
                 break
-            if ev.get("type") == "_exit":
+            if ev == _EXIT:
                 continue
-            if ev.get("type") == "step_started":
-                self._step = str(ev.get("step_id") or "")
+            ev = _typed(ev)
+            if isinstance(ev, StepStartedEvent):
+                self._step = ev.step_id
             out.append(ev)
-            if ev.get("type") in ("done", "failed", "cancelled"):
+            if ev.type in FINAL_TYPES:
                 self._finish(ev)
                 return out
         if self._final is None:
             if self._cancel_at is not None and time.monotonic() - self._cancel_at > CANCEL_GRACE_S:
                 self._terminate()
-                out.append(self._finish({"type": "cancelled", "forced": True}))
+                out.append(self._finish(CancelledEvent(forced=True)))
             elif not self._process.is_alive() and self._events.empty():
                 code = self._process.exitcode
                 out.append(self._finish(_crash_event(code, self._step)))
         return out
 
-    def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Block until the job ends (CLI, tests); returns every event."""
-        events: list[dict[str, Any]] = []
+    def wait(self, timeout: float | None = None) -> list[Any]:
+        """Block until the job ends (CLI, tests); returns every event (typed)."""
+        events: list[Any] = []
         end = None if timeout is None else time.monotonic() + timeout
         while self.alive:
-            events += self.poll(timeout=0.1)
+            events += self.poll_events(timeout=0.1)
             if end is not None and time.monotonic() > end:
                 self.cancel()
         return events
@@ -155,19 +169,27 @@ class Job:
                 self._process.kill()
                 self._process.join(2)
 
-    def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _finish(self, event: Any) -> Any:
         """Record the end. Never blocks for long: poll() runs on UI timers."""
         self._final = event
         self._process.join(0.05)  # the child exits right after its last event
         from slimline.core.cache import StepCache
 
         StepCache(self.workspace / "cache").clean_temp(self._process.pid)
-        if event["type"] in ("cancelled", "failed"):
+        if event.type in ("cancelled", "failed"):
             _mark_run(self.workspace, self.run_id, event)
         return event
 
 
-def _crash_event(code: int | None, step_id: str = "") -> dict[str, Any]:
+def _typed(doc: Any) -> Any:
+    """The typed event for a dict from the pipe; a malformed one is logged, never fatal."""
+    try:
+        return event_from_dict(doc)
+    except ValueError:
+        return LogEvent(level="warning", message=f"unreadable event from the worker: {str(doc)[:300]}")
+
+
+def _crash_event(code: int | None, step_id: str = "") -> FailedEvent:
     sig = ""
     if code is not None and code < 0:
         try:
@@ -175,23 +197,24 @@ def _crash_event(code: int | None, step_id: str = "") -> dict[str, Any]:
         except ValueError:
             sig = ""
     during = f" during step {step_id}" if step_id else ""
-    return {"type": "failed", "message": f"the worker process crashed{during} (exit code {code}{sig})",
-            "hint": "the model or a runtime library crashed; the app is fine — check the log, "
-                    "try another runtime/provider or report the model",
-            "subject": f"step {step_id}" if step_id else "worker", "step_id": step_id}
+    return FailedEvent(message=f"the worker process crashed{during} (exit code {code}{sig})",
+                       hint="the model or a runtime library crashed; the app is fine — check the log, "
+                            "try another runtime/provider or report the model",
+                       subject=f"step {step_id}" if step_id else "worker", step_id=step_id)
 
 
-def _mark_run(workspace: Path, run_id: str, event: dict[str, Any]) -> None:
+def _mark_run(workspace: Path, run_id: str, event: Any) -> None:
     """Record how the run ended even when the child could not (killed, crashed)."""
     path = run_dir(workspace, run_id) / "run.json"
     try:
         record = load_run(path)
     except (OSError, ValueError):
         return
-    if record.get("status") == "running":
-        record["status"] = "cancelled" if event["type"] == "cancelled" else "failed"
-        if event["type"] == "failed":
-            record["error"] = {k: event.get(k, "") for k in ("message", "hint", "subject", "step_id")}
+    if record.status == "running":
+        record.status = "cancelled" if isinstance(event, CancelledEvent) else "failed"
+        if isinstance(event, FailedEvent):
+            record.error = RunError(message=event.message, hint=event.hint, subject=event.subject,
+                                    step_id=event.step_id)
         save_run(workspace, record)
 
 

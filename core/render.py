@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 from slimline.core.fsutil import atomic_write_text
 from slimline.core.handle import ModelHandle
+from slimline.core.results import LogEvent, MetricEvent, ProgressEvent, RunRecord, StepResultEvent, StepStartedEvent
+from slimline.core.results import as_event, as_run
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -116,88 +119,86 @@ def print_bench(h: ModelHandle, size: Any, lat: list[Any], acc: Any, env: dict[s
     print(f"\nmachine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores", file=out)
 
 
-def result_rows(record: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    results = record.get("results", [])
-    batches = list(results[0].get("latency", {}).keys()) if results else []
+def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    record = as_run(record)
+    results = record.results
+    batches = list((results[0].latency or {}).keys()) if results else []
     headers = ["step", "size", "zip", "params"] + [f"p50 b{b} ms" for b in batches] + \
               [f"p90 b{b}" for b in batches[:1]] + ["top-1", "cosine", "flags"]
     rows = []
-    base = results[0] if results else {}
+    base = results[0] if results else None
     for r in results:
-        size = r.get("size", {})
-        acc = r.get("accuracy")
-        fid = r.get("fidelity") or {}
-        lat = r.get("latency", {})
+        size = r.size
+        lat = r.latency or {}
         ratio = ""
-        if base.get("size") and r is not base and base["size"].get("bytes_on_disk"):
-            ratio = f" ({size.get('bytes_on_disk', 0) / base['size']['bytes_on_disk']:.2f}×)"
-        row = [f"{r['step_id']}: {r['title']}" + (" [cached]" if r.get("cached") else ""),
-               fmt_bytes(size.get("bytes_on_disk")) + ratio, fmt_bytes(size.get("zip_bytes")),
-               fmt_count(size.get("param_count"))]
+        if base is not None and r is not base and base.size.bytes_on_disk:
+            ratio = f" ({size.bytes_on_disk / base.size.bytes_on_disk:.2f}×)"
+        row = [f"{r.step_id}: {r.title}" + (" [cached]" if r.cached else ""),
+               fmt_bytes(size.bytes_on_disk) + ratio, fmt_bytes(size.zip_bytes), fmt_count(size.param_count)]
         for b in batches:
             rep = lat.get(b)
-            base_rep = base.get("latency", {}).get(b)
-            cell = f"{rep['p50_ms']:.3f}" if rep else "-"
+            base_rep = (base.latency or {}).get(b) if base is not None else None
+            cell = f"{rep.p50_ms:.3f}" if rep else "-"
             if rep and base_rep and r is not base:
-                cell += f" ({rep['p50_ms'] / base_rep['p50_ms']:.2f}×)"
+                cell += f" ({rep.p50_ms / base_rep.p50_ms:.2f}×)"
             row.append(cell)
         for b in batches[:1]:
             rep = lat.get(b)
-            row.append(f"{rep['p90_ms']:.3f}" if rep else "-")
-        row.append(f"{acc['top1']:.4f}" if acc else "-")
-        row.append(f"{fid['mean_cosine']:.4f}" if fid.get("mean_cosine") is not None else "-")
-        row.append(",".join(r.get("flags", [])) or "ok")
+            row.append(f"{rep.p90_ms:.3f}" if rep else "-")
+        row.append(f"{r.accuracy.top1:.4f}" if r.accuracy else "-")
+        row.append(f"{r.fidelity.mean_cosine:.4f}" if r.fidelity else "-")
+        row.append(",".join(r.flags) or "ok")
         rows.append(row)
     return headers, rows
 
 
-def print_run(record: dict[str, Any], out: TextIO | None = None) -> None:
+def print_run(record: RunRecord | dict[str, Any], out: TextIO | None = None) -> None:
     out = out or sys.stdout
+    record = as_run(record)
     headers, rows = result_rows(record)
-    print(f"\nrun {record['run_id']} — {record['status']}", file=out)
+    print(f"\nrun {record.run_id} — {record.status}", file=out)
     print(table(headers, rows), file=out)
-    results = record.get("results", [])
+    results = record.results
     if results:
         r0 = results[0]
-        lat = next(iter(r0.get("latency", {}).values()), None)
-        acc = r0.get("accuracy")
-        fid = r0.get("fidelity") or {}
+        lat = next(iter((r0.latency or {}).values()), None)
+        acc, fid = r0.accuracy, r0.fidelity
         parts = []
         if lat:
-            parts.append(f"latency: {lat['runs']} timed runs after {lat['warmup']} warm-up, "
-                         f"{lat['threads']} threads, {lat['provider']}, inputs {lat['input_kind']}")
+            parts.append(f"latency: {lat.runs} timed runs after {lat.warmup} warm-up, "
+                         f"{lat.threads} threads, {lat.provider}, inputs {lat.input_kind}")
         if acc:
-            parts.append(f"top-1 on {acc['dataset']} (n={acc['n']})")
+            parts.append(f"top-1 on {acc.dataset} (n={acc.n})")
         elif fid:
-            parts.append(f"cosine vs original on {fid.get('dataset')} ({fid.get('input_kind')} inputs"
-                         f"{' — smoke check only' if fid.get('input_kind') == 'random' else ''})")
-        env = record.get("environment", {})
-        parts.append(f"machine: {env.get('cpu', '?')}")
+            parts.append(f"cosine vs original on {fid.dataset} ({fid.input_kind} inputs"
+                         f"{' — smoke check only' if fid.input_kind == 'random' else ''})")
+        parts.append(f"machine: {record.environment.get('cpu', '?')}")
         print("\n".join(parts), file=out)
     for r in results:
-        for w in r.get("warnings", []):
-            print(f"warning [{r['step_id']}]: {w}", file=out)
-    err = record.get("error")
+        for w in r.warnings:
+            print(f"warning [{r.step_id}]: {w}", file=out)
+    err = record.error
     if err:
-        print(f"error [{err.get('step_id') or err.get('subject')}]: {err.get('message')}", file=out)
+        print(f"error [{err.step_id or err.subject}]: {err.message}", file=out)
 
 
-def write_run_outputs(record: dict[str, Any], out_dir: Path) -> None:
+def write_run_outputs(record: RunRecord | dict[str, Any], out_dir: Path) -> None:
     """Copy the final model and write results.json + results.md (atomically)."""
+    record = as_run(record)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = record.get("final_model") or record["results"][-1]["model"]
-    for f in final.get("files") or [final["path"]]:
+    final = record.final_model or record.results[-1].model
+    for f in final.files or [final.path]:
         src = Path(f)
         if src.is_file():
             from slimline.core.fsutil import atomic_path
 
             with atomic_path(out_dir / src.name) as tmp:
                 shutil.copyfile(src, tmp)
-    atomic_write_text(out_dir / "results.json", json.dumps(record, indent=1, default=str))
+    atomic_write_text(out_dir / "results.json", json.dumps(record.to_dict(), indent=1, default=str))
     headers, rows = result_rows(record)
     md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    atomic_write_text(out_dir / "results.md", f"# Run {record['run_id']}\n\n" + "\n".join(md) + "\n")
+    atomic_write_text(out_dir / "results.md", f"# Run {record.run_id}\n\n" + "\n".join(md) + "\n")
 
 
 class ProgressPrinter:
@@ -208,27 +209,27 @@ class ProgressPrinter:
         self.tty = self.stream.isatty()
         self.last_line = ""
 
-    def handle(self, ev: dict[str, Any]) -> None:
-        t = ev.get("type")
-        if t == "progress" and self.tty:
-            pct = int(ev.get("overall", 0) * 100)
+    def handle(self, ev: Any) -> None:
+        """Show one job event (typed, or its dict form from Job.poll)."""
+        ev = as_event(ev)
+        if isinstance(ev, ProgressEvent) and self.tty:
+            pct = int(ev.overall * 100)
             bar = "#" * (pct // 4) + "." * (25 - pct // 4)
-            line = f"\r[{bar}] {pct:3d}% {ev.get('step_id', '')}: {ev.get('message', '')[:60]}"
+            line = f"\r[{bar}] {pct:3d}% {ev.step_id}: {ev.message[:60]}"
             self.stream.write(line.ljust(110))
             self.stream.flush()
-        elif t == "step_started":
+        elif isinstance(ev, StepStartedEvent):
             self._newline()
-            print(f"[{ev['index']}/{ev['total'] - 1}] {ev['step_id']}: {ev['title']}", file=self.stream)
-        elif t == "step_result":
-            r = ev["result"]
-            flags = ",".join(r.get("flags", [])) or "ok"
+            print(f"[{ev.index}/{ev.total - 1}] {ev.step_id}: {ev.title}", file=self.stream)
+        elif isinstance(ev, StepResultEvent):
+            r = ev.result
+            flags = ",".join(r.flags) or "ok"
             self._newline()
-            print(f"    done in {r.get('duration_s', 0):.1f}s ({flags}){' [cached]' if r.get('cached') else ''}",
-                  file=self.stream)
-        elif t == "log" and not self.tty:
-            print(f"    {ev.get('message', '')}", file=self.stream)
-        elif t == "metric" and ev.get("kind") == "validation":
-            p = ev.get("payload", {})
+            print(f"    done in {r.duration_s:.1f}s ({flags}){' [cached]' if r.cached else ''}", file=self.stream)
+        elif isinstance(ev, LogEvent) and not self.tty:
+            print(f"    {ev.message}", file=self.stream)
+        elif isinstance(ev, MetricEvent) and ev.kind == "validation":
+            p = ev.payload
             self._newline()
             print(f"    epoch {p.get('epoch')}: validation accuracy {p.get('accuracy', 0):.4f}", file=self.stream)
 

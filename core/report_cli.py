@@ -43,19 +43,18 @@ def find_run(target: str, workspace: str | None = None) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import json
-
     from slimline.core.export.report import load_export_records, write_report
+    from slimline.core.history import load_run
 
     rj = find_run(args.run, args.workspace)
     try:
-        record = json.loads(rj.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        record = load_run(rj)
+    except OSError as exc:
         raise SlimlineError(f"cannot read the run record: {exc}", subject=str(rj),
                             hint="pick another run; this one may have been interrupted while writing") from None
-    if not isinstance(record, dict) or "run_id" not in record:
-        raise SlimlineError("not a Slimline run record (no run_id)", subject=str(rj),
-                            hint="give the run.json inside a workspace's runs/<run_id>/ folder")
+    except ValueError as exc:  # bad JSON, or not a Slimline run record
+        raise SlimlineError(f"not a readable Slimline run record: {str(exc).splitlines()[0]}", subject=str(rj),
+                            hint="give the run.json inside a workspace's runs/<run_id>/ folder") from None
     out = Path(args.out) if args.out else rj.parent / "report.html"
     if out.exists() and not args.force:
         raise SlimlineError("the report file already exists", subject=str(out),

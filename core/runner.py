@@ -1,8 +1,9 @@
 """Execute a pipeline: each step turns an input handle into a new file, then is measured.
 
 Runs inside the job's child process (see jobs.py) or inline for tests. Every
-event goes through ``emit`` as a plain dict, so the CLI and the GUI show the
-same stream.
+event goes through ``emit`` as a typed event (slimline.core.results); jobs.py turns
+it into a dict only to send it over the process pipe, so the CLI and the GUI show
+the same stream.
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from slimline.core.handle import ModelHandle
 from slimline.core.history import new_run_id, save_run
 from slimline.core.pipeline import Pipeline
 from slimline.core.plugin import CancelToken, StepContext
+from slimline.core.results import (
+    LogEvent, Measurement, MetricEvent, ProgressEvent, RunData, RunError, RunRecord, StepResult, StepResultEvent,
+    StepStartedEvent)
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[Any], None]  # takes a typed job event (slimline.core.results.JobEvent)
 
 
 class _Throttle:
@@ -29,7 +33,7 @@ class _Throttle:
     def __init__(self, emit: Emit, interval: float = 0.05) -> None:
         self.emit, self.interval, self.last = emit, interval, 0.0
 
-    def __call__(self, event: dict[str, Any], force: bool = False) -> None:
+    def __call__(self, event: Any, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last >= self.interval:
             self.last = now
@@ -56,7 +60,7 @@ def load_data(pipeline: Pipeline, model: ModelHandle, data_path: str | None,
 def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emit: Emit,
                  cancel: CancelToken | None = None, data: Any = None, run_id: str | None = None,
                  threads: int = 0, use_cache: bool = True, data_paths: tuple[str | None, str | None] = (None, None),
-                 ) -> dict[str, Any]:
+                 ) -> RunRecord:
     """Run all enabled steps; returns the run record (also saved in the workspace)."""
     cancel = cancel or CancelToken()
     workspace = Path(workspace)
@@ -67,12 +71,9 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
     total = len(steps) + 1  # +1: measuring the original
     from slimline.core.metrics import environment
 
-    record: dict[str, Any] = {
-        "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running",
-        "pipeline": pipeline.model_dump(mode="json"), "model": model.model_dump(mode="json"),
-        "data": {"eval": data_paths[0], "train": data_paths[1]}, "environment": environment(),
-        "results": [], "error": None,
-    }
+    record = RunRecord(run_id=run_id, created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running",
+                       pipeline=pipeline.model_dump(mode="json"), model=model,
+                       data=RunData(eval=data_paths[0], train=data_paths[1]), environment=environment())
     save_run(workspace, record)
     ev_data = getattr(data, "eval", None)
     evaluator = Evaluator(pipeline.evaluation, eval_data=ev_data, threads=threads,
@@ -80,26 +81,26 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
     data_fp = canonical([file_fingerprint(p) for p in data_paths])
     eval_key = step_key("eval", "", "", pipeline.evaluation.model_dump(mode="json"), data_fp, threads)
 
-    def measure(handle: ModelHandle, key: str | None, index: int) -> tuple[dict[str, Any], bool]:
-        progress({"type": "progress", "overall": index / total, "step_id": key or "original",
-                  "fraction": 0.9, "message": "measuring size, latency and accuracy"}, force=True)
-        cached = cache.load_eval(key, eval_key) if (use_cache and key) else None
-        if cached is not None and "reference_outputs" not in cached:
+    def measure(handle: ModelHandle, key: str | None, index: int) -> tuple[Measurement, bool]:
+        progress(ProgressEvent(overall=index / total, step_id=key or "original", fraction=0.9,
+                               message="measuring size, latency and accuracy"), force=True)
+        cached = _cached_eval(cache.load_eval(key, eval_key)) if (use_cache and key) else None
+        if cached is not None:
             return cached, True
         result = evaluator.evaluate(handle, cancel)
         if key:
-            cache.save_eval(key, eval_key, result)
+            cache.save_eval(key, eval_key, result.to_dict())
         return result, False
 
     # --- the original model -------------------------------------------------------------
-    emit({"type": "step_started", "step_id": "original", "index": 0, "total": total, "title": "Original model"})
+    emit(StepStartedEvent(step_id="original", index=0, total=total, title="Original model"))
     t0 = time.perf_counter()
     original_eval = evaluator.evaluate(model, cancel)
-    original = {"step_id": "original", "plugin": "", "title": f"Original ({model.name})",
-                "model": model.model_dump(mode="json"), **original_eval, "metrics": {}, "notes": [],
-                "warnings": [], "flags": [], "duration_s": time.perf_counter() - t0, "cached": False}
-    record["results"].append(original)
-    emit({"type": "step_result", "result": original})
+    original = StepResult.from_measurement(original_eval, step_id="original", plugin="",
+                                           title=f"Original ({model.name})", model=model,
+                                           duration_s=time.perf_counter() - t0)
+    record.results.append(original)
+    emit(StepResultEvent(result=original))
     save_run(workspace, record)
 
     from slimline.core.registry import get_plugin
@@ -114,7 +115,7 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
             plugin = plugin_cls()
             params = plugin_cls.Params.model_validate(step.params)
             title = plugin_cls.title
-            emit({"type": "step_started", "step_id": step.id, "index": i, "total": total, "title": title})
+            emit(StepStartedEvent(step_id=step.id, index=i, total=total, title=title))
             problems = [p for p in plugin.check(current, params) if p.severity == "error"]
             missing = [need for need in plugin_cls.needs_data if data is None
                        or (getattr(data, need, None) is None and getattr(data, "eval", None) is None)]
@@ -135,18 +136,18 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                 work = cache.work_dir(key)
 
                 def on_progress(fraction: float, message: str, _sid: str = step.id, _i: int = i) -> None:
-                    progress({"type": "progress", "overall": (_i + 0.9 * fraction) / total, "step_id": _sid,
-                              "fraction": fraction, "message": message})
+                    progress(ProgressEvent(overall=(_i + 0.9 * fraction) / total, step_id=_sid,
+                                           fraction=fraction, message=message))
 
                 loss_throttle = _Throttle(emit, interval=0.02)  # ≤50 curve points/s reach the UI
 
                 def on_event(kind: str, payload: dict[str, Any], _sid: str = step.id) -> None:
                     if kind == "log":
-                        emit({"type": "log", "step_id": _sid, "message": payload.get("message", "")})
+                        emit(LogEvent(step_id=_sid, message=str(payload.get("message", ""))))
                     elif kind == "loss":
-                        loss_throttle({"type": "metric", "step_id": _sid, "kind": kind, "payload": payload})
+                        loss_throttle(MetricEvent(step_id=_sid, kind=kind, payload=payload))
                     else:
-                        emit({"type": "metric", "step_id": _sid, "kind": kind, "payload": payload})
+                        emit(MetricEvent(step_id=_sid, kind=kind, payload=payload))
 
                 ctx = StepContext(work_dir=work, cancel=cancel, progress_cb=on_progress, event_cb=on_event,
                                   data=data, source_model=model, device=pipeline.evaluation.device,
@@ -174,32 +175,42 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
             new_handle = handle_from_record(rec)
             step_eval, eval_cached = measure(new_handle, key, i)
             flags, reasons = flags_for(step_eval, current_eval, original_eval, pipeline.evaluation)
-            result = {"step_id": step.id, "plugin": plugin_cls.id, "title": title,
-                      "model": new_handle.model_dump(mode="json"), **step_eval,
-                      "metrics": rec.get("metrics", {}), "notes": rec.get("notes", []),
-                      "warnings": list(rec.get("warnings", [])) + reasons, "tables": rec.get("tables", {}),
-                      "flags": flags, "duration_s": time.perf_counter() - t0, "cached": cached and eval_cached}
-            record["results"].append(result)
-            emit({"type": "step_result", "result": result})
+            result = StepResult.from_measurement(
+                step_eval, step_id=step.id, plugin=plugin_cls.id, title=title, model=new_handle,
+                metrics=rec.get("metrics", {}), notes=rec.get("notes", []),
+                warnings=list(rec.get("warnings", [])) + reasons, tables=rec.get("tables", {}), flags=flags,
+                duration_s=time.perf_counter() - t0, cached=cached and eval_cached)
+            record.results.append(result)
+            emit(StepResultEvent(result=result))
             save_run(workspace, record)
             current, current_eval = new_handle, step_eval
     except Cancelled:
-        record["status"] = "cancelled"
+        record.status = "cancelled"
         save_run(workspace, record)
         raise
     except SlimlineError as exc:
         exc.step_id = step_id  # type: ignore[attr-defined]
-        record["status"], record["error"] = "failed", {**exc.to_dict(), "step_id": step_id,
-                                                       "details": getattr(exc, "details", "")}
+        record.status = "failed"
+        record.error = RunError(**{**exc.to_dict(), "step_id": step_id, "details": getattr(exc, "details", "")})
         save_run(workspace, record)
         raise
     except Exception as exc:
-        record["status"] = "failed"
-        record["error"] = {"message": f"{type(exc).__name__}: {exc}", "hint": "see the log for details",
-                           "subject": f"step {step_id}", "step_id": step_id, "details": traceback.format_exc()}
+        record.status = "failed"
+        record.error = RunError(message=f"{type(exc).__name__}: {exc}", hint="see the log for details",
+                                subject=f"step {step_id}", step_id=step_id, details=traceback.format_exc())
         save_run(workspace, record)
         raise
-    record["status"] = "done"
-    record["final_model"] = current.model_dump(mode="json")
+    record.status = "done"
+    record.final_model = current
     save_run(workspace, record)
     return record
+
+
+def _cached_eval(doc: dict[str, Any] | None) -> Measurement | None:
+    """A cached measurement, or None when absent or of an older shape (then it is measured again)."""
+    if doc is None or "reference_outputs" in doc:
+        return None
+    try:
+        return Measurement.model_validate(doc)
+    except ValueError:
+        return None

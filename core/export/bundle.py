@@ -135,15 +135,16 @@ def export_bundle(target: Any, out_dir: str | Path, *, force: bool = False, data
 
         rec = write_verified(handle, "onnx", stage, name, data=data, cancel=cancel, progress=inner)
         rec.source.update({k: v for k, v in {
-            "run_id": (variant.run or {}).get("run_id"), "step_id": (variant.step or {}).get("step_id"),
-            "step_title": (variant.step or {}).get("title")}.items() if v})
+            "run_id": variant.run.run_id if variant.run else None,
+            "step_id": variant.step.step_id if variant.step else None,
+            "step_title": variant.step.title if variant.step else None}.items() if v})
         step(0.72, "writing the model card")
         exported = open_model(stage / rec.path)
         dataset = par.parity_data(handle, data)
         pipeline_file = pipeline_sha = None
-        if variant.run and variant.run.get("pipeline"):
+        if variant.run is not None and variant.run.pipeline:
             pipeline_file = "pipeline.json"
-            (stage / pipeline_file).write_text(json.dumps(variant.run["pipeline"], indent=2) + "\n", encoding="utf-8")
+            (stage / pipeline_file).write_text(json.dumps(variant.run.pipeline, indent=2) + "\n", encoding="utf-8")
             pipeline_sha = sha256_file(stage / pipeline_file)
         reqs = requirements()
         card = build_card(name=name, exported=exported, export_record=rec.model_dump(mode="json"), variant=variant,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from slimline.core.handle import ModelHandle
+from slimline.core.results import RunRecord, StepResult
 
 CARD_FORMAT = "slimline.model_card"
 
@@ -35,16 +36,16 @@ def _observed(dataset: Any) -> dict[str, Any]:
     return out
 
 
-def _step_summary(r: dict[str, Any]) -> dict[str, Any]:
-    lat = {b: {k: rep.get(k) for k in ("p50_ms", "p90_ms", "spread", "runs", "warmup", "threads", "provider",
-                                        "input_kind")}
-           for b, rep in (r.get("latency") or {}).items()}
-    size = r.get("size") or {}
-    return {"step_id": r.get("step_id"), "title": r.get("title"), "plugin": r.get("plugin"),
-            "size": {"bytes_on_disk": size.get("bytes_on_disk"), "zip_bytes": size.get("zip_bytes"),
-                     "param_count": size.get("param_count")},
-            "latency": lat, "accuracy": r.get("accuracy"), "fidelity": r.get("fidelity"),
-            "flags": r.get("flags", []), "warnings": r.get("warnings", []), "notes": r.get("notes", [])}
+def _step_summary(r: StepResult) -> dict[str, Any]:
+    lat = {b: {k: getattr(rep, k) for k in ("p50_ms", "p90_ms", "spread", "runs", "warmup", "threads", "provider",
+                                            "input_kind")}
+           for b, rep in (r.latency or {}).items()}
+    return {"step_id": r.step_id, "title": r.title, "plugin": r.plugin,
+            "size": {"bytes_on_disk": r.size.bytes_on_disk, "zip_bytes": r.size.zip_bytes,
+                     "param_count": r.size.param_count},
+            "latency": lat, "accuracy": r.accuracy.model_dump() if r.accuracy else None,
+            "fidelity": r.fidelity.model_dump() if r.fidelity else None,
+            "flags": list(r.flags), "warnings": list(r.warnings), "notes": list(r.notes)}
 
 
 def preprocessing_notes(source_meta: dict[str, Any], observed: dict[str, Any],
@@ -68,9 +69,9 @@ def build_card(*, name: str, exported: ModelHandle, export_record: dict[str, Any
                versions: dict[str, str], requirements: list[str]) -> dict[str, Any]:
     from slimline.core import __version__
 
-    run = getattr(variant, "run", None) or {}
-    step = getattr(variant, "step", None) or {}
-    original = run.get("model") or variant.handle.model_dump(mode="json")
+    run: RunRecord | None = getattr(variant, "run", None)
+    step: StepResult | None = getattr(variant, "step", None)
+    original = (run.model if run is not None and run.model is not None else variant.handle).model_dump(mode="json")
     source_meta = dict(original.get("meta") or {})
     inputs = [_spec(s) for s in exported.inputs]
     observed = _observed(dataset)
@@ -90,14 +91,15 @@ def build_card(*, name: str, exported: ModelHandle, export_record: dict[str, Any
                           "dataset": getattr(dataset, "source", "") or getattr(dataset, "name", "")},
         "source": {"model": original.get("path"), "format": original.get("format"),
                    "sha256": _original_sha(variant, original),
-                   "run_id": run.get("run_id"), "step_id": step.get("step_id"), "step_title": step.get("title"),
+                   "run_id": run.run_id if run else None, "step_id": step.step_id if step else None,
+                   "step_title": step.title if step else None,
                    "variant_file": variant.handle.path, "variant_sha256": export_record["source"].get("sha256")},
-        "pipeline": ({"file": pipeline_file, "sha256": pipeline_sha, "name": run["pipeline"].get("name"),
+        "pipeline": ({"file": pipeline_file, "sha256": pipeline_sha, "name": run.pipeline.get("name"),
                       "steps": [{"id": s.get("id"), "plugin": s.get("plugin"), "enabled": s.get("enabled"),
-                                 "params": s.get("params")} for s in run["pipeline"].get("steps", [])]}
-                     if run.get("pipeline") else None),
-        "steps": [_step_summary(r) for r in run.get("results", [])],
-        "measured_on": run.get("environment"),
+                                 "params": s.get("params")} for s in run.pipeline.get("steps", [])]}
+                     if run is not None and run.pipeline else None),
+        "steps": [_step_summary(r) for r in run.results] if run is not None else [],
+        "measured_on": run.environment if run is not None else None,
         "parity": export_record.get("parity"),
         "libraries": versions,
         "requirements": requirements,

@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 from slimline.core.export import svg
 from slimline.core.fsutil import atomic_write_text
+from slimline.core.handle import ModelHandle
+from slimline.core.metrics import SizeReport
+from slimline.core.results import RunRecord, StepResult, as_run
 
 EXPORTS_FILE = "exports.json"
 TOP_LAYERS = 12
@@ -75,19 +78,16 @@ def _num(v: Any, spec: str = ".3g") -> str:
 # --------------------------------------------------------------------------- layer statistics
 
 
-def layer_stats(model: dict[str, Any] | None) -> tuple[list[dict[str, Any]] | None, str]:
+def layer_stats(model: ModelHandle | None) -> tuple[list[dict[str, Any]] | None, str]:
     """compute_stats rows of a model (as dicts), or (None, reason)."""
-    if not model:
+    if model is None:
         return None, "no model recorded"
-    from slimline.core.handle import ModelHandle
-
     try:
-        handle = ModelHandle.model_validate(model)
-        if not Path(handle.path).exists():
-            return None, f"{handle.path} is no longer on disk"
+        if not Path(model.path).exists():
+            return None, f"{model.path} is no longer on disk"
         from slimline.core.stats import compute_stats
 
-        return [r.model_dump() for r in compute_stats(handle)], ""
+        return [r.model_dump() for r in compute_stats(model)], ""
     except Exception as exc:  # the report still shows everything else
         return None, f"statistics unavailable: {type(exc).__name__}: {str(exc)[:200]}"
 
@@ -127,122 +127,116 @@ def _table(head: list[str], body: list[list[str]], numeric_from: int = 1, numeri
 # --------------------------------------------------------------------------- sections
 
 
-def _model_box(title: str, m: dict[str, Any] | None, size: dict[str, Any] | None) -> str:
-    if not m:
+def _model_box(title: str, m: ModelHandle | None, size: SizeReport | None) -> str:
+    if m is None:
         return f"<div class='box'><h3>{_h(title)}</h3><p class='muted'>not available</p></div>"
-    io = "".join(f"<li>{kind} <code>{_h(s['name'])}</code> {_h(s.get('dtype'))} {_h(s.get('shape'))}</li>"
-                 for kind, key in (("input", "inputs"), ("output", "outputs")) for s in m.get(key, []))
-    size = size or {}
-    return (f"<div class='box'><h3>{_h(title)}</h3><p><code>{_h(Path(m.get('path', '')).name)}</code> — "
-            f"{_h(m.get('format'))} ({_h(m.get('family'))})</p>"
-            f"<p>{size.get('param_count', m.get('param_count', 0)) or 0:,} parameters, "
-            f"{fmt_bytes(size.get('bytes_on_disk', m.get('bytes_on_disk')))} on disk, "
-            f"{fmt_bytes(size.get('zip_bytes'))} zip-compressed</p><ul>{io}</ul></div>")
+    io = "".join(f"<li>{kind} <code>{_h(s.name)}</code> {_h(s.dtype)} {_h(list(s.shape))}</li>"
+                 for kind, specs in (("input", m.inputs), ("output", m.outputs)) for s in specs)
+    params = size.param_count if size is not None else m.param_count
+    on_disk = size.bytes_on_disk if size is not None else m.bytes_on_disk
+    return (f"<div class='box'><h3>{_h(title)}</h3><p><code>{_h(Path(m.path).name)}</code> — "
+            f"{_h(m.format)} ({_h(m.family)})</p>"
+            f"<p>{params or 0:,} parameters, {fmt_bytes(on_disk)} on disk, "
+            f"{fmt_bytes(size.zip_bytes if size is not None else None)} zip-compressed</p><ul>{io}</ul></div>")
 
 
-def _headline(results: list[dict[str, Any]]) -> str:
+def _headline(results: list[StepResult]) -> str:
     if len(results) < 2:
         return ""
     a, b = results[0], results[-1]
     tiles = []
-    sa, sb = (a.get("size") or {}).get("bytes_on_disk"), (b.get("size") or {}).get("bytes_on_disk")
+    sa, sb = a.size.bytes_on_disk, b.size.bytes_on_disk
     if sa and sb:
         tiles.append(("size", f"{sb / sa:.2f}×", f"{fmt_bytes(sa)} → {fmt_bytes(sb)}"))
-    for batch, rep in (b.get("latency") or {}).items():
-        before = (a.get("latency") or {}).get(batch)
+    for batch, rep in (b.latency or {}).items():
+        before = (a.latency or {}).get(batch)
         if before:
-            tiles.append((f"p50 latency, batch {batch}", f"{rep['p50_ms'] / before['p50_ms']:.2f}×",
-                          f"{before['p50_ms']:.3f} → {rep['p50_ms']:.3f} ms"))
-    aa, ab = a.get("accuracy"), b.get("accuracy")
+            tiles.append((f"p50 latency, batch {batch}", f"{rep.p50_ms / before.p50_ms:.2f}×",
+                          f"{before.p50_ms:.3f} → {rep.p50_ms:.3f} ms"))
+    aa, ab = a.accuracy, b.accuracy
     if aa and ab:
-        tiles.append(("top-1", f"{(ab['top1'] - aa['top1']) * 100:+.2f} pt",
-                      f"{aa['top1']:.4f} → {ab['top1']:.4f} (n={ab['n']})"))
-    fb = b.get("fidelity") or {}
-    if fb.get("mean_cosine") is not None:
-        tiles.append(("cosine vs original", f"{fb['mean_cosine']:.4f}", f"top-1 agreement "
-                      f"{_num(fb.get('top1_agreement'), '.4f')} ({_h(fb.get('input_kind'))} inputs)"))
+        tiles.append(("top-1", f"{(ab.top1 - aa.top1) * 100:+.2f} pt",
+                      f"{aa.top1:.4f} → {ab.top1:.4f} (n={ab.n})"))
+    fb = b.fidelity
+    if fb is not None:
+        tiles.append(("cosine vs original", f"{fb.mean_cosine:.4f}", f"top-1 agreement "
+                      f"{_num(fb.top1_agreement, '.4f')} ({_h(fb.input_kind)} inputs)"))
     return "<div class='tiles'>" + "".join(
         f"<div class='tile'><div class='k'>{_h(k)}</div><div class='v'>{_h(v)}</div><div class='s'>{_h(s)}</div>"
         "</div>" for k, v, s in tiles) + "</div>"
 
 
-def _pipeline_section(record: dict[str, Any]) -> str:
-    pipe = record.get("pipeline") or {}
+def _pipeline_section(record: RunRecord) -> str:
+    pipe = record.pipeline
     body = [[_h(s.get("id")), _h(s.get("plugin")), "yes" if s.get("enabled", True) else "no",
              f"<code>{_h(json.dumps(s.get('params', {})))}</code>"] for s in pipe.get("steps", [])]
     ev = pipe.get("evaluation") or {}
-    data = record.get("data") or {}
-    extra = (f"<p class='muted'>evaluation data: <code>{_h(data.get('eval') or ev.get('data') or 'none')}</code>; "
-             f"training data: <code>{_h(data.get('train') or ev.get('train_data') or 'none')}</code>; budgets: "
+    data = record.data
+    extra = (f"<p class='muted'>evaluation data: <code>{_h(data.eval or ev.get('data') or 'none')}</code>; "
+             f"training data: <code>{_h(data.train or ev.get('train_data') or 'none')}</code>; budgets: "
              f"<code>{_h(json.dumps(ev.get('budgets', {})))}</code></p>")
     return (f"<h2>Pipeline: {_h(pipe.get('name'))}</h2>" + _table(["step", "plugin", "enabled", "parameters"], body, 9)
             + extra)
 
 
-def _results_section(results: list[dict[str, Any]]) -> str:
-    batches = list((results[0].get("latency") or {}).keys()) if results else []
+def _results_section(results: list[StepResult]) -> str:
+    batches = list((results[0].latency or {}).keys()) if results else []
     head = ["step", "size", "zip", "params"] + [f"p50 / p90 ms b{b}" for b in batches] + \
         ["top-1 (95% CI)", "cosine", "flags", "time"]
     body = []
     for r in results:
-        size = r.get("size") or {}
-        lat = r.get("latency") or {}
-        acc, fid = r.get("accuracy"), r.get("fidelity") or {}
-        cells = [f"<b>{_h(r['step_id'])}</b> {_h(r.get('title'))}" + (" <span class='tag'>cached</span>"
-                                                                       if r.get("cached") else ""),
-                 fmt_bytes(size.get("bytes_on_disk")), fmt_bytes(size.get("zip_bytes")),
-                 f"{size.get('param_count') or 0:,}"]
+        size, lat, acc, fid = r.size, r.latency or {}, r.accuracy, r.fidelity
+        cells = [f"<b>{_h(r.step_id)}</b> {_h(r.title)}" + (" <span class='tag'>cached</span>" if r.cached else ""),
+                 fmt_bytes(size.bytes_on_disk), fmt_bytes(size.zip_bytes), f"{size.param_count or 0:,}"]
         for b in batches:
             rep = lat.get(b)
-            cells.append(f"{rep['p50_ms']:.3f} / {rep['p90_ms']:.3f}" if rep else "–")
+            cells.append(f"{rep.p50_ms:.3f} / {rep.p90_ms:.3f}" if rep else "–")
         if acc:
-            lo, hi = wilson(acc["top1"], acc["n"])
-            cells.append(f"{acc['top1']:.4f} ({lo:.3f}–{hi:.3f})")
+            lo, hi = wilson(acc.top1, acc.n)
+            cells.append(f"{acc.top1:.4f} ({lo:.3f}–{hi:.3f})")
         else:
             cells.append("–")
-        cells.append(_num(fid.get("mean_cosine"), ".4f"))
-        flags = r.get("flags") or []
-        cells.append("".join(f"<span class='flag'>{_h(f)}</span>" for f in flags) or "<span class='ok'>ok</span>")
-        cells.append(f"{r.get('duration_s', 0):.1f}s")
+        cells.append(_num(fid.mean_cosine if fid else None, ".4f"))
+        cells.append("".join(f"<span class='flag'>{_h(f)}</span>" for f in r.flags) or "<span class='ok'>ok</span>")
+        cells.append(f"{r.duration_s:.1f}s")
         body.append(cells)
     return "<h2>Results per step</h2>" + _table(head, body)
 
 
-def _charts(results: list[dict[str, Any]]) -> str:
-    labels = [f"{r['step_id']}: {r.get('title', '')}" for r in results]
-    sizes = [(r.get("size") or {}) for r in results]
-    parts = [svg.hbar_chart(labels, [("on disk", [s.get("bytes_on_disk", 0) / 1e6 if s.get("bytes_on_disk")
-                                                 is not None else None for s in sizes]),
-                                     ("zip-compressed", [s["zip_bytes"] / 1e6 if s.get("zip_bytes") is not None
+def _charts(results: list[StepResult]) -> str:
+    labels = [f"{r.step_id}: {r.title}" for r in results]
+    sizes = [r.size for r in results]
+    parts = [svg.hbar_chart(labels, [("on disk", [s.bytes_on_disk / 1e6 for s in sizes]),
+                                     ("zip-compressed", [s.zip_bytes / 1e6 if s.zip_bytes is not None
                                                          else None for s in sizes])],
                             unit="MB", title="Size")]
-    batches = list((results[0].get("latency") or {}).keys()) if results else []
+    batches = list((results[0].latency or {}).keys()) if results else []
     for b in batches:
-        reps = [(r.get("latency") or {}).get(b) for r in results]
-        kinds = {rep.get("input_kind") for rep in reps if rep}
+        reps = [(r.latency or {}).get(b) for r in results]
+        kinds = {rep.input_kind for rep in reps if rep}
         parts.append(svg.hbar_chart(labels, [(f"p50 (whisker: min … p90), batch {b}",
-                                              [rep["p50_ms"] if rep else None for rep in reps])],
-                                    errors=[[(rep["min_ms"], rep["p90_ms"]) if rep else None for rep in reps]],
+                                              [rep.p50_ms if rep else None for rep in reps])],
+                                    errors=[[(rep.min_ms, rep.p90_ms) if rep else None for rep in reps]],
                                     unit="ms", title=f"Latency, batch {b} ({', '.join(sorted(kinds))} inputs)"))
-    accs = [r.get("accuracy") for r in results]
+    accs = [r.accuracy for r in results]
     if any(accs):
-        lows = [a["top1"] for a in accs if a]
-        vmin = max(0.0, math.floor(min(wilson(a["top1"], a["n"])[0] for a in accs if a) * 10) / 10 - 0.0)
+        lows = [a.top1 for a in accs if a]
+        vmin = max(0.0, math.floor(min(wilson(a.top1, a.n)[0] for a in accs if a) * 10) / 10 - 0.0)
         vmin = min(vmin, min(lows)) if lows else 0.0
-        parts.append(svg.hbar_chart(labels, [("top-1", [a["top1"] if a else None for a in accs])],
-                                    errors=[[wilson(a["top1"], a["n"]) if a else None for a in accs]],
+        parts.append(svg.hbar_chart(labels, [("top-1", [a.top1 if a else None for a in accs])],
+                                    errors=[[wilson(a.top1, a.n) if a else None for a in accs]],
                                     title="Top-1 accuracy with 95% Wilson interval", vmin=vmin, vmax=1.0,
                                     value_fmt=lambda v: f"{v:.4f}"))
     return "<h2>Charts</h2><div class='charts'>" + "".join(f"<figure>{p}</figure>" for p in parts) + "</div>"
 
 
-def _warnings(results: list[dict[str, Any]], record: dict[str, Any]) -> str:
-    items = [f"<li><b>{_h(r['step_id'])}</b> {_h(w)}</li>" for r in results for w in r.get("warnings") or []]
-    notes = [f"<li><b>{_h(r['step_id'])}</b> {_h(n)}</li>" for r in results for n in r.get("notes") or []]
-    err = record.get("error")
+def _warnings(results: list[StepResult], record: RunRecord) -> str:
+    items = [f"<li><b>{_h(r.step_id)}</b> {_h(w)}</li>" for r in results for w in r.warnings]
+    notes = [f"<li><b>{_h(r.step_id)}</b> {_h(n)}</li>" for r in results for n in r.notes]
+    err = record.error
     if err:
-        items.insert(0, f"<li class='err'><b>{_h(err.get('step_id') or err.get('subject'))}</b> "
-                        f"{_h(err.get('message'))} — {_h(err.get('hint'))}</li>")
+        items.insert(0, f"<li class='err'><b>{_h(err.step_id or err.subject)}</b> "
+                        f"{_h(err.message)} — {_h(err.hint)}</li>")
     out = "<h2>Warnings and flags</h2>" + (f"<ul class='warn'>{''.join(items)}</ul>" if items
                                            else "<p class='ok'>No warnings.</p>")
     if notes:
@@ -303,14 +297,14 @@ def _exports_section(exports: list[dict[str, Any]]) -> str:
     return "<h2>Exports</h2>" + _table(["format", "step", "path", "size", "sha256", "parity"], body, 3, 4)
 
 
-def _environment(record: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    env = record.get("environment") or {}
-    lat = next(iter((results[0].get("latency") or {}).values()), None) if results else None
+def _environment(record: RunRecord, results: list[StepResult]) -> str:
+    env = record.environment
+    lat = next(iter((results[0].latency or {}).values()), None) if results else None
     method = ""
     if lat:
-        method = (f"<p>Latency: {lat['runs']} timed runs after {lat['warmup']} warm-up runs, {lat['threads']} "
-                  f"thread{'s' if lat['threads'] != 1 else ''}, {_h(lat['provider'])} on {_h(lat['device_name'])}, {_h(lat['input_kind'])} inputs. "
-                  "Bars are p50; whiskers run from the fastest run to p90.</p>")
+        method = (f"<p>Latency: {lat.runs} timed runs after {lat.warmup} warm-up runs, {lat.threads} "
+                  f"thread{'s' if lat.threads != 1 else ''}, {_h(lat.provider)} on {_h(lat.device_name)}, "
+                  f"{_h(lat.input_kind)} inputs. Bars are p50; whiskers run from the fastest run to p90.</p>")
     vers = ", ".join(f"{_h(k)} {_h(v)}" for k, v in (env.get("versions") or {}).items())
     return (f"<h2>Where and how this was measured</h2>{method}<p>{_h(env.get('cpu'))}, "
             f"{_h(env.get('cores_usable') or env.get('cores_logical'))} usable cores, {_h(env.get('os'))}, "
@@ -340,7 +334,7 @@ figure{margin:6px 0;min-width:0}svg{max-width:100%;height:auto}
 """
 
 
-def write_report(run_record: dict[str, Any], path: str | Path, *, exports: list[dict[str, Any]] | None = None,
+def write_report(run_record: RunRecord | dict[str, Any], path: str | Path, *, exports: list[dict[str, Any]] | None = None,
                  stats: bool = True, progress: Callable[[float, str], None] | None = None) -> Path:
     """Write the HTML report for ``run_record`` to ``path`` (atomically); returns the path."""
     from slimline.core import __version__
@@ -349,10 +343,11 @@ def write_report(run_record: dict[str, Any], path: str | Path, *, exports: list[
         if progress is not None:
             progress(f, m)
 
-    results = run_record.get("results") or []
-    original = run_record.get("model") or (results[0]["model"] if results else None)
-    final = run_record.get("final_model") or (results[-1]["model"] if results else None)
-    same = bool(original and final and original.get("path") == final.get("path"))
+    run_record = as_run(run_record)  # a dict is a run.json read by the caller
+    results = run_record.results
+    original = run_record.model or (results[0].model if results else None)
+    final = run_record.final_model or (results[-1].model if results else None)
+    same = bool(original and final and original.path == final.path)
     before: tuple[list | None, str] = (None, "skipped (--no-stats)")
     after: tuple[list | None, str] = (None, "skipped (--no-stats)")
     if stats:
@@ -361,16 +356,16 @@ def write_report(run_record: dict[str, Any], path: str | Path, *, exports: list[
         step(0.5, "layer statistics of the final model")
         after = before if same else layer_stats(final)
     step(0.8, "writing HTML")
-    pipe = run_record.get("pipeline") or {}
-    status = run_record.get("status", "?")
+    pipe = run_record.pipeline
+    status = run_record.status
     body = [
-        f"<h1>Slimline run {_h(run_record.get('run_id'))}</h1>",
+        f"<h1>Slimline run {_h(run_record.run_id)}</h1>",
         f"<p class='muted'>{_h(pipe.get('name'))} — status <b>{_h(status)}</b>, created "
-        f"{_h(run_record.get('created'))}; report written {time.strftime('%Y-%m-%d %H:%M')} by Slimline "
+        f"{_h(run_record.created)}; report written {time.strftime('%Y-%m-%d %H:%M')} by Slimline "
         f"{_h(__version__)}.</p>",
         _headline(results),
-        "<div class='boxes'>" + _model_box("Original model", original, results[0].get("size") if results else None)
-        + _model_box("Final model", final, results[-1].get("size") if results else None) + "</div>",
+        "<div class='boxes'>" + _model_box("Original model", original, results[0].size if results else None)
+        + _model_box("Final model", final, results[-1].size if results else None) + "</div>",
         _pipeline_section(run_record),
         _results_section(results) if results else "<p>No results.</p>",
         _charts(results) if results else "",
@@ -380,7 +375,7 @@ def write_report(run_record: dict[str, Any], path: str | Path, *, exports: list[
         _environment(run_record, results),
     ]
     html = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>Slimline report {_h(run_record.get('run_id'))}</title><style>{CSS}</style></head><body>"
+            f"<title>Slimline report {_h(run_record.run_id)}</title><style>{CSS}</style></head><body>"
             + "".join(body) + "</body></html>\n")
     out = Path(path)
     atomic_write_text(out, html)

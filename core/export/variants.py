@@ -13,17 +13,59 @@ from typing import Any
 
 from slimline.core.export.records import ExportError
 from slimline.core.handle import ModelHandle
+from slimline.core.results import RunRecord, StepResult, run_from_dict
 
 
 @dataclass
 class Variant:
+    """One model of a run (the original is one too), or a bare model file: what export acts on.
+
+    The only Variant class of Slimline; the GUI's variants table should build these
+    with :func:`variants_of` instead of keeping its own.
+    """
+
     handle: ModelHandle
     name: str                               # default file stem for exports
-    run: dict[str, Any] | None = None       # the run record when exporting from a run
-    step: dict[str, Any] | None = None      # the StepResult dict of the chosen step
+    run: RunRecord | None = None            # the run record when exporting from a run
+    step: StepResult | None = None          # the chosen step's result
     run_dir: Path | None = None
     data_path: str | None = None            # evaluation data recorded with the run
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id if self.run is not None else ""
+
+    @property
+    def step_id(self) -> str:
+        return self.step.step_id if self.step is not None else ""
+
+    @property
+    def title(self) -> str:
+        return self.step.title if self.step is not None else self.handle.name
+
+    @property
+    def key(self) -> str:
+        """``run_id/step_id``: unique over the history."""
+        return f"{self.run_id}/{self.step_id}"
+
+    @property
+    def flags(self) -> list[str]:
+        return list(self.step.flags) if self.step is not None else []
+
+    @classmethod
+    def of_step(cls, run: RunRecord, step: StepResult, run_dir: Path | None = None) -> Variant:
+        """The variant of one step of a recorded run (no file access)."""
+        from slimline.core.export.formats import safe_name
+
+        stem = Path(run.model.path).stem if run.model is not None else "model"
+        name = safe_name(stem if step.step_id == "original" else f"{stem}-{step.step_id}")
+        return cls(handle=step.model, name=name, run=run, step=step, run_dir=run_dir)
+
+
+def variants_of(run: RunRecord, run_dir: Path | None = None) -> list[Variant]:
+    """Every variant of a run, in step order."""
+    return [Variant.of_step(run, r, run_dir) for r in run.results]
 
 
 def _run_json(target: Path) -> Path | None:
@@ -39,34 +81,33 @@ def _run_json(target: Path) -> Path | None:
     return None
 
 
-def load_run_record(path: Path) -> dict[str, Any]:
+def load_run_record(path: Path) -> RunRecord:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = run_from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot read the run record ({exc})", subject=str(path),
+        raise ExportError(f"cannot read the run record ({str(exc).splitlines()[0]})", subject=str(path),
                           hint="pick a run folder from the workspace's runs/ folder") from None
-    if not isinstance(record, dict) or not record.get("results"):
+    if not record.results:
         raise ExportError("the run record has no results", subject=str(path),
                           hint="pick a run that finished at least its first step")
     return record
 
 
-def pick_step(record: dict[str, Any], step: str | None, subject: str) -> dict[str, Any]:
-    results = record["results"]
-    ids = [r.get("step_id") for r in results]
+def pick_step(record: RunRecord, step: str | None, subject: str) -> StepResult:
+    results = record.results
     if step is None:
-        final = record.get("final_model")
-        if final:
+        final = record.final_model
+        if final is not None:
             for r in reversed(results):
-                if r.get("model", {}).get("path") == final.get("path"):
+                if r.model.path == final.path:
                     return r
-            return {**results[-1], "model": final}
+            return results[-1].model_copy(update={"model": final})
         return results[-1]
-    for r in results:
-        if r.get("step_id") == step:
-            return r
+    found = record.step(step)
+    if found is not None:
+        return found
     raise ExportError(f"the run has no step {step!r}", subject=subject,
-                      hint=f"pick one of: {', '.join(str(i) for i in ids)}")
+                      hint=f"pick one of: {', '.join(r.step_id for r in results)}")
 
 
 def resolve_variant(target: str | Path, *, step: str | None = None, trust: bool = False) -> Variant:
@@ -89,17 +130,12 @@ def resolve_variant(target: str | Path, *, step: str | None = None, trust: bool 
         return Variant(handle=handle, name=default_name(handle))
     record = load_run_record(rj)
     result = pick_step(record, step, str(rj))
-    handle = ModelHandle.model_validate(result["model"])
+    handle = result.model
     missing = [f for f in (handle.files or [handle.path]) if not Path(f).exists()]
     if missing:
         raise ExportError(f"the variant's file is gone from the step cache: {missing[0]}", subject=str(rj),
                           hint="re-run the pipeline (it will recompute the step), then export again")
-    original = record.get("model", {})
-    from slimline.core.export.formats import safe_name
-
-    stem = Path(original.get("path", "model")).stem if original else "model"
-    sid = result.get("step_id", "final")
-    name = safe_name(stem if sid == "original" else f"{stem}-{sid}")
-    data = (record.get("data") or {}).get("eval")
-    return Variant(handle=handle, name=name, run=record, step=result, run_dir=rj.parent,
-                   data_path=data if data and Path(data).exists() else None)
+    variant = Variant.of_step(record, result, rj.parent)
+    data = record.data.eval
+    variant.data_path = data if data and Path(data).exists() else None
+    return variant

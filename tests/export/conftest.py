@@ -50,8 +50,10 @@ def _result(step_id: str, title: str, plugin: str, handle, acc: float, p50: floa
     size = {"bytes_on_disk": handle.bytes_on_disk, "zip_bytes": int(handle.bytes_on_disk * 0.9),
             "param_count": handle.param_count}
     lat = {b: {"p50_ms": p50 * int(b) ** 0.5, "p90_ms": p50 * int(b) ** 0.5 * 1.2, "min_ms": p50 * int(b) ** 0.5 * 0.9,
+               "mean_ms": p50 * int(b) ** 0.5, "std_ms": 0.01, "max_ms": p50 * int(b) ** 0.5 * 1.5,
                "spread": 0.2, "runs": 20, "warmup": 5, "threads": 1, "provider": "CPUExecutionProvider",
-               "device_name": "test CPU", "input_kind": "dataset"} for b in ("1", "64")}
+               "device_name": "test CPU", "batch": int(b), "input_shapes": {"x": [int(b), 16]},
+               "input_kind": "dataset"} for b in ("1", "64")}
     return {"step_id": step_id, "plugin": plugin, "title": title, "model": handle.model_dump(mode="json"),
             "size": size, "latency": lat, "accuracy": {"dataset": "eval.npz", "n": 70, "top1": acc},
             "fidelity": {"n": 70, "mean_cosine": 0.999, "min_cosine": 0.99, "max_abs_error": 0.01,

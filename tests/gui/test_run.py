@@ -90,7 +90,10 @@ def _fake_record(run_id: str) -> dict:
     def res(sid, size, p50, top1, flags=()):
         return {"step_id": sid, "title": sid.upper(), "plugin": "", "model": {"path": f"/tmp/{sid}.onnx", "format": "onnx",
                 "family": "onnx"}, "size": {"bytes_on_disk": size, "param_count": 1},
-                "latency": {"1": {"p50_ms": p50, "p90_ms": p50 * 1.1, "batch": 1, "runs": 5, "input_kind": "dataset"}},
+                "latency": {"1": {"p50_ms": p50, "p90_ms": p50 * 1.1, "batch": 1, "runs": 5, "input_kind": "dataset",
+                              "mean_ms": p50, "std_ms": 0.0, "min_ms": p50, "max_ms": p50 * 1.2, "spread": 0.1,
+                              "warmup": 1, "threads": 1, "provider": "cpu", "device_name": "cpu",
+                              "input_shapes": {"x": [1, 4]}}},
                 "accuracy": {"dataset": "eval", "n": 100, "top1": top1}, "flags": list(flags), "warnings": []}
     return {"run_id": run_id, "status": "done", "created": "2026-01-01T00:00:00", "pipeline": {"name": "hist"},
             "results": [res("original", 3_000_000, 2.0, 0.99), res("s1", 1_000_000, 1.0, 0.98),

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,30 @@ def test_run_prints_table_and_writes_out(tiny_torch_model, tmp_path, capsys):
     assert code == 0
     assert "s1: Convert to ONNX" in captured and "eval.npz (n=40)" in captured
     assert (out / "model.onnx").is_file() and json.loads((out / "results.json").read_text())["status"] == "done"
+
+
+def test_run_output_keeps_the_shape_of_older_runs(tiny_torch_model, tmp_path, capsys):
+    """results.json / run.json have the keys the pre-typed code wrote (stored demo run), plus schema_version."""
+    model, data = tiny_torch_model
+    pipe = tmp_path / "p.json"
+    pipe.write_text(json.dumps({"format": "slimline.pipeline", "schema_version": 1, "steps": [
+        {"id": "s1", "plugin": "builtin.convert_onnx", "params": {"exporter": "legacy", "opset": 17}}],
+        "evaluation": {"latency": {"batch_sizes": [1, 8], "runs": 3, "warmup": 1}}}))
+    out = tmp_path / "out"
+    assert main(["run", str(pipe), str(model), "--data", str(data), "--workspace", str(tmp_path / "ws"),
+                 "--out", str(out)]) == 0
+    old = json.loads((Path(__file__).parents[1] / "core" / "fixtures" / "run_v1_demo.json").read_text())
+    new = json.loads((out / "results.json").read_text())
+    run_json = json.loads(next((tmp_path / "ws" / "runs").glob("*/run.json")).read_text())
+    assert new == run_json and new["schema_version"] == 2
+    assert set(new) == set(old) | {"schema_version"}
+    for got, want in zip(new["results"], old["results"]):  # original, then a step
+        assert set(got) == set(want)
+        for part in ("size", "fidelity", "accuracy", "model"):
+            assert set(got[part]) == set(want[part]), part
+        assert set(got["latency"]) == {"1", "8"}
+        assert set(got["latency"]["1"]) == set(next(iter(want["latency"].values())))
+    assert "tables" not in new["results"][0] and "tables" in new["results"][1]
 
 
 def test_run_failure_exits_nonzero_naming_step(tiny_torch_model, tmp_path, capsys):

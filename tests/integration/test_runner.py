@@ -9,6 +9,7 @@ import pytest
 from slimline.core.history import list_runs, load_run, run_dir
 from slimline.core.jobs import start_pipeline_job
 from slimline.core.pipeline import parse_pipeline
+from slimline.core.results import DoneEvent, StepResultEvent
 
 CONVERT = {"id": "s1", "plugin": "builtin.convert_onnx", "params": {"exporter": "legacy", "opset": 17}}
 EVAL = {"latency": {"batch_sizes": [1], "runs": 5, "warmup": 2}}
@@ -35,8 +36,12 @@ def test_convert_pipeline_runs_in_child_and_records_results(tiny_torch_model, tm
     lat = onnx_step["latency"]["1"]
     assert lat["runs"] == 5 and lat["warmup"] == 2 and lat["p90_ms"] >= lat["p50_ms"] > 0
     record = load_run(run_dir(ws, job.run_id))
-    assert record["status"] == "done" and len(record["results"]) == 2
-    assert [r["run_id"] for r in list_runs(ws)] == [job.run_id]
+    assert record.status == "done" and len(record.results) == 2 and record.schema_version == 2
+    streamed = [e.result for e in events if isinstance(e, StepResultEvent)]
+    assert record.results == streamed  # the typed results that crossed the pipe are the recorded ones
+    assert record.final_model == record.results[1].model
+    assert [r.run_id for r in list_runs(ws)] == [job.run_id]
+    assert isinstance(events[-1], DoneEvent) and events[-1].run.run_id == job.run_id
 
 
 def test_rerun_uses_cache_and_edit_recomputes_from_edited_step(tiny_torch_model, tmp_path):
