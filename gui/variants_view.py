@@ -177,7 +177,8 @@ class VariantsView(QWidget):
         self._refresh()
 
     def shown_runs(self) -> list[RunRecord]:
-        return [r for r in self.runs.values() if not self.model_filter or r.model == self.model_filter]
+        """The runs of the filtered model (a record that names no model cannot be filtered out)."""
+        return [r for r in self.runs.values() if not self.model_filter or r.model in (self.model_filter, "")]
 
     def variant(self, key: str) -> Variant | None:
         return next((v for v in self.variants if v.key == key), None)
