@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QByteArray, QEvent, QTimer
+from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
@@ -94,7 +94,8 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.banner)
         lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
-        self.model_label, self.data_label, self.pipe_label = QLabel("No model"), QLabel("No evaluation data"), QLabel("")
+        self.model_label, self.data_label = QLabel("No model"), QLabel("No evaluation data")
+        self.pipe_label = QLabel("")
         for w in (self.model_label, self.data_label, self.pipe_label):
             self.statusBar().addPermanentWidget(w)
         parts.build_actions(self)
@@ -103,9 +104,9 @@ class MainWindow(QMainWindow):
         self.start.set_recent(st.recent_files())
         self._update_title()
         self._update_actions()
-        self._restore_state()
+        parts.restore_geometry(self)
         self.ctl.load_history()
-        self.ctl.check_restore()
+        self.ctl.keeper.check_restore()
 
     # --- state read from the session (kept for tests, benchmarks and embedding) ---------
     handle = property(lambda self: self.session.handle)
@@ -293,28 +294,20 @@ class MainWindow(QMainWindow):
     def _offer_restore(self, restore: Any) -> None:
         def answered(yes: bool) -> None:
             self.restore_box = None
-            self.ctl.restore_session(restore) if yes else self.ctl.discard_restore()
+            self.ctl.keeper.restore_session(restore) if yes else self.ctl.keeper.discard_restore()
         self.restore_box = parts.restore_box(self, restore, lambda: answered(True), lambda: answered(False))
 
     def open_model_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", parts.MODEL_FILTER)
-        if path:
-            self.ctl.open_model(path)
+        parts.ask_open(self, "Open model", parts.MODEL_FILTER, self.ctl.open_model)
 
     def open_model_folder_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open model folder (e.g. Hugging Face)")
-        if path:
-            self.ctl.open_model(path)
+        parts.ask_open(self, "Open model folder (e.g. Hugging Face)", "", self.ctl.open_model, folder=True)
 
     def open_pipeline_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open pipeline", "", "Pipelines (*.json);;All files (*)")
-        if path:
-            self.ctl.open_pipeline(path)
+        parts.ask_open(self, "Open pipeline", "Pipelines (*.json);;All files (*)", self.ctl.open_pipeline)
 
     def open_data_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open evaluation data", "", "Data (*.npz *.csv *.txt);;All files (*)")
-        if path:
-            self.ctl.open_data(path)
+        parts.ask_open(self, "Open evaluation data", "Data (*.npz *.csv *.txt);;All files (*)", self.ctl.open_data)
 
     def save_pipeline(self) -> bool:
         return self.ctl.save_pipeline() if self.doc.path else self.save_pipeline_as()
@@ -341,8 +334,9 @@ class MainWindow(QMainWindow):
         key = key or (selected.key if selected else vs[-1].key)
         if not any(v.key == key for v in vs):
             vs = self.session.variants()
-        dlg = ExportDialog(vs, key, self, default_dir=st.settings().value("export/dir", str(Path.home() / "slimline-export")),
-                           workspace=str(self.prefs.workspace_path()), trust=self.session.trusted)
+        out_dir = st.settings().value("export/dir", str(Path.home() / "slimline-export"))
+        dlg = ExportDialog(vs, key, self, default_dir=out_dir, workspace=str(self.prefs.workspace_path()),
+                           trust=self.session.trusted)
         dlg.exported.connect(lambda _rec: st.settings().setValue("export/dir", dlg.out_edit.text().strip()))
         self.export_dialog = dlg
         dlg.open()
@@ -385,30 +379,10 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         self.handle_dropped(paths)
 
-    def _restore_state(self) -> None:
-        s = st.settings()
-        geo, state = s.value("window/geometry"), s.value("window/state")
-        if isinstance(geo, QByteArray):
-            self.restoreGeometry(geo)
-        else:  # first start: a generous size that still fits the screen
-            from PySide6.QtGui import QGuiApplication
-
-            screen = QGuiApplication.primaryScreen()
-            avail = screen.availableGeometry() if screen is not None else None
-            w, h = 1500, 950
-            if avail is not None and avail.width() > 0:
-                w, h = min(w, int(avail.width() * 0.95)), min(h, int(avail.height() * 0.92))
-            self.resize(w, h)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
-
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if not self.ctl.confirm_discard():
             event.ignore()
             return
-        s = st.settings()
-        s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("window/state", self.saveState())
-        s.sync()
-        self.ctl.shutdown()
+        parts.save_geometry(self)
+        self.ctl.keeper.shutdown()
         event.accept()

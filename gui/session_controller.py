@@ -20,9 +20,9 @@ from slimline.gui.messages import UserMessage, describe_exception
 from slimline.gui.results import RunRecord, load_history, variants_from_record
 from slimline.gui.run_controller import RunController
 from slimline.gui.session import SessionModel
+from slimline.gui.session_keeper import SessionKeeper
 from slimline.gui.workers import run_in_thread
 
-AUTOSAVE_DEBOUNCE_MS = 1000
 REFRESH_MIN_S = 2.0   # focus-in refreshes of the run list at most this often
 
 
@@ -82,10 +82,7 @@ class SessionController(QObject):
         self._history_loading = False
         self._history_at = 0.0
         self._report_job: Any = None
-        self._autosave_timer = QTimer(self)
-        self._autosave_timer.setSingleShot(True)
-        self._autosave_timer.setInterval(AUTOSAVE_DEBOUNCE_MS)
-        self._autosave_timer.timeout.connect(self._autosave_now)
+        self.keeper = SessionKeeper(self)
         s, r = self.session, self.runner
         for sig in (self.model_opened, self.data_loaded, self.pipeline_loaded, self.run_finished,
                     s.doc.path_changed, s.doc.undo_stack.cleanChanged):
@@ -274,7 +271,8 @@ class SessionController(QObject):
         ws = self.prefs.workspace_path()
         device = self.prefs.device or f"{s.doc.pipeline.evaluation.device} (pipeline)"
         used = Path(data).name if data else "none (random inputs: latency only)"
-        self.run_starting.emit(f"Model {s.handle.name}; evaluation data: {used}; threads: {self.prefs.threads or 'all'}; "
+        threads = self.prefs.threads or "all"
+        self.run_starting.emit(f"Model {s.handle.name}; evaluation data: {used}; threads: {threads}; "
                                f"device: {device}; workspace: {ws}")
         s.run_original = None
         self.runner.start(self.run_spec_pipeline(), s.model_path, data_path=data, workspace=str(ws), trust=s.trusted,
@@ -387,84 +385,5 @@ class SessionController(QObject):
         timer.start()
         self._report_job = (job, timer)
 
-    # --- autosave / restore --------------------------------------------------------------
-    def workspace_state(self) -> Any:
-        """What is open now, as slimline.core.autosave.WorkspaceState (cheap: no file access)."""
-        from slimline.core.autosave import WorkspaceState
-
-        s = self.session
-        running = s.current_run_id if self.runner.running else ""
-        return WorkspaceState(model_path=s.model_path, trusted=s.trusted,
-                              pipeline=s.doc.pipeline.model_dump(mode="json"), pipeline_path=s.doc.path,
-                              pipeline_modified=s.doc.modified, data_path=s.data_path, dims=dict(s.dims),
-                              run_ids=list(s.session_run_ids), running_run_id=running)
-
     def schedule_autosave(self, *_: Any) -> None:
-        """Every change restarts a 1 s timer; the write happens on a worker thread."""
-        from shiboken6 import isValid
-
-        if isValid(self._autosave_timer):  # cleanChanged also fires while the window is torn down
-            self._autosave_timer.start()
-
-    def _autosave_now(self) -> None:
-        from slimline.core import autosave
-
-        run_in_thread(autosave.save_state, self.prefs.workspace_path(), self.workspace_state(),
-                      on_done=lambda path: self.autosaved.emit(str(path)),
-                      on_error=lambda e, tb: self.status.emit(f"Autosave failed: {e}", 8000))
-
-    def check_restore(self) -> None:
-        from slimline.core import autosave
-
-        run_in_thread(autosave.pending_restore, self.prefs.workspace_path(),
-                      on_done=lambda r: self.restore_offered.emit(r) if r is not None else None,
-                      on_error=lambda e, tb: None)
-
-    def discard_restore(self) -> None:
-        from slimline.core import autosave
-
-        autosave.discard(self.prefs.workspace_path())
-
-    def restore_session(self, restore: Any) -> None:
-        """Reopen what the last session had open; each part that fails says so and the rest goes on."""
-        from slimline.core import autosave
-        from slimline.core.pipeline import parse_pipeline
-
-        state, s = restore.state, self.session
-        s.session_run_ids = list(state.run_ids)
-        if state.pipeline:
-            try:
-                s.doc.restore(parse_pipeline(state.pipeline), state.pipeline_path, state.pipeline_modified)
-                s.pipeline_changed.emit()
-            except Exception as exc:
-                self.show_exception(exc)
-        run_in_thread(autosave.restore_runs, self.prefs.workspace_path(), state,
-                      on_done=lambda records: [s.add_run(variants_from_record(r)) for r in records],
-                      on_error=lambda e, tb: None)
-        data = state.data_path if state.data_path and Path(state.data_path).exists() else ""
-
-        def after_model() -> None:
-            if data:
-                self.open_data(data)
-            self.session_restored.emit()
-        if state.model_path and Path(state.model_path).exists():
-            self.open_model(state.model_path, then=after_model)  # asks again before trusting a pickle
-            return
-        if state.model_path:
-            self.message.emit(UserMessage("the model of the last session is gone", "open it again",
-                                          subject=state.model_path, level="warning"))
-        if data:
-            self.open_data(data)
-        self.session_restored.emit()
-
-    def shutdown(self) -> None:
-        """A normal exit: cancel a run, and record it so the next start offers no restore."""
-        if self.runner.running:
-            self.runner.cancel()
-        self._autosave_timer.stop()
-        try:  # a small file; fine to block at exit
-            from slimline.core import autosave
-
-            autosave.mark_clean_shutdown(self.prefs.workspace_path(), self.workspace_state())
-        except Exception as exc:  # never keep the window from closing
-            print(f"slimline: could not record the clean shutdown: {exc}", file=__import__("sys").stderr)
+        self.keeper.schedule()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import QByteArray, QUrl
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
@@ -176,3 +176,37 @@ def restore_box(parent: QWidget, restore: Any, on_yes: Callable[[], None], on_no
     box.finished.connect(lambda _r: on_yes() if box.clickedButton() is yes else on_no())
     box.open()
     return box
+
+
+def ask_open(parent: QWidget, title: str, filters: str, then: Callable[[str], None], folder: bool = False) -> None:
+    """A file (or folder) dialog; ``then(path)`` unless the user cancelled."""
+    path = (QFileDialog.getExistingDirectory(parent, title) if folder else
+            QFileDialog.getOpenFileName(parent, title, "", filters)[0])
+    if path:
+        then(path)
+
+
+# --- window geometry ----------------------------------------------------------------------
+def restore_geometry(win: QWidget) -> None:
+    s = st.settings()
+    geo, state = s.value("window/geometry"), s.value("window/state")
+    if isinstance(geo, QByteArray):
+        win.restoreGeometry(geo)
+    else:  # first start: a generous size that still fits the screen
+        from PySide6.QtGui import QGuiApplication
+
+        screen = QGuiApplication.primaryScreen()
+        avail = screen.availableGeometry() if screen is not None else None
+        w, h = 1500, 950
+        if avail is not None and avail.width() > 0:
+            w, h = min(w, int(avail.width() * 0.95)), min(h, int(avail.height() * 0.92))
+        win.resize(w, h)
+    if isinstance(state, QByteArray):
+        win.restoreState(state)  # type: ignore[attr-defined]
+
+
+def save_geometry(win: Any) -> None:
+    s = st.settings()
+    s.setValue("window/geometry", win.saveGeometry())
+    s.setValue("window/state", win.saveState())
+    s.sync()
