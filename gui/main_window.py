@@ -203,7 +203,8 @@ class MainWindow(QMainWindow):
         """Another model: nothing measured on the previous one stays on screen."""
         self.inspector.set_handle(handle, self.session.rows)
         self.editor.clear_step_status()
-        self.run_view.reset("")
+        if not self.controller.running:  # a run in progress keeps its live view (its context names its model)
+            self.run_view.clear()
         self.variants.set_model_filter(self.session.model_key, Path(self.session.model_path).name)
         # the rest in later event-loop turns: together with the table above it was ~60 ms of UI work
         QTimer.singleShot(0, self, lambda: self._show_model_editor(handle))

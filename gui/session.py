@@ -110,6 +110,9 @@ class SessionModel(QObject):
     def set_runs(self, runs: list[RunRecord]) -> None:
         """All runs of the workspace; no signal when nothing changed (focus refreshes are frequent)."""
         new = {r.run_id: r for r in runs}
+        for rid, old in self.runs.items():  # restored runs a crash cut short are "interrupted" in memory only
+            if old.status == "interrupted" and rid in new and new[rid].status == "running":
+                new[rid] = old
         if _run_fingerprint(new) == _run_fingerprint(self.runs):
             return
         self.runs = new

@@ -82,6 +82,7 @@ class SessionController(QObject):
         self._history_loading = False
         self._history_at = 0.0
         self._report_job: Any = None
+        self._run_model = ""   # the model the current run started from: its step figures are not another's
         self.keeper = SessionKeeper(self)
         s, r = self.session, self.runner
         for sig in (self.model_opened, self.data_loaded, self.pipeline_loaded, self.run_finished,
@@ -275,6 +276,7 @@ class SessionController(QObject):
         self.run_starting.emit(f"Model {s.handle.name}; evaluation data: {used}; threads: {threads}; "
                                f"device: {device}; workspace: {ws}")
         s.run_original = None
+        self._run_model = s.model_path
         self.runner.start(self.run_spec_pipeline(), s.model_path, data_path=data, workspace=str(ws), trust=s.trusted,
                           threads=self.prefs.threads, dims=s.dims or None, use_cache=self.use_cache)
 
@@ -288,11 +290,13 @@ class SessionController(QObject):
 
     def _on_step_started(self, ev: dict[str, Any]) -> None:
         sid = str(ev.get("step_id"))
-        if sid != "original":
+        if sid != "original" and self._run_model == self.session.model_path:
             self.step_status.emit(sid, "running…", [])
 
     def _on_step_result(self, res: dict[str, Any]) -> None:
         sid = str(res.get("step_id"))
+        if self._run_model != self.session.model_path:  # another model was opened meanwhile
+            return
         if sid == "original":
             self.session.run_original = res
         else:

@@ -104,12 +104,16 @@ def test_runs_made_with_the_cli_appear_in_results(isolated_settings, qtbot, make
     assert set(win.session.runs) == {job.run_id, late}
 
 
-def test_switching_model_clears_step_results_and_data_for_other_inputs(window, qtbot, make_onnx_mlp):
+def test_switching_model_clears_step_results_and_data_for_other_inputs(window, qtbot, make_onnx_mlp, monkeypatch):
+    from slimline.gui.run_controller import RunController
+
+    monkeypatch.setattr(RunController, "start", lambda self, *a, **kw: None)  # the events below stand in for it
     model_a, data_a = make_onnx_mlp(16, "a")
     model_b, _ = make_onnx_mlp(16, "b")
     model_c, _ = make_onnx_mlp(8, "c")
     _open(window, qtbot, model_a, data_a)
     sid = window.doc.add_step(PRUNE)
+    window.run_pipeline()
     # what a run reports, through the same signals as a real run
     window.controller.started.emit("r1")
     window.controller.step_result_received.emit({"step_id": "original", "size": {"bytes_on_disk": 1000}})
