@@ -22,6 +22,10 @@ from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_te
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 class VariantTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -165,9 +169,9 @@ class VariantsView(QWidget):
                 self._model_names.setdefault(r.model, r.model_name or r.model)
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItem(f"All models ({len(self.runs)} runs)", "")
+        self.model_combo.addItem(f"All models ({_runs(len(self.runs))})", "")
         for key in sorted(set(counts) | ({self.model_filter} - {""}), key=lambda k: self._model_names.get(k, k)):
-            self.model_combo.addItem(f"{self._model_names.get(key, key)} ({counts.get(key, 0)} runs)", key)
+            self.model_combo.addItem(f"{self._model_names.get(key, key)} ({_runs(counts.get(key, 0))})", key)
             self.model_combo.setItemData(self.model_combo.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(self.model_filter)))
         self.model_combo.blockSignals(False)
