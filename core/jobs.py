@@ -228,3 +228,68 @@ def start_pipeline_job(pipeline: Pipeline | dict[str, Any], model_path: str | Pa
             "train_path": train_path, "workspace": str(workspace), "trust": trust,
             "threads": threads, "use_cache": use_cache, "run_id": new_run_id(), "dims": dims or {}}
     return Job(spec)
+
+
+# --- generic tasks: any Qt-free function, run like a pipeline job (export, report) -----------------
+def _task_child_main(target: str, spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
+    """Child entry of ``start_task_job``: ``module:function(spec, emit, cancel)``; its result ends the job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import importlib
+
+    from slimline.core.errors import Cancelled
+    from slimline.core.plugin import CancelToken
+
+    try:
+        module, _, name = target.partition(":")
+        fn = getattr(importlib.import_module(module), name)
+        result = fn(spec, events.put, CancelToken(cancel_event))
+        events.put({"type": "done", "result": result})
+    except Cancelled:
+        events.put({"type": "cancelled"})
+    except BaseException as exc:  # every failure reaches the parent as an event, never a silent death
+        events.put({"type": "failed", "message": getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}",
+                    "hint": getattr(exc, "hint", "") or "", "subject": getattr(exc, "subject", "") or "",
+                    "step_id": "", "error_type": type(exc).__name__, "details": traceback.format_exc()})
+    finally:
+        events.put({"type": "_exit"})
+        events.close()
+        events.join_thread()
+
+
+class TaskJob(Job):
+    """A ``Job`` whose child runs one function instead of a pipeline (same poll/cancel/crash handling)."""
+
+    def __init__(self, target: str, spec: dict[str, Any], grace_s: float = CANCEL_GRACE_S) -> None:
+        ctx = mp.get_context("spawn")
+        self.spec = spec
+        self.run_id = str(spec.get("run_id", ""))
+        self.workspace = Path(spec.get("workspace") or ".")
+        self.grace_s = grace_s
+        self._events = ctx.Queue()
+        self._cancel = ctx.Event()
+        self._process = ctx.Process(target=_task_child_main, args=(target, spec, self._events, self._cancel),
+                                    name=f"slimline-task-{target.rpartition(':')[2]}", daemon=True)
+        self._cancel_at = None
+        self._final = None
+        self._step = ""
+        self._process.start()
+
+    def cancel(self) -> None:
+        """Cooperative first; terminate only after ``grace_s`` (an export cleans its staging folder)."""
+        if self._final is None and self._cancel_at is None:
+            self._cancel.set()
+            self._cancel_at = time.monotonic() + max(0.0, self.grace_s - CANCEL_GRACE_S)
+
+    def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._final = event
+        self._process.join(0.05)
+        return event
+
+
+def start_task_job(target: str, spec: dict[str, Any], *, grace_s: float = CANCEL_GRACE_S) -> TaskJob:
+    """Run ``target`` ("package.module:function", called as ``fn(spec, emit, cancel)``) in a child process.
+
+    ``emit(event_dict)`` streams events (e.g. progress) to ``poll()``; the returned value (picklable) comes
+    back as ``{"type": "done", "result": value}``; exceptions as ``failed`` events with ``error_type``.
+    """
+    return TaskJob(target, spec, grace_s=grace_s)

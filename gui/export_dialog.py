@@ -3,7 +3,7 @@
 The export engine (``slimline.core.export``) writes into a staging folder, loads
 the written file back with its own runtime and compares it with the variant on
 the run's evaluation data before anything is moved into place. The dialog runs
-it in a child process (``export_worker``) with progress and cancel, and shows
+it through the engine's job runner (``slimline.core.jobs``, body in ``export_task``) with progress and cancel, and shows
 the parity figures from the export record; a failed parity check is an error
 (nothing was written), never a warning.
 """
@@ -277,7 +277,7 @@ class ExportDialog(QDialog):
                 self.status.setText("Not exported: nothing was overwritten.")
                 return
             force = True
-        from slimline.gui.export_worker import ExportProcess
+        from slimline.gui.export_task import start_export
 
         self.result_record = None
         self.parity_label.hide()
@@ -287,7 +287,7 @@ class ExportDialog(QDialog):
         self.progress.show()
         self._set_busy(True)
         try:
-            self.job = ExportProcess(self.spec(force))
+            self.job = start_export(self.spec(force))
         except Exception as exc:  # could not even start a process
             self._set_busy(False)
             self._show_error(f"could not start the export: {exc}", "")
@@ -319,7 +319,7 @@ class ExportDialog(QDialog):
                 self.status.setText(f"{ev.get('message', '')}…")
             elif t == "done":
                 self._finish()
-                self._on_export_done(ev["record"])
+                self._on_export_done(ev["result"])
             elif t == "cancelled":
                 self._finish()
                 self.status.setStyleSheet("")
@@ -354,7 +354,7 @@ class ExportDialog(QDialog):
 
     def _on_export_failed(self, ev: dict[str, Any]) -> None:
         msg, hint = str(ev.get("message", "export failed")), str(ev.get("hint", ""))
-        if ev.get("parity_failed"):
+        if ev.get("parity_failed") or ev.get("error_type") == "ParityError":
             msg = "Parity check FAILED — the written file does not reproduce the model; nothing was kept. " + msg
         self._show_error(msg, hint, str(ev.get("details", "")))
         self.export_failed.emit(msg)

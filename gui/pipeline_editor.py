@@ -17,28 +17,6 @@ from slimline.gui.pipeline_doc import CONVERT_ONNX, PipelineDocument, plugin_tit
 from slimline.gui.step_lane import StepLane
 
 
-def chain_problems(pipe: Any, model: Any) -> list[tuple[str, Any]]:
-    """Like ``pipeline.check_chain``, but after a step that changes the format only the format is
-    checked: the real input of such a step does not exist yet, and a plugin's full check would
-    read the original file as if it were the new format (and report a bogus parse error)."""
-    from slimline.core.pipeline import check_chain
-    from slimline.core.registry import get_plugin
-
-    found: list[tuple[str, Any]] = []
-    family = model.family
-    for step in pipe.steps:
-        if step.placeholder_reason or not step.enabled:
-            found += check_chain(pipe.model_copy(update={"steps": [step]}), model) if step.placeholder_reason else []
-            continue
-        plugin = get_plugin(step.plugin)
-        if family == model.family:
-            found += check_chain(pipe.model_copy(update={"steps": [step]}), model)
-        else:
-            found += [(step.id, p) for p in plugin().check_format(model.model_copy(update={"family": family}))]
-        family = plugin.output_format
-    return found
-
-
 class PipelineEditor(QWidget):
     """Signals: ``step_selected(step_id)``."""
 
@@ -147,8 +125,10 @@ class PipelineEditor(QWidget):
         if self.model is None:
             self.chain_label.setText("Open a model to check the pipeline against it.")
             return
-        try:
-            found = chain_problems(self.doc.pipeline, self.model)
+        from slimline.core.pipeline import check_chain
+
+        try:  # the same check `slimline run` makes: what runs there is accepted here
+            found = check_chain(self.doc.pipeline, self.model)
         except Exception as exc:  # a broken plugin's check must not break the editor
             self.chain_label.setText(f"Could not check the pipeline: {getattr(exc, 'message', exc)}")
             return

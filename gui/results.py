@@ -66,6 +66,7 @@ class Variant:
     created: str = ""
     status: str = ""
     pipeline_name: str = ""
+    source_model: str = ""   # model_key() of the model the run started from (filters Results by model)
 
     @property
     def key(self) -> str:
@@ -110,16 +111,40 @@ class RunRecord:
     name: str
     variants: list[Variant] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    model: str = ""          # model_key() of the model the run started from
+    model_name: str = ""
+
+
+def model_key(path: str | Path | None) -> str:
+    """One spelling per model file, so runs from the CLI and the window group together."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
+def _record_model(record: dict[str, Any]) -> tuple[str, str]:
+    """(key, display name) of the run's input model: the record's model, else its original's."""
+    model = record.get("model") or {}
+    if not model.get("path"):
+        orig = next((r for r in record.get("results") or [] if r.get("step_id") == "original"), {})
+        model = orig.get("model") or {}
+    path = str(model.get("path") or "")
+    return model_key(path), (Path(path).name if path else "")
 
 
 def variants_from_record(record: dict[str, Any]) -> RunRecord:
     run_id = str(record.get("run_id", "?"))
     name = (record.get("pipeline") or {}).get("name", "")
+    key, model_name = _record_model(record)
     rr = RunRecord(run_id=run_id, status=str(record.get("status", "")), created=str(record.get("created", "")),
-                   name=name, error=record.get("error"))
+                   name=name, error=record.get("error"), model=key, model_name=model_name)
     for res in record.get("results") or []:
         rr.variants.append(Variant(run_id=run_id, step_id=str(res.get("step_id")), title=str(res.get("title", "")),
-                                   result=res, created=rr.created, status=rr.status, pipeline_name=name))
+                                   result=res, created=rr.created, status=rr.status, pipeline_name=name,
+                                   source_model=key))
     return rr
 
 

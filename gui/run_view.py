@@ -83,6 +83,11 @@ class RunView(QWidget):
         self.log.clear()
         self._titles = {}
 
+    def clear(self) -> None:
+        """Nothing run yet (another model is open): no figures, no log of a run that was not its own."""
+        self.reset("")
+        self.message.setText("No run yet: press Run to run the pipeline on the open model.")
+
     def show_log(self, on: bool = True) -> None:
         self.log_button.setChecked(on)
 

@@ -3,7 +3,8 @@
 The Pareto front (nothing else is both smaller/faster and more accurate) is
 drawn as a line through highlighted points, because that is the shortlist a
 user actually chooses from. Clicking a point or a row selects the variant for
-inspection and export.
+inspection and export. A model filter (default: the open model) keeps each
+chart to one model's variants: a Pareto front across different models means nothing.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QSplitter, QTableView,
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QTableView,
                                QVBoxLayout, QWidget)
 
 from slimline.gui.layer_table import fmt_bytes
@@ -19,6 +20,10 @@ from slimline.gui.results import RunRecord, Variant, fmt_ms, pareto_front
 from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_text
 
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 class VariantTableModel(QAbstractTableModel):
@@ -76,8 +81,13 @@ class VariantsView(QWidget):
         import pyqtgraph as pg
 
         self.runs: dict[str, RunRecord] = {}
-        self.variants: list[Variant] = []
+        self.variants: list[Variant] = []      # the variants shown (after the model filter)
         self.selected: Variant | None = None
+        self.model_filter = ""                 # a results.model_key(); "" = all models
+        self._model_names: dict[str, str] = {}
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("Show the variants of one model (one Pareto front per model)")
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.model = VariantTableModel(self)
         self.table = QTableView()
         self.table.setModel(self.model)
@@ -112,6 +122,8 @@ class VariantsView(QWidget):
         self.inspect_button = QPushButton("Compare histograms in Inspect")
         self.inspect_button.setEnabled(False)
         bar = QHBoxLayout()
+        bar.addWidget(QLabel("Model:"))
+        bar.addWidget(self.model_combo)
         bar.addWidget(self.info, 1)
         bar.addWidget(self.inspect_button)
         bar.addWidget(self.export_button)
@@ -127,22 +139,58 @@ class VariantsView(QWidget):
         lay.addLayout(bar)
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
         self.export_button.clicked.connect(self._on_export_button_clicked)
+        self.model_combo.currentIndexChanged.connect(self._on_model_combo_changed)
+        self._fill_models()
 
     # --- data --------------------------------------------------------------------------
     def set_runs(self, runs: list[RunRecord]) -> None:
         self.runs = {r.run_id: r for r in runs}
+        self._fill_models()
         self._refresh()
 
     def add_run(self, run: RunRecord) -> None:
         self.runs[run.run_id] = run
+        self._fill_models()
         self._refresh()
+
+    def set_model_filter(self, key: str, name: str = "") -> None:
+        """Show only the runs of model ``key`` ("" = all); ``name`` labels a model with no runs yet."""
+        if key and name:
+            self._model_names[key] = name
+        self.model_filter = key
+        self._fill_models()
+        self._refresh()
+
+    def _fill_models(self) -> None:
+        counts: dict[str, int] = {}
+        for r in self.runs.values():
+            if r.model:
+                counts[r.model] = counts.get(r.model, 0) + 1
+                self._model_names.setdefault(r.model, r.model_name or r.model)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItem(f"All models ({_runs(len(self.runs))})", "")
+        for key in sorted(set(counts) | ({self.model_filter} - {""}), key=lambda k: self._model_names.get(k, k)):
+            self.model_combo.addItem(f"{self._model_names.get(key, key)} ({_runs(counts.get(key, 0))})", key)
+            self.model_combo.setItemData(self.model_combo.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(self.model_filter)))
+        self.model_combo.blockSignals(False)
+
+    def _on_model_combo_changed(self, _i: int) -> None:
+        self.model_filter = str(self.model_combo.currentData() or "")
+        self._refresh()
+
+    def shown_runs(self) -> list[RunRecord]:
+        """The runs of the filtered model (a record that names no model cannot be filtered out)."""
+        return [r for r in self.runs.values() if not self.model_filter or r.model in (self.model_filter, "")]
 
     def variant(self, key: str) -> Variant | None:
         return next((v for v in self.variants if v.key == key), None)
 
     def _refresh(self) -> None:
         keep = self.selected.key if self.selected else ""
-        self.variants = [v for r in self.runs.values() for v in r.variants]
+        runs = self.shown_runs()
+        self.variants = [v for r in runs for v in r.variants]
         front_keys: set[str] = set()
         for key in ("size", "latency"):
             pts, idx = self._points(key)
@@ -156,12 +204,18 @@ class VariantsView(QWidget):
         for plot in (self.size_plot, self.lat_plot):
             plot.setLabel("left", ylabel)
         n = len(self.variants)
-        self.info.setText(f"{n} variants from {len(self.runs)} runs; Pareto front (green): {len(front_keys)}. "
+        self.info.setText(f"{n} variants from {len(runs)} runs; Pareto front (green): {len(front_keys)}. "
                           "Click a point or a row to select a variant." if n else
                           "Run a pipeline: every step of every run appears here as a variant.")
         self.table.resizeColumnsToContents()
         if keep and self.variant(keep):
             self.select(keep)
+        elif keep:  # filtered out: nothing hidden stays selected
+            self.selected = None
+            self.export_button.setEnabled(False)
+            self.inspect_button.setEnabled(False)
+            for marker in self.sel_marker.values():
+                marker.setData([])
 
     def _points(self, key: str) -> tuple[list[tuple[float, float]], list[int]]:
         pts, idx = [], []

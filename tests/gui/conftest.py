@@ -142,3 +142,28 @@ def drop_paths(widget, paths, pos=None):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     return send_drop(widget, mime, pos or QPointF(widget.width() / 2, widget.height() / 2))
+
+
+@pytest.fixture
+def make_onnx_mlp(tmp_path):
+    """Builder: a small ONNX MLP (``features`` inputs) plus labelled eval data that fits it."""
+    def build(features: int = 16, name: str = "mlp"):
+        import warnings
+
+        import torch
+
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(features, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).eval()
+        path = tmp_path / f"{name}.onnx"
+        with warnings.catch_warnings():  # the legacy exporter is deprecated, and fast: fine for a fixture
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(2, features),), str(path), input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+        x = np.random.default_rng(0).normal(size=(48, features)).astype(np.float32)
+        with torch.no_grad():
+            labels = net(torch.from_numpy(x)).argmax(1).numpy()
+        data = tmp_path / f"{name}-eval.npz"
+        np.savez(data, x=x, labels=labels)
+        return path, data
+
+    return build

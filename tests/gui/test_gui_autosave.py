@@ -58,9 +58,9 @@ def test_after_an_unclean_end_the_next_start_offers_restore(isolated_settings, q
     rd = Path(isolated_settings.workspace) / "runs" / rid
     rd.mkdir(parents=True)
     (rd / "run.json").write_text(json.dumps(run))
-    first.session_run_ids.append(rid)
+    first.session.session_run_ids.append(rid)
     with qtbot.waitSignal(first.autosaved, timeout=5000):
-        first.schedule_autosave()
+        first.ctl.schedule_autosave()
     # the process "dies": no closeEvent, so no clean-shutdown mark
     first.hide()
 

@@ -139,7 +139,7 @@ def test_run_passes_threads_and_lowers_the_worker_priority(window, monkeypatch):
     from slimline.gui.run_controller import RunController
 
     monkeypatch.setattr(RunController, "start", fake_start)
-    window.handle = type("H", (), {"name": "m", "family": "torch"})()
+    window.session.handle = type("H", (), {"name": "m", "family": "torch"})()
     window.doc.add_step("builtin.prune_magnitude")
     window.prefs.threads, window.prefs.device = 2, "cpu"
     window.run_pipeline()
