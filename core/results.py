@@ -254,8 +254,13 @@ class RunSummary(_Json):
 
 
 class DoneEvent(_Json):
+    """The job ended well: a pipeline run names its run; a task job (export, report) carries its result."""
+
+    _omit_if_none = ("run", "result")
+
     type: Literal["done"] = "done"
-    run: RunSummary
+    run: RunSummary | None = None
+    result: dict[str, Any] | None = None
 
 
 class FailedEvent(_Json):

@@ -3,7 +3,7 @@
 The export engine (``slimline.core.export``) writes into a staging folder, loads
 the written file back with its own runtime and compares it with the variant on
 the run's evaluation data before anything is moved into place. The dialog runs
-it through the engine's job runner (``slimline.core.jobs``, body in ``export_task``) with progress and cancel, and shows
+it through the engine's job runner (``slimline.core.jobs``, body in ``slimline.core.export.task``) with progress and cancel, and shows
 the parity figures from the export record; a failed parity check is an error
 (nothing was written), never a warning.
 """
@@ -277,7 +277,7 @@ class ExportDialog(QDialog):
                 self.status.setText("Not exported: nothing was overwritten.")
                 return
             force = True
-        from slimline.gui.export_task import start_export
+        from slimline.core.export.task import start_export
 
         self.result_record = None
         self.parity_label.hide()

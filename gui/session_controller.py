@@ -358,7 +358,7 @@ class SessionController(QObject):
 
     def save_report(self, path: str, run_id: str = "") -> None:
         """Write the HTML report through the engine's job runner (layer statistics load the models)."""
-        from slimline.gui.export_task import start_export
+        from slimline.core.export.task import start_export
 
         run_id = run_id or self.report_run_id()
         rd = self.prefs.workspace_path() / "runs" / run_id

@@ -1,7 +1,6 @@
-"""What the export dialog and "Save report" ask the engine's job runner to do in a child process.
+"""Exports and reports as jobs: one body for the CLI (in process) and the window (child process).
 
-Qt-free on purpose: ``slimline.core.jobs.start_task_job`` imports it in a spawned
-interpreter. A process rather than a thread because exporting torch -> ONNX runs
+``slimline.core.jobs.start_task_job`` imports this in a spawned interpreter. A process rather than a thread because exporting torch -> ONNX runs
 seconds of Python that would hold the GIL and freeze the window, and because
 cancelling must be able to stop C++ work (cooperative first, then terminate).
 """
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-EXPORT_TASK = "slimline.gui.export_task:export_task"
+EXPORT_TASK = "slimline.core.export.task:export_task"
 CANCEL_GRACE_S = 3.0   # the engine stages into a hidden folder and removes it when cancelled
 
 
@@ -34,14 +33,43 @@ def export_target(spec: dict[str, Any]) -> tuple[Any, Any]:
 
 def write_run_report(spec: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     """The run's HTML report (``slimline report``), listing the run's exports."""
-    import json
-
     from slimline.core.export.report import load_export_records, write_report
+    from slimline.core.history import load_run
 
     run_dir = Path(spec["run_dir"])
-    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    record = load_run(run_dir)
     out = write_report(record, spec["out"], exports=load_export_records(run_dir), progress=progress)
     return {"path": str(out), "bytes": out.stat().st_size}
+
+
+def export_variant(variant: Any, fmt: str, out_dir: str | Path, *, name: str, data: Any = None,
+                   force: bool = False, cancel: Any = None, progress: Any = None, zip_bundle: bool = False,
+                   triton: bool = False, max_batch_size: int | None = None,
+                   external_data: bool | None = None) -> Any:
+    """Write one verified export of ``variant`` (a file format or a bundle) and list it with its run."""
+    if fmt == "bundle":
+        from slimline.core.export.bundle import export_bundle
+
+        extra = {} if max_batch_size is None else {"max_batch_size": max_batch_size}
+        rec = export_bundle(variant, out_dir, force=force, data=data, cancel=cancel, name=name,
+                            zip_bundle=zip_bundle, triton=triton, progress=progress, **extra)
+    else:
+        from slimline.core.export.formats import export_model
+
+        info: dict[str, Any] = {}
+        if variant.run is not None and variant.step is not None:
+            info = {"run_id": variant.run.run_id, "step_id": variant.step.step_id,
+                    "step_title": variant.step.title}
+        rec = export_model(variant.handle, fmt, out_dir, force=force, data=data, cancel=cancel, name=name,
+                           progress=progress, external_data=external_data, source_info=info)
+    if variant.run_dir is not None:  # the run's report lists its exports
+        from slimline.core.export.report import append_export_record
+
+        try:
+            append_export_record(variant.run_dir, rec.model_dump(mode="json"))
+        except OSError as exc:  # the export itself succeeded; say so and go on
+            rec.notes.append(f"could not record the export in {variant.run_dir}: {exc}")
+    return rec
 
 
 def run_export(spec: dict[str, Any], progress: Any = None, cancel: Any = None) -> dict[str, Any]:
@@ -51,31 +79,11 @@ def run_export(spec: dict[str, Any], progress: Any = None, cancel: Any = None) -
     variant, data = export_target(spec)
     name = spec.get("name") or variant.name
     fmt = spec["format"]
-    if fmt == "bundle":
-        from slimline.core.export.bundle import export_bundle
-
-        out = Path(spec["out_dir"]) / f"{name}-bundle"
-        rec = export_bundle(variant, out, force=spec.get("force", False), data=data, cancel=cancel, name=name,
-                            zip_bundle=spec.get("zip", False), triton=spec.get("triton", False),
-                            progress=progress)
-    else:
-        from slimline.core.export.formats import export_model
-
-        info = {}
-        if variant.run is not None and variant.step is not None:
-            info = {"run_id": variant.run.get("run_id"), "step_id": variant.step.get("step_id"),
-                    "step_title": variant.step.get("title")}
-        rec = export_model(variant.handle, fmt, spec["out_dir"], force=spec.get("force", False), data=data,
-                           cancel=cancel, name=name, progress=progress, source_info=info)
-    record = rec.model_dump(mode="json")
-    if variant.run_dir is not None:  # the run's report lists its exports (as `slimline export` does)
-        from slimline.core.export.report import append_export_record
-
-        try:
-            append_export_record(variant.run_dir, record)
-        except OSError:
-            pass
-    return record
+    out_dir = Path(spec["out_dir"]) / f"{name}-bundle" if fmt == "bundle" else spec["out_dir"]
+    rec = export_variant(variant, fmt, out_dir, name=name, data=data, force=spec.get("force", False),
+                         cancel=cancel, progress=progress, zip_bundle=spec.get("zip", False),
+                         triton=spec.get("triton", False))
+    return dict(rec.model_dump(mode="json"))
 
 
 def export_task(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None], cancel: Any) -> dict[str, Any]:
