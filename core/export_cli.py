@@ -28,8 +28,7 @@ Examples:
 
 
 def add_parser(sub: Any) -> None:
-    from slimline.core.cli import register_command
-
+    """Add `export` to the `slimline` subparsers (core/cli.py lists it with cmd_export)."""
     e = sub.add_parser("export", help="write a verified ONNX/TorchScript/.pt2/safetensors file or a bundle",
                        description="Export a model file or a run's variant.", epilog=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +46,6 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--max-batch", type=int, default=64, help="bundle --triton: max_batch_size (default 64)")
     e.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
     e.add_argument("--json", action="store_true", help="print the export record as JSON")
-    register_command("export", cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -152,12 +150,6 @@ def describe(rec: dict[str, Any]) -> str:
     for n in rec.get("notes", []):
         lines.append(f"note     {n}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience
-    from slimline.core.cli import main as cli_main
-
-    return cli_main(["export", *(argv or sys.argv[1:])])
 
 
 __all__ = ["add_parser", "cmd_export", "describe", "SlimlineError"]
