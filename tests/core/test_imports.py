@@ -110,3 +110,25 @@ def test_import_checker_catches_every_spelling(tmp_path):
     good.write_text("import slimline.core.cli\nfrom slimline.core import errors\nfrom . import guide\n"
                     "from .gui_helpers import x\nimport slimline.guidance\n")
     assert forbidden_imports(good, package="slimline.core") == []
+
+
+def own_module_skips(path: Path) -> list[str]:
+    """`pytest.importorskip("slimline…")` calls: a broken import of our own code must fail, not skip."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Call) and _call_name(node.func).endswith("importorskip") and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.split(".")[0] == "slimline":
+                found.append(f"{path}:{node.lineno} {arg.value}")
+    return found
+
+
+def test_tests_never_skip_on_the_projects_own_imports(tmp_path):
+    offenders = [hit for py in sorted((ROOT / "tests").rglob("*.py")) for hit in own_module_skips(py)]
+    assert not offenders, "import slimline modules plainly in tests:\n" + "\n".join(offenders)
+    bad = tmp_path / "t.py"
+    bad.write_text("import pytest\ndef test_x():\n    m = pytest.importorskip('slimline.core.jobs')\n")
+    assert own_module_skips(bad)  # the check itself can fail
+    ok = tmp_path / "ok.py"
+    ok.write_text("import pytest\ntorch = pytest.importorskip('torch')\n")
+    assert own_module_skips(ok) == []

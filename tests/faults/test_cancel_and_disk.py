@@ -100,7 +100,6 @@ def _export_once(handle, out: Path, data: Path, cancel_at: int | None):
 
 
 def test_cancel_export_at_random_points(tiny, tmp_path):
-    pytest.importorskip("slimline.core.export.formats")
     from slimline.core.models import open_model
 
     model, data = tiny
@@ -145,7 +144,6 @@ def _enospc_on(call: int, inside: Path):
 @pytest.mark.parametrize("failing_call", [1, 2])
 def test_disk_full_during_export_leaves_nothing_and_names_the_folder(tiny, tmp_path, monkeypatch, failing_call):
     """The second file of a two-file export fails: the first must not stay behind either."""
-    pytest.importorskip("slimline.core.export.staging")
     import slimline.core.export.staging as staging
     from slimline.core.models import open_model
 

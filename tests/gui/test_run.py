@@ -5,9 +5,7 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("slimline.core.jobs")
+import slimline.core.jobs  # noqa: F401  (a broken engine import must fail these tests, not skip them)
 
 
 def fast_evaluation(data: Path) -> dict:
