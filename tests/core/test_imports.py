@@ -79,8 +79,8 @@ def test_core_and_plugins_import_neither_qt_nor_torch():
 def test_help_and_plugin_list_import_no_heavy_library():
     """Through the real `slimline` entry point (the launcher), not only the engine's CLI."""
     for args in (["--help"], ["plugins"], ["run", "--help"], ["gui", "--help"]):
-        code = ("import sys\nfrom slimline.gui.launcher import main\nsys.argv=['slimline', *%r]\n"
-                "try:\n    main(%r)\nexcept SystemExit:\n    pass" % (args, args))
+        code = (f"import sys\nfrom slimline.gui.launcher import main\nsys.argv=['slimline', *{args!r}]\n"
+                f"try:\n    main({args!r})\nexcept SystemExit:\n    pass")
         mods = _imported_after(code)
         assert not set(HEAVY) & mods, (args, set(HEAVY) & mods)
 

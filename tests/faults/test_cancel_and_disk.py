@@ -8,12 +8,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import random
-import time
 from pathlib import Path
 
 import pytest
-
 from fault_helpers import cache_is_consistent, snapshot
+
 from slimline.core.errors import Cancelled, SlimlineError
 from slimline.core.history import load_run, run_dir
 from slimline.core.jobs import start_pipeline_job

@@ -38,8 +38,10 @@ def test_run_charts_get_one_point_per_step(window, qtbot, tiny_model, tmp_path):
     ], data)
     results = []
     window.controller.step_result_received.connect(lambda r: results.append(r["step_id"]))
+    from PySide6.QtCore import Qt
+
     with qtbot.waitSignal(window.run_finished, timeout=180000) as sig:
-        qtbot.keyClick(window, "r", modifier=__import__("PySide6.QtCore", fromlist=["Qt"]).Qt.KeyboardModifier.ControlModifier)
+        qtbot.keyClick(window, "r", modifier=Qt.KeyboardModifier.ControlModifier)
     assert sig.args[0] == "done", window.run_view.message.text() + window.run_view.log.toPlainText()
     assert results == ["original", "s1", "s2"]
     charts = window.run_view.charts
@@ -86,8 +88,9 @@ def test_cancel_stops_run_and_leaves_no_output(window, qtbot, tiny_model, tmp_pa
 
 def _fake_record(run_id: str) -> dict:
     def res(sid, size, p50, top1, flags=()):
-        return {"step_id": sid, "title": sid.upper(), "plugin": "", "model": {"path": f"/tmp/{sid}.onnx", "format": "onnx",
-                "family": "onnx"}, "size": {"bytes_on_disk": size, "param_count": 1},
+        return {"step_id": sid, "title": sid.upper(), "plugin": "",
+                "model": {"path": f"/tmp/{sid}.onnx", "format": "onnx", "family": "onnx"},
+                "size": {"bytes_on_disk": size, "param_count": 1},
                 "latency": {"1": {"p50_ms": p50, "p90_ms": p50 * 1.1, "batch": 1, "runs": 5, "input_kind": "dataset"}},
                 "accuracy": {"dataset": "eval", "n": 100, "top1": top1}, "flags": list(flags), "warnings": []}
     return {"run_id": run_id, "status": "done", "created": "2026-01-01T00:00:00", "pipeline": {"name": "hist"},
