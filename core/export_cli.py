@@ -60,18 +60,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.format == "bundle":
             from slimline.core.export.bundle import export_bundle
 
-            rec = export_bundle(variant, args.out, force=args.force, data=data, cancel=cancel, name=name,
-                                zip_bundle=args.zip, triton=args.triton, max_batch_size=args.max_batch,
-                                progress=progress)
-            _remember(variant, rec.model_dump(mode="json"))
+            bundle = export_bundle(variant, args.out, force=args.force, data=data, cancel=cancel, name=name,
+                                   zip_bundle=args.zip, triton=args.triton, max_batch_size=args.max_batch,
+                                   progress=progress)
+            record = bundle.model_dump(mode="json")
         else:
             from slimline.core.export.formats import export_model
 
-            rec = export_model(variant.handle, args.format, args.out, force=args.force, data=data,
-                               cancel=cancel, name=name, progress=progress,
-                               external_data=True if args.external_data else None,
-                               source_info=_source_info(variant))
-            _remember(variant, rec.model_dump(mode="json"))
+            exported = export_model(variant.handle, args.format, args.out, force=args.force, data=data,
+                                    cancel=cancel, name=name, progress=progress,
+                                    external_data=True if args.external_data else None,
+                                    source_info=_source_info(variant))
+            record = exported.model_dump(mode="json")
+        _remember(variant, record)
     except KeyboardInterrupt:
         cancel.cancel()
         print("\nexport cancelled; nothing was written", file=sys.stderr)
@@ -79,9 +80,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         print("", file=sys.stderr)
     if args.json:
-        print(json.dumps(rec.model_dump(mode="json"), indent=1))
+        print(json.dumps(record, indent=1))
     else:
-        print(describe(rec.model_dump(mode="json")))
+        print(describe(record))
     return 0
 
 
