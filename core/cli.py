@@ -50,6 +50,7 @@ def subcommands() -> tuple[Subcommand, ...]:
 
 
 def command_names(extra: Sequence[Subcommand] = ()) -> tuple[str, ...]:
+    """Subcommand names (the launcher tells a subcommand from a model path with these)."""
     return tuple(c.name for c in (*subcommands(), *extra))
 
 
