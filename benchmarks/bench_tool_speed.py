@@ -49,7 +49,7 @@ def cold_start(env: dict[str, str]) -> list[float]:
     times = []
     for _ in range(REPEATS):
         t0 = time.time()
-        p = subprocess.run([sys.executable, "-m", "slimline.core.cli"], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-m", "slimline.gui.launcher"], capture_output=True, text=True,
                            env={**env, "SLIMLINE_EXIT_AFTER_SHOW": "1", "QT_QPA_PLATFORM": "offscreen"}, timeout=120)
         shown = [ln for ln in p.stderr.splitlines() if ln.startswith("SLIMLINE_SHOWN ")]
         if not shown:
@@ -86,7 +86,7 @@ def main() -> None:
 
         big = build_model(tmp, external=False)
         params = LAYERS * WIDTH * (WIDTH + 1)
-        cli = [sys.executable, "-m", "slimline.core.cli"]
+        cli = [sys.executable, "-m", "slimline.gui.launcher"]
         opens = [_measure([*cli, "inspect", str(big), "--json"], env) for _ in range(REPEATS)]
         results["open_stats"] = {"params": params, "bytes": big.stat().st_size, "runs": opens}
         rows.append([f"open + exact stats of every tensor, {params / 1e6:.0f}M params "

@@ -1,24 +1,61 @@
-"""`slimline` command: no arguments opens the window; a subcommand runs headless.
+"""Headless `slimline` subcommands over the engine: a pure parser and a dispatcher.
 
-Imports stay light at module level so `slimline --help` and `slimline plugins`
-start fast (a test checks that torch, onnxruntime and Qt are not imported).
+The `slimline` entry point itself lives outside the engine (slimline.gui.launcher),
+because with no subcommand it opens the window; the engine never imports the GUI.
+`python -m slimline.core.cli SUBCOMMAND` runs the same subcommands headless.
+
+Every subcommand is listed in :func:`subcommands` (parser builder + handler), so the
+parser is built from one explicit table: no module is discovered or string-imported
+at run time, and no subcommand module imports this one back. Imports stay light at
+module level so `slimline --help` and `slimline plugins` start fast (a test checks
+that torch, onnxruntime and Qt are not imported).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from slimline.core import __version__
 from slimline.core.errors import SlimlineError
 
-SUBCOMMANDS = ("inspect", "run", "bench", "plugins", "export", "report", "gui")
+Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Subcommand:
+    """One `slimline NAME` subcommand: `add_parser(sub)` adds its subparser, `handler(args)` runs it."""
+
+    name: str
+    add_parser: Callable[[Any], None]
+    handler: Handler
+
+
+def subcommands() -> tuple[Subcommand, ...]:
+    """The engine's subcommands, in help order (export/report are imported here, explicitly)."""
+    from slimline.core import export_cli, report_cli
+
+    return (
+        Subcommand("inspect", _add_inspect, cmd_inspect),
+        Subcommand("run", _add_run, cmd_run),
+        Subcommand("bench", _add_bench, cmd_bench),
+        Subcommand("plugins", _add_plugins, cmd_plugins),
+        Subcommand("export", export_cli.add_parser, export_cli.cmd_export),
+        Subcommand("report", report_cli.add_parser, report_cli.cmd_report),
+    )
+
+
+def command_names(extra: Sequence[Subcommand] = ()) -> tuple[str, ...]:
+    """Subcommand names (the launcher tells a subcommand from a model path with these)."""
+    return tuple(c.name for c in (*subcommands(), *extra))
+
+
+def build_parser(extra: Sequence[Subcommand] = ()) -> argparse.ArgumentParser:
+    """The `slimline` argument parser; `extra` adds front-end subcommands (the launcher's `gui`)."""
     p = argparse.ArgumentParser(
         prog="slimline",
         description="Inspect, compress, measure and export neural networks. "
@@ -29,7 +66,34 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"slimline {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for command in (*subcommands(), *extra):
+        command.add_parser(sub)
+    return p
 
+
+def run(argv: Sequence[str] | None = None, extra: Sequence[Subcommand] = ()) -> int:
+    """Parse `argv` and run one subcommand; user-facing errors print a message and exit 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(extra)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handlers = {c.name: c.handler for c in (*subcommands(), *extra)}
+    try:
+        return int(handlers[args.command](args) or 0)
+    except SlimlineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+main = run  # `python -m slimline.core.cli` and callers that say main(argv)
+
+
+def _add_inspect(sub: Any) -> None:
     s = sub.add_parser("inspect", help="summary and per-layer weight statistics of a model")
     s.add_argument("model", help="ONNX file, TorchScript/.pt2 archive, checkpoint, safetensors or HF folder")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -38,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trust", action="store_true",
                    help="allow loading pickled code from this file (only for files you trust)")
 
+
+def _add_run(sub: Any) -> None:
     r = sub.add_parser("run", help="run a pipeline on a model and print the results per step")
     r.add_argument("pipeline", nargs="?", help="pipeline .json (default with --demo: the demo pipeline)")
     r.add_argument("model", nargs="?", help="model to compress (default with --demo: the demo CNN)")
@@ -53,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
     r.add_argument("--json", action="store_true", help="print the run record as JSON")
 
+
+def _add_bench(sub: Any) -> None:
     b = sub.add_parser("bench", help="latency (p50/p90 with warm-up), size and accuracy of one model")
     b.add_argument("model")
     b.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
@@ -65,28 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trust", action="store_true")
     b.add_argument("--json", action="store_true")
 
+
+def _add_plugins(sub: Any) -> None:
     pl = sub.add_parser("plugins", help="list installed plugins with their parameters and defaults")
     pl.add_argument("--json", action="store_true")
-
-    g = sub.add_parser("gui", help="open the desktop app")
-    g.add_argument("model", nargs="?")
-    g.add_argument("--demo", action="store_true")
-    g.add_argument("--pipeline")
-
-    _add_optional(sub, "slimline.core.export_cli", "export")
-    _add_optional(sub, "slimline.core.report_cli", "report")
-    return p
-
-
-def _add_optional(sub: Any, module: str, name: str) -> None:
-    """Subcommands contributed by other engine modules (export, report) when present."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        return
-    import importlib
-
-    importlib.import_module(module).add_parser(sub)
 
 
 def _dims(items: list[str]) -> dict[str, int]:
@@ -97,38 +147,6 @@ def _dims(items: list[str]) -> dict[str, int]:
             raise SlimlineError(f"--dim {item!r} must look like NAME=INTEGER", subject="--dim")
         out[name.strip()] = int(value)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")) or argv == ["--demo"]:
-        return _open_gui(model=argv[0] if argv and argv[0] != "--demo" else None, demo="--demo" in argv)
-    args = build_parser().parse_args(argv)
-    if args.command is None:
-        build_parser().print_help()
-        return 0
-    try:
-        return int(COMMANDS[args.command](args) or 0)
-    except SlimlineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-def _open_gui(model: str | None = None, demo: bool = False, pipeline: str | None = None) -> int:
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") \
-            and os.environ.get("QT_QPA_PLATFORM") not in ("offscreen", "minimal", "vnc"):
-        print("No display found. Headless use: `slimline run --demo` or `slimline --help`.", file=sys.stderr)
-        return 2
-    from slimline.gui.app import main as gui_main
-
-    return gui_main(model=model, demo=demo, pipeline=pipeline)
-
-
-def cmd_gui(args: argparse.Namespace) -> int:
-    return _open_gui(model=args.model, demo=args.demo, pipeline=args.pipeline)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -263,13 +281,5 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench, "plugins": cmd_plugins,
-            "gui": cmd_gui}
-
-
-def register_command(name: str, fn: Any) -> None:
-    COMMANDS[name] = fn
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run())

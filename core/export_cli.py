@@ -4,13 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slimline.core.errors import SlimlineError
-
-if TYPE_CHECKING:
-    from slimline.core.export.variants import Variant
 
 FORMAT_CHOICES = ("onnx", "torchscript", "pt2", "safetensors", "bundle")
 
@@ -31,8 +27,7 @@ Examples:
 
 
 def add_parser(sub: Any) -> None:
-    from slimline.core.cli import register_command
-
+    """Add `export` to the `slimline` subparsers (core/cli.py lists it with cmd_export)."""
     e = sub.add_parser("export", help="write a verified ONNX/TorchScript/.pt2/safetensors file or a bundle",
                        description="Export a model file or a run's variant.", epilog=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,34 +45,22 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--max-batch", type=int, default=64, help="bundle --triton: max_batch_size (default 64)")
     e.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
     e.add_argument("--json", action="store_true", help="print the export record as JSON")
-    register_command("export", cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from slimline.core.export.task import export_variant
     from slimline.core.export.variants import resolve_variant
     from slimline.core.plugin import CancelToken
 
     variant = resolve_variant(args.variant, step=args.step, trust=args.trust)
-    data = args.data or variant.data_path
-    name = args.name or variant.name
     cancel = CancelToken()
-    progress = _printer()
     try:
-        if args.format == "bundle":
-            from slimline.core.export.bundle import export_bundle
-
-            rec = export_bundle(variant, args.out, force=args.force, data=data, cancel=cancel, name=name,
-                                zip_bundle=args.zip, triton=args.triton, max_batch_size=args.max_batch,
-                                progress=progress)
-            _remember(variant, rec.model_dump(mode="json"))
-        else:
-            from slimline.core.export.formats import export_model
-
-            rec = export_model(variant.handle, args.format, args.out, force=args.force, data=data,
-                               cancel=cancel, name=name, progress=progress,
-                               external_data=True if args.external_data else None,
-                               source_info=_source_info(variant))
-            _remember(variant, rec.model_dump(mode="json"))
+        exported = export_variant(variant, args.format, args.out, name=args.name or variant.name,
+                                  data=args.data or variant.data_path, force=args.force, cancel=cancel,
+                                  progress=_printer(), zip_bundle=args.zip, triton=args.triton,
+                                  max_batch_size=args.max_batch,
+                                  external_data=True if args.external_data else None)
+        record = exported.model_dump(mode="json")
     except KeyboardInterrupt:
         cancel.cancel()
         print("\nexport cancelled; nothing was written", file=sys.stderr)
@@ -85,29 +68,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         print("", file=sys.stderr)
     if args.json:
-        print(json.dumps(rec.model_dump(mode="json"), indent=1))
+        print(json.dumps(record, indent=1))
     else:
-        print(describe(rec.model_dump(mode="json")))
+        print(describe(record))
     return 0
-
-
-def _source_info(variant: Variant) -> dict[str, Any]:
-    info: dict[str, Any] = {}
-    if variant.run is not None and variant.step is not None:
-        info = {"run_id": variant.run.run_id, "step_id": variant.step.step_id, "step_title": variant.step.title}
-    return info
-
-
-def _remember(variant: Variant, record: dict[str, Any]) -> None:
-    """Append the export record to the run's exports.json so the report can list it."""
-    if variant.run_dir is None:
-        return
-    from slimline.core.export.report import append_export_record
-
-    try:
-        append_export_record(variant.run_dir, record)
-    except OSError as exc:  # the export itself succeeded; say so and go on
-        print(f"note: could not record the export in {variant.run_dir}: {exc}", file=sys.stderr)
 
 
 def _printer() -> Any:
@@ -154,12 +118,6 @@ def describe(rec: dict[str, Any]) -> str:
     for n in rec.get("notes", []):
         lines.append(f"note     {n}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience
-    from slimline.core.cli import main as cli_main
-
-    return cli_main(["export", *(argv or sys.argv[1:])])
 
 
 __all__ = ["add_parser", "cmd_export", "describe", "SlimlineError"]

@@ -49,10 +49,21 @@ def list_runs(workspace: Path) -> list[RunRecord]:
 
 
 def default_workspace() -> Path:
+    """Where runs, caches and history live unless the user chose a folder.
+
+    The one owner of this default: the CLI and the app (gui/settings.py) both use it, so a
+    run started in one shows up in the other. $SLIMLINE_WORKSPACE overrides it; otherwise the
+    platform's per-user data folder (XDG_DATA_HOME on Linux).
+    """
     import os
+    import sys
 
     base = os.environ.get("SLIMLINE_WORKSPACE")
     if base:
-        return Path(base)
+        return Path(base).expanduser()
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "Slimline" / "workspace"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "Slimline" / "workspace"
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(xdg) / "slimline" / "workspace"

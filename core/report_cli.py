@@ -10,15 +10,13 @@ from slimline.core.errors import SlimlineError
 
 
 def add_parser(sub: Any) -> None:
-    from slimline.core.cli import register_command
-
+    """Add `report` to the `slimline` subparsers (core/cli.py lists it with cmd_report)."""
     r = sub.add_parser("report", help="write a self-contained HTML report of a run (no network, no JS)")
     r.add_argument("run", help="run folder, its run.json, a run id in the workspace, or 'latest'")
     r.add_argument("--out", "-o", help="HTML file (default: <run folder>/report.html)")
     r.add_argument("--workspace", help="workspace to look run ids up in")
     r.add_argument("--no-stats", action="store_true", help="skip the per-layer statistics (faster)")
     r.add_argument("--force", action="store_true", help="overwrite an existing report file")
-    register_command("report", cmd_report)
 
 
 def find_run(target: str, workspace: str | None = None) -> Path:

@@ -56,10 +56,26 @@ def _pin(obj: object) -> None:
     ctypes.c_ssize_t.from_address(id(obj)).value += PIN
 
 
+def known_unaffected() -> bool:
+    """True when the installed shiboken6 predates 6.12 (no leak), read from package metadata.
+
+    Asking the metadata instead of probing keeps `import slimline.gui` free of Qt, so the
+    `slimline` launcher (slimline.gui.launcher) starts headless subcommands without PySide6.
+    Unknown versions (a frozen bundle without metadata) are probed.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = version("shiboken6").split(".")[:2]
+        return (int(parts[0]), int(parts[1])) < (6, 12)
+    except (PackageNotFoundError, ValueError, IndexError):
+        return False
+
+
 def apply() -> bool:
     """Pin the singletons' refcounts if needed; True when the fix was applied (idempotent)."""
     global _applied
-    if _applied or sys.version_info >= (3, 12) or sys.implementation.name != "cpython":
+    if _applied or sys.version_info >= (3, 12) or sys.implementation.name != "cpython" or known_unaffected():
         return _applied
     none_leak = leaks_none()
     bool_leak = leaks_bool()

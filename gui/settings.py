@@ -48,13 +48,13 @@ class Preferences:
         s.sync()
 
     def workspace_path(self) -> Path:
-        """Where runs, caches and history live (a user folder unless set)."""
+        """Where runs, caches and history live: the chosen folder, else the engine's default
+        (the same one `slimline run` uses, so runs from the CLI show up in the app)."""
         if self.workspace:
-            return Path(self.workspace)
-        from PySide6.QtCore import QStandardPaths
+            return Path(self.workspace).expanduser()
+        from slimline.core.history import default_workspace
 
-        base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-        return Path(base or Path.home() / ".slimline") / "workspace"
+        return default_workspace()
 
 
 def recent_files() -> list[str]:

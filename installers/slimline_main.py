@@ -9,7 +9,7 @@ import sys
 
 def run() -> int:
     multiprocessing.freeze_support()
-    from slimline.core.cli import main
+    from slimline.gui.launcher import main
 
     return main()
 

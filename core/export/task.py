@@ -7,8 +7,9 @@ cancelling must be able to stop C++ work (cooperative first, then terminate).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 EXPORT_TASK = "slimline.core.export.task:export_task"
 CANCEL_GRACE_S = 3.0   # the engine stages into a hidden folder and removes it when cancelled

@@ -8,12 +8,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import random
-import time
 from pathlib import Path
 
 import pytest
-
 from fault_helpers import cache_is_consistent, snapshot
+
 from slimline.core.errors import Cancelled, SlimlineError
 from slimline.core.history import load_run, run_dir
 from slimline.core.jobs import start_pipeline_job
@@ -100,7 +99,6 @@ def _export_once(handle, out: Path, data: Path, cancel_at: int | None):
 
 
 def test_cancel_export_at_random_points(tiny, tmp_path):
-    pytest.importorskip("slimline.core.export.formats")
     from slimline.core.models import open_model
 
     model, data = tiny
@@ -145,7 +143,6 @@ def _enospc_on(call: int, inside: Path):
 @pytest.mark.parametrize("failing_call", [1, 2])
 def test_disk_full_during_export_leaves_nothing_and_names_the_folder(tiny, tmp_path, monkeypatch, failing_call):
     """The second file of a two-file export fails: the first must not stay behind either."""
-    pytest.importorskip("slimline.core.export.staging")
     import slimline.core.export.staging as staging
     from slimline.core.models import open_model
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-autosave = pytest.importorskip("slimline.core.autosave")
+from slimline.core import autosave
 
 
 def _open(window, qtbot, model, data) -> None:

@@ -5,9 +5,7 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("slimline.core.jobs")
+import slimline.core.jobs  # noqa: F401  (a broken engine import must fail these tests, not skip them)
 
 
 def fast_evaluation(data: Path) -> dict:
@@ -40,8 +38,10 @@ def test_run_charts_get_one_point_per_step(window, qtbot, tiny_model, tmp_path):
     ], data)
     results = []
     window.controller.step_result_received.connect(lambda r: results.append(r["step_id"]))
+    from PySide6.QtCore import Qt
+
     with qtbot.waitSignal(window.run_finished, timeout=180000) as sig:
-        qtbot.keyClick(window, "r", modifier=__import__("PySide6.QtCore", fromlist=["Qt"]).Qt.KeyboardModifier.ControlModifier)
+        qtbot.keyClick(window, "r", modifier=Qt.KeyboardModifier.ControlModifier)
     assert sig.args[0] == "done", window.run_view.message.text() + window.run_view.log.toPlainText()
     assert results == ["original", "s1", "s2"]
     charts = window.run_view.charts

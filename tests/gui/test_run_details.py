@@ -130,20 +130,42 @@ def test_default_data_is_loaded_for_a_model_opened_without_data(window, qtbot, t
     assert "n=64" in window.data_label.text()
 
 
-def test_run_passes_threads_and_lowers_the_worker_priority(window, monkeypatch):
-    seen = {}
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
+def test_run_passes_threads_and_lowers_the_worker_priority(window, qtbot, tiny_model):
+    """A real run from the window: the real worker process is nicer than the app (nothing mocked)."""
+    from slimline.gui.run_controller import WORKER_NICE
 
-    def fake_start(self, pipeline, model_path, **kw):
-        seen.update(kw, device=pipeline.evaluation.device)
-
-    from slimline.gui.run_controller import RunController
-
-    monkeypatch.setattr(RunController, "start", fake_start)
-    window.session.handle = type("H", (), {"name": "m", "family": "torch"})()
+    model, data = tiny_model
+    with qtbot.waitSignal(window.model_opened, timeout=30000):
+        window.open_model(str(model))
+    with qtbot.waitSignal(window.data_loaded, timeout=30000):
+        window.open_data(str(data))
     window.doc.add_step("builtin.prune_magnitude")
     window.prefs.threads, window.prefs.device = 2, "cpu"
-    window.run_pipeline()
+    seen: dict = {}
+
+    def on_started(_run_id: str) -> None:  # the job just spawned: read the child's real priority now
+        job = window.controller.job
+        seen["pid"], seen["threads"] = job.pid, job.spec["threads"]
+        seen["device"] = job.spec["pipeline"]["evaluation"]["device"]
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, job.pid)
+        task_dir = f"/proc/{job.pid}/task"
+        if os.path.isdir(task_dir):
+            seen["thread_nice"] = {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(task_dir)}
+
+    window.controller.started.connect(on_started)
+    with qtbot.waitSignal(window.controller.started, timeout=60000):
+        window.run_pipeline()
+    window.controller.cancel()
+    qtbot.waitUntil(lambda: not window.controller.running, timeout=30000)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen["pid"] != os.getpid()
     assert seen["threads"] == 2 and seen["device"] == "cpu"
+    assert seen["nice"] == min(19, own + WORKER_NICE), (seen, own)
+    if own < 19:
+        assert seen["nice"] > own
+    for nice in seen.get("thread_nice", ()):
+        assert nice == min(19, own + WORKER_NICE), seen
 
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="POSIX priorities")
