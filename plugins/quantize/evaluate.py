@@ -12,7 +12,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -20,11 +20,11 @@ from slimline.core.errors import StepFailed
 from slimline.core.fidelity import channel_rel_error, max_abs_error, row_cosines, top1_accuracy, top1_agreement
 from slimline.core.runtime import ort_inference_session, ort_numpy_dtype, resolve_threads
 
-if TYPE_CHECKING:  # pragma: no cover
-    import onnxruntime as ort
+# An onnxruntime.InferenceSession made by core.runtime (typed loosely: onnxruntime is imported lazily).
+OrtSession = Any
 
 def make_session(model: str | Path | bytes, threads: int | None = None, *, optimize: bool = True,
-                 external_data_dir: Path | None = None) -> "ort.InferenceSession":
+                 external_data_dir: Path | None = None) -> OrtSession:
     """A CPU session configured by the engine (threads: 0/None = all cores)."""
     return ort_inference_session(model, threads=threads, optimize=optimize, external_data_dir=external_data_dir)
 
@@ -58,17 +58,17 @@ class EvalSet:
         return f"{self.name} (n={len(self)})"
 
 
-def _input_meta(sess: "ort.InferenceSession") -> list[tuple[str, list[Any], Any]]:
+def _input_meta(sess: OrtSession) -> list[tuple[str, list[Any], Any]]:
     return [(i.name, list(i.shape), ort_numpy_dtype(i.type)) for i in sess.get_inputs()]
 
 
-def fixed_batch(sess: "ort.InferenceSession") -> int | None:
+def fixed_batch(sess: OrtSession) -> int | None:
     dims = [i.shape[0] for i in sess.get_inputs() if i.shape]
     fixed = [d for d in dims if isinstance(d, int) and d > 0]
     return fixed[0] if fixed and len(fixed) == len(dims) else None
 
 
-def dataset_feeds(dataset: Any, sess: "ort.InferenceSession", limit: int,
+def dataset_feeds(dataset: Any, sess: OrtSession, limit: int,
                   role: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Map a Dataset's arrays onto the model's inputs, cast to the model's dtypes, at most ``limit`` rows."""
     arrays: dict[str, np.ndarray] = dict(getattr(dataset, "inputs", {}) or {})
@@ -93,7 +93,7 @@ def dataset_feeds(dataset: Any, sess: "ort.InferenceSession", limit: int,
     return feeds, labels
 
 
-def random_feeds(sess: "ort.InferenceSession", dims: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
+def random_feeds(sess: OrtSession, dims: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
     """Random rows for smoke/latency when no data was given (labelled 'random' everywhere)."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -123,7 +123,7 @@ def random_feeds(sess: "ort.InferenceSession", dims: dict[str, int], n: int, see
     return feeds
 
 
-def build_eval_set(data: Any, sess: "ort.InferenceSession", dims: dict[str, int], limit: int, seed: int) -> EvalSet:
+def build_eval_set(data: Any, sess: OrtSession, dims: dict[str, int], limit: int, seed: int) -> EvalSet:
     """Evaluation rows: eval split, else calibration, else train, else random (labelled so)."""
     batch = fixed_batch(sess)
     for role in ("eval", "calibration", "train"):
@@ -139,7 +139,7 @@ def build_eval_set(data: Any, sess: "ort.InferenceSession", dims: dict[str, int]
     return EvalSet("random", "random", random_feeds(sess, dims, n, seed), None, batch)
 
 
-def run_all(sess: "ort.InferenceSession", evalset: EvalSet, cancel: Any = None,
+def run_all(sess: OrtSession, evalset: EvalSet, cancel: Any = None,
             output_names: list[str] | None = None) -> list[np.ndarray]:
     """All outputs over all rows, concatenated along the batch axis."""
     chunks: list[list[np.ndarray]] = []
