@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from slimline.core.data import Dataset, check_dataset, random_dataset
 from slimline.core.errors import DataError, ModelLoadError
+from slimline.core.fidelity import max_abs_error, row_cosines, top1_agreement
 from slimline.core.handle import ModelHandle
 from slimline.core.runtime import Session, cpu_name, open_session, predict
 
@@ -382,7 +383,7 @@ def _first(x: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
 
 def fidelity(reference_outputs: Sequence[np.ndarray] | np.ndarray,
              outputs: Sequence[np.ndarray] | np.ndarray) -> FidelityReport:
-    """How closely ``outputs`` follow ``reference_outputs`` (first output, per row)."""
+    """How closely ``outputs`` follow ``reference_outputs`` (first output, per row; math in core.fidelity)."""
     ref = _first(reference_outputs).astype(np.float64)
     got = _first(outputs).astype(np.float64)
     if ref.shape != got.shape:
@@ -391,15 +392,9 @@ def fidelity(reference_outputs: Sequence[np.ndarray] | np.ndarray,
     n = int(ref.shape[0]) if ref.ndim else 1
     if n == 0:
         raise DataError("no rows to compare", subject="fidelity")
-    a, b = ref.reshape(n, -1), got.reshape(n, -1)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    dot = (a * b).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where((na == 0) & (nb == 0), 1.0, np.where((na == 0) | (nb == 0), 0.0, dot / (na * nb)))
-    cos = np.clip(np.nan_to_num(cos, nan=0.0), -1.0, 1.0)
-    agree = float((ref.argmax(axis=-1) == got.argmax(axis=-1)).mean()) if ref.ndim >= 1 and ref.shape[-1] > 0 else 1.0
+    cos = row_cosines(ref, got)
     return FidelityReport(n=n, mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
-                          max_abs_error=float(np.abs(a - b).max()) if a.size else 0.0, top1_agreement=agree)
+                          max_abs_error=max_abs_error(ref, got), top1_agreement=top1_agreement(ref, got))
 
 
 # --------------------------------------------------------------------------- environment

@@ -41,7 +41,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _resolve_threads(threads: int) -> int:
+def resolve_threads(threads: int | None) -> int:
+    """0/None means all logical cores; the real number is returned so timings can be reproduced."""
+    threads = threads or 0
     if threads < 0:
         raise DataError(f"threads must be ≥ 0 (0 = all cores), got {threads}", subject="threads")
     return threads or (os.cpu_count() or 1)
@@ -113,37 +115,77 @@ _ORT_TYPES = {
 }
 
 
-def _ort_session(handle: ModelHandle, device: str, threads: int) -> Session:
+def ort_numpy_dtype(ort_type: str, default: str | None = "float32") -> np.dtype | None:
+    """numpy dtype to feed an onnxruntime input of type ``ort_type`` ('tensor(float)' …).
+
+    Unknown types give ``default`` (None: the caller leaves such feeds as they are).
+    """
+    name = _ORT_TYPES.get(ort_type, default)
+    return np_dtype(name) if name is not None else None
+
+
+def ort_inference_session(model: str | Path | bytes, *, threads: int | None = 0, device: str = "cpu",
+                          optimize: bool = True, require_device: bool = True,
+                          external_data_dir: str | Path | None = None) -> Any:
+    """The one place an ``onnxruntime.InferenceSession`` is created (runtime, plugins, export parity).
+
+    Why one owner: every number must come from sessions configured the same way, so
+    thread count (0/None = all cores, recorded), one inter-op thread, sequential
+    execution, graph optimisation (``optimize=False`` runs the graph as written, for
+    per-node error probes), quiet logging and provider choice are decided here.
+    ``device='cuda'`` raises when onnxruntime has no CUDA provider unless
+    ``require_device=False`` (then it falls back to the CPU).
+    External data: onnxruntime refuses locations that escape the model's folder; a
+    model given as bytes reads its external data from ``external_data_dir`` (the folder
+    of the file it came from), never from the working directory by accident.
+    Raises ModelLoadError with onnxruntime's full message.
+    """
     import onnxruntime as ort
 
+    n_threads = resolve_threads(threads)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = n_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    so.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif require_device:
+            raise ModelLoadError("device 'cuda' asked for, but this onnxruntime has no CUDA provider",
+                                 subject="device", hint="install onnxruntime-gpu, or measure on the CPU")
+    elif device != "cpu":
+        raise ModelLoadError(f"unknown device {device!r}", subject="device", hint="use 'cpu' or 'cuda'")
+    if isinstance(model, (bytes, bytearray)):
+        src: str | bytes = bytes(model)
+        subject = "in-memory ONNX model"
+        if external_data_dir is not None:
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                        str(Path(external_data_dir).resolve()))
+    else:
+        src = subject = str(model)
+    try:
+        return ort.InferenceSession(src, sess_options=so, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        detail = str(exc).strip() or type(exc).__name__
+        raise ModelLoadError(f"onnxruntime cannot load the model: {detail}"[:4000], subject=subject,
+                             hint="check the model with onnx.checker, or re-export it") from None
+
+
+def _ort_session(handle: ModelHandle, device: str, threads: int) -> Session:
     path = Path(handle.path)
     if not path.is_file():
         raise ModelLoadError("ONNX file not found", subject=str(path), hint="re-open the model")
-    n_threads = _resolve_threads(threads)
+    n_threads = resolve_threads(threads)
     key = (str(path.resolve()), path.stat().st_mtime_ns, device, n_threads)
     with _CACHE_LOCK:
         cached = _ORT_CACHE.get(key)
     if cached is not None:
         return cached
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = n_threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ModelLoadError("device 'cuda' asked for, but this onnxruntime has no CUDA provider",
-                                 subject="device", hint="install onnxruntime-gpu, or measure on the CPU")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    elif device != "cpu":
-        raise ModelLoadError(f"unknown device {device!r}", subject="device", hint="use 'cpu' or 'cuda'")
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-    except Exception as exc:
-        raise ModelLoadError(f"onnxruntime cannot load the model: {exc}".splitlines()[0][:400],
-                             subject=str(path), hint="check the model with onnx.checker, or re-export it") from None
+    sess = ort_inference_session(path, threads=n_threads, device=device)
     provider = sess.get_providers()[0]
     declared = {s.name: s for s in handle.inputs}
     specs = []
@@ -235,7 +277,7 @@ def _torch_session(handle: ModelHandle, device: str, threads: int) -> Session:
         raise ModelLoadError("device 'cuda' asked for, but torch sees no CUDA GPU", subject="device",
                              hint="measure on the CPU, or install a CUDA build of torch")
     if threads < 0:
-        _resolve_threads(threads)
+        resolve_threads(threads)
     if threads > 0:
         torch.set_num_threads(threads)
     n_threads = torch.get_num_threads()

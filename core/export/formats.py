@@ -21,9 +21,7 @@ from slimline.core.export.records import (FORMATS, ExportError, ExportRecord, Pa
                                           model_sha256, sha256_file)
 from slimline.core.export.staging import Staging, refuse_existing
 from slimline.core.handle import ModelHandle
-
-# protobuf cannot serialise a model of 2 GiB or more: weights go to an external file well before.
-EXTERNAL_DATA_LIMIT = 2 * 1024**3 - 64 * 1024**2
+from slimline.core.onnx_export import EXTERNAL_DATA_LIMIT, OnnxExportFailed, export_torch_to_onnx, onnx_opset, save_onnx
 ALIASES = {"torchscript": "torchscript", "ts": "torchscript", "jit": "torchscript", "pt2": "pt2",
            "torch_export": "pt2", "torch.export": "pt2", "onnx": "onnx", "safetensors": "safetensors",
            "weights": "safetensors"}
@@ -219,21 +217,7 @@ def _copy(src: str | Path, dst: Path) -> Path:
     return dst
 
 
-def _param_bytes(module: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-
-
 # --------------------------------------------------------------------------- ONNX
-
-
-def _save_onnx(model: Any, path: Path, external: bool) -> None:
-    import onnx
-
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.with_suffix(".data").name, size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
 
 
 def _onnx_bytes(model: Any) -> int:
@@ -241,8 +225,6 @@ def _onnx_bytes(model: Any) -> int:
 
 
 def _write_onnx(handle: ModelHandle, dest: Path, name: str, dataset: Any, external: bool | None):
-    import onnx
-
     path = dest / f"{name}.onnx"
     notes: list[str] = []
     identical = False
@@ -257,13 +239,12 @@ def _write_onnx(handle: ModelHandle, dest: Path, name: str, dataset: Any, extern
 
             model = load_onnx(handle, load_external=True)
             use_ext = external if external is not None else _onnx_bytes(model) > EXTERNAL_DATA_LIMIT
-            _save_onnx(model, path, use_ext)
+            save_onnx(model, path, use_ext)
             notes.append("re-saved with weights in " + (f"{name}.data (external data)" if use_ext else "one file"))
     else:
         notes.append(_torch_to_onnx(handle, path, dataset, external))
     precision = par.onnx_precision(path)
-    opset = max((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
-                 if o.domain in ("", "ai.onnx")), default=0)
+    opset = onnx_opset(path)
     notes.append(f"precision {precision}, opset {opset}")
     verify = _outputs_verifier(lambda: par.ort_runner(path, handle.inputs), precision, "onnxruntime", identical)
     return path, notes, verify
@@ -271,41 +252,21 @@ def _write_onnx(handle: ModelHandle, dest: Path, name: str, dataset: Any, extern
 
 def _torch_to_onnx(handle: ModelHandle, path: Path, dataset: Any, external: bool | None) -> str:
     """torch variant → ONNX with the torch.export-based exporter (legacy tracer for TorchScript)."""
-    import onnx
-    import torch
-
     from slimline.core.models import load_torch_runnable
 
     module = load_torch_runnable(handle)
-    example = _example(handle, dataset)
     names = [s.name for s in handle.inputs]
-    outs = [s.name for s in handle.outputs] or None
-    args = tuple(example[n] for n in names)
-    big = _param_bytes(module) > EXTERNAL_DATA_LIMIT if hasattr(module, "parameters") else False
-    use_ext = external if external is not None else big
-    tmp_dir = path.parent / ".torch-onnx"
-    tmp_dir.mkdir(exist_ok=True)
-    tmp = tmp_dir / "model.onnx"
     legacy = handle.format == "torchscript"
+    # the legacy tracer marks every batch dim; torch.export only the dims the model declares symbolic
+    dynamic = names if legacy else [s.name for s in handle.inputs if s.shape and isinstance(s.shape[0], str)]
     try:
-        if legacy:
-            axes = {n: {0: "batch"} for n in names + (outs or [])}
-            torch.onnx.export(module, args, str(tmp), input_names=names, output_names=outs, opset_version=18,
-                              dynamic_axes=axes, dynamo=False)
-        else:
-            dyn = tuple(_dynamic_shapes(handle, False)[n] or None for n in names)
-            torch.onnx.export(module, args, str(tmp), input_names=names, output_names=outs, opset_version=18,
-                              dynamic_shapes=dyn, dynamo=True, external_data=big, verbose=False)
-        model = onnx.load(str(tmp), load_external_data=True)
-        _save_onnx(model, path, use_ext)
-    except ExportError:
-        raise
-    except Exception as exc:  # exporter errors are long: first line, the rest stays in the chain
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ExportError(f"torch.onnx export failed: {first}", subject=handle.path,
+        export_torch_to_onnx(module, _example(handle, dataset), path, input_names=names,
+                             output_names=[s.name for s in handle.outputs], opset=18,
+                             exporter="legacy" if legacy else "dynamo", dynamic_batch=dynamic,
+                             external_data=external)
+    except OnnxExportFailed as exc:
+        raise ExportError(exc.message, subject=handle.path,
                           hint="export as torchscript or pt2 instead, or replace the unsupported op") from exc
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return (f"exported from torch with the {'legacy TorchScript' if legacy else 'torch.export-based'} "
             f"exporter (opset 18, dynamic batch)")
 

@@ -41,10 +41,6 @@ BATCH = 64
 _INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
              "MatMulInteger", "DynamicQuantizeLinear", "MatMulNBits", "QLinearAdd", "QGemm"}
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
-              "tensor(bool)": "bool"}
-
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
@@ -107,14 +103,10 @@ def run_batches(runner: Runner, dataset: Any, cancel: Any = None) -> list[np.nda
 
 def ort_runner(path: Path, input_specs: list[Any]) -> Runner:
     """Run an ONNX file with onnxruntime (CPU), casting feeds to the file's input types."""
-    import onnxruntime as ort
+    from slimline.core.runtime import ort_inference_session, ort_numpy_dtype
 
-    from slimline.core.data import np_dtype
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    types = {i.name: np_dtype(_ORT_TYPES.get(i.type, "float32")) for i in sess.get_inputs()}
+    sess = ort_inference_session(path)
+    types = {i.name: ort_numpy_dtype(i.type) for i in sess.get_inputs()}
     names = [i.name for i in sess.get_inputs()]
     by_pos = [s.name for s in input_specs]
 
@@ -147,6 +139,7 @@ def torch_runner(module: Any, input_names: list[str], *, by_keyword: bool = Fals
 def compare(reference: list[np.ndarray], got: list[np.ndarray], *, precision: str,
             identical: bool = False) -> Parity:
     """Max abs error over every output; cosine and top-1 agreement on the first output, per row."""
+    from slimline.core.fidelity import max_abs_error
     from slimline.core.metrics import fidelity
 
     if len(got) < len(reference):
@@ -158,10 +151,9 @@ def compare(reference: list[np.ndarray], got: list[np.ndarray], *, precision: st
         if r.shape != g.shape:
             raise ParityError(f"output shape {list(g.shape)} differs from the source's {list(r.shape)}",
                               subject="parity", hint="the export changed the model's output layout")
-        r64, g64 = r.astype(np.float64), g.astype(np.float64)
-        if r64.size:
-            max_abs = max(max_abs, float(np.max(np.abs(r64 - g64))))
-            scale = max(scale, float(np.max(np.abs(r64))))
+        if r.size:
+            max_abs = max(max_abs, max_abs_error(r, g))
+            scale = max(scale, float(np.max(np.abs(r.astype(np.float64)))))
     fid = fidelity(reference[0], got[0])
     tol = TOLERANCES["copy"] if identical else TOLERANCES.get(precision, TOLERANCES["other"])
     allowed = tol.max_abs_rel * scale

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from slimline.core.errors import SlimlineError, StepFailed
+from slimline.core.errors import ModelLoadError, SlimlineError, StepFailed
 from slimline.core.handle import ModelHandle
 from slimline.plugins.distill.params import TEACHER_INPUT, TEACHER_SOURCE
 from slimline.plugins.distill.torchio import as_model_array, call_module, input_order
@@ -19,11 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from slimline.core.plugin import CancelToken
 
 _MAX_LOGIT_BYTES = 4 << 30
-_ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
-    "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
-}
 
 
 def open_model_file(path: Path, field: str) -> ModelHandle:
@@ -80,21 +75,16 @@ class Teacher:
 
     # -- ONNX ------------------------------------------------------------
     def _init_onnx(self, threads: int | None) -> None:
-        import onnxruntime as ort
+        from slimline.core.runtime import ort_inference_session, ort_numpy_dtype
 
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        providers = ["CPUExecutionProvider"]
-        if self.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self._sess = ort.InferenceSession(self.handle.path, opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise StepFailed(f"onnxruntime cannot load the teacher {self.handle.name}: {exc}",
+        try:  # on 'cuda' without a CUDA onnxruntime the teacher runs on the CPU: it only costs time
+            self._sess = ort_inference_session(self.handle.path, threads=threads, device=self.device,
+                                               require_device=False)
+        except ModelLoadError as exc:
+            raise StepFailed(f"cannot load the teacher {self.handle.name}: {exc.message}",
                              subject="teacher", hint="check the ONNX file (e.g. run it through the inspector)") from exc
         self.input_names = [i.name for i in self._sess.get_inputs()]
-        self._in_types = {i.name: _ORT_DTYPES.get(i.type) for i in self._sess.get_inputs()}
+        self._in_types = {i.name: ort_numpy_dtype(i.type, None) for i in self._sess.get_inputs()}
         first = self._sess.get_inputs()[0].shape
         self.fixed_batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
         outs = [o.name for o in self._sess.get_outputs()]

@@ -1,47 +1,32 @@
-"""Verification with onnxruntime: feeds from the user's data, fidelity, latency, per-node error.
+"""Verification for the quantize guardrail: feeds from the user's data, fidelity, latency, per-node error.
 
-Kept independent of slimline.core.runtime/metrics so the step can check its own
-result before it passes a model on (the guardrail), whatever the runner does after.
+The step checks its own result before it passes a model on. Sessions come from the
+engine's one owner (``slimline.core.runtime.ort_inference_session``) and the metric math
+from ``slimline.core.fidelity``, so the guardrail's numbers are the ones the evaluation
+shows; what is specific to quantizing (which output holds class scores, the budget
+test, ranking nodes by the error they add) stays here.
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from slimline.core.errors import StepFailed
+from slimline.core.fidelity import channel_rel_error, max_abs_error, row_cosines, top1_accuracy, top1_agreement
+from slimline.core.runtime import ort_inference_session, ort_numpy_dtype, resolve_threads
 
-if TYPE_CHECKING:  # pragma: no cover
-    import onnxruntime as ort
+# An onnxruntime.InferenceSession made by core.runtime (typed loosely: onnxruntime is imported lazily).
+OrtSession = Any
 
-_ORT_TO_NP = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}
-
-
-def resolve_threads(threads: int | None) -> int:
-    """0/None means all cores; we record the real number so timings are reproducible."""
-    return int(threads) if threads else (os.cpu_count() or 1)
-
-
-def make_session(model: str | Path | bytes, threads: int | None = None, *, optimize: bool = True) -> "ort.InferenceSession":
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = resolve_threads(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+def make_session(model: str | Path | bytes, threads: int | None = None, *, optimize: bool = True,
+                 external_data_dir: Path | None = None) -> OrtSession:
+    """A CPU session configured by the engine (threads: 0/None = all cores)."""
+    return ort_inference_session(model, threads=threads, optimize=optimize, external_data_dir=external_data_dir)
 
 
 @dataclass
@@ -73,17 +58,18 @@ class EvalSet:
         return f"{self.name} (n={len(self)})"
 
 
-def _input_meta(sess: "ort.InferenceSession") -> list[tuple[str, list[Any], Any]]:
-    return [(i.name, list(i.shape), _ORT_TO_NP.get(i.type, np.float32)) for i in sess.get_inputs()]
+def _input_meta(sess: OrtSession) -> list[tuple[str, list[Any], Any]]:
+    return [(i.name, list(i.shape), ort_numpy_dtype(i.type)) for i in sess.get_inputs()]
 
 
-def fixed_batch(sess: "ort.InferenceSession") -> int | None:
+def fixed_batch(sess: OrtSession) -> int | None:
     dims = [i.shape[0] for i in sess.get_inputs() if i.shape]
     fixed = [d for d in dims if isinstance(d, int) and d > 0]
     return fixed[0] if fixed and len(fixed) == len(dims) else None
 
 
-def dataset_feeds(dataset: Any, sess: "ort.InferenceSession", limit: int, role: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def dataset_feeds(dataset: Any, sess: OrtSession, limit: int,
+                  role: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Map a Dataset's arrays onto the model's inputs, cast to the model's dtypes, at most ``limit`` rows."""
     arrays: dict[str, np.ndarray] = dict(getattr(dataset, "inputs", {}) or {})
     meta = _input_meta(sess)
@@ -107,7 +93,7 @@ def dataset_feeds(dataset: Any, sess: "ort.InferenceSession", limit: int, role: 
     return feeds, labels
 
 
-def random_feeds(sess: "ort.InferenceSession", dims: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
+def random_feeds(sess: OrtSession, dims: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
     """Random rows for smoke/latency when no data was given (labelled 'random' everywhere)."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -137,7 +123,7 @@ def random_feeds(sess: "ort.InferenceSession", dims: dict[str, int], n: int, see
     return feeds
 
 
-def build_eval_set(data: Any, sess: "ort.InferenceSession", dims: dict[str, int], limit: int, seed: int) -> EvalSet:
+def build_eval_set(data: Any, sess: OrtSession, dims: dict[str, int], limit: int, seed: int) -> EvalSet:
     """Evaluation rows: eval split, else calibration, else train, else random (labelled so)."""
     batch = fixed_batch(sess)
     for role in ("eval", "calibration", "train"):
@@ -153,7 +139,7 @@ def build_eval_set(data: Any, sess: "ort.InferenceSession", dims: dict[str, int]
     return EvalSet("random", "random", random_feeds(sess, dims, n, seed), None, batch)
 
 
-def run_all(sess: "ort.InferenceSession", evalset: EvalSet, cancel: Any = None,
+def run_all(sess: OrtSession, evalset: EvalSet, cancel: Any = None,
             output_names: list[str] | None = None) -> list[np.ndarray]:
     """All outputs over all rows, concatenated along the batch axis."""
     chunks: list[list[np.ndarray]] = []
@@ -202,19 +188,6 @@ class Fidelity:
         return s
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.reshape(a.shape[0], -1).astype(np.float64) if a.ndim else a.reshape(1, -1).astype(np.float64)
-    b = b.reshape(a.shape[0], -1).astype(np.float64)
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
-    dot = np.einsum("ij,ij->i", a, b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = dot / (na * nb)
-    both_zero = (na < 1e-12) & (nb < 1e-12)
-    cos = np.where(both_zero, 1.0, cos)
-    return np.where(np.isfinite(cos), cos, 0.0)
-
-
 def fidelity(names: list[str], ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> Fidelity:
     """Per-row cosine over every float output, max abs error, top-1 agreement on class scores."""
     cos_all: list[np.ndarray] = []
@@ -225,21 +198,16 @@ def fidelity(names: list[str], ref: list[np.ndarray], out: list[np.ndarray], lab
         r64, o64 = np.asarray(r, np.float64), np.asarray(o, np.float64)
         if r64.shape != o64.shape:
             return Fidelity(len(r64), 0.0, 0.0, float("inf"), 0.0 if r64.ndim else None)
-        cos_all.append(_cosines(r64, o64))
-        diff = np.abs(r64 - o64)
-        max_abs = max(max_abs, float(np.nanmax(diff)) if diff.size else 0.0)
-        if not np.all(np.isfinite(o64)):
-            max_abs = float("inf")
+        cos_all.append(row_cosines(r64, o64))
+        max_abs = max(max_abs, max_abs_error(r64, o64))
     cos = np.concatenate(cos_all) if cos_all else np.array([1.0])
     idx = class_output_index(names, ref)
     agree = before = after = None
     if idx is not None:
-        pr = ref[idx].argmax(-1)
-        po = out[idx].argmax(-1)
-        agree = float(np.mean(pr == po))
-        if labels is not None and labels.shape == pr.shape:
-            before = float(np.mean(pr == labels))
-            after = float(np.mean(po == labels))
+        agree = top1_agreement(ref[idx], out[idx])
+        if labels is not None and labels.shape == ref[idx].shape[:-1]:
+            before = top1_accuracy(ref[idx], labels)
+            after = top1_accuracy(out[idx], labels)
     n = int(ref[0].shape[0]) if ref and np.ndim(ref[0]) else 1
     return Fidelity(n, float(cos.mean()), float(cos.min()), max_abs, agree, before, after)
 
@@ -303,26 +271,6 @@ def cpu_int8_flags() -> dict[str, bool]:
     return {k: k in flags for k in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")}
 
 
-def channel_rel_error(ref: np.ndarray, got: np.ndarray) -> float:
-    """Mean over channels of ‖Δ‖/‖ref‖ per channel.
-
-    Why per channel: one outlier channel dominates a whole-tensor norm, so a tensor whose
-    small channels were rounded to zero would look fine; averaged per channel it does not.
-    Channel axis: 1 for NCHW and [batch, features], last for [batch, seq, hidden].
-    """
-    if ref.ndim < 2:
-        return float(np.linalg.norm(ref - got) / (np.linalg.norm(ref) + 1e-12))
-    axis = ref.ndim - 1 if ref.ndim == 3 else 1
-    r = np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)
-    d = np.moveaxis(ref - got, axis, 0).reshape(ref.shape[axis], -1)
-    nr = np.linalg.norm(r, axis=1)
-    nd = np.linalg.norm(d, axis=1)
-    live = nr > 1e-6 * (nr.max() + 1e-30)
-    if not live.any():
-        return float(nd.max() > 0)
-    return float(np.mean(nd[live] / nr[live]))
-
-
 def node_errors(float_path: Path, quant_path: Path, evalset: EvalSet, candidates: list[tuple[str, str, list[str]]],
                 max_rows: int = 16, cancel: Any = None) -> list[tuple[str, float]]:
     """Rank candidate nodes by the error they add: rel. error of their output minus that of their inputs.
@@ -352,10 +300,10 @@ def node_errors(float_path: Path, quant_path: Path, evalset: EvalSet, candidates
     fm.graph.output.extend([onnx.ValueInfoProto(name=t) for t in wanted if t not in have])
     have = {o.name for o in qm.graph.output}
     qm.graph.output.extend([onnx.ValueInfoProto(name=t) for t in q_wanted if t not in have])
-    fs = make_session(fm.SerializeToString(), optimize=False)
-    qs = make_session(qm.SerializeToString(), optimize=False)
-    rows = EvalSet(evalset.name, evalset.kind, {k: v[:max(max_rows, evalset.batch or 1)] for k, v in evalset.feeds.items()},
-                   None, evalset.batch)
+    fs = make_session(fm.SerializeToString(), optimize=False, external_data_dir=Path(float_path).parent)
+    qs = make_session(qm.SerializeToString(), optimize=False, external_data_dir=Path(quant_path).parent)
+    keep = max(max_rows, evalset.batch or 1)
+    rows = EvalSet(evalset.name, evalset.kind, {k: v[:keep] for k, v in evalset.feeds.items()}, None, evalset.batch)
     fo = dict(zip(wanted, run_all(fs, rows, cancel, wanted)))
     qo = dict(zip(q_wanted, run_all(qs, rows, cancel, q_wanted)))
 
