@@ -9,8 +9,9 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -18,9 +19,9 @@ from slimline.core.data import Dataset, check_dataset, np_dtype
 from slimline.core.errors import DataError, ModelLoadError, SlimlineError
 from slimline.core.handle import ModelHandle, TensorSpec
 
-_ORT_CACHE: dict[tuple[str, int, str, int], "Session"] = {}
+_ORT_CACHE: dict[tuple[str, int, str, int], Session] = {}
 # Torch modules can be big: keep only the last few (evaluation opens the same model per batch size).
-_TORCH_CACHE: dict[tuple[str, int, str, int], "Session"] = {}
+_TORCH_CACHE: dict[tuple[str, int, str, int], Session] = {}
 _TORCH_CACHE_SIZE = 2
 _CACHE_LOCK = threading.Lock()
 
@@ -237,18 +238,9 @@ def _gpu_name() -> str:
 
 
 def _load_torch(handle: ModelHandle) -> Any:
-    try:
-        from slimline.core.models import load_torch_runnable
-    except ImportError:
-        load_torch_runnable = None
-    if load_torch_runnable is not None:
-        return load_torch_runnable(handle)
-    if handle.format == "slimline_torch":
-        from slimline.core.torchmodel import load_torch_module
+    from slimline.core.models import load_torch_runnable
 
-        return load_torch_module(handle)
-    raise ModelLoadError(f"cannot run format '{handle.format}' yet", subject=handle.path,
-                         hint="convert the model to ONNX or a Slimline torch archive")
+    return load_torch_runnable(handle)
 
 
 def _to_numpy_list(out: Any, names: list[str]) -> list[np.ndarray]:

@@ -6,8 +6,9 @@ Weights are factored in the torch layout [out, in] so rank rules match the torch
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,8 @@ def input_stats(proto: Any, targets: list[OnnxTarget], batches: Any, check_cance
                 *, method: str = "whiten", gram_limit: int = 8192) -> dict[str, dict[str, np.ndarray]]:
     """XᵀX/N (or per-feature RMS) of each target's activation input, run through onnxruntime."""
     import onnx
-    import onnxruntime as ort
+
+    from slimline.core.runtime import ort_inference_session
 
     model = onnx.ModelProto()
     model.CopyFrom(proto)
@@ -75,7 +77,7 @@ def input_stats(proto: Any, targets: list[OnnxTarget], batches: Any, check_cance
     for name in wanted:
         if name not in existing and name not in graph_inputs:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_inference_session(model.SerializeToString())
     out_names = [o.name for o in sess.get_outputs()]
     width = {t.node.input[0]: t.matrix.shape[1] for t in targets}
     full = {name: method == "whiten" and width[name] <= gram_limit for name in wanted}

@@ -19,7 +19,6 @@ SOURCE_DIRS = ("core", "plugins", "gui")
 SESSION_OWNERS = {
     "core/runtime.py",                # the owner
     "core/export/predict_script.py",  # a standalone script shipped in bundles: runs without Slimline
-    "plugins/lowrank/onnx_lr.py",     # TODO(lowrank refactor): move to runtime.ort_inference_session
 }
 EXPORT_OWNERS = {"core/onnx_export.py"}
 
