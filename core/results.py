@@ -11,7 +11,6 @@ models existed, so older readers and files keep working; ``run.json`` now says
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
@@ -46,30 +45,6 @@ class _Json(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (what is written to files and sent over the process pipe)."""
         return self.model_dump(mode="json")
-
-    # --- transitional read-only dict view -------------------------------------------------
-    # Code that still reads the old dicts (gui/ until it is ported to attributes) can use
-    # record.get("results") / result["size"]; the values it gets are the plain JSON form.
-    def _json_field(self, key: str) -> Any:
-        data = self.to_dict()
-        if key not in data:
-            raise KeyError(key)
-        return data[key]
-
-    def __getitem__(self, key: str) -> Any:
-        return self._json_field(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self._json_field(key)
-        except KeyError:
-            return default
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.to_dict()
-
-    def keys(self) -> Iterator[str]:
-        return iter(self.to_dict().keys())
 
 
 # --------------------------------------------------------------------------- measurements
@@ -289,7 +264,7 @@ _EVENTS: TypeAdapter[Any] = TypeAdapter(JobEvent)
 
 
 def event_to_dict(event: Any) -> dict[str, Any]:
-    """The event's JSON form, for the process pipe and for dict consumers (Qt signals, the CLI)."""
+    """The event's JSON form, for the process pipe."""
     return event.to_dict()
 
 

@@ -10,13 +10,16 @@ leaves the previous state untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
+from slimline.core.export.variants import Variant, variants_of
+from slimline.core.results import RunRecord
 from slimline.gui import settings as st
 from slimline.gui import window_parts as parts
 from slimline.gui.dialogs import AboutDialog, PreferencesDialog
@@ -24,7 +27,7 @@ from slimline.gui.export_dialog import ExportDialog
 from slimline.gui.inspector import InspectorView
 from slimline.gui.messages import MessageBanner, UserMessage
 from slimline.gui.pipeline_editor import PipelineEditor
-from slimline.gui.results import RunRecord, Variant
+from slimline.gui.results import variant_label
 from slimline.gui.run_view import RunView
 from slimline.gui.session_controller import SessionController
 from slimline.gui.start_view import StartView
@@ -235,13 +238,14 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(TAB_RUN)
 
     def _on_run_recorded(self, rr: RunRecord) -> None:
-        if rr.status != "done" or len(rr.variants) <= 1:
+        variants = variants_of(rr)
+        if rr.status != "done" or len(variants) <= 1:
             return
-        self.variants.select(rr.variants[-1].key)
+        self.variants.select(variants[-1].key)
         # before/after histograms: the last variant in the original's format keeps tensor names
         family = self.handle.family if self.handle is not None else ""
-        same = [v for v in rr.variants[1:] if v.model.get("family") == family]
-        self._overlay_variant(same[-1] if same else rr.variants[-1])
+        same = [v for v in variants[1:] if v.handle.family == family]
+        self._overlay_variant(same[-1] if same else variants[-1])
 
     def _on_variant_selected(self, v: Variant) -> None:
         self.session.select(v)
@@ -253,12 +257,10 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentIndex(TAB_INSPECT)
 
     def _overlay_variant(self, v: Variant) -> None:
-        if not v.model or self.handle is None:
+        if not v.handle.path or self.handle is None:
             return
-        from slimline.core.handle import ModelHandle
-
         try:
-            self.inspector.set_variant(ModelHandle.model_validate(v.model), v.label)
+            self.inspector.set_variant(v.handle, variant_label(v))
         except Exception as exc:  # a record from an older version: say so, do not crash
             self.statusBar().showMessage(f"Cannot overlay {v.key}: {exc}", 6000)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QGroupBox, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QGroupBox, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
+from slimline.core.results import StepResult
 from slimline.gui.palette_view import PaletteView
 from slimline.gui.param_form import ParamForm
 from slimline.gui.pipeline_doc import CONVERT_ONNX, PipelineDocument, plugin_title
@@ -29,7 +30,7 @@ class PipelineEditor(QWidget):
         self.form: ParamForm | None = None
         self.problems: dict[str, list[Any]] = {}
         self.step_status: dict[str, tuple[str, list[str]]] = {}
-        self.step_results: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self.step_results: dict[str, tuple[StepResult, StepResult | None]] = {}
         self.palette = PaletteView()
         self.lane = StepLane()
         self.form_box = QGroupBox("Step parameters")
@@ -87,7 +88,7 @@ class PipelineEditor(QWidget):
         if card is not None:
             card.set_status(text, flags)
 
-    def set_step_result(self, step_id: str, result: dict[str, Any], original: dict[str, Any] | None) -> None:
+    def set_step_result(self, step_id: str, result: StepResult, original: StepResult | None) -> None:
         """A finished step: its card shows the figures against the original and its flags."""
         self.step_results[step_id] = (result, original)
         self.step_status.pop(step_id, None)
