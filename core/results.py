@@ -60,7 +60,7 @@ class Fidelity(FidelityReport):
 class Measurement(_Json):
     """What :class:`slimline.core.evaluate.Evaluator` measures for one model (every step alike)."""
 
-    _omit_if_none = ("note", "fidelity", "accuracy", "latency")
+    _omit_if_none: ClassVar[tuple[str, ...]] = ("note", "fidelity", "accuracy", "latency")
 
     size: SizeReport
     note: str | None = None                          # why the model could not be run (size only)
@@ -72,7 +72,7 @@ class Measurement(_Json):
 class StepResult(Measurement):
     """One row of a run: the model a step produced and its measurements ("original" is row 0)."""
 
-    _omit_if_none = Measurement._omit_if_none + ("tables",)
+    _omit_if_none: ClassVar[tuple[str, ...]] = Measurement._omit_if_none + ("tables",)
 
     step_id: str
     plugin: str = ""
@@ -161,7 +161,8 @@ def migrate_run(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
-    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    raw = doc.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     results = []
     for r in doc.get("results") or []:
         r = {k: v for k, v in r.items() if k != "reference_outputs"}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -223,13 +224,15 @@ class ExportDialog(QDialog):
             self.format_combo.addItem(label, fmt)
             i = self.format_combo.count() - 1
             if why:  # greyed out with the engine's reason
-                item = self.format_combo.model().item(i)
-                item.setEnabled(False)
-                item.setToolTip(why)
+                item = self._format_item(i)
+                if item is not None:
+                    item.setEnabled(False)
+                    item.setToolTip(why)
             elif first_ok < 0:
                 first_ok = i
         keep_i = self.format_combo.findData(keep)
-        ok_keep = keep_i >= 0 and self.format_combo.model().item(keep_i).isEnabled()
+        keep_item = self._format_item(keep_i)
+        ok_keep = keep_item is not None and keep_item.isEnabled()
         self.format_combo.setCurrentIndex(keep_i if ok_keep else max(first_ok, 0))
         self.format_combo.blockSignals(False)
         if v is None:
@@ -242,13 +245,18 @@ class ExportDialog(QDialog):
                              + (f" — flags: {', '.join(v.flags)}" if v.flags else ""))
         self._on_format_changed()
 
+    def _format_item(self, i: int) -> QStandardItem | None:
+        """Row ``i`` of the format list (a QComboBox keeps a QStandardItemModel); unusable rows are greyed."""
+        model = self.format_combo.model()
+        return model.item(i) if i >= 0 and isinstance(model, QStandardItemModel) else None
+
     def _on_format_changed(self, *_: Any) -> None:
         fmt = self.selected_format()
         help_text = next((h for f, _l, h in FORMATS if f == fmt), "")
         i = self.format_combo.currentIndex()
-        item = self.format_combo.model().item(i) if i >= 0 else None
+        item = self._format_item(i)
         blocked = item is not None and not item.isEnabled()
-        self.format_help.setText(item.toolTip() if blocked else help_text)
+        self.format_help.setText(item.toolTip() if item is not None and blocked else help_text)
         self.format_help.setStyleSheet(f"color: {flag_text() if blocked else muted_text()};")
         for w in (self.zip_check, self.triton_check):
             w.setEnabled(fmt == "bundle")

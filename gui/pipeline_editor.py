@@ -31,7 +31,7 @@ class PipelineEditor(QWidget):
         self.problems: dict[str, list[Any]] = {}
         self.step_status: dict[str, tuple[str, list[str]]] = {}
         self.step_results: dict[str, tuple[StepResult, StepResult | None]] = {}
-        self.palette = PaletteView()
+        self.palette_view = PaletteView()
         self.lane = StepLane()
         self.form_box = QGroupBox("Step parameters")
         self.form_scroll = QScrollArea()
@@ -52,7 +52,7 @@ class PipelineEditor(QWidget):
         c_lay.addWidget(self.form_box, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
         pal_box = QGroupBox("Plugins")
-        QVBoxLayout(pal_box).addWidget(self.palette)
+        QVBoxLayout(pal_box).addWidget(self.palette_view)
         split.addWidget(pal_box)
         split.addWidget(center)
         split.setStretchFactor(0, 1)
@@ -61,7 +61,7 @@ class PipelineEditor(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
-        self.palette.plugin_activated.connect(self._on_palette_plugin_activated)
+        self.palette_view.plugin_activated.connect(self._on_palette_plugin_activated)
         self.lane.add_requested.connect(self._on_lane_add_requested)
         self.lane.move_requested.connect(self.doc.move_step)
         self.lane.enabled_requested.connect(self.doc.set_enabled)
@@ -75,7 +75,7 @@ class PipelineEditor(QWidget):
     # --- public ------------------------------------------------------------------------
     def set_model(self, handle: Any) -> None:
         self.model = handle
-        self.palette.set_model(handle)
+        self.palette_view.set_model(handle)
         self._on_doc_changed()
 
     def select_step(self, step_id: str) -> None:

@@ -172,7 +172,11 @@ class SessionController(QObject):
     def open_data(self, path: str) -> None:
         self.status.emit(f"Loading {Path(path).name}…", 0)
         run_in_thread(_load_data, path, self.session.handle, on_done=lambda ds: self._on_data_loaded(path, ds),
-                      on_error=lambda e, tb: (self.status.emit("", 0), self.show_exception(e, tb)))
+                      on_error=self._on_data_failed)
+
+    def _on_data_failed(self, exc: BaseException, tb: str) -> None:
+        self.status.emit("", 0)
+        self.show_exception(exc, tb)
 
     def _on_data_loaded(self, path: str, ds: Any) -> None:
         self.clear_message.emit()

@@ -247,7 +247,8 @@ class StepLane(QScrollArea):
 
     def set_steps(self, steps: list[Any], titles: dict[str, str], input_text: str = "") -> None:
         while self.row.count():
-            w = self.row.takeAt(0).widget()
+            item = self.row.takeAt(0)
+            w = item.widget() if item is not None else None
             if w is not None and w not in (self.input_label, self.empty_label):
                 w.deleteLater()
         self.cards = {}
@@ -313,13 +314,18 @@ class StepLane(QScrollArea):
         return False
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        self._accept_drag(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+        self._accept_drag(event)
+
+    @staticmethod
+    def _accept_drag(event: QDragMoveEvent) -> None:
+        """Enter and move alike (QDragEnterEvent is a QDragMoveEvent): palette entries and cards only."""
         if event.mimeData().hasFormat(PLUGIN_MIME) or event.mimeData().hasFormat(STEP_MIME):
             event.acceptProposedAction()
         else:
             event.ignore()
-
-    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
-        self.dragEnterEvent(event)
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         if self.drop_mime(event.mimeData(), event.position().x()):

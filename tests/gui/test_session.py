@@ -20,9 +20,9 @@ def _open(window, qtbot, model, data=None) -> None:
 
 def _add_from_palette(editor, plugin_id: str) -> None:
     """As a double click on the palette entry does."""
-    item = editor.palette.items[plugin_id]
-    assert not item.isDisabled(), editor.palette.reason(plugin_id)
-    editor.palette.tree.itemActivated.emit(item, 0)
+    item = editor.palette_view.items[plugin_id]
+    assert not item.isDisabled(), editor.palette_view.reason(plugin_id)
+    editor.palette_view.tree.itemActivated.emit(item, 0)
 
 
 def _sizes(record: dict) -> dict[str, tuple[int, int]]:
