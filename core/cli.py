@@ -230,6 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from slimline.core.jobs import start_pipeline_job
     from slimline.core.pipeline import load_pipeline
     from slimline.core.render import ProgressPrinter, print_run, write_run_outputs
+    from slimline.core.results import CancelledEvent, DoneEvent, FailedEvent, FinalEvent
 
     pipeline_path, model_path = args.pipeline, args.model
     data_path, train_path = args.data, args.train_data
@@ -246,12 +247,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                              workspace=workspace, trust=args.trust, threads=args.threads,
                              use_cache=not args.no_cache, dims=_dims(args.dim))
     printer = ProgressPrinter(stream=sys.stderr)
-    final: dict[str, Any] = {}
+    final: FinalEvent | None = None
     try:
         while job.alive:
             for ev in job.poll(timeout=0.1):
                 printer.handle(ev)
-                if ev["type"] in ("done", "failed", "cancelled"):
+                if isinstance(ev, (DoneEvent, FailedEvent, CancelledEvent)):
                     final = ev
     except KeyboardInterrupt:
         print("\ncancelling…", file=sys.stderr)
@@ -263,20 +264,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from slimline.core.history import load_run, run_dir
 
     record = load_run(run_dir(workspace, job.run_id))
-    if args.json:
-        print(json.dumps(record, indent=1, default=str))
+    if args.json:  # stdout is the JSON alone (scripts parse it); human notes go to stderr
+        print(json.dumps(record.to_dict(), indent=1))
     else:
         print_run(record)
-    if args.out and record.get("status") == "done":
+    if args.out and record.status == "done":
         write_run_outputs(record, Path(args.out))
-        print(f"\nwrote the final model and results to {args.out}")
-    if final.get("type") == "failed":
-        where = final.get("subject") or final.get("step_id") or ""
-        print(f"\nerror: {where + ': ' if where else ''}{final.get('message')}", file=sys.stderr)
-        if final.get("hint"):
-            print(f"  → {final['hint']}", file=sys.stderr)
+        print(f"\nwrote the final model and results to {args.out}", file=sys.stderr if args.json else sys.stdout)
+    if isinstance(final, FailedEvent):
+        where = final.subject or final.step_id
+        print(f"\nerror: {where + ': ' if where else ''}{final.message}", file=sys.stderr)
+        if final.hint:
+            print(f"  → {final.hint}", file=sys.stderr)
         return 1
-    if final.get("type") == "cancelled":
+    if isinstance(final, CancelledEvent):
         return 130
     return 0
 

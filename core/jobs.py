@@ -6,8 +6,8 @@ must not take the window with it; cancel must really stop C++ work
 not starve the UI thread of the GIL. The CLI uses the same runner.
 
 Events are typed (slimline.core.results); they cross the process pipe as dicts
-(event_to_dict / event_from_dict) and :meth:`Job.poll` hands dicts to the GUI,
-whose Qt signals carry dicts.
+(event_to_dict / event_from_dict) and :meth:`Job.poll` hands them on typed: to the
+GUI's Qt signals, the CLI and the tests.
 """
 from __future__ import annotations
 
@@ -22,8 +22,20 @@ from typing import Any
 
 from slimline.core.history import load_run, new_run_id, run_dir, save_run
 from slimline.core.pipeline import Pipeline
-from slimline.core.results import FINAL_TYPES, CancelledEvent, DoneEvent, FailedEvent, LogEvent, RunError, RunSummary
-from slimline.core.results import StepStartedEvent, event_from_dict, event_to_dict
+from slimline.core.results import (
+    FINAL_TYPES,
+    CancelledEvent,
+    DoneEvent,
+    FailedEvent,
+    FinalEvent,
+    JobEvent,
+    LogEvent,
+    RunError,
+    RunSummary,
+    StepStartedEvent,
+    event_from_dict,
+    event_to_dict,
+)
 
 _EXIT = {"type": "_exit"}  # pipe sentinel after the last event (not an event)
 
@@ -94,7 +106,7 @@ class Job:
         self._process = ctx.Process(target=_child_main, args=(spec, self._events, self._cancel),
                                     name=f"slimline-job-{self.run_id}", daemon=True)
         self._cancel_at: float | None = None
-        self._final: Any = None  # the DoneEvent / FailedEvent / CancelledEvent that ended the job
+        self._final: FinalEvent | None = None  # the DoneEvent / FailedEvent / CancelledEvent that ended the job
         self._step = ""  # the step running now (from step_started), named if the worker crashes
         self._process.start()
 
@@ -112,13 +124,9 @@ class Job:
             self._cancel.set()
             self._cancel_at = time.monotonic()
 
-    def poll(self, timeout: float = 0.0, max_events: int = 200) -> list[dict[str, Any]]:
-        """New events as dicts (the GUI's Qt signals carry dicts); see :meth:`poll_events`."""
-        return [event_to_dict(ev) for ev in self.poll_events(timeout, max_events)]
-
-    def poll_events(self, timeout: float = 0.0, max_events: int = 200) -> list[Any]:
+    def poll(self, timeout: float = 0.0, max_events: int = 200) -> list[JobEvent]:
         """New typed events (slimline.core.results.JobEvent), the last one final when the job ended."""
-        out: list[Any] = []
+        out: list[JobEvent] = []
         if self._final is not None:
             return out
         if self._cancel_at is not None and time.monotonic() - self._cancel_at > CANCEL_GRACE_S:
@@ -151,12 +159,12 @@ class Job:
                 out.append(self._finish(_crash_event(code, self._step)))
         return out
 
-    def wait(self, timeout: float | None = None) -> list[Any]:
-        """Block until the job ends (CLI, tests); returns every event (typed)."""
-        events: list[Any] = []
+    def wait(self, timeout: float | None = None) -> list[JobEvent]:
+        """Block until the job ends (CLI, tests); returns every event."""
+        events: list[JobEvent] = []
         end = None if timeout is None else time.monotonic() + timeout
         while self.alive:
-            events += self.poll_events(timeout=0.1)
+            events += self.poll(timeout=0.1)
             if end is not None and time.monotonic() > end:
                 self.cancel()
         return events
@@ -280,7 +288,7 @@ class TaskJob(Job):
             self._cancel.set()
             self._cancel_at = time.monotonic() + max(0.0, self.grace_s - CANCEL_GRACE_S)
 
-    def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _finish(self, event: Any) -> Any:
         self._final = event
         self._process.join(0.05)
         return event
@@ -290,6 +298,6 @@ def start_task_job(target: str, spec: dict[str, Any], *, grace_s: float = CANCEL
     """Run ``target`` ("package.module:function", called as ``fn(spec, emit, cancel)``) in a child process.
 
     ``emit(event_dict)`` streams events (e.g. progress) to ``poll()``; the returned value (picklable) comes
-    back as ``{"type": "done", "result": value}``; exceptions as ``failed`` events with ``error_type``.
+    back as ``DoneEvent.result``; exceptions as ``FailedEvent`` with an extra ``error_type``.
     """
     return TaskJob(target, spec, grace_s=grace_s)

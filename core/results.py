@@ -11,7 +11,6 @@ models existed, so older readers and files keep working; ``run.json`` now says
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
@@ -47,30 +46,6 @@ class _Json(BaseModel):
         """The JSON form (what is written to files and sent over the process pipe)."""
         return self.model_dump(mode="json")
 
-    # --- transitional read-only dict view -------------------------------------------------
-    # Code that still reads the old dicts (gui/ until it is ported to attributes) can use
-    # record.get("results") / result["size"]; the values it gets are the plain JSON form.
-    def _json_field(self, key: str) -> Any:
-        data = self.to_dict()
-        if key not in data:
-            raise KeyError(key)
-        return data[key]
-
-    def __getitem__(self, key: str) -> Any:
-        return self._json_field(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self._json_field(key)
-        except KeyError:
-            return default
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.to_dict()
-
-    def keys(self) -> Iterator[str]:
-        return iter(self.to_dict().keys())
-
 
 # --------------------------------------------------------------------------- measurements
 
@@ -85,7 +60,7 @@ class Fidelity(FidelityReport):
 class Measurement(_Json):
     """What :class:`slimline.core.evaluate.Evaluator` measures for one model (every step alike)."""
 
-    _omit_if_none = ("note", "fidelity", "accuracy", "latency")
+    _omit_if_none: ClassVar[tuple[str, ...]] = ("note", "fidelity", "accuracy", "latency")
 
     size: SizeReport
     note: str | None = None                          # why the model could not be run (size only)
@@ -97,7 +72,7 @@ class Measurement(_Json):
 class StepResult(Measurement):
     """One row of a run: the model a step produced and its measurements ("original" is row 0)."""
 
-    _omit_if_none = Measurement._omit_if_none + ("tables",)
+    _omit_if_none: ClassVar[tuple[str, ...]] = Measurement._omit_if_none + ("tables",)
 
     step_id: str
     plugin: str = ""
@@ -186,7 +161,8 @@ def migrate_run(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
-    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    raw = doc.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     results = []
     for r in doc.get("results") or []:
         r = {k: v for k, v in r.items() if k != "reference_outputs"}
@@ -289,7 +265,7 @@ _EVENTS: TypeAdapter[Any] = TypeAdapter(JobEvent)
 
 
 def event_to_dict(event: Any) -> dict[str, Any]:
-    """The event's JSON form, for the process pipe and for dict consumers (Qt signals, the CLI)."""
+    """The event's JSON form, for the process pipe."""
     return event.to_dict()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-
+from typing import cast
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None, model: str | None = None, demo: bool = F
     from slimline.gui.theme import apply_theme
 
     tune_interpreter()
-    app = QApplication.instance() or QApplication(list(argv) if argv is not None else sys.argv[:1])
+    app = cast(QApplication, QApplication.instance() or QApplication(list(argv) if argv is not None else sys.argv[:1]))
     app.setOrganizationName(st.ORG)
     app.setApplicationName(st.APP)
     apply_theme(app, st.Preferences.load().theme)

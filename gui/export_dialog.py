@@ -3,22 +3,46 @@
 The export engine (``slimline.core.export``) writes into a staging folder, loads
 the written file back with its own runtime and compares it with the variant on
 the run's evaluation data before anything is moved into place. The dialog runs
-it through the engine's job runner (``slimline.core.jobs``, body in ``slimline.core.export.task``) with progress and cancel, and shows
-the parity figures from the export record; a failed parity check is an error
-(nothing was written), never a warning.
+it through the engine's job runner (``slimline.core.jobs``, body in
+``slimline.core.export.task``) with progress and cancel, and shows the parity
+figures from the export record; a failed parity check is an error (nothing was
+written), never a warning.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
+from slimline.core.export.variants import Variant
+from slimline.core.handle import ModelHandle
+from slimline.core.results import DoneEvent, FailedEvent, JobEvent, ProgressEvent
 from slimline.gui.layer_table import fmt_bytes
-from slimline.gui.results import Variant, fmt_ms
+from slimline.gui.results import fmt_ms, latency_ms, quality, size_bytes, variant_label
 from slimline.gui.theme import flag_text, muted_text, ok_text
+
+if TYPE_CHECKING:
+    from slimline.core.export.bundle import BundleRecord
+    from slimline.core.export.records import ExportRecord, Parity
 
 # (engine format, label, what it is for)
 FORMATS = [("onnx", "ONNX (.onnx)", "onnxruntime, TensorRT, OpenVINO, most servers"),
@@ -38,15 +62,14 @@ def export_engine() -> tuple[Any, str]:
     return mod, ""
 
 
-def format_problem(model: dict[str, Any], fmt: str) -> str:
+def format_problem(model: ModelHandle | None, fmt: str) -> str:
     """Why ``fmt`` cannot be used for this variant ("" when it can), from the engine's own check."""
-    if not model:
+    if model is None or not model.path:
         return "this variant has no model file recorded"
     try:
         from slimline.core.export.formats import check_fits
-        from slimline.core.handle import ModelHandle
 
-        check_fits(ModelHandle.model_validate(model), "onnx" if fmt == "bundle" else fmt)
+        check_fits(model, "onnx" if fmt == "bundle" else fmt)
     except ImportError as exc:
         return f"export is not available ({exc})"
     except Exception as exc:  # ExportError (message + hint) or a record the engine cannot read
@@ -58,43 +81,41 @@ def target_names(fmt: str, name: str) -> list[str]:
     """Files/folders an export would write in the output folder (for the overwrite question)."""
     if fmt == "bundle":
         return [f"{name}-bundle", f"{name}-bundle.zip"]
-    from slimline.core.export.formats import output_names, normalize_format
+    from slimline.core.export.formats import normalize_format, output_names
 
     return output_names(normalize_format(fmt), name)
 
 
-def default_stem(v: Variant, original: Variant | None = None) -> str:
-    """The original model's name plus the step id (step outputs live in the cache as "model.*")."""
-    from slimline.core.export.formats import safe_name
-
-    src = original if original is not None else v
-    stem = Path(str((src.model or {}).get("path", "model"))).stem
-    return safe_name(stem if v.step_id == "original" else f"{stem}-{v.step_id}")
-
-
-def describe_parity(p: dict[str, Any] | None) -> tuple[str, bool]:
+def describe_parity(p: Parity | None) -> tuple[str, bool]:
     """(sentence, passed) for the export record's parity block; honest about random inputs."""
-    if not p:
+    if p is None:
         return "no parity check recorded", False
-    if p.get("kind") == "weights":
-        return f"{p.get('n')} tensors read back and compared ({p.get('runtime')}): max abs error " \
-               f"{p.get('max_abs_error', 0):.3g}", bool(p.get("passed", True))
-    rows = (f"{p.get('n')} rows of {p.get('dataset') or 'the evaluation data'}" if p.get("input_kind") == "dataset"
-            else f"{p.get('n')} RANDOM rows (smoke check only, no data)")
-    top1 = f", top-1 agreement {p['top1_agreement']:.4f}" if p.get("top1_agreement") is not None else ""
-    cos = f", mean cosine {p['mean_cosine']:.6f}" if p.get("mean_cosine") is not None else ""
-    passed = bool(p.get("passed", True))
-    text = (f"Parity check ({p.get('precision')} tolerance; the written file run with {p.get('runtime')}, compared "
-            f"with the variant run with {p.get('source_runtime') or 'its own runtime'}) on {rows}: "
-            f"max abs error {p.get('max_abs_error', 0):.3g} (allowed {p.get('max_abs_allowed', 0):.3g}){cos}{top1}"
-            f" — {'passed' if passed else 'FAILED: ' + '; '.join(p.get('failures') or [])}")
-    return text, passed
+    if p.kind == "weights":
+        return f"{p.n} tensors read back and compared ({p.runtime}): max abs error {p.max_abs_error:.3g}", p.passed
+    rows = (f"{p.n} rows of {p.dataset or 'the evaluation data'}" if p.input_kind == "dataset"
+            else f"{p.n} RANDOM rows (smoke check only, no data)")
+    top1 = f", top-1 agreement {p.top1_agreement:.4f}" if p.top1_agreement is not None else ""
+    cos = f", mean cosine {p.mean_cosine:.6f}" if p.mean_cosine is not None else ""
+    text = (f"Parity check ({p.precision} tolerance; the written file run with {p.runtime}, compared "
+            f"with the variant run with {p.source_runtime or 'its own runtime'}) on {rows}: "
+            f"max abs error {p.max_abs_error:.3g} (allowed {p.max_abs_allowed:.3g}){cos}{top1}"
+            f" — {'passed' if p.passed else 'FAILED: ' + '; '.join(p.failures)}")
+    return text, p.passed
+
+
+def export_record(result: dict[str, Any] | None) -> ExportRecord | BundleRecord:
+    """The typed record of a finished export task (its DoneEvent.result: a bundle's or a single file's)."""
+    from slimline.core.export.bundle import BundleRecord
+    from slimline.core.export.records import ExportRecord
+
+    doc = result or {}
+    return BundleRecord.model_validate(doc) if "bundle_dir" in doc else ExportRecord.model_validate(doc)
 
 
 class ExportDialog(QDialog):
-    """``result_record`` holds the engine's record after a successful export; ``exported(dict)`` fires then."""
+    """``result_record`` holds the engine's record after a successful export; ``exported(record)`` fires then."""
 
-    exported = Signal(dict)
+    exported = Signal(object)              # ExportRecord | BundleRecord
     export_failed = Signal(str)
 
     def __init__(self, variants: list[Variant], selected_key: str = "", parent: QWidget | None = None,
@@ -103,13 +124,13 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export variant")
         self.variants = list(variants)
         self.workspace, self.data_path, self.trust = workspace, data_path, trust
-        self.result_record: dict[str, Any] | None = None
+        self.result_record: ExportRecord | BundleRecord | None = None
         self.job: Any = None
         self.confirm_overwrite: Callable[[list[str]], bool] = self._ask_overwrite
         self.engine, self.unavailable = export_engine()
         self.variant_combo = QComboBox()
         for v in self.variants:
-            self.variant_combo.addItem(f"{v.run_id} · {v.label}", v.key)
+            self.variant_combo.addItem(f"{v.run_id} · {variant_label(v)}", v.key)
         i = self.variant_combo.findData(selected_key)
         if i >= 0:
             self.variant_combo.setCurrentIndex(i)
@@ -184,8 +205,8 @@ class ExportDialog(QDialog):
             self.format_combo.setCurrentIndex(i)
 
     def _stem(self, v: Variant) -> str:
-        orig = next((x for x in self.variants if x.run_id == v.run_id and x.step_id == "original"), None)
-        return default_stem(v, orig)
+        """The engine's default name: the original model's name plus the step id."""
+        return v.name
 
     @property
     def running(self) -> bool:
@@ -196,39 +217,46 @@ class ExportDialog(QDialog):
         keep = self.selected_format()
         self.format_combo.blockSignals(True)
         self.format_combo.clear()
-        model = (v.model or {}) if v is not None else {}
+        model = v.handle if v is not None else None
         first_ok = -1
         for fmt, label, _help in FORMATS:
             why = format_problem(model, fmt) if self.engine is not None else self.unavailable
             self.format_combo.addItem(label, fmt)
             i = self.format_combo.count() - 1
             if why:  # greyed out with the engine's reason
-                item = self.format_combo.model().item(i)
-                item.setEnabled(False)
-                item.setToolTip(why)
+                item = self._format_item(i)
+                if item is not None:
+                    item.setEnabled(False)
+                    item.setToolTip(why)
             elif first_ok < 0:
                 first_ok = i
         keep_i = self.format_combo.findData(keep)
-        ok_keep = keep_i >= 0 and self.format_combo.model().item(keep_i).isEnabled()
+        keep_item = self._format_item(keep_i)
+        ok_keep = keep_item is not None and keep_item.isEnabled()
         self.format_combo.setCurrentIndex(keep_i if ok_keep else max(first_ok, 0))
         self.format_combo.blockSignals(False)
         if v is None:
             return
         self.name_edit.setText(self._stem(v))
-        q = v.quality
-        self.details.setText(f"{v.title}: {model.get('format', '?')}, {fmt_bytes(v.size)}, "
-                             f"p50 {fmt_ms(v.p50)} / p90 {fmt_ms(v.p90)}, "
+        q, size = quality(v.step), size_bytes(v.step)
+        self.details.setText(f"{v.title}: {v.handle.format}, {'—' if size is None else fmt_bytes(size)}, "
+                             f"p50 {fmt_ms(latency_ms(v.step, 'p50'))} / p90 {fmt_ms(latency_ms(v.step, 'p90'))}, "
                              f"{'quality n/a' if q.value is None else f'{q.value:.4f} ({q.label})'}"
                              + (f" — flags: {', '.join(v.flags)}" if v.flags else ""))
         self._on_format_changed()
+
+    def _format_item(self, i: int) -> QStandardItem | None:
+        """Row ``i`` of the format list (a QComboBox keeps a QStandardItemModel); unusable rows are greyed."""
+        model = self.format_combo.model()
+        return model.item(i) if i >= 0 and isinstance(model, QStandardItemModel) else None
 
     def _on_format_changed(self, *_: Any) -> None:
         fmt = self.selected_format()
         help_text = next((h for f, _l, h in FORMATS if f == fmt), "")
         i = self.format_combo.currentIndex()
-        item = self.format_combo.model().item(i) if i >= 0 else None
+        item = self._format_item(i)
         blocked = item is not None and not item.isEnabled()
-        self.format_help.setText(item.toolTip() if blocked else help_text)
+        self.format_help.setText(item.toolTip() if item is not None and blocked else help_text)
         self.format_help.setStyleSheet(f"color: {flag_text() if blocked else muted_text()};")
         for w in (self.zip_check, self.triton_check):
             w.setEnabled(fmt == "bundle")
@@ -252,8 +280,9 @@ class ExportDialog(QDialog):
         v = self.selected_variant()
         assert v is not None
         run_dir = str(Path(self.workspace) / "runs" / v.run_id) if self.workspace else ""
-        return {"run_dir": run_dir, "step_id": v.step_id, "model": v.model, "format": self.selected_format(),
-                "out_dir": self.out_edit.text().strip(), "name": self.name_edit.text().strip() or self._stem(v),
+        return {"run_dir": run_dir, "step_id": v.step_id, "model": v.handle.model_dump(mode="json"),
+                "format": self.selected_format(), "out_dir": self.out_edit.text().strip(),
+                "name": self.name_edit.text().strip() or self._stem(v),
                 "force": force, "zip": self.zip_check.isChecked(), "triton": self.triton_check.isChecked(),
                 "data": self.data_path or None, "trust": self.trust}
 
@@ -282,7 +311,7 @@ class ExportDialog(QDialog):
         self.result_record = None
         self.parity_label.hide()
         self.status.setStyleSheet("")
-        self.status.setText(f"Exporting {v.label} as {self.format_combo.currentText()}… (starting)")
+        self.status.setText(f"Exporting {variant_label(v)} as {self.format_combo.currentText()}… (starting)")
         self.progress.setValue(0)
         self.progress.show()
         self._set_busy(True)
@@ -313,20 +342,27 @@ class ExportDialog(QDialog):
             self.timer.stop()
             return
         for ev in self.job.poll():
-            t = ev.get("type")
-            if t == "progress":
-                self.progress.setValue(int(round(100 * ev.get("fraction", 0.0))))
-                self.status.setText(f"{ev.get('message', '')}…")
-            elif t == "done":
-                self._finish()
-                self._on_export_done(ev["result"])
-            elif t == "cancelled":
-                self._finish()
-                self.status.setStyleSheet("")
-                self.status.setText("Export cancelled; nothing was written.")
-            elif t == "failed":
-                self._finish()
-                self._on_export_failed(ev)
+            self._on_event(ev)
+
+    def _on_event(self, ev: JobEvent) -> None:
+        if isinstance(ev, ProgressEvent):
+            self.progress.setValue(int(round(100 * ev.fraction)))
+            self.status.setText(f"{ev.message}…")
+        elif isinstance(ev, DoneEvent):
+            self._finish()
+            try:
+                record = export_record(ev.result)
+            except ValueError as exc:  # a result this version cannot read: the file was written, say so
+                self._show_error(f"exported, but the export record is unreadable: {exc}", "")
+                return
+            self._on_export_done(record)
+        elif ev.type == "cancelled":
+            self._finish()
+            self.status.setStyleSheet("")
+            self.status.setText("Export cancelled; nothing was written.")
+        elif isinstance(ev, FailedEvent):
+            self._finish()
+            self._on_export_failed(ev)
 
     def _finish(self) -> None:
         self.timer.stop()
@@ -334,29 +370,34 @@ class ExportDialog(QDialog):
         self.progress.hide()
         self._set_busy(False)
 
-    def _on_export_done(self, record: dict[str, Any]) -> None:
+    def _on_export_done(self, record: ExportRecord | BundleRecord) -> None:
+        from slimline.core.export.bundle import BundleRecord
+
         self.result_record = record
-        model = record.get("model_export") or record
-        where = record.get("bundle_dir") or model.get("path")
         extra = ""
-        if record.get("zip_path"):
-            extra += f"\nzip: {record['zip_path']} ({fmt_bytes(record.get('zip_bytes'))})"
-        if record.get("triton_dir"):
-            extra += f"\nTriton repository: {record['triton_dir']}"
+        if isinstance(record, BundleRecord):
+            model, where = record.model_export, record.bundle_dir
+            if record.zip_path:
+                extra += f"\nzip: {record.zip_path} ({fmt_bytes(record.zip_bytes or 0)})"
+            if record.triton_dir:
+                extra += f"\nTriton repository: {record.triton_dir}"
+        else:
+            model, where = record, record.path
         self.status.setStyleSheet(f"color: {ok_text()};")
-        self.status.setText(f"Exported to {where} ({fmt_bytes(record.get('bytes'))}, "
-                            f"sha256 {str(model.get('sha256', ''))[:16]}…){extra}")
-        text, passed = describe_parity(model.get("parity"))
+        self.status.setText(f"Exported to {where} ({fmt_bytes(record.bytes)}, "
+                            f"sha256 {model.sha256[:16]}…){extra}")
+        text, passed = describe_parity(model.parity)
         self.parity_label.setText(text)
         self.parity_label.setStyleSheet("" if passed else f"color: {flag_text()}; font-weight: bold;")
         self.parity_label.show()
         self.exported.emit(record)
 
-    def _on_export_failed(self, ev: dict[str, Any]) -> None:
-        msg, hint = str(ev.get("message", "export failed")), str(ev.get("hint", ""))
-        if ev.get("parity_failed") or ev.get("error_type") == "ParityError":
+    def _on_export_failed(self, ev: FailedEvent) -> None:
+        msg, hint = ev.message or "export failed", ev.hint
+        extra = ev.model_extra or {}  # the task job adds error_type (and the engine may say parity_failed)
+        if extra.get("parity_failed") or extra.get("error_type") == "ParityError":
             msg = "Parity check FAILED — the written file does not reproduce the model; nothing was kept. " + msg
-        self._show_error(msg, hint, str(ev.get("details", "")))
+        self._show_error(msg, hint, ev.details or "")
         self.export_failed.emit(msg)
 
     def _show_error(self, msg: str, hint: str, details: str = "") -> None:

@@ -6,8 +6,9 @@ dashed over the original so a before/after comparison reads at a glance.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt
@@ -28,7 +29,7 @@ class HistSeries:
     role: str = "before"
 
     @classmethod
-    def from_engine(cls, label: str, hist: Any, role: str = "before") -> "HistSeries":
+    def from_engine(cls, label: str, hist: Any, role: str = "before") -> HistSeries:
         return cls(label=label, edges=np.asarray(hist.edges, dtype=float), counts=np.asarray(hist.counts, dtype=float),
                    sampled=bool(getattr(hist, "sampled", False)), n=int(getattr(hist, "n", 0) or 0), role=role)
 

@@ -6,6 +6,7 @@ clicking never shows stale numbers.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -146,8 +147,8 @@ class InspectorView(QWidget):
         self._pending_hist = len(jobs)
         for h, n, role, sample in jobs:
             run_in_thread(_histogram, h, n, sample,
-                          on_done=lambda hist, n=n, role=role: self._on_histogram_done(gen, hgen, n, role, hist),
-                          on_error=lambda e, tb, n=n, role=role: self._on_histogram_failed(gen, hgen, n, role, e))
+                          on_done=functools.partial(self._on_histogram_done, gen, hgen, n, role),
+                          on_error=functools.partial(self._histogram_error, gen, hgen, n, role))
 
     def _on_histogram_done(self, gen: int, hgen: int, name: str, role: str, hist: Any) -> None:
         if gen != self._gen or hgen != self._hist_gen:
@@ -158,6 +159,9 @@ class InspectorView(QWidget):
         else:
             self.histogram.add_series(HistSeries.from_engine(name, hist, role))
         self._hist_step_done()
+
+    def _histogram_error(self, gen: int, hgen: int, name: str, role: str, exc: BaseException, _tb: str) -> None:
+        self._on_histogram_failed(gen, hgen, name, role, exc)
 
     def _on_histogram_failed(self, gen: int, hgen: int, name: str, role: str, exc: BaseException) -> None:
         if gen != self._gen or hgen != self._hist_gen:

@@ -10,13 +10,16 @@ leaves the previous state untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QEvent, QTimer
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
+from slimline.core.export.variants import Variant, variants_of
+from slimline.core.results import FinalEvent, RunRecord
 from slimline.gui import settings as st
 from slimline.gui import window_parts as parts
 from slimline.gui.dialogs import AboutDialog, PreferencesDialog
@@ -24,7 +27,7 @@ from slimline.gui.export_dialog import ExportDialog
 from slimline.gui.inspector import InspectorView
 from slimline.gui.messages import MessageBanner, UserMessage
 from slimline.gui.pipeline_editor import PipelineEditor
-from slimline.gui.results import RunRecord, Variant
+from slimline.gui.results import variant_label
 from slimline.gui.run_view import RunView
 from slimline.gui.session_controller import SessionController
 from slimline.gui.start_view import StartView
@@ -62,6 +65,28 @@ def warm_imports() -> None:
 
 class MainWindow(QMainWindow):
     """The signals in ``SIGNALS`` are the controller's (tests, embedding): they fire after the state changed."""
+
+    # built by window_parts.build_actions (declared here so the type checker knows them)
+    act_open: QAction
+    act_open_folder: QAction
+    act_open_pipe: QAction
+    act_open_data: QAction
+    act_demo: QAction
+    act_new_pipe: QAction
+    act_save: QAction
+    act_save_as: QAction
+    act_export: QAction
+    act_report: QAction
+    act_refresh: QAction
+    act_prefs: QAction
+    act_quit: QAction
+    act_undo: QAction
+    act_redo: QAction
+    act_run: QAction
+    act_cancel: QAction
+    act_log: QAction
+    act_about: QAction
+    recent_menu: QMenu
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -163,7 +188,7 @@ class MainWindow(QMainWindow):
         self.start.open_requested.connect(self.open_model_dialog)
         self.start.recent_activated.connect(self.open_path)
         self.inspector.failed.connect(self.show_message)
-        self.inspector.summary.dims_changed.connect(lambda dims: (s.set_dims(dims), ctl.schedule_autosave()))
+        self.inspector.summary.dims_changed.connect(self._on_dims_changed)
         self.doc.changed.connect(self._update_labels)
         self.doc.changed.connect(self._update_title)
         self.doc.undo_stack.cleanChanged.connect(lambda *_: self._update_title())
@@ -177,15 +202,15 @@ class MainWindow(QMainWindow):
         ctl.clear_message.connect(self.banner.clear)
         ctl.status.connect(lambda text, ms: self.statusBar().showMessage(text, ms) if text
                            else self.statusBar().clearMessage())
-        ctl.remembered.connect(lambda: (self.start.set_recent(st.recent_files()), parts.fill_recent_menu(self)))
+        ctl.remembered.connect(self._on_recent_changed)
         ctl.trust_needed.connect(self._ask_trust)
         ctl.restore_offered.connect(self._offer_restore)
         ctl.pipeline_loaded.connect(lambda _p: self.tabs.setCurrentIndex(TAB_PIPELINE))
-        ctl.show_step.connect(lambda sid: (self.tabs.setCurrentIndex(TAB_PIPELINE), ed.select_step(sid)))
+        ctl.show_step.connect(self._show_step)
         ctl.run_starting.connect(self._on_run_starting)
         ctl.step_status.connect(ed.set_step_status)
         ctl.step_result.connect(ed.set_step_result)
-        ctl.run_ended.connect(lambda status, ev: (rv.on_finished(status, ev), self._update_actions(False)))
+        ctl.run_ended.connect(self._on_run_ended)
         ctl.run_recorded.connect(self._on_run_recorded)
         r.started.connect(lambda rid: rv.append_log(f"run {rid} started"))
         r.progress_changed.connect(rv.on_progress)
@@ -199,6 +224,22 @@ class MainWindow(QMainWindow):
         self.variants.inspect_button.clicked.connect(self._on_variants_inspect_clicked)
 
     # --- session → views ---------------------------------------------------------------
+    def _on_dims_changed(self, dims: dict[str, int]) -> None:
+        self.session.set_dims(dims)
+        self.ctl.schedule_autosave()
+
+    def _on_recent_changed(self) -> None:
+        self.start.set_recent(st.recent_files())
+        parts.fill_recent_menu(self)
+
+    def _show_step(self, step_id: str) -> None:
+        self.tabs.setCurrentIndex(TAB_PIPELINE)
+        self.editor.select_step(step_id)
+
+    def _on_run_ended(self, status: str, ev: FinalEvent) -> None:
+        self.run_view.on_finished(status, ev)
+        self._update_actions(False)
+
     def _on_model_changed(self, handle: Any) -> None:
         """Another model: nothing measured on the previous one stays on screen."""
         self.inspector.set_handle(handle, self.session.rows)
@@ -235,13 +276,14 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(TAB_RUN)
 
     def _on_run_recorded(self, rr: RunRecord) -> None:
-        if rr.status != "done" or len(rr.variants) <= 1:
+        variants = variants_of(rr)
+        if rr.status != "done" or len(variants) <= 1:
             return
-        self.variants.select(rr.variants[-1].key)
+        self.variants.select(variants[-1].key)
         # before/after histograms: the last variant in the original's format keeps tensor names
         family = self.handle.family if self.handle is not None else ""
-        same = [v for v in rr.variants[1:] if v.model.get("family") == family]
-        self._overlay_variant(same[-1] if same else rr.variants[-1])
+        same = [v for v in variants[1:] if v.handle.family == family]
+        self._overlay_variant(same[-1] if same else variants[-1])
 
     def _on_variant_selected(self, v: Variant) -> None:
         self.session.select(v)
@@ -253,12 +295,10 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentIndex(TAB_INSPECT)
 
     def _overlay_variant(self, v: Variant) -> None:
-        if not v.model or self.handle is None:
+        if not v.handle.path or self.handle is None:
             return
-        from slimline.core.handle import ModelHandle
-
         try:
-            self.inspector.set_variant(ModelHandle.model_validate(v.model), v.label)
+            self.inspector.set_variant(v.handle, variant_label(v))
         except Exception as exc:  # a record from an older version: say so, do not crash
             self.statusBar().showMessage(f"Cannot overlay {v.key}: {exc}", 6000)
 
@@ -335,7 +375,7 @@ class MainWindow(QMainWindow):
         key = key or (selected.key if selected else vs[-1].key)
         if not any(v.key == key for v in vs):
             vs = self.session.variants()
-        out_dir = st.settings().value("export/dir", str(Path.home() / "slimline-export"))
+        out_dir = str(st.settings().value("export/dir", str(Path.home() / "slimline-export")))
         dlg = ExportDialog(vs, key, self, default_dir=out_dir, workspace=str(self.prefs.workspace_path()),
                            trust=self.session.trusted)
         dlg.exported.connect(lambda _rec: st.settings().setValue("export/dir", dlg.out_edit.text().strip()))
@@ -367,10 +407,18 @@ class MainWindow(QMainWindow):
             self.ctl.refresh_runs(force=False)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
-        event.acceptProposedAction() if parts.local_paths(event) else event.ignore()
+        self._accept_paths(event)
 
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
-        self.dragEnterEvent(event)
+        self._accept_paths(event)
+
+    @staticmethod
+    def _accept_paths(event: QDragMoveEvent) -> None:
+        """Enter and move alike (QDragEnterEvent is a QDragMoveEvent): accept local files only."""
+        if parts.local_paths(event):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         paths = parts.local_paths(event)

@@ -6,7 +6,8 @@ the table and the histogram.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
@@ -45,7 +46,8 @@ class OverviewChart(QWidget):
         self.std_line = pg.PlotCurveItem(pen=pg.mkPen(SERIES[0], width=1))
         self.sp_line = pg.PlotCurveItem(pen=pg.mkPen(SERIES[1], width=1))
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", width=1))
-        for plot, line, pts in [(self.std_plot, self.std_line, self.std_points), (self.sp_plot, self.sp_line, self.sp_points)]:
+        for plot, line, pts in [(self.std_plot, self.std_line, self.std_points),
+                                (self.sp_plot, self.sp_line, self.sp_points)]:
             plot.addItem(line)
             plot.addItem(pts)
         self.std_plot.addItem(self.marker)

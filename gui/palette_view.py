@@ -93,9 +93,9 @@ class PaletteView(QWidget):
             groups[cat].addChild(it)
             self.items[e.id] = it
         order = list(CATEGORY_TITLES)
-        for cat in sorted(groups, key=lambda c: order.index(c) if c in order else 99):
-            self.tree.addTopLevelItem(groups[cat])
-            groups[cat].setExpanded(True)
+        for key in sorted(groups, key=lambda c: order.index(c) if c in order else 99):
+            self.tree.addTopLevelItem(groups[key])
+            groups[key].setExpanded(True)
         self.set_model(self._model)
 
     def set_model(self, model: Any) -> None:
@@ -136,9 +136,13 @@ class PaletteView(QWidget):
         t = text.strip().lower()
         for i in range(self.tree.topLevelItemCount()):
             g = self.tree.topLevelItem(i)
+            if g is None:
+                continue
             any_shown = False
             for j in range(g.childCount()):
                 it = g.child(j)
+                if it is None:
+                    continue
                 hay = f"{it.text(0)} {it.data(0, ID_ROLE)} {it.toolTip(0)} {g.text(0)}".lower()
                 show = not t or t in hay
                 it.setHidden(not show)

@@ -10,12 +10,27 @@ the pipeline never holds parameters its plugin would refuse.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from pydantic import BaseModel
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
 from slimline.gui.theme import flag_text, muted_text
 
 ERROR_STYLE = "border: 2px solid #d62728; border-radius: 3px;"
@@ -113,7 +128,7 @@ class ParamForm(QWidget):
     params_edited = Signal(dict, str)
     validity_changed = Signal(bool)
 
-    def __init__(self, params_cls: type | None = None, values: dict[str, Any] | None = None,
+    def __init__(self, params_cls: type[BaseModel] | None = None, values: dict[str, Any] | None = None,
                  parent: QWidget | None = None, base_dir: str = "") -> None:
         super().__init__(parent)
         self.params_cls = params_cls
@@ -149,7 +164,9 @@ class ParamForm(QWidget):
             editor.setObjectName(f"field_{f.name}")
             tip = f.description or f.title
             if f.minimum is not None or f.maximum is not None:
-                tip += f"\nRange: {f.minimum if f.minimum is not None else '−∞'} … {f.maximum if f.maximum is not None else '∞'}"
+                lo = f.minimum if f.minimum is not None else "−∞"
+                hi = f.maximum if f.maximum is not None else "∞"
+                tip += f"\nRange: {lo} … {hi}"
             if f.default is not None:
                 tip += f"\nDefault: {f.default}"
             editor.setToolTip(tip)
@@ -177,63 +194,67 @@ class ParamForm(QWidget):
     def _make_editor(self, f: FieldSpec) -> tuple[QWidget, Callable[[], Any], Callable[[Any], None]]:
         changed = lambda *_: self._on_editor_changed(f.name)  # noqa: E731
         if f.kind == "bool":
-            w = QCheckBox()
-            w.toggled.connect(changed)
-            return w, w.isChecked, lambda v: w.setChecked(bool(v))
+            check = QCheckBox()
+            check.toggled.connect(changed)
+            return check, check.isChecked, lambda v: check.setChecked(bool(v))
         if f.kind == "enum":
-            w = QComboBox()
+            combo = QComboBox()
             for c in (f.choices or []):
-                w.addItem(str(c), c)
+                combo.addItem(str(c), c)
             if f.nullable:
-                w.addItem("(none)", None)
-            w.currentIndexChanged.connect(changed)
+                combo.addItem("(none)", None)
+            combo.currentIndexChanged.connect(changed)
 
             def set_enum(v: Any) -> None:
-                i = w.findData(v)
-                w.setCurrentIndex(i if i >= 0 else 0)
-            return w, w.currentData, set_enum
+                i = combo.findData(v)
+                combo.setCurrentIndex(i if i >= 0 else 0)
+            return combo, combo.currentData, set_enum
         if f.kind in ("int", "float") and not f.nullable:
             if f.kind == "int":
-                w = QSpinBox()
-                w.setRange(int(f.minimum) if f.minimum is not None else -2_000_000_000,
-                           int(f.maximum) if f.maximum is not None else 2_000_000_000)
-                w.valueChanged.connect(changed)
-                return w, w.value, lambda v: w.setValue(int(v if v is not None else 0))
-            w = QDoubleSpinBox()
-            w.setDecimals(_decimals(f.default, f.minimum, f.maximum))
-            w.setRange(float(f.minimum) if f.minimum is not None else -1e12,
-                       float(f.maximum) if f.maximum is not None else 1e12)
+                spin = QSpinBox()
+                spin.setRange(int(f.minimum) if f.minimum is not None else -2_000_000_000,
+                              int(f.maximum) if f.maximum is not None else 2_000_000_000)
+                spin.valueChanged.connect(changed)
+                return spin, spin.value, lambda v: spin.setValue(int(v if v is not None else 0))
+            dspin = QDoubleSpinBox()
+            dspin.setDecimals(_decimals(f.default, f.minimum, f.maximum))
+            dspin.setRange(float(f.minimum) if f.minimum is not None else -1e12,
+                           float(f.maximum) if f.maximum is not None else 1e12)
             span = (f.maximum - f.minimum) if f.minimum is not None and f.maximum is not None else None
-            w.setSingleStep(span / 20 if span else 0.1)
-            w.valueChanged.connect(changed)
-            return w, w.value, lambda v: w.setValue(float(v if v is not None else 0.0))
+            dspin.setSingleStep(span / 20 if span else 0.1)
+            dspin.valueChanged.connect(changed)
+            return dspin, dspin.value, lambda v: dspin.setValue(float(v if v is not None else 0.0))
         if f.kind == "path":
-            w = QWidget()
+            box = QWidget()
             edit = QLineEdit()
             edit.setObjectName(f"edit_{f.name}")
             browse = QPushButton("Browse…")
-            row = QHBoxLayout(w)
+            row = QHBoxLayout(box)
             row.setContentsMargins(0, 0, 0, 0)
             row.addWidget(edit, 1)
             row.addWidget(browse)
             edit.textChanged.connect(changed)
             browse.clicked.connect(lambda: self._browse(f, edit))
-            return (w, lambda: (edit.text().strip() or None) if f.nullable else edit.text().strip(),
+            return (box, lambda: (edit.text().strip() or None) if f.nullable else edit.text().strip(),
                     lambda v: edit.setText("" if v is None else str(v)))
-        w = QLineEdit()
-        w.textChanged.connect(changed)
+        line = QLineEdit()
+        line.textChanged.connect(changed)
         if f.kind == "list":
-            w.setPlaceholderText("comma-separated values")
-            return w, lambda: self._parse_list(w.text(), f), lambda v: w.setText(", ".join(str(x) for x in (v or [])))
+            line.setPlaceholderText("comma-separated values")
+            return (line, lambda: self._parse_list(line.text(), f),
+                    lambda v: line.setText(", ".join(str(x) for x in (v or []))))
         if f.kind in ("json",):
-            w.setPlaceholderText("JSON value")
-            return w, lambda: self._parse_json(w.text(), f), lambda v: w.setText("" if v is None else json.dumps(v))
+            line.setPlaceholderText("JSON value")
+            return (line, lambda: self._parse_json(line.text(), f),
+                    lambda v: line.setText("" if v is None else json.dumps(v)))
         if f.kind in ("int", "float"):  # nullable number: empty means None
-            w.setPlaceholderText("empty = none")
-            return w, lambda: self._parse_number(w.text(), f), lambda v: w.setText("" if v is None else str(v))
+            line.setPlaceholderText("empty = none")
+            return (line, lambda: self._parse_number(line.text(), f),
+                    lambda v: line.setText("" if v is None else str(v)))
         if f.nullable:
-            w.setPlaceholderText("empty = none")
-        return w, lambda: (w.text() or None) if f.nullable else w.text(), lambda v: w.setText("" if v is None else str(v))
+            line.setPlaceholderText("empty = none")
+        return (line, lambda: (line.text() or None) if f.nullable else line.text(),
+                lambda v: line.setText("" if v is None else str(v)))
 
     @staticmethod
     def _parse_list(text: str, f: FieldSpec) -> Any:

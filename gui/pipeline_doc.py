@@ -46,7 +46,7 @@ def _copy_steps(steps: list[StepSpec]) -> list[StepSpec]:
 class StepsCommand(QUndoCommand):
     """Replace the step list; undo puts the old one back."""
 
-    def __init__(self, doc: "PipelineDocument", text: str, after: list[StepSpec],
+    def __init__(self, doc: PipelineDocument, text: str, after: list[StepSpec],
                  merge_key: tuple[str, str] | None = None) -> None:
         super().__init__(text)
         self.doc = doc

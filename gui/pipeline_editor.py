@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QGroupBox, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QGroupBox, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
+from slimline.core.results import StepResult
 from slimline.gui.palette_view import PaletteView
 from slimline.gui.param_form import ParamForm
 from slimline.gui.pipeline_doc import CONVERT_ONNX, PipelineDocument, plugin_title
@@ -29,8 +30,8 @@ class PipelineEditor(QWidget):
         self.form: ParamForm | None = None
         self.problems: dict[str, list[Any]] = {}
         self.step_status: dict[str, tuple[str, list[str]]] = {}
-        self.step_results: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
-        self.palette = PaletteView()
+        self.step_results: dict[str, tuple[StepResult, StepResult | None]] = {}
+        self.palette_view = PaletteView()
         self.lane = StepLane()
         self.form_box = QGroupBox("Step parameters")
         self.form_scroll = QScrollArea()
@@ -51,7 +52,7 @@ class PipelineEditor(QWidget):
         c_lay.addWidget(self.form_box, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
         pal_box = QGroupBox("Plugins")
-        QVBoxLayout(pal_box).addWidget(self.palette)
+        QVBoxLayout(pal_box).addWidget(self.palette_view)
         split.addWidget(pal_box)
         split.addWidget(center)
         split.setStretchFactor(0, 1)
@@ -60,7 +61,7 @@ class PipelineEditor(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
-        self.palette.plugin_activated.connect(self._on_palette_plugin_activated)
+        self.palette_view.plugin_activated.connect(self._on_palette_plugin_activated)
         self.lane.add_requested.connect(self._on_lane_add_requested)
         self.lane.move_requested.connect(self.doc.move_step)
         self.lane.enabled_requested.connect(self.doc.set_enabled)
@@ -74,7 +75,7 @@ class PipelineEditor(QWidget):
     # --- public ------------------------------------------------------------------------
     def set_model(self, handle: Any) -> None:
         self.model = handle
-        self.palette.set_model(handle)
+        self.palette_view.set_model(handle)
         self._on_doc_changed()
 
     def select_step(self, step_id: str) -> None:
@@ -87,7 +88,7 @@ class PipelineEditor(QWidget):
         if card is not None:
             card.set_status(text, flags)
 
-    def set_step_result(self, step_id: str, result: dict[str, Any], original: dict[str, Any] | None) -> None:
+    def set_step_result(self, step_id: str, result: StepResult, original: StepResult | None) -> None:
         """A finished step: its card shows the figures against the original and its flags."""
         self.step_results[step_id] = (result, original)
         self.step_status.pop(step_id, None)

@@ -9,8 +9,9 @@ second cannot stall the window or delay the end of a cancelled run.
 
 ``Job.poll`` itself runs on a small reader thread: when the run ends it joins the
 child process (up to seconds while torch shuts down), which must not happen on
-the UI thread. The reader only moves events into a deque; the UI timer drains it. Starting the process happens on a worker
-thread because spawning a Python interpreter can take longer than the budget.
+the UI thread. The reader only moves events into a deque; the UI timer drains it.
+Starting the process happens on a worker thread because spawning a Python
+interpreter can take longer than the budget.
 
 The worker process runs at a lower CPU priority (``WORKER_NICE``): training and
 latency loops keep every core busy, and on a small machine the window then
@@ -28,13 +29,24 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from slimline.core.results import (
+    CancelledEvent,
+    DoneEvent,
+    FailedEvent,
+    JobEvent,
+    LogEvent,
+    MetricEvent,
+    ProgressEvent,
+    StepResult,
+    StepResultEvent,
+    StepStartedEvent,
+)
 from slimline.gui.workers import run_in_thread
 
 POLL_MS = 50
 MAX_HEAVY_PER_TICK = 4     # step_started / step_result: each redraws charts and cards
 TICK_BUDGET_S = 0.015      # time spent polling + dispatching per tick
 MAX_BACKLOG = 5000         # stop polling while this many events wait (memory bound)
-CHEAP = {"progress", "metric", "log"}
 WORKER_NICE = 10           # niceness added to the worker process (POSIX); 0 = leave it alone
 
 
@@ -60,22 +72,22 @@ def lower_priority(pid: int | None, increment: int = WORKER_NICE) -> bool:
 
 
 class RunController(QObject):
-    """Signals mirror the engine's event types (DESIGN §3)."""
+    """Signals mirror the engine's event types (DESIGN §3) and carry the typed events."""
 
     started = Signal(str)                          # run id
     progress_changed = Signal(float, str, float, str)  # overall, step id, step fraction, message
-    step_started = Signal(dict)
-    step_result_received = Signal(dict)            # StepResult dict
-    metrics_received = Signal(list)                # [{"step_id", "kind", "payload"}, ...] per tick
+    step_started = Signal(object)                  # StepStartedEvent
+    step_result_received = Signal(object)          # StepResult
+    metrics_received = Signal(list)                # [MetricEvent, ...] per tick
     log_received = Signal(str)                     # one or more lines
-    finished = Signal(str, dict)                   # "done" | "failed" | "cancelled", final event
+    finished = Signal(str, object)                 # "done" | "failed" | "cancelled", the final event
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.job: Any = None
         self._starting = False
         self._cancel_requested = False
-        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self._buffer: collections.deque[JobEvent] = collections.deque()
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self._on_timer_timeout)
@@ -122,7 +134,7 @@ class RunController(QObject):
         self.timer.start()
 
     @staticmethod
-    def _read_events(job: Any, buffer: "collections.deque[dict[str, Any]]") -> None:
+    def _read_events(job: Any, buffer: collections.deque[JobEvent]) -> None:
         """Reader thread: poll until the job has ended (deque appends are thread-safe)."""
         try:
             while job.alive:
@@ -131,13 +143,12 @@ class RunController(QObject):
                     continue
                 buffer.extend(job.poll(timeout=0.05))
         except Exception as exc:  # the queue broke: report it as a failed run
-            buffer.append({"type": "failed", "message": f"lost contact with the worker: {exc}",
-                           "hint": "run again", "step_id": ""})
+            buffer.append(FailedEvent(message=f"lost contact with the worker: {exc}", hint="run again"))
 
     def _on_job_start_failed(self, exc: BaseException, tb: str) -> None:
         self._starting = False
-        ev = {"type": "failed", "message": getattr(exc, "message", f"{type(exc).__name__}: {exc}"),
-              "hint": getattr(exc, "hint", "") or "see details", "details": tb, "step_id": ""}
+        ev = FailedEvent(message=getattr(exc, "message", f"{type(exc).__name__}: {exc}"),
+                         hint=getattr(exc, "hint", "") or "see details", details=tb)
         self.finished.emit("failed", ev)
 
     def _on_timer_timeout(self) -> None:
@@ -148,8 +159,8 @@ class RunController(QObject):
 
     def _drain(self, t0: float) -> None:
         """Dispatch buffered events in order, coalescing cheap ones, within the tick budget."""
-        progress: dict[str, Any] | None = None
-        metrics: list[dict[str, Any]] = []
+        progress: ProgressEvent | None = None
+        metrics: list[MetricEvent] = []
         logs: list[str] = []
 
         def flush() -> None:
@@ -165,17 +176,15 @@ class RunController(QObject):
         heavy = 0
         while self._buffer:
             ev = self._buffer[0]
-            t = ev.get("type")
-            if t in CHEAP:
+            if isinstance(ev, (ProgressEvent, MetricEvent, LogEvent)):
                 self._buffer.popleft()
                 self.events_seen += 1
-                if t == "progress":
+                if isinstance(ev, ProgressEvent):
                     progress = ev
-                elif t == "metric":
+                elif isinstance(ev, MetricEvent):
                     metrics.append(ev)
                 else:
-                    sid = ev.get("step_id")
-                    logs.append(f"[{sid}] {ev.get('message', '')}" if sid else str(ev.get("message", "")))
+                    logs.append(f"[{ev.step_id}] {ev.message}" if ev.step_id else ev.message)
                 continue
             if heavy >= MAX_HEAVY_PER_TICK or (heavy and time.perf_counter() - t0 > TICK_BUDGET_S):
                 break
@@ -187,34 +196,32 @@ class RunController(QObject):
                 return
         flush()
 
-    def _dispatch(self, ev: dict[str, Any]) -> bool:
+    def _dispatch(self, ev: JobEvent) -> bool:
         """Emit the right signal; True when the run has ended."""
-        t = ev.get("type")
-        if t == "progress":
-            self.progress_changed.emit(float(ev.get("overall") or 0.0), str(ev.get("step_id") or ""),
-                                       float(ev.get("fraction") or 0.0), str(ev.get("message") or ""))
-        elif t == "step_started":
+        if isinstance(ev, ProgressEvent):
+            self.progress_changed.emit(ev.overall, ev.step_id, ev.fraction, ev.message)
+        elif isinstance(ev, StepStartedEvent):
             self.step_started.emit(ev)
-            self.log_received.emit(f"▶ {ev.get('step_id')}: {ev.get('title', '')}")
-        elif t == "step_result":
-            res = ev.get("result", ev)
-            self.step_result_received.emit(res)
-            flags = res.get("flags") or []
-            self.log_received.emit(f"✓ {res.get('step_id')}: done" + (f" — flags: {', '.join(flags)}" if flags else ""))
-            for w in res.get("warnings") or []:
-                self.log_received.emit(f"  ⚠ {w}")
-        elif t == "step_failed":
-            self.log_received.emit(f"✗ {ev.get('step_id')}: {ev.get('message')} → {ev.get('hint', '')}")
-        elif t in ("done", "failed", "cancelled"):
+            self.log_received.emit(f"▶ {ev.step_id}: {ev.title}")
+        elif isinstance(ev, StepResultEvent):
+            self._on_step_result(ev.result)
+        elif isinstance(ev, (DoneEvent, FailedEvent, CancelledEvent)):
             self.timer.stop()
             self.job = None
             self._buffer = collections.deque()  # the old reader thread may still append; start clean
-            if t == "failed":
-                self.log_received.emit(f"✗ run failed: {ev.get('message')}" + (f" → {ev['hint']}" if ev.get("hint") else ""))
-                if ev.get("details"):
-                    self.log_received.emit(str(ev["details"]))
+            if isinstance(ev, FailedEvent):
+                self.log_received.emit(f"✗ run failed: {ev.message}" + (f" → {ev.hint}" if ev.hint else ""))
+                if ev.details:
+                    self.log_received.emit(ev.details)
             else:
-                self.log_received.emit(f"■ run {t}")
-            self.finished.emit(str(t), ev)
+                self.log_received.emit(f"■ run {ev.type}")
+            self.finished.emit(ev.type, ev)
             return True
         return False
+
+    def _on_step_result(self, res: StepResult) -> None:
+        self.step_result_received.emit(res)
+        flags = res.flags
+        self.log_received.emit(f"✓ {res.step_id}: done" + (f" — flags: {', '.join(flags)}" if flags else ""))
+        for w in res.warnings:
+            self.log_received.emit(f"  ⚠ {w}")

@@ -5,13 +5,21 @@ overall run and the current step; the charts gain a point per finished step.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCursor
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSizePolicy, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
+from slimline.core.results import FailedEvent, FinalEvent, StepStartedEvent
 from slimline.gui.step_charts import StepCharts
 from slimline.gui.theme import muted_text
 
@@ -104,15 +112,15 @@ class RunView(QWidget):
             self.message.setText(text)
             self.message.setToolTip(text)
 
-    def on_step_started(self, ev: dict[str, Any]) -> None:
-        sid = str(ev.get("step_id"))
-        self._titles[sid] = f"{sid} · {ev.get('title', '')}"
+    def on_step_started(self, ev: StepStartedEvent) -> None:
+        sid = ev.step_id
+        self._titles[sid] = f"{sid} · {ev.title}"
         self.step_bar.setValue(0)
-        total = ev.get("total") or 1
-        self.overall.setValue(int(round(100 * (ev.get("index") or 0) / total)))
-        self.message.setText(f"Step {int(ev.get('index') or 0) + 1}/{total}: {ev.get('title', sid)}")
+        total = ev.total or 1
+        self.overall.setValue(int(round(100 * ev.index / total)))
+        self.message.setText(f"Step {ev.index + 1}/{total}: {ev.title or sid}")
 
-    def on_finished(self, status: str, ev: dict[str, Any]) -> None:
+    def on_finished(self, status: str, ev: FinalEvent) -> None:
         self.set_running(False)
         if status == "done":
             self.overall.setValue(100)
@@ -121,7 +129,8 @@ class RunView(QWidget):
         elif status == "cancelled":
             self.message.setText("Run cancelled; no output of the unfinished step was kept.")
         else:
-            self.message.setText(f"Run failed: {ev.get('message', '')}" + (f" → {ev['hint']}" if ev.get("hint") else ""))
+            message, hint = (ev.message, ev.hint) if isinstance(ev, FailedEvent) else ("", "")
+            self.message.setText(f"Run failed: {message}" + (f" → {hint}" if hint else ""))
             self.show_log(True)
 
     def _on_log_button_toggled(self, on: bool) -> None:

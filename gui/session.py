@@ -11,8 +11,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from slimline.core.export.variants import Variant, variants_of
+from slimline.core.results import RunRecord, StepResult
 from slimline.gui.pipeline_doc import PipelineDocument
-from slimline.gui.results import RunRecord, Variant, model_key
+from slimline.gui.results import model_key, run_model
 
 
 def default_dims(handle: Any) -> dict[str, int]:
@@ -34,7 +36,7 @@ def input_signature(handle: Any) -> list[tuple[str, str, tuple[str, ...]]]:
 
 
 def _run_fingerprint(runs: dict[str, RunRecord]) -> dict[str, tuple[str, int]]:
-    return {rid: (r.status, len(r.variants)) for rid, r in runs.items()}
+    return {rid: (r.status, len(r.results)) for rid, r in runs.items()}
 
 
 class SessionModel(QObject):
@@ -60,7 +62,7 @@ class SessionModel(QObject):
         self.runs: dict[str, RunRecord] = {}
         self.session_run_ids: list[str] = []   # runs started (or restored) in this session: autosave
         self.current_run_id = ""
-        self.run_original: dict[str, Any] | None = None  # the original's StepResult in the current run
+        self.run_original: StepResult | None = None  # the original's StepResult in the current run
         self.selected: Variant | None = None
 
     # --- model ---------------------------------------------------------------------------
@@ -129,7 +131,8 @@ class SessionModel(QObject):
             self.session_run_ids.append(run_id)
 
     def variants(self, model: str = "") -> list[Variant]:
-        return [v for r in self.runs.values() if not model or r.model == model for v in r.variants]
+        """The variants of every known run (of ``model`` only, a model_key(), when given)."""
+        return [v for r in self.runs.values() if not model or run_model(r)[0] == model for v in variants_of(r)]
 
     def select(self, variant: Variant | None) -> None:
         self.selected = variant

@@ -10,14 +10,25 @@ restore the last session, save unsaved changes) go out as signals or the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from slimline.core.results import (
+    CancelledEvent,
+    DoneEvent,
+    FailedEvent,
+    FinalEvent,
+    ProgressEvent,
+    RunRecord,
+    StepResult,
+    StepStartedEvent,
+)
 from slimline.gui import settings as st
 from slimline.gui.messages import UserMessage, describe_exception
-from slimline.gui.results import RunRecord, load_history, variants_from_record
+from slimline.gui.results import load_history
 from slimline.gui.run_controller import RunController
 from slimline.gui.session import SessionModel
 from slimline.gui.session_keeper import SessionKeeper
@@ -63,11 +74,11 @@ class SessionController(QObject):
     trust_needed = Signal(str, object)      # path, UntrustedFileError
     remembered = Signal()                   # the recent-files list changed
     run_starting = Signal(str)              # context line for the run view
-    run_ended = Signal(str, dict)           # status, final event
-    run_recorded = Signal(object)           # RunRecord of the run that just ended
+    run_ended = Signal(str, object)         # status, the final event (DoneEvent | FailedEvent | CancelledEvent)
+    run_recorded = Signal(object)           # slimline.core.results.RunRecord of the run that just ended
     show_step = Signal(str)                 # a step the user must fix
     step_status = Signal(str, str, list)    # step id, text, flags
-    step_result = Signal(str, dict, object)  # step id, StepResult, the original's StepResult
+    step_result = Signal(str, object, object)  # step id, StepResult, the original's StepResult (or None)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -161,7 +172,11 @@ class SessionController(QObject):
     def open_data(self, path: str) -> None:
         self.status.emit(f"Loading {Path(path).name}…", 0)
         run_in_thread(_load_data, path, self.session.handle, on_done=lambda ds: self._on_data_loaded(path, ds),
-                      on_error=lambda e, tb: (self.status.emit("", 0), self.show_exception(e, tb)))
+                      on_error=self._on_data_failed)
+
+    def _on_data_failed(self, exc: BaseException, tb: str) -> None:
+        self.status.emit("", 0)
+        self.show_exception(exc, tb)
 
     def _on_data_loaded(self, path: str, ds: Any) -> None:
         self.clear_message.emit()
@@ -288,13 +303,13 @@ class SessionController(QObject):
         self.session.note_run_started(run_id)
         self.schedule_autosave()
 
-    def _on_step_started(self, ev: dict[str, Any]) -> None:
-        sid = str(ev.get("step_id"))
+    def _on_step_started(self, ev: StepStartedEvent) -> None:
+        sid = ev.step_id
         if sid != "original" and self._run_model == self.session.model_path:
             self.step_status.emit(sid, "running…", [])
 
-    def _on_step_result(self, res: dict[str, Any]) -> None:
-        sid = str(res.get("step_id"))
+    def _on_step_result(self, res: StepResult) -> None:
+        sid = res.step_id
         if self._run_model != self.session.model_path:  # another model was opened meanwhile
             return
         if sid == "original":
@@ -302,14 +317,14 @@ class SessionController(QObject):
         else:
             self.step_result.emit(sid, res, self.session.run_original)
 
-    def _on_run_finished(self, status: str, ev: dict[str, Any]) -> None:
+    def _on_run_finished(self, status: str, ev: FinalEvent) -> None:
         self.run_ended.emit(status, ev)
-        if status == "failed":
-            self.message.emit(UserMessage(str(ev.get("message", "run failed")), str(ev.get("hint", "")),
-                                          subject=f"step {ev['step_id']}" if ev.get("step_id") else "",
-                                          details=str(ev.get("details", ""))))
-            if ev.get("step_id") and self.session.doc.step(str(ev["step_id"])) is not None:
-                self.step_status.emit(str(ev["step_id"]), "failed", ["failed"])
+        if isinstance(ev, FailedEvent):
+            self.message.emit(UserMessage(ev.message or "run failed", ev.hint,
+                                          subject=f"step {ev.step_id}" if ev.step_id else "",
+                                          details=ev.details or ""))
+            if ev.step_id and self.session.doc.step(ev.step_id) is not None:
+                self.step_status.emit(ev.step_id, "failed", ["failed"])
         self._add_run_record(self.session.current_run_id)
         self.run_finished.emit(status)
 
@@ -322,9 +337,8 @@ class SessionController(QObject):
             record = load_run(run_dir(self.prefs.workspace_path(), run_id))
         except (OSError, ValueError):
             return
-        rr: RunRecord = variants_from_record(record)
-        self.session.add_run(rr)
-        self.run_recorded.emit(rr)
+        self.session.add_run(record)
+        self.run_recorded.emit(record)
 
     def load_history(self) -> None:
         """Every run of the workspace is a variant too, also those made with `slimline run`."""
@@ -372,19 +386,23 @@ class SessionController(QObject):
 
         def poll() -> None:
             for ev in job.poll():
-                if ev["type"] == "progress":
-                    self.status.emit(f"Report: {ev.get('message', '')}…", 0)
-                elif ev["type"] in ("done", "failed", "cancelled"):
+                if isinstance(ev, ProgressEvent):
+                    self.status.emit(f"Report: {ev.message}…", 0)
+                elif isinstance(ev, (DoneEvent, FailedEvent, CancelledEvent)):
                     timer.stop()
                     timer.deleteLater()
-                    if ev["type"] == "done":
-                        self.status.emit(f"Report saved to {ev['result']['path']}", 8000)
-                        self.report_saved.emit(ev["result"]["path"])
+                    if isinstance(ev, DoneEvent):
+                        saved = str((ev.result or {}).get("path", path))
+                        self.status.emit(f"Report saved to {saved}", 8000)
+                        self.report_saved.emit(saved)
+                    elif isinstance(ev, FailedEvent):
+                        self.status.emit("", 0)
+                        self.message.emit(UserMessage(ev.message or "the report failed", ev.hint, subject=path,
+                                                      details=ev.details or ""))
                     else:
                         self.status.emit("", 0)
-                        self.message.emit(UserMessage(str(ev.get("message", "the report failed")),
-                                                      str(ev.get("hint", "")), subject=path,
-                                                      details=str(ev.get("details", ""))))
+                        self.message.emit(UserMessage("the report was cancelled", "", subject=path,
+                                                      level="warning"))
         timer.timeout.connect(poll)
         timer.start()
         self._report_job = (job, timer)

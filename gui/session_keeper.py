@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QTimer
 
 from slimline.gui.messages import UserMessage
-from slimline.gui.results import variants_from_record
 from slimline.gui.workers import run_in_thread
 
 if TYPE_CHECKING:
+    from slimline.core.results import RunRecord
     from slimline.gui.session_controller import SessionController
 
 AUTOSAVE_DEBOUNCE_MS = 1000
@@ -24,7 +24,7 @@ AUTOSAVE_DEBOUNCE_MS = 1000
 class SessionKeeper(QObject):
     """Autosave and restore for one ``SessionController`` (its signals report what happened)."""
 
-    def __init__(self, ctl: "SessionController") -> None:
+    def __init__(self, ctl: SessionController) -> None:
         super().__init__(ctl)
         self.ctl = ctl
         self.timer = QTimer(self)
@@ -83,7 +83,7 @@ class SessionKeeper(QObject):
             except Exception as exc:
                 self.ctl.show_exception(exc)
         run_in_thread(autosave.restore_runs, self.ctl.prefs.workspace_path(), state,
-                      on_done=lambda records: [s.add_run(variants_from_record(r)) for r in records],
+                      on_done=lambda records: self._add_runs(records),
                       on_error=lambda e, tb: None)
         data = state.data_path if state.data_path and Path(state.data_path).exists() else ""
 
@@ -100,6 +100,10 @@ class SessionKeeper(QObject):
         if data:
             self.ctl.open_data(data)
         self.ctl.session_restored.emit()
+
+    def _add_runs(self, records: list[RunRecord]) -> None:
+        for record in records:
+            self.ctl.session.add_run(record)
 
     def shutdown(self) -> None:
         """A normal exit: cancel a run, and record it so the next start offers no restore."""

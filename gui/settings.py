@@ -30,7 +30,7 @@ class Preferences:
     theme: str = "system"  # system | light | dark
 
     @classmethod
-    def load(cls) -> "Preferences":
+    def load(cls) -> Preferences:
         s = settings()
         out = cls()
         for f in fields(cls):
@@ -61,7 +61,7 @@ def recent_files() -> list[str]:
     raw = settings().value("recent/files", [])
     if isinstance(raw, str):
         raw = [raw]
-    return [str(p) for p in (raw or [])]
+    return [str(p) for p in raw] if isinstance(raw, (list, tuple)) else []
 
 
 def add_recent_file(path: str) -> list[str]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+
 from slimline.gui.theme import muted_text
 
 
@@ -21,7 +22,8 @@ class StartView(QWidget):
         steps = QLabel("<ol style='font-size:13px'><li><b>Open</b> a model: drop an ONNX file, TorchScript/.pt2, "
                        "PyTorch checkpoint, safetensors file or Hugging Face folder anywhere on this window.</li>"
                        "<li><b>Inspect</b> its layers and weight distributions.</li>"
-                       "<li><b>Build</b> a pipeline of compression steps (prune, quantize, distill, low-rank, convert).</li>"
+                       "<li><b>Build</b> a pipeline of compression steps "
+                       "(prune, quantize, distill, low-rank, convert).</li>"
                        "<li><b>Run</b> it and compare size, latency (p50/p90) and accuracy per step.</li>"
                        "<li><b>Export</b> the variant you like.</li></ol>")
         steps.setWordWrap(True)
@@ -41,7 +43,8 @@ class StartView(QWidget):
         buttons.addStretch(1)
         drop = QLabel("…or drop a model, a pipeline (.json) or a dataset (.npz, .csv, image folder, .txt) here")
         drop.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        drop.setStyleSheet(f"border: 2px dashed palette(mid); border-radius: 8px; padding: 24px; color: {muted_text()};")
+        drop.setStyleSheet("border: 2px dashed palette(mid); border-radius: 8px; padding: 24px; "
+                           f"color: {muted_text()};")
         self.recent = QListWidget()
         self.recent.setMaximumHeight(180)
         self.recent_label = QLabel("<b>Recent files</b>")

@@ -12,9 +12,20 @@ from typing import Any
 
 from PySide6.QtCore import QMimeData, QPoint, Qt, Signal
 from PySide6.QtGui import QDrag, QDragEnterEvent, QDragMoveEvent, QDropEvent, QMouseEvent
-from PySide6.QtWidgets import (QApplication, QCheckBox, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea,
-                               QSizePolicy, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
+from slimline.core.results import StepResult
 from slimline.gui.palette_view import PLUGIN_MIME
 from slimline.gui.theme import flag_text, muted_text, ok_text, warn_text
 
@@ -43,11 +54,11 @@ def params_summary(params: dict[str, Any] | None, limit: int = 4) -> str:
     return " · ".join(items[:limit]) + (f" · +{more} more" if more > 0 else "")
 
 
-def result_summary(result: dict[str, Any], original: dict[str, Any] | None) -> tuple[str, str]:
+def result_summary(result: StepResult, original: StepResult | None) -> tuple[str, str]:
     """(card HTML, tooltip): size, p50 at batch 1 and quality, each as a ratio to the original."""
     from slimline.gui.results import fmt_ms, latency_batches, latency_report, quality, size_bytes
 
-    orig = original or {}
+    orig = original
     rows: list[tuple[str, str]] = []
     tip: list[str] = []
     size, size0 = size_bytes(result), size_bytes(orig)
@@ -59,13 +70,13 @@ def result_summary(result: dict[str, Any], original: dict[str, Any] | None) -> t
         rep, rep0 = latency_report(result, b), latency_report(orig, b)
         if rep is None:
             continue
-        r = _ratio(rep["p50_ms"], rep0["p50_ms"] if rep0 else None)
+        r = _ratio(rep.p50_ms, rep0.p50_ms if rep0 else None)
         if b == min(latency_batches(result)):
-            rows.append((f"p50 b{b}", fmt_ms(rep["p50_ms"]) + (" " + _colored(f"{r:.2f}×", r < 1.0) if r else "")))
-        tip.append(f"batch {b}: p50 {fmt_ms(rep['p50_ms'])}, p90 {fmt_ms(rep['p90_ms'])}"
+            rows.append((f"p50 b{b}", fmt_ms(rep.p50_ms) + (" " + _colored(f"{r:.2f}×", r < 1.0) if r else "")))
+        tip.append(f"batch {b}: p50 {fmt_ms(rep.p50_ms)}, p90 {fmt_ms(rep.p90_ms)}"
                    + (f" ({r:.2f}× the original's p50)" if r else "")
-                   + (f", {rep.get('runs')} runs" if rep.get("runs") else "")
-                   + (", random inputs" if rep.get("input_kind") == "random" else ""))
+                   + (f", {rep.runs} runs" if rep.runs else "")
+                   + (", random inputs" if rep.input_kind == "random" else ""))
     q, q0 = quality(result), quality(orig)
     if q.value is not None:
         if q.kind == "accuracy":
@@ -75,10 +86,10 @@ def result_summary(result: dict[str, Any], original: dict[str, Any] | None) -> t
         else:
             rows.append(("cosine", f"{q.value:.4f}"))
         tip.append(q.label)
-    if result.get("cached"):
+    if result.cached:
         tip.append("cached: reused from an earlier identical run")
     body = "".join(f"<tr><td style='color:{muted_text()}'>{k}</td><td>&nbsp;{v}</td></tr>" for k, v in rows)
-    html = f"<table cellspacing=0 cellpadding=0>{body}</table>" + (" <i>cached</i>" if result.get("cached") else "")
+    html = f"<table cellspacing=0 cellpadding=0>{body}</table>" + (" <i>cached</i>" if result.cached else "")
     return html, "\n".join(tip)
 
 
@@ -175,13 +186,12 @@ class StepCard(QFrame):
         self.flags_label.setToolTip("\n".join(reasons or []))
         self.flags_label.setVisible(bool(flags))
 
-    def set_result(self, result: dict[str, Any], original: dict[str, Any] | None) -> None:
+    def set_result(self, result: StepResult, original: StepResult | None) -> None:
         """The step's measured figures against the original model, and its flags with the reasons."""
         html, tip = result_summary(result, original)
         self.status_label.setText(html)
         self.status_label.setToolTip(tip)
-        flags = list(result.get("flags") or [])
-        self.set_flags(flags, [str(w) for w in result.get("warnings") or []])
+        self.set_flags(list(result.flags), list(result.warnings))
 
     def set_flags(self, flags: list[str], reasons: list[str]) -> None:
         self.flags_label.setText("⚑ " + ", ".join(f.replace("_", " ") for f in flags) if flags else "")
@@ -237,7 +247,8 @@ class StepLane(QScrollArea):
 
     def set_steps(self, steps: list[Any], titles: dict[str, str], input_text: str = "") -> None:
         while self.row.count():
-            w = self.row.takeAt(0).widget()
+            item = self.row.takeAt(0)
+            w = item.widget() if item is not None else None
             if w is not None and w not in (self.input_label, self.empty_label):
                 w.deleteLater()
         self.cards = {}
@@ -303,13 +314,18 @@ class StepLane(QScrollArea):
         return False
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        self._accept_drag(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+        self._accept_drag(event)
+
+    @staticmethod
+    def _accept_drag(event: QDragMoveEvent) -> None:
+        """Enter and move alike (QDragEnterEvent is a QDragMoveEvent): palette entries and cards only."""
         if event.mimeData().hasFormat(PLUGIN_MIME) or event.mimeData().hasFormat(STEP_MIME):
             event.acceptProposedAction()
         else:
             event.ignore()
-
-    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
-        self.dragEnterEvent(event)
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         if self.drop_mime(event.mimeData(), event.position().x()):

@@ -9,8 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSpinBox, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from slimline.gui.layer_table import fmt_bytes
 
@@ -77,7 +86,8 @@ class SummaryView(QWidget):
 
     def _build_dims(self, handle: Any) -> None:
         while self.dims_layout.count():
-            w = self.dims_layout.takeAt(0).widget()
+            item = self.dims_layout.takeAt(0)
+            w = item.widget() if item is not None else None
             if w is not None:
                 w.deleteLater()
         self.dim_spins = {}

@@ -1,6 +1,8 @@
 """Light and dark palettes that follow the system colour scheme (or the user's choice)."""
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
@@ -92,7 +94,7 @@ def cache_axes(plot: object) -> None:
     """
     from PySide6.QtWidgets import QGraphicsItem
 
-    item = plot.getPlotItem() if hasattr(plot, "getPlotItem") else plot
+    item: Any = plot.getPlotItem() if hasattr(plot, "getPlotItem") else plot
     for name in ("left", "bottom", "top", "right"):
         axis = item.getAxis(name)
         if axis is not None:

@@ -12,11 +12,22 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QTableView,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
+from slimline.core.export.variants import Variant, variants_of
+from slimline.core.results import RunRecord
 from slimline.gui.layer_table import fmt_bytes
-from slimline.gui.results import RunRecord, Variant, fmt_ms, pareto_front
+from slimline.gui.results import fmt_ms, latency_ms, pareto_front, quality, run_model, size_bytes
 from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_text
 
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
@@ -55,13 +66,15 @@ class VariantTableModel(QAbstractTableModel):
         v = self.variants[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            q = v.quality
-            return [v.run_id, v.step_id, v.title, fmt_bytes(v.size), fmt_ms(v.p50), fmt_ms(v.p90),
+            q = quality(v.step)
+            size = size_bytes(v.step)
+            status = v.run.status if v.run is not None else ""
+            return [v.run_id, v.step_id, v.title, "—" if size is None else fmt_bytes(size),
+                    fmt_ms(latency_ms(v.step, "p50")), fmt_ms(latency_ms(v.step, "p90")),
                     "—" if q.value is None else f"{q.value:.4f}", ", ".join(v.flags),
-                    v.status + (" · Pareto" if v.key in self.pareto_keys else "")][col]
+                    status + (" · Pareto" if v.key in self.pareto_keys else "")][col]
         if role == Qt.ItemDataRole.ToolTipRole:
-            q = v.quality
-            tips = [q.label] + list(v.result.get("warnings") or [])
+            tips = [quality(v.step).label] + (list(v.step.warnings) if v.step is not None else [])
             return "\n".join(tips)
         if role == Qt.ItemDataRole.ForegroundRole and col == 7 and v.flags:
             return QColor(flag_text())
@@ -81,6 +94,7 @@ class VariantsView(QWidget):
         import pyqtgraph as pg
 
         self.runs: dict[str, RunRecord] = {}
+        self._run_models: dict[str, tuple[str, str]] = {}  # run id -> results.run_model(run)
         self.variants: list[Variant] = []      # the variants shown (after the model filter)
         self.selected: Variant | None = None
         self.model_filter = ""                 # a results.model_key(); "" = all models
@@ -145,11 +159,13 @@ class VariantsView(QWidget):
     # --- data --------------------------------------------------------------------------
     def set_runs(self, runs: list[RunRecord]) -> None:
         self.runs = {r.run_id: r for r in runs}
+        self._run_models = {r.run_id: run_model(r) for r in runs}
         self._fill_models()
         self._refresh()
 
     def add_run(self, run: RunRecord) -> None:
         self.runs[run.run_id] = run
+        self._run_models[run.run_id] = run_model(run)
         self._fill_models()
         self._refresh()
 
@@ -163,10 +179,10 @@ class VariantsView(QWidget):
 
     def _fill_models(self) -> None:
         counts: dict[str, int] = {}
-        for r in self.runs.values():
-            if r.model:
-                counts[r.model] = counts.get(r.model, 0) + 1
-                self._model_names.setdefault(r.model, r.model_name or r.model)
+        for key, name in (self._run_models[rid] for rid in self.runs):
+            if key:
+                counts[key] = counts.get(key, 0) + 1
+                self._model_names.setdefault(key, name or key)
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self.model_combo.addItem(f"All models ({_runs(len(self.runs))})", "")
@@ -182,7 +198,8 @@ class VariantsView(QWidget):
 
     def shown_runs(self) -> list[RunRecord]:
         """The runs of the filtered model (a record that names no model cannot be filtered out)."""
-        return [r for r in self.runs.values() if not self.model_filter or r.model in (self.model_filter, "")]
+        return [r for r in self.runs.values()
+                if not self.model_filter or self._run_models[r.run_id][0] in (self.model_filter, "")]
 
     def variant(self, key: str) -> Variant | None:
         return next((v for v in self.variants if v.key == key), None)
@@ -190,7 +207,7 @@ class VariantsView(QWidget):
     def _refresh(self) -> None:
         keep = self.selected.key if self.selected else ""
         runs = self.shown_runs()
-        self.variants = [v for r in runs for v in r.variants]
+        self.variants = [v for r in runs for v in variants_of(r)]
         front_keys: set[str] = set()
         for key in ("size", "latency"):
             pts, idx = self._points(key)
@@ -199,8 +216,10 @@ class VariantsView(QWidget):
             self._draw_scatter(key, pts, idx, set(front))
         self.model.set_variants(self.variants, front_keys)
         self.pareto_keys = front_keys
-        qlabels = {v.quality.label for v in self.variants if v.quality.value is not None}
-        ylabel = qlabels.pop() if len(qlabels) == 1 else ("quality (top-1 or fidelity, see table)" if qlabels else "quality")
+        qs = [quality(v.step) for v in self.variants]
+        qlabels = {q.label for q in qs if q.value is not None}
+        mixed = "quality (top-1 or fidelity, see table)" if qlabels else "quality"
+        ylabel = qlabels.pop() if len(qlabels) == 1 else mixed
         for plot in (self.size_plot, self.lat_plot):
             plot.setLabel("left", ylabel)
         n = len(self.variants)
@@ -220,8 +239,9 @@ class VariantsView(QWidget):
     def _points(self, key: str) -> tuple[list[tuple[float, float]], list[int]]:
         pts, idx = [], []
         for i, v in enumerate(self.variants):
-            x = (v.size / 1e6 if v.size is not None else None) if key == "size" else v.p50
-            y = v.quality.value
+            size = size_bytes(v.step)
+            x = (size / 1e6 if size is not None else None) if key == "size" else latency_ms(v.step)
+            y = quality(v.step).value
             if x is not None and y is not None:
                 pts.append((float(x), float(y)))
                 idx.append(i)
@@ -266,7 +286,7 @@ class VariantsView(QWidget):
             i = self.variants.index(v)
             marker.setData([{"pos": pts[idx.index(i)]}] if i in idx else [])
         self.export_button.setEnabled(True)
-        self.inspect_button.setEnabled(bool(v.model))
+        self.inspect_button.setEnabled(bool(v.handle.path))
         self.variant_selected.emit(v)
 
     def _on_scatter_clicked(self, _item: Any, points: Any, *_: Any) -> None:

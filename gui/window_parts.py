@@ -5,8 +5,9 @@ them to the session; nothing here holds state of its own.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QByteArray, QUrl
 from PySide6.QtGui import QAction, QKeySequence
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 MODEL_FILTER = "Models (*.onnx *.pt *.pth *.pt2 *.ts *.safetensors *.bin *.ckpt);;All files (*)"
 
 
-def _action(win: "MainWindow", text: str, slot: Callable[..., Any], shortcut: Any = None, tip: str = "") -> QAction:
+def _action(win: MainWindow, text: str, slot: Callable[..., Any], shortcut: Any = None, tip: str = "") -> QAction:
     a = QAction(text, win)
     if shortcut is not None:
         a.setShortcut(QKeySequence(shortcut))
@@ -35,7 +36,7 @@ def _action(win: "MainWindow", text: str, slot: Callable[..., Any], shortcut: An
     return a
 
 
-def build_actions(win: "MainWindow") -> None:
+def build_actions(win: MainWindow) -> None:
     """Create the window's ``act_*`` actions and its menus."""
     K, ctl = QKeySequence.StandardKey, win.ctl
     w = win
@@ -87,7 +88,7 @@ def build_actions(win: "MainWindow") -> None:
     mb.addMenu("&Help").addAction(w.act_about)
 
 
-def fill_recent_menu(win: "MainWindow") -> None:
+def fill_recent_menu(win: MainWindow) -> None:
     win.recent_menu.clear()
     for p in st.recent_files():
         a = win.recent_menu.addAction(p)
@@ -103,7 +104,7 @@ def local_paths(event: Any) -> list[str]:
     return [u.toLocalFile() for u in md.urls() if isinstance(u, QUrl) and u.isLocalFile()]
 
 
-def open_any(ctl: "SessionController", path: str) -> None:
+def open_any(ctl: SessionController, path: str) -> None:
     """Open whatever the path is (model, pipeline or dataset)."""
     if not Path(path).exists():
         ctl.message.emit(UserMessage("file not found", "check the path, or remove it from recent files",
@@ -118,7 +119,7 @@ def open_any(ctl: "SessionController", path: str) -> None:
         ctl.open_model(path)
 
 
-def open_dropped(ctl: "SessionController", paths: list[str]) -> None:
+def open_dropped(ctl: SessionController, paths: list[str]) -> None:
     """Models first, so datasets dropped together are checked against the new model."""
     kinds = [(classify(p) if Path(p).exists() else "missing", p) for p in paths]
     for kind, p in kinds:

@@ -7,7 +7,8 @@ never run here: they run in the engine's child process (slimline.core.jobs).
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 

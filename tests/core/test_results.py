@@ -86,13 +86,15 @@ def test_print_run_output_is_unchanged():
     assert rows[1][-1] == "over_budget" and "0.25×" in rows[1][1]
 
 
-def test_dict_view_gives_the_json_form():
-    """Transitional: code that still reads dicts (the GUI) gets plain JSON values."""
+def test_records_are_read_by_attribute_not_as_dicts():
+    """No dict view: a consumer indexing a record like the old dicts fails loudly, and to_dict is the JSON form."""
     record = load_run(V1)
-    assert record["status"] == "done" and record.get("final_model")["format"] == "onnx"
-    res = record.get("results")[1]
-    assert isinstance(res, dict) and res["size"]["bytes_on_disk"] == record.results[1].size.bytes_on_disk
-    assert record.get("nope", 3) == 3 and "final_model" in record
+    assert record.status == "done" and record.final_model is not None and record.final_model.format == "onnx"
+    with pytest.raises(TypeError):
+        record["status"]  # noqa: B018
+    assert not hasattr(record, "get") and not hasattr(record.results[1], "keys")
+    doc = record.to_dict()
+    assert doc["results"][1]["size"]["bytes_on_disk"] == record.results[1].size.bytes_on_disk
 
 
 def test_events_cross_the_pipe_as_the_old_dicts():

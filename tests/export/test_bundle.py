@@ -57,7 +57,7 @@ def test_model_card_facts(bundle, mlp):
     card = json.loads((d / "model_card.json").read_text())
     src_path, _ = mlp
     assert card["source"]["sha256"] == hashlib.sha256(src_path.read_bytes()).hexdigest()
-    assert card["source"]["run_id"] == variant.run["run_id"] and card["source"]["step_id"] == "s1"
+    assert card["source"]["run_id"] == variant.run.run_id and card["source"]["step_id"] == "s1"
     assert card["model"]["sha256"] == hashlib.sha256((d / "mlp-s1.onnx").read_bytes()).hexdigest()
     assert card["pipeline"]["sha256"] == hashlib.sha256((d / "pipeline.json").read_bytes()).hexdigest()
     assert [s["step_id"] for s in card["steps"]] == ["original", "s1"]

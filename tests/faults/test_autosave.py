@@ -33,12 +33,12 @@ CHILD = textwrap.dedent('''
     rid = new_run_id()
 
     def emit(ev):
-        if ev["type"] == "step_started":
+        if ev.type == "step_started":
             state.running_run_id = rid
             save_state(ws, state)
-            if ev["step_id"] == "s3":
+            if ev.step_id == "s3":
                 print("IN s3", flush=True)
-        elif ev["type"] == "step_result":
+        elif ev.type == "step_result":
             save_state(ws, state)
 
     run_pipeline(pipe, model, workspace=Path(ws), emit=emit, data=load_data(pipe, model, data_path, None),
@@ -83,8 +83,8 @@ def test_sigkill_mid_pipeline_offers_restore_losing_only_the_running_step(tiny, 
     runs = restore_runs(ws, st)
     assert len(runs) == 1
     run = runs[0]
-    assert run["status"] == "interrupted"
-    assert [r["step_id"] for r in run["results"]] == ["original", "s1", "s2"], "all finished steps are kept"
+    assert run.status == "interrupted"
+    assert [r.step_id for r in run.results] == ["original", "s1", "s2"], "all finished steps are kept"
     from slimline.core.cache import StepCache  # the killed process's work dir is swept like a crashed job's
 
     StepCache(ws / "cache").clean_temp(p.pid)

@@ -38,9 +38,9 @@ def _outputs(events) -> dict[str, str]:
     """step id → sha256 of every file of its output model (cache paths differ per workspace)."""
     out = {}
     for e in events:
-        if e["type"] == "step_result" and e["result"]["step_id"] != "original":
-            files = e["result"]["model"]["files"] or [e["result"]["model"]["path"]]
-            out[e["result"]["step_id"]] = "|".join(sorted(_sha(f) for f in files))
+        if e.type == "step_result" and e.result.step_id != "original":
+            files = e.result.model.files or [e.result.model.path]
+            out[e.result.step_id] = "|".join(sorted(_sha(f) for f in files))
     return out
 
 
@@ -52,7 +52,7 @@ def _no_partials(ws: Path) -> list[str]:
 def test_cancel_pipeline_at_random_points_then_rerun_gives_the_same_files(tiny, tmp_path, fault_plugins):
     model, data = tiny
     reference = start_pipeline_job(_pipe(), model, data_path=str(data), workspace=tmp_path / "ref").wait(180)
-    assert reference[-1]["type"] == "done", reference[-1]
+    assert reference[-1].type == "done", reference[-1]
     want = _outputs(reference)
     assert set(want) == {"s1", "s2", "s3"}
 
@@ -69,16 +69,16 @@ def test_cancel_pipeline_at_random_points_then_rerun_gives_the_same_files(tiny, 
             events += job.poll(timeout=0.05, max_events=k - len(events))
         job.cancel()
         events += job.wait(timeout=60)
-        final = events[-1]["type"]
+        final = events[-1].type
         assert final in ("cancelled", "done"), events[-1]
-        outcomes.append((k, final, [e["result"]["step_id"] for e in events if e["type"] == "step_result"]))
+        outcomes.append((k, final, [e.result.step_id for e in events if e.type == "step_result"]))
         assert cache_is_consistent(ws / "cache") == [], outcomes
         assert _no_partials(ws) == [], _no_partials(ws)
-        status = load_run(run_dir(ws, job.run_id))["status"]
+        status = load_run(run_dir(ws, job.run_id)).status
         assert status == ("cancelled" if final == "cancelled" else "done")
     assert any(o[1] == "cancelled" for o in outcomes), outcomes
     again = start_pipeline_job(_pipe(), model, data_path=str(data), workspace=ws).wait(180)
-    assert again[-1]["type"] == "done", again[-1]
+    assert again[-1].type == "done", again[-1]
     assert _outputs(again) == want, "a re-run after cancels must give byte-identical step outputs"
     assert cache_is_consistent(ws / "cache") == []
 
@@ -180,4 +180,4 @@ def test_disk_full_while_a_step_commits_names_the_folder(tiny, tmp_path, monkeyp
     assert getattr(err, "step_id", "") == "s1"
     assert cache_is_consistent(ws / "cache") == [] and _no_partials(ws) == []
     rec = [load_run(p) for p in (ws / "runs").glob("*/run.json")][0]
-    assert rec["status"] == "failed" and "space" in rec["error"]["message"].lower()
+    assert rec.status == "failed" and "space" in rec.error.message.lower()

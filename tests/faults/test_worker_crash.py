@@ -28,19 +28,19 @@ def test_segfault_in_worker_reports_the_step_and_parent_survives(tiny, tmp_path,
     job = start_pipeline_job(pipe, model, data_path=str(data), workspace=ws)
     events = job.wait(timeout=120)
     final = events[-1]
-    assert final["type"] == "failed", final
-    assert "SIGSEGV" in final["message"] and "boom" in final["message"], final
-    assert final["step_id"] == "boom" and final["subject"] == "step boom" and final["hint"]
+    assert final.type == "failed", final
+    assert "SIGSEGV" in final.message and "boom" in final.message, final
+    assert final.step_id == "boom" and final.subject == "step boom" and final.hint
     assert job.pid is not None and not job.alive
     assert os.getpid() > 0  # we are still here
     record = load_run(run_dir(ws, job.run_id))
-    assert record["status"] == "failed" and record["error"]["step_id"] == "boom"
-    assert [r["step_id"] for r in record["results"]] == ["original", "ok"]  # finished steps kept
+    assert record.status == "failed" and record.error.step_id == "boom"
+    assert [r.step_id for r in record.results] == ["original", "ok"]  # finished steps kept
     assert cache_is_consistent(ws / "cache") == []
     # the parent can run again right away
     again = start_pipeline_job(_pipe({"id": "ok", "plugin": "faults.sleepy", "params": {"seconds": 0}}),
                                model, data_path=str(data), workspace=ws).wait(timeout=120)
-    assert again[-1]["type"] == "done", again[-1]
+    assert again[-1].type == "done", again[-1]
 
 
 def test_gui_survives_a_segfaulting_worker(tiny, tmp_path, fault_plugins, gui_settings, qtbot):

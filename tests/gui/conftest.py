@@ -167,3 +167,26 @@ def make_onnx_mlp(tmp_path):
         return path, data
 
     return build
+
+
+_LATENCY_DEFAULTS = {"mean_ms": 0.0, "std_ms": 0.0, "min_ms": 0.0, "max_ms": 0.0, "spread": 0.0, "runs": 1,
+                     "warmup": 0, "threads": 1, "provider": "CPUExecutionProvider", "device_name": "cpu",
+                     "batch": 1, "input_shapes": {}, "input_kind": "dataset"}
+
+
+def typed_result(doc: dict):
+    """A StepResult from a short test dict: the fields a view reads, the required rest filled in."""
+    from slimline.core.results import StepResult
+
+    sid = doc.get("step_id", "s")
+    full = {"model": {"path": f"/tmp/{sid}.onnx", "format": "onnx", "family": "onnx"}, **doc}
+    full["size"] = {"param_count": 1, **(doc.get("size") or {"bytes_on_disk": 0})}
+    if doc.get("latency"):
+        full["latency"] = {b: {**_LATENCY_DEFAULTS, "p90_ms": rep["p50_ms"], **rep} for b, rep in doc["latency"].items()}
+    return StepResult.model_validate(full)
+
+
+@pytest.fixture
+def as_result():
+    """``as_result(dict) -> StepResult`` for views that take the engine's typed results."""
+    return typed_result

@@ -80,7 +80,7 @@ def test_export_selected_variant_as_onnx_shows_parity(qtbot, onnx_run, tmp_path)
     text = dlg.parity_label.text()
     assert dlg.parity_label.isVisibleTo(dlg)
     assert "40 rows of eval.npz" in text and "max abs error" in text and "passed" in text, text
-    assert dlg.result_record["parity"]["passed"] is True
+    assert dlg.result_record.parity.passed is True
     exports = json.loads((run_dir / "exports.json").read_text())  # the run's report will list it
     assert exports and exports[-1]["path"] == str(written)
 
@@ -96,21 +96,24 @@ def test_export_selected_variant_as_onnx_shows_parity(qtbot, onnx_run, tmp_path)
 
 
 def test_failed_parity_is_an_error(qtbot, onnx_run):
+    from slimline.core.results import FailedEvent
+
     key, _ = onnx_run
     win, dlg = _dialog_for(qtbot, key)
     got = []
     dlg.export_failed.connect(got.append)
-    dlg._on_export_failed({"type": "failed", "parity_failed": True, "message": "max abs error 0.3 > 0.001",
-                           "hint": "export at higher precision"})
+    dlg._on_export_failed(FailedEvent(message="max abs error 0.3 > 0.001", hint="export at higher precision",
+                                      error_type="ParityError"))
     assert got and "Parity check FAILED" in dlg.status.text() and "nothing was kept" in dlg.status.text()
     from slimline.gui.theme import flag_text
 
     assert flag_text() in dlg.status.styleSheet()
+    from slimline.core.export.records import Parity
     from slimline.gui.export_dialog import describe_parity
 
-    text, passed = describe_parity({"kind": "outputs", "runtime": "onnxruntime", "precision": "int8", "n": 16,
-                                    "input_kind": "random", "max_abs_error": 0.2, "max_abs_allowed": 0.05,
-                                    "passed": False, "failures": ["max abs error 0.2 > 0.05"]})
+    text, passed = describe_parity(Parity(kind="outputs", runtime="onnxruntime", precision="int8", n=16,
+                                          input_kind="random", max_abs_error=0.2, max_abs_allowed=0.05,
+                                          passed=False, failures=["max abs error 0.2 > 0.05"]))
     assert not passed and "RANDOM rows" in text and "FAILED" in text
     dlg.reject()
 

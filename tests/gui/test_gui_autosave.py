@@ -53,7 +53,7 @@ def test_after_an_unclean_end_the_next_start_offers_restore(isolated_settings, q
     rid = "20260401-000000-dddddd"
     run = {"run_id": rid, "status": "running", "created": "2026-04-01T00:00:00", "pipeline": {"name": "p"},
            "results": [{"step_id": "original", "title": "Original",
-                        "model": {"path": "/tmp/m.onnx", "format": "onnx", "family": "onnx"},
+                        "model": {"path": str(model), "format": "safetensors", "family": "torch"},
                         "size": {"bytes_on_disk": 10, "param_count": 1}}]}
     rd = Path(isolated_settings.workspace) / "runs" / rid
     rd.mkdir(parents=True)

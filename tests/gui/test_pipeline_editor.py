@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtWidgets import QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
-
 from conftest import send_drop
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
 from slimline.core.handle import ModelHandle, TensorSpec
 
 
@@ -17,8 +17,8 @@ def torch_handle(tmp_path) -> ModelHandle:
 
 
 def double_click_palette(qtbot, editor, plugin_id: str) -> None:
-    tree = editor.palette.tree
-    item = editor.palette.items[plugin_id]
+    tree = editor.palette_view.tree
+    item = editor.palette_view.items[plugin_id]
     tree.scrollToItem(item)
     rect = tree.visualItemRect(item)
     qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
@@ -26,8 +26,8 @@ def double_click_palette(qtbot, editor, plugin_id: str) -> None:
 
 
 def drag_palette_to_lane(editor, plugin_id: str, x: float) -> None:
-    tree = editor.palette.tree
-    mime = tree.mimeData([editor.palette.items[plugin_id]])
+    tree = editor.palette_view.tree
+    mime = tree.mimeData([editor.palette_view.items[plugin_id]])
     send_drop(editor.lane.viewport(), mime, QPointF(x, editor.lane.height() / 2))
 
 
@@ -148,7 +148,7 @@ def test_form_validates_as_you_type(editor, qtbot):
 
 def test_palette_greys_inapplicable_and_search(editor, tmp_path):
     editor.set_model(torch_handle(tmp_path))
-    pal = editor.palette
+    pal = editor.palette_view
     assert pal.reason("test.onnx_only")
     assert "Cannot apply" in pal.items["test.onnx_only"].toolTip(0)
     assert pal.reason("test.scale") == ""
@@ -173,7 +173,7 @@ def test_format_mismatch_one_click_fix(editor, qtbot, tmp_path):
 
 
 def test_unsaved_changes_prompt_on_close(window, qtbot, test_plugins):
-    window.editor.palette.reload()
+    window.editor.palette_view.reload()
     window.doc.add_step("test.scale")
     answers = ["cancel"]
     window.ask_unsaved = lambda: answers.pop(0)

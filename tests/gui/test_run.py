@@ -37,7 +37,7 @@ def test_run_charts_get_one_point_per_step(window, qtbot, tiny_model, tmp_path):
         {"id": "s2", "plugin": "builtin.convert_onnx", "params": {"exporter": "legacy"}},
     ], data)
     results = []
-    window.controller.step_result_received.connect(lambda r: results.append(r["step_id"]))
+    window.controller.step_result_received.connect(lambda r: results.append(r.step_id))
     from PySide6.QtCore import Qt
 
     with qtbot.waitSignal(window.run_finished, timeout=180000) as sig:
@@ -65,7 +65,7 @@ def test_cancel_stops_run_and_leaves_no_output(window, qtbot, tiny_model, tmp_pa
                                                                "batch_size": 8}},
     ], data, train=True)
     started = []
-    window.controller.step_started.connect(lambda ev: started.append(ev["step_id"]))
+    window.controller.step_started.connect(lambda ev: started.append(ev.step_id))
     window.run_pipeline()
     assert window.controller.running and window.run_view.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: "s1" in started, timeout=120000)

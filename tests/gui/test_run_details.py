@@ -22,13 +22,13 @@ SLOW64 = {"step_id": "s1", "title": "Quantize", "size": {"bytes_on_disk": 750_00
                        "top-1 0.9700 vs original 0.9900 on digits_eval.npz (n=449): drop 2.00 points > budget 1.00"]}
 
 
-def test_step_card_shows_figures_against_original_and_flag_reasons(qtbot):
+def test_step_card_shows_figures_against_original_and_flag_reasons(qtbot, as_result):
     from slimline.core.pipeline import StepSpec
     from slimline.gui.step_lane import StepCard
 
     card = StepCard(StepSpec(id="s1", plugin="builtin.quantize_static"), 0, "Quantize")
     qtbot.addWidget(card)
-    card.set_result(SLOW64, ORIGINAL)
+    card.set_result(as_result(SLOW64), as_result(ORIGINAL))
     text = card.status_label.text()
     assert "0.75 MB" in text and "0.25×" in text          # size and its ratio to the original
     assert "p50 b1" in text and "0.50×" in text            # batch-1 latency ratio
@@ -40,24 +40,24 @@ def test_step_card_shows_figures_against_original_and_flag_reasons(qtbot):
     assert "batch 64: p50 48.0 ms, p90 57.6 ms (1.20×" in card.status_label.toolTip()
 
 
-def test_card_keeps_its_figures_when_the_pipeline_is_edited(qtbot, test_plugins):
+def test_card_keeps_its_figures_when_the_pipeline_is_edited(qtbot, test_plugins, as_result):
     from slimline.gui.pipeline_editor import PipelineEditor
 
     ed = PipelineEditor()
     qtbot.addWidget(ed)
     sid = ed.doc.add_step("test.noop")
-    ed.set_step_result(sid, {**SLOW64, "step_id": sid}, ORIGINAL)
+    ed.set_step_result(sid, as_result({**SLOW64, "step_id": sid}), as_result(ORIGINAL))
     ed.doc.add_step("test.noop")           # the lane is rebuilt from the document
     assert "0.25×" in ed.lane.cards[sid].status_label.text()
 
 
-def test_latency_chart_batch_selector_and_flags_for_other_batches(qtbot):
+def test_latency_chart_batch_selector_and_flags_for_other_batches(qtbot, as_result):
     from slimline.gui.step_charts import StepCharts
 
     charts = StepCharts()
     qtbot.addWidget(charts)
     for r in (ORIGINAL, SLOW64):
-        charts.add_result(r)
+        charts.add_result(as_result(r))
     charts.flush()
     assert charts.batch_combo.isVisibleTo(charts) and charts.batches() == [1, 64]
     shown = [t.textItem.toPlainText() for t in charts.lat_chart.texts if t.isVisible()]
@@ -71,26 +71,27 @@ def test_latency_chart_batch_selector_and_flags_for_other_batches(qtbot):
     assert y == [40.0, 48.0]
 
 
-def test_single_batch_run_has_no_selector(qtbot):
+def test_single_batch_run_has_no_selector(qtbot, as_result):
     from slimline.gui.step_charts import StepCharts
 
     charts = StepCharts()
     qtbot.addWidget(charts)
     one = {**ORIGINAL, "latency": {"1": ORIGINAL["latency"]["1"]}}
-    charts.add_result(one)
+    charts.add_result(as_result(one))
     charts.flush()
     assert not charts.batch_combo.isVisibleTo(charts)
     assert charts.series_points["latency"] == 1
 
 
 def test_loss_curve_redraws_on_a_timer_not_per_event(qtbot):
+    from slimline.core.results import MetricEvent
     from slimline.gui.step_charts import StepCharts
 
     charts = StepCharts()
     qtbot.addWidget(charts)
     for i in range(500):
-        charts.add_metrics([{"step_id": "s2", "kind": "loss", "payload": {"epoch": 0, "batch": i, "batches": 500,
-                                                                           "value": 1.0 / (i + 1)}}])
+        charts.add_metrics([MetricEvent(step_id="s2", kind="loss", payload={"epoch": 0, "batch": i, "batches": 500,
+                                                                            "value": 1.0 / (i + 1)})])
     assert charts.loss_point_count() == 500
     assert charts._loss_timer.isActive() and not charts._loss_items   # nothing drawn yet: one redraw later
     qtbot.waitUntil(lambda: bool(charts._loss_items), timeout=2000)

@@ -20,9 +20,9 @@ def _open(window, qtbot, model, data=None) -> None:
 
 def _add_from_palette(editor, plugin_id: str) -> None:
     """As a double click on the palette entry does."""
-    item = editor.palette.items[plugin_id]
-    assert not item.isDisabled(), editor.palette.reason(plugin_id)
-    editor.palette.tree.itemActivated.emit(item, 0)
+    item = editor.palette_view.items[plugin_id]
+    assert not item.isDisabled(), editor.palette_view.reason(plugin_id)
+    editor.palette_view.tree.itemActivated.emit(item, 0)
 
 
 def _sizes(record: dict) -> dict[str, tuple[int, int]]:
@@ -67,11 +67,15 @@ def test_onnx_prune_then_dynamic_int8_runs_in_the_window_as_in_the_cli(window, q
 def _record(run_id: str, model_path: Path, sizes=(3_000_000, 1_000_000)) -> dict:
     def res(sid, size, top1):
         return {"step_id": sid, "title": sid, "model": {"path": str(model_path), "format": "onnx", "family": "onnx"},
-                "size": {"bytes_on_disk": size}, "flags": [], "warnings": [],
-                "latency": {"1": {"p50_ms": 1.0, "p90_ms": 1.1, "batch": 1, "runs": 5, "input_kind": "dataset"}},
+                "size": {"bytes_on_disk": size, "param_count": 1}, "flags": [], "warnings": [],
+                "latency": {"1": {"p50_ms": 1.0, "p90_ms": 1.1, "batch": 1, "runs": 5, "input_kind": "dataset",
+                                  "mean_ms": 1.0, "std_ms": 0.0, "min_ms": 1.0, "max_ms": 1.2, "spread": 0.1,
+                                  "warmup": 1, "threads": 1, "provider": "cpu", "device_name": "cpu",
+                                  "input_shapes": {"x": [1, 4]}}},
                 "accuracy": {"dataset": "eval", "n": 10, "top1": top1}}
     return {"run_id": run_id, "status": "done", "created": "2026-01-01T00:00:00", "pipeline": {"name": "p"},
-            "model": {"path": str(model_path)}, "results": [res("original", sizes[0], 0.99), res("s1", sizes[1], 0.98)]}
+            "model": {"path": str(model_path), "format": "onnx", "family": "onnx"},
+            "results": [res("original", sizes[0], 0.99), res("s1", sizes[1], 0.98)]}
 
 
 def _write(ws: Path, record: dict) -> None:
@@ -90,7 +94,7 @@ def test_runs_made_with_the_cli_appear_in_results(isolated_settings, qtbot, make
             "steps": [{"id": "s1", "plugin": PRUNE, "params": {"sparsity": 0.5}}],
             "evaluation": {"latency": {"batch_sizes": [1], "runs": 3, "warmup": 1, "threads": 1}}}
     job = start_pipeline_job(pipe, model, data_path=str(data), workspace=ws)  # what `slimline run` starts
-    assert job.wait(timeout=180)[-1]["type"] == "done"
+    assert job.wait(timeout=180)[-1].type == "done"
     win = MainWindow()
     qtbot.addWidget(win)
     win.show()
@@ -104,7 +108,8 @@ def test_runs_made_with_the_cli_appear_in_results(isolated_settings, qtbot, make
     assert set(win.session.runs) == {job.run_id, late}
 
 
-def test_switching_model_clears_step_results_and_data_for_other_inputs(window, qtbot, make_onnx_mlp, monkeypatch):
+def test_switching_model_clears_step_results_and_data_for_other_inputs(window, qtbot, make_onnx_mlp, monkeypatch,
+                                                                       as_result):
     from slimline.gui.run_controller import RunController
 
     monkeypatch.setattr(RunController, "start", lambda self, *a, **kw: None)  # the events below stand in for it
@@ -116,8 +121,8 @@ def test_switching_model_clears_step_results_and_data_for_other_inputs(window, q
     window.run_pipeline()
     # what a run reports, through the same signals as a real run
     window.controller.started.emit("r1")
-    window.controller.step_result_received.emit({"step_id": "original", "size": {"bytes_on_disk": 1000}})
-    window.controller.step_result_received.emit({"step_id": sid, "size": {"bytes_on_disk": 500}, "flags": []})
+    window.controller.step_result_received.emit(as_result({"step_id": "original", "size": {"bytes_on_disk": 1000}}))
+    window.controller.step_result_received.emit(as_result({"step_id": sid, "size": {"bytes_on_disk": 500}}))
     window.controller.log_received.emit("a line of model a's run")
     assert sid in window.editor.step_results and "a line" in window.run_view.log.toPlainText()
     _open(window, qtbot, model_b)   # same inputs: the evaluation data still fits and stays

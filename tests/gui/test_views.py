@@ -147,14 +147,15 @@ class FakeJob:
         return bool(self.events)
 
 
-def test_run_controller_coalesces_floods(qtbot):
+def test_run_controller_coalesces_floods(qtbot, as_result):
+    from slimline.core.results import DoneEvent, MetricEvent, ProgressEvent, RunSummary, StepResultEvent
     from slimline.gui.run_controller import MAX_HEAVY_PER_TICK, RunController
 
     c = RunController()
-    results = [{"type": "step_result", "result": {"step_id": f"s{i}"}} for i in range(6)]
-    loss = [{"type": "metric", "step_id": "s1", "kind": "loss", "payload": {"step": i, "value": 1.0}} for i in range(3000)]
-    prog = [{"type": "progress", "overall": i / 100, "step_id": "s1", "fraction": i / 100, "message": "m"} for i in range(100)]
-    c.job = FakeJob(prog + loss + results + [{"type": "done", "run": {"run_id": "fake"}}])
+    results = [StepResultEvent(result=as_result({"step_id": f"s{i}"})) for i in range(6)]
+    loss = [MetricEvent(step_id="s1", kind="loss", payload={"step": i, "value": 1.0}) for i in range(3000)]
+    prog = [ProgressEvent(overall=i / 100, step_id="s1", fraction=i / 100, message="m") for i in range(100)]
+    c.job = FakeJob(prog + loss + results + [DoneEvent(run=RunSummary(run_id="fake", status="done"))])
     metrics, progress, res, done = [], [], [], []
     c.metrics_received.connect(metrics.append)
     c.progress_changed.connect(lambda *a: progress.append(a))
@@ -170,7 +171,7 @@ def test_run_controller_coalesces_floods(qtbot):
         if done:
             break
         c._on_timer_timeout()
-    assert [r["step_id"] for r in res] == [f"s{i}" for i in range(6)] and done == ["done"] and c.job is None
+    assert [r.step_id for r in res] == [f"s{i}" for i in range(6)] and done == ["done"] and c.job is None
 
 
 def test_summary_dims_are_editable(qtbot):
@@ -189,11 +190,13 @@ def test_summary_dims_are_editable(qtbot):
     assert v.fields["opset"].text() == "18" and v.io_table.rowCount() == 1
 
 
-def test_export_dialog_without_or_with_engine(qtbot):
+def test_export_dialog_without_or_with_engine(qtbot, as_result):
+    from slimline.core.export.variants import variants_of
+    from slimline.core.results import RunRecord
     from slimline.gui.export_dialog import ExportDialog, export_engine
-    from slimline.gui.results import Variant
 
-    vs = [Variant("r", sid, sid, {"step_id": sid, "model": {"family": "onnx", "format": "onnx"}}) for sid in ("original", "s1")]
+    run = RunRecord(run_id="r", status="done", results=[as_result({"step_id": sid}) for sid in ("original", "s1")])
+    vs = variants_of(run)
     dlg = ExportDialog(vs, "r/s1")
     qtbot.addWidget(dlg)
     assert dlg.selected_variant().key == "r/s1"

@@ -85,6 +85,23 @@ def test_run_output_keeps_the_shape_of_older_runs(tiny_torch_model, tmp_path, ca
     assert "tables" not in new["results"][0] and "tables" in new["results"][1]
 
 
+def test_run_json_stdout_is_json_alone(tiny_torch_model, tmp_path, capsys):
+    """`run --json --out`: stdout parses as the run record; the "wrote ..." note goes to stderr."""
+    model, data = tiny_torch_model
+    pipe = tmp_path / "p.json"
+    pipe.write_text(json.dumps({"format": "slimline.pipeline", "schema_version": 1, "steps": [
+        {"id": "s1", "plugin": "builtin.convert_onnx", "params": {"exporter": "legacy", "opset": 17}}],
+        "evaluation": {"latency": {"batch_sizes": [1], "runs": 3, "warmup": 1}}}))
+    out = tmp_path / "out"
+    assert main(["run", str(pipe), str(model), "--data", str(data), "--workspace", str(tmp_path / "ws"),
+                 "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["status"] == "done" and [r["step_id"] for r in doc["results"]] == ["original", "s1"]
+    assert doc == json.loads((out / "results.json").read_text())
+    assert f"wrote the final model and results to {out}" in captured.err
+
+
 def test_run_failure_exits_nonzero_naming_step(tiny_torch_model, tmp_path, capsys):
     model, data = tiny_torch_model
     pipe = tmp_path / "p.json"

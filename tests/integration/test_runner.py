@@ -25,16 +25,16 @@ def test_convert_pipeline_runs_in_child_and_records_results(tiny_torch_model, tm
     ws = tmp_path / "ws"
     job = start_pipeline_job(_pipeline(CONVERT), model, data_path=str(data), workspace=ws)
     events = job.wait(timeout=120)
-    types = [e["type"] for e in events]
+    types = [e.type for e in events]
     assert types[-1] == "done", events[-1]
-    results = [e["result"] for e in events if e["type"] == "step_result"]
-    assert [r["step_id"] for r in results] == ["original", "s1"]
+    results = [e.result for e in events if e.type == "step_result"]
+    assert [r.step_id for r in results] == ["original", "s1"]
     onnx_step = results[1]
-    assert onnx_step["model"]["format"] == "onnx" and Path(onnx_step["model"]["path"]).is_file()
-    assert onnx_step["fidelity"]["mean_cosine"] > 0.9999
-    assert onnx_step["accuracy"]["n"] == 40 and onnx_step["accuracy"]["top1"] == 1.0
-    lat = onnx_step["latency"]["1"]
-    assert lat["runs"] == 5 and lat["warmup"] == 2 and lat["p90_ms"] >= lat["p50_ms"] > 0
+    assert onnx_step.model.format == "onnx" and Path(onnx_step.model.path).is_file()
+    assert onnx_step.fidelity.mean_cosine > 0.9999
+    assert onnx_step.accuracy.n == 40 and onnx_step.accuracy.top1 == 1.0
+    lat = onnx_step.latency["1"]
+    assert lat.runs == 5 and lat.warmup == 2 and lat.p90_ms >= lat.p50_ms > 0
     record = load_run(run_dir(ws, job.run_id))
     assert record.status == "done" and len(record.results) == 2 and record.schema_version == 2
     streamed = [e.result for e in events if isinstance(e, StepResultEvent)]
@@ -49,13 +49,13 @@ def test_rerun_uses_cache_and_edit_recomputes_from_edited_step(tiny_torch_model,
     ws = tmp_path / "ws"
     quant = {"id": "s2", "plugin": "builtin.prune_magnitude", "params": {"sparsity": 0.5}}
     first = start_pipeline_job(_pipeline(CONVERT, quant), model, data_path=str(data), workspace=ws).wait(120)
-    assert first[-1]["type"] == "done", first[-1]
+    assert first[-1].type == "done", first[-1]
     again = start_pipeline_job(_pipeline(CONVERT, quant), model, data_path=str(data), workspace=ws).wait(120)
-    cached = {e["result"]["step_id"]: e["result"]["cached"] for e in again if e["type"] == "step_result"}
+    cached = {e.result.step_id: e.result.cached for e in again if e.type == "step_result"}
     assert cached == {"original": False, "s1": True, "s2": True}
     edited = dict(quant, params={"sparsity": 0.7})
     third = start_pipeline_job(_pipeline(CONVERT, edited), model, data_path=str(data), workspace=ws).wait(120)
-    cached = {e["result"]["step_id"]: e["result"]["cached"] for e in third if e["type"] == "step_result"}
+    cached = {e.result.step_id: e.result.cached for e in third if e.type == "step_result"}
     assert cached == {"original": False, "s1": True, "s2": False}
 
 
@@ -64,8 +64,8 @@ def test_failure_names_the_step(tiny_torch_model, tmp_path):
     static = {"id": "q", "plugin": "builtin.quantize_static", "params": {}}  # needs ONNX, gets torch
     events = start_pipeline_job(_pipeline(static), model, data_path=str(data), workspace=tmp_path).wait(120)
     final = events[-1]
-    assert final["type"] == "failed"
-    assert final["step_id"] == "q" and "Convert to ONNX" in final["hint"]
+    assert final.type == "failed"
+    assert final.step_id == "q" and "Convert to ONNX" in final.hint
 
 
 CRASHER = '''
@@ -120,10 +120,10 @@ def test_worker_crash_is_reported_and_leaves_no_partial_files(tiny_torch_model, 
     ws = tmp_path / "ws"
     job = start_pipeline_job(_pipeline({"id": "boom", "plugin": "test.crash"}), model, workspace=ws)
     events = job.wait(timeout=120)
-    assert events[-1]["type"] == "failed"
-    assert "crashed" in events[-1]["message"] and "SIGABRT" in events[-1]["message"]
+    assert events[-1].type == "failed"
+    assert "crashed" in events[-1].message and "SIGABRT" in events[-1].message
     assert not list((ws / "cache").glob(".tmp-*")), "partial work dir left behind"
-    assert load_run(run_dir(ws, job.run_id))["status"] == "failed"
+    assert load_run(run_dir(ws, job.run_id)).status == "failed"
 
 
 def test_cancel_terminates_a_step_that_ignores_it(tiny_torch_model, tmp_path, test_plugins):
@@ -133,12 +133,12 @@ def test_cancel_terminates_a_step_that_ignores_it(tiny_torch_model, tmp_path, te
     ws = tmp_path / "ws"
     job = start_pipeline_job(_pipeline({"id": "slow", "plugin": "test.slow"}), model, workspace=ws)
     seen = []
-    while job.alive and not any(e.get("message") == "started" for e in seen):
+    while job.alive and not any(getattr(e, "message", None) == "started" for e in seen):
         seen += job.poll(timeout=0.1)
     t0 = time.monotonic()
     job.cancel()
     seen += job.wait(timeout=30)
-    assert seen[-1]["type"] == "cancelled"
+    assert seen[-1].type == "cancelled"
     assert time.monotonic() - t0 < 3.0
     assert not list((ws / "cache").glob(".tmp-*"))
-    assert load_run(run_dir(ws, job.run_id))["status"] == "cancelled"
+    assert load_run(run_dir(ws, job.run_id)).status == "cancelled"

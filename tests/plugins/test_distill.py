@@ -350,14 +350,14 @@ def test_runs_as_a_pipeline_step_with_real_datasets(tmp_path, digits, models):
         "evaluation": {"latency": {"batch_sizes": [1], "runs": 3, "warmup": 1}},
     })
     data = DataBundle.from_paths(eval=tmp_path / "eval.npz", train=tmp_path / "train.npz", model=models["teacher"])
-    events: list[dict] = []
+    events: list = []
     record = run_pipeline(pipe, models["teacher"], workspace=tmp_path / "ws", emit=events.append, data=data,
                           threads=1, data_paths=(str(tmp_path / "eval.npz"), str(tmp_path / "train.npz")))
-    assert record["status"] == "done"
-    step = record["results"][-1]
-    assert step["step_id"] == "kd" and step["metrics"]["student_val_accuracy"] > 0.8
-    assert step["model"]["param_count"] == models["student"].param_count
-    kinds = [(e["kind"], e["step_id"]) for e in events if e["type"] == "metric"]
+    assert record.status == "done"
+    step = record.results[-1]
+    assert step.step_id == "kd" and step.metrics["student_val_accuracy"] > 0.8
+    assert step.model.param_count == models["student"].param_count
+    kinds = [(e.kind, e.step_id) for e in events if e.type == "metric"]
     assert ("loss", "kd") in kinds and ("validation", "kd") in kinds
 
 
