@@ -80,6 +80,14 @@ class Fidelity(FidelityReport):
 
     input_kind: Literal["dataset", "random"]
     dataset: str = ""
+    # Task-aware fidelity (slimline.core.tasks); absent in records written before tasks existed.
+    task: str | None = None          # classification | embedding | dense_map | token_logits | generic
+    task_reason: str = ""            # why that task (inferred, or set in the pipeline)
+    metric: str | None = None        # the task's headline metric, e.g. "pooled cosine"
+    value: float | None = None
+    higher_is_better: bool = True
+    worst: float | None = None       # the worst row, where it means something
+    extra: dict[str, float] = Field(default_factory=dict)
 
 
 class Measurement(_Json):
