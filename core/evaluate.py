@@ -111,6 +111,14 @@ class Evaluator:
         return Measurement(size=size, fidelity=fid, accuracy=acc, latency=lat)
 
 
+def _top1(outputs: np.ndarray, data: Any) -> AccuracyReport:
+    """Top-1 from already computed outputs (no second pass over the data)."""
+    labels = np.asarray(data.labels)
+    pred = outputs.reshape(len(outputs), -1).argmax(-1)
+    return AccuracyReport(dataset=getattr(data, "name", "dataset"), n=int(len(labels)),
+                          top1=float((pred[: len(labels)] == labels).mean()))
+
+
 def _class_labels(outputs: np.ndarray, data: Any) -> bool:
     """Real integer class labels, one per row, that index the class-score output."""
     labels = getattr(data, "labels", None)
@@ -158,7 +166,8 @@ def flags_for(step_eval: Measurement, input_eval: Measurement, original_eval: Me
 
             ok, why = budget_check(fid.task, TaskFidelity(
                 task=fid.task, metric=fid.metric, value=fid.value, higher_is_better=fid.higher_is_better,
-                worst=fid.worst, n=fid.n, dataset=fid.dataset, extra=fid.extra), budgets)
+                worst=fid.worst, n=fid.n, dataset=fid.dataset,
+                extra={k: float("inf") if v is None else v for k, v in fid.extra.items()}), budgets)
             if not ok:
                 flags.append("over_budget")
                 reasons.append(f"{why} (vs original on {fid.dataset or fid.input_kind}, n={fid.n})")

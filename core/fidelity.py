@@ -89,6 +89,8 @@ def channel_rel_error(ref: np.ndarray, got: np.ndarray) -> float:
 # A dense map's error is measured against at least this share of its full scale, so an almost
 # empty map (a probability map of a photo without text) is not judged by dividing by ~0.
 MAP_FLOOR = 1e-2
+# PSNR of identical maps (finite, so it survives JSON); float32 rounding alone stays far below it.
+PSNR_IDENTICAL = 200.0
 
 
 def _f64(x: np.ndarray) -> np.ndarray:
@@ -139,7 +141,7 @@ def row_rel_l2(ref: np.ndarray, got: np.ndarray, floor: float = MAP_FLOOR) -> np
 
 
 def psnr(ref: np.ndarray, got: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB (peak = the map's full scale); ``inf`` for identical maps."""
+    """Peak signal-to-noise ratio in dB (peak = the map's full scale); PSNR_IDENTICAL for identical maps."""
     a, b = _f64(ref), _f64(got)
     if not a.size:
         return float("inf")
@@ -148,8 +150,8 @@ def psnr(ref: np.ndarray, got: np.ndarray) -> float:
     if not np.isfinite(mse):
         return 0.0
     if mse <= 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(map_peak(a) ** 2 / mse))
+        return PSNR_IDENTICAL
+    return float(min(10.0 * np.log10(map_peak(a) ** 2 / mse), PSNR_IDENTICAL))
 
 
 def map_agreement(ref: np.ndarray, got: np.ndarray, threshold: float | None = None) -> float:

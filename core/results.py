@@ -87,7 +87,7 @@ class Fidelity(FidelityReport):
     value: float | None = None
     higher_is_better: bool = True
     worst: float | None = None       # the worst row, where it means something
-    extra: dict[str, float] = Field(default_factory=dict)
+    extra: dict[str, float | None] = Field(default_factory=dict)  # None: not finite (JSON has no inf)
 
 
 class Measurement(_Json):

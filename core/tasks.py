@@ -206,9 +206,10 @@ def fidelity_for(task: str, reference_outputs: Any, outputs: Any, dataset: Any =
         ids = _ids(dataset, n)
         if ids is not None and ref.ndim == 3 and ids.shape == ref.shape[:2] and ref.shape[1] >= 2:
             p0, p1 = fm.perplexity(ref, ids, m), fm.perplexity(got, ids, m)
-            extra["perplexity"] = p1
-            extra["perplexity original"] = p0
-            extra["perplexity increase"] = (p1 / p0 - 1.0) if np.isfinite(p0) and p0 > 0 else float("nan")
+            if np.isfinite(p0) and p0 > 0:  # no next tokens (one-token rows): no perplexity
+                extra["perplexity"] = p1
+                extra["perplexity original"] = p0
+                extra["perplexity increase"] = p1 / p0 - 1.0
         return TaskFidelity(task="token_logits", metric="next-token agreement",
                             value=fm.next_token_agreement(ref, got, m), n=n, dataset=name, extra=extra)
     cos = fm.row_cosines(ref, got)
