@@ -89,6 +89,18 @@ class Fidelity(FidelityReport):
     worst: float | None = None       # the worst row, where it means something
     extra: dict[str, float | None] = Field(default_factory=dict)  # None: not finite (JSON has no inf)
 
+    _TASK_KEYS: ClassVar[tuple[str, ...]] = ("task", "task_reason", "metric", "value", "higher_is_better",
+                                             "worst", "extra")
+
+    @model_serializer(mode="wrap")
+    def _drop_task_keys(self, handler: Any) -> Any:
+        """Without a task (older records) the JSON keeps its old shape."""
+        data = handler(self)
+        if isinstance(data, dict) and self.task is None:
+            for key in self._TASK_KEYS:
+                data.pop(key, None)
+        return data
+
 
 class Measurement(_Json):
     """What :class:`slimline.core.evaluate.Evaluator` measures for one model (every step alike)."""
