@@ -279,3 +279,43 @@ def test_flat_folder_cli_run(tmp_path):
                           str(bad), "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
                          timeout=300, env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr and "no images" in res.stderr
+
+
+def test_timing_of_a_big_model_is_capped_near_the_evaluation_time():
+    from slimline.core.evaluate import timing_runs
+
+    assert timing_runs(50, 10, 0.001, 1.0) == (50, 10)       # small model: settings as they are
+    runs, warmup = timing_runs(50, 10, 0.7, 10.0)             # 0.7 s per run, evaluation took 10 s
+    assert runs == 14 and warmup == 2 and (runs + warmup) * 0.7 < 12
+    assert timing_runs(50, 10, 30.0, 1.0) == (5, 1)           # never fewer than 5 timed runs
+
+
+def test_evaluation_progress_reports_rows_per_second(make_tiny_mlp):
+    from slimline.core.models import open_model
+
+    path, data = make_tiny_mlp(rows=200)
+    h = open_model(path)
+    seen: list[str] = []
+    ev = Evaluator(Evaluation.model_validate({"latency": {"runs": 1, "warmup": 0}}), eval_data=load_dataset(data, h),
+                   progress=lambda f, m: seen.append(m))
+    ev.evaluate(h)
+    assert any("rows/s" in m and "ETA" in m and "200/200" in m for m in seen)
+
+
+def test_quantize_guardrail_judges_an_embedder_by_pooled_cosine(tmp_path):
+    """An encoder's hidden states are not class scores: no top-1 agreement is computed or required."""
+    from slimline.core.data import DataBundle
+    from slimline.core.models import open_model
+    from slimline.core.plugin import StepContext
+    from slimline.plugins.convert.plugin import ConvertToOnnx
+    from slimline.plugins.quantize.dynamic import QuantizeDynamic
+
+    bert = open_model(mf.hf_bert_encoder(tmp_path / "bert"))
+    ds = load_dataset(mf.sentences(tmp_path / "s.txt", 16), bert)
+    bundle = DataBundle(eval=ds, calibration=ds)
+    out = ConvertToOnnx().run(bert, ConvertToOnnx.Params(), StepContext(work_dir=tmp_path / "c", data=bundle))
+    ctx = StepContext(work_dir=tmp_path / "q", data=bundle, source_model=bert)
+    res = QuantizeDynamic().run(out.model, QuantizeDynamic.Params(min_top1_agreement=1.0), ctx)
+    assert "top1_agreement" not in res.metrics
+    assert res.metrics["embedding: pooled cosine"] > 0.99
+    assert any(n.startswith("task: embedding") for n in res.notes)
