@@ -10,7 +10,7 @@ guardrail both come here, so they judge a model the same way.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 from pydantic import BaseModel, Field

@@ -12,6 +12,7 @@ import pytest
 
 from slimline.core import fidelity as fm
 from slimline.core.data import load_dataset
+from slimline.core.errors import PipelineError
 from slimline.core.evaluate import Evaluator, flags_for
 from slimline.core.handle import ModelHandle, TensorSpec
 from slimline.core.pipeline import Budgets, Evaluation, parse_pipeline
@@ -143,7 +144,7 @@ def test_override_wins_and_is_said():
     assert g.task == "generic" and "evaluation.task" in g.reason
     pipe = parse_pipeline({"steps": [], "evaluation": {"task": "dense_map", "max_rows": 10}})
     assert pipe.evaluation.task == "dense_map" and pipe.evaluation.max_rows == 10
-    with pytest.raises(Exception):
+    with pytest.raises(PipelineError, match="task"):
         parse_pipeline({"steps": [], "evaluation": {"task": "regression"}})
 
 
