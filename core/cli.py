@@ -263,6 +263,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     printer.close()
     from slimline.core.history import load_run, run_dir
 
+    if not (run_dir(workspace, job.run_id) / "run.json").is_file():  # failed before the run began (bad data)
+        if final.get("type") != "failed":
+            final = {"type": "failed", "message": "the run ended before it was recorded",
+                     "hint": "see the messages above"}
+        print(f"\nerror: {final.get('subject') or ''}{': ' if final.get('subject') else ''}{final.get('message')}",
+              file=sys.stderr)
+        if final.get("hint"):
+            print(f"  → {final['hint']}", file=sys.stderr)
+        return 1
     record = load_run(run_dir(workspace, job.run_id))
     if args.json:  # stdout is the JSON alone (scripts parse it); human notes go to stderr
         print(json.dumps(record.to_dict(), indent=1))

@@ -522,43 +522,79 @@ def _image_layout(model: ModelHandle | None, size: Any, grayscale: bool | None,
     return (tuple(int(v) for v in size) if size is not None else None), grayscale, (layout or "NCHW")
 
 
+# Subfolder names that hold images but are not classes.
+NOT_CLASS_NAMES = frozenset({
+    "unlabeled", "unlabelled", "unlabel", "unknown", "unk", "none", "nolabel", "no_label", "test", "tests",
+    "testing", "images", "image", "imgs", "img", "photos", "pictures", "pics", "data", "samples", "inputs",
+    "input", "raw", "all", "misc", "other", "val", "valid", "validation", "train", "training", "eval"})
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
+
+
+def image_folder_labels(p: Path) -> tuple[list[tuple[Path, int]], list[str] | None, str]:
+    """(files with class ids or -1, class names or None, why) for an image folder.
+
+    Labelled only when the folder is unmistakably one subfolder per class: at least two
+    subfolders holding images, none named like a bucket of unlabelled data (unlabeled,
+    unknown, test, images, ...), and no loose images beside them. Anything else is read
+    as unlabelled images — a wrong label is worse than none (it turns a detector's
+    output into a fake "top-1").
+    """
+    subdirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = _image_files(p)
+    with_images = [(d, _image_files(d)) for d in subdirs]
+    with_images = [(d, fs) for d, fs in with_images if fs]
+    generic = [d.name for d, _ in with_images if d.name.lower().replace("-", "_") in NOT_CLASS_NAMES]
+    if len(with_images) >= 2 and not generic and not loose:
+        classes = [d.name for d, _ in with_images]
+        files = [(f, ci) for ci, (_, fs) in enumerate(with_images) for f in fs]
+        return files, classes, f"{len(classes)} class subfolders"
+    files = [(f, -1) for f in loose] + [(f, -1) for _, fs in with_images for f in fs]
+    if loose and with_images:
+        why = "images directly in the folder as well as in subfolders: read as unlabelled"
+    elif loose:
+        why = "a flat folder of images: unlabelled"
+    elif generic:
+        why = f"subfolder {generic[0]!r} is not a class name: unlabelled"
+    else:
+        why = "only one subfolder of images: unlabelled (classes need at least two)"
+    return files, None, why
+
+
 def _load_image_folder(p: Path, model: ModelHandle | None, *, size: Any = None, grayscale: bool | None = None,
                        mean: Any = None, std: Any = None, layout: str | None = None, **_: Any) -> Dataset:
-    classes = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError("the folder has no class subfolders", subject=str(p),
-                        hint="put images in one subfolder per class (e.g. cat/, dog/)")
+    files, classes, why = image_folder_labels(p)
+    if not files:
+        raise DataError("the folder has no images", subject=str(p),
+                        hint=f"put images ({', '.join(IMAGE_EXTS)}) in it; for labels, one subfolder per class "
+                             "(e.g. cat/, dog/)")
     size, grayscale, layout = _image_layout(model, size, grayscale, layout)
     if layout not in ("NCHW", "NHWC"):
         raise DataError(f"layout must be NCHW or NHWC, got {layout!r}", subject="layout")
     images: list[np.ndarray] = []
     labels: list[int] = []
-    skipped = 0
-    for ci, cname in enumerate(classes):
-        for f in sorted((p / cname).iterdir()):
-            if f.suffix.lower() not in IMAGE_EXTS:
-                skipped += f.is_file()
-                continue
-            img = _read_image(f)
-            if img.ndim == 3 and img.shape[2] in (1, 3, 4) and f.suffix.lower() != ".npy":
-                img = img[..., :3] if img.shape[2] == 4 else img
-            elif img.ndim == 3 and img.shape[0] in (1, 3):  # .npy stored channels-first
-                img = np.moveaxis(img, 0, -1)
-            if img.ndim == 2:
-                img = img[..., None]
-            if img.ndim != 3:
-                raise DataError(f"image has shape {list(img.shape)}; expected [H, W] or [H, W, C]", subject=str(f))
-            if grayscale and img.shape[2] == 3:
-                img = (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
-            elif grayscale is False and img.shape[2] == 1:
-                img = np.repeat(img, 3, axis=2)
-            if size is not None:
-                img = resize_bilinear(img, size)
-            images.append(img)
-            labels.append(ci)
-    if not images:
-        raise DataError(f"no readable images in the class subfolders {classes}", subject=str(p),
-                        hint=f"supported files: {', '.join(IMAGE_EXTS)}")
+    skipped = sum(1 for d in [p, *(x for x in p.iterdir() if x.is_dir())] for f in d.iterdir()
+                  if f.is_file() and f.suffix.lower() not in IMAGE_EXTS)
+    for f, ci in files:
+        img = _read_image(f)
+        if img.ndim == 3 and img.shape[2] in (1, 3, 4) and f.suffix.lower() != ".npy":
+            img = img[..., :3] if img.shape[2] == 4 else img
+        elif img.ndim == 3 and img.shape[0] in (1, 3):  # .npy stored channels-first
+            img = np.moveaxis(img, 0, -1)
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.ndim != 3:
+            raise DataError(f"image has shape {list(img.shape)}; expected [H, W] or [H, W, C]", subject=str(f))
+        if grayscale and img.shape[2] == 3:
+            img = (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+        elif grayscale is False and img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+        if size is not None:
+            img = resize_bilinear(img, size)
+        images.append(img)
+        labels.append(ci)
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise DataError(f"images have different sizes {sorted(shapes)[:3]}", subject=str(p),
@@ -573,8 +609,9 @@ def _load_image_folder(p: Path, model: ModelHandle | None, *, size: Any = None, 
     if layout == "NCHW":
         x = np.ascontiguousarray(np.moveaxis(x, -1, 1))
     name = model.inputs[0].name if model is not None and len(model.inputs) == 1 else "input"
-    return Dataset(name=p.name, source=str(p), inputs={name: x}, labels=np.asarray(labels, dtype=np.int64),
-                   meta={"classes": classes, "skipped_files": skipped})
+    return Dataset(name=p.name, source=str(p), inputs={name: x},
+                   labels=np.asarray(labels, dtype=np.int64) if classes is not None else None,
+                   meta={"classes": classes, "skipped_files": skipped, "labels": why})
 
 
 # ----- text

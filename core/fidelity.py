@@ -81,3 +81,172 @@ def channel_rel_error(ref: np.ndarray, got: np.ndarray) -> float:
     if not live.any():
         return float(nd.max() > 0)
     return float(np.mean(nd[live] / nr[live]))
+
+
+# --------------------------------------------------------------------------- per-task math
+# Which of these judge a model is decided by its task (slimline.core.tasks); the math lives here.
+
+# A dense map's error is measured against at least this share of its full scale, so an almost
+# empty map (a probability map of a photo without text) is not judged by dividing by ~0.
+MAP_FLOOR = 1e-2
+# PSNR of identical maps (finite, so it survives JSON); float32 rounding alone stays far below it.
+PSNR_IDENTICAL = 200.0
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def map_peak(ref: np.ndarray) -> float:
+    """Full scale of a map: 1 for maps inside [0, 1] (probabilities, masks), else the largest |value|."""
+    ref = _f64(ref)
+    if not ref.size:
+        return 1.0
+    lo, hi = float(np.nanmin(ref)), float(np.nanmax(ref))
+    if lo >= 0.0 and hi <= 1.0:
+        return 1.0
+    return max(abs(lo), abs(hi), ZERO_NORM)
+
+
+def rel_l2_error(ref: np.ndarray, got: np.ndarray, floor: float = MAP_FLOOR) -> float:
+    """‖got − ref‖ / ‖ref‖ over all rows, the denominator at least ``floor`` × full scale (RMS).
+
+    Why over all rows, not per row: a row that is (almost) all zeros has no direction, so a
+    per-row ratio or cosine there is noise; summed over the dataset the error is weighed
+    against the signal that exists. ``inf`` when ``got`` has NaN/inf.
+    """
+    a, b = _f64(ref), _f64(got)
+    if not a.size:
+        return 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = float(np.linalg.norm((b - a).ravel()))
+    if not np.isfinite(d):
+        return float("inf")
+    denom = max(float(np.linalg.norm(a.ravel())), floor * map_peak(a) * float(np.sqrt(a.size)))
+    return d / max(denom, ZERO_NORM)
+
+
+def row_rel_l2(ref: np.ndarray, got: np.ndarray, floor: float = MAP_FLOOR) -> np.ndarray:
+    """Per-row relative L2 with the same full-scale floor (for the worst row)."""
+    ref = np.asarray(ref)
+    n = int(ref.shape[0]) if ref.ndim else 1
+    a, b = _rows(ref, n), _rows(got, n)
+    if not a.size:
+        return np.zeros(n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.linalg.norm(b - a, axis=1)
+    denom = np.maximum(np.linalg.norm(a, axis=1), floor * map_peak(a) * np.sqrt(a.shape[1]))
+    out = d / np.maximum(denom, ZERO_NORM)
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def psnr(ref: np.ndarray, got: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB (peak = the map's full scale); PSNR_IDENTICAL for identical maps."""
+    a, b = _f64(ref), _f64(got)
+    if not a.size:
+        return float("inf")
+    with np.errstate(invalid="ignore", over="ignore"):
+        mse = float(np.mean((b - a) ** 2))
+    if not np.isfinite(mse):
+        return 0.0
+    if mse <= 0.0:
+        return PSNR_IDENTICAL
+    return float(min(10.0 * np.log10(map_peak(a) ** 2 / mse), PSNR_IDENTICAL))
+
+
+def map_agreement(ref: np.ndarray, got: np.ndarray, threshold: float | None = None) -> float:
+    """Share of map positions that get the same decision.
+
+    N×C×H×W with C > 1: the same class (argmax over channels) per pixel. Otherwise both maps
+    are cut at ``threshold`` (default 0.5 for maps inside [0, 1], else 0).
+    """
+    a, b = _f64(ref), _f64(got)
+    if not a.size:
+        return 1.0
+    if threshold is None and a.ndim == 4 and a.shape[1] > 1:
+        return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+    if threshold is None:
+        threshold = 0.5 if map_peak(a) == 1.0 and float(np.nanmin(a)) >= 0.0 else 0.0
+    return float(np.mean((a > threshold) == (b > threshold)))
+
+
+def masked_mean_pool(hidden: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """[N, S, H] hidden states → [N, H] mean over the positions the attention mask keeps.
+
+    This is how sentence-embedding models pool; padding positions are not part of the
+    sentence and must not be averaged in. 2-D inputs are returned as they are.
+    """
+    h = _f64(hidden)
+    if h.ndim <= 2:
+        return h.reshape(h.shape[0], -1) if h.ndim == 2 else h.reshape(-1, 1)
+    if h.ndim > 3:
+        h = h.reshape(h.shape[0], h.shape[1], -1)
+    if mask is None or np.asarray(mask).shape[:2] != h.shape[:2]:
+        return h.mean(axis=1)
+    m = _f64(mask)[..., None]
+    return (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+
+
+def nn_agreement(ref: np.ndarray, got: np.ndarray, max_rows: int = 2048) -> float:
+    """Share of rows whose nearest other row (by cosine) is the same for both sets of vectors.
+
+    What retrieval depends on: the neighbours, not the exact values. Needs ≥ 3 rows (1.0 below).
+    """
+    a, b = _f64(ref)[:max_rows], _f64(got)[:max_rows]
+    n = a.shape[0]
+    if n < 3:
+        return 1.0
+
+    def neighbours(x: np.ndarray) -> np.ndarray:
+        x = x.reshape(n, -1)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), ZERO_NORM)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        return sim.argmax(axis=1)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(np.mean(neighbours(a) == neighbours(b)))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = _f64(x)
+    m = np.max(x, axis=-1, keepdims=True)
+    z = x - np.where(np.isfinite(m), m, 0.0)
+    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+def kl_divergence(ref_logits: np.ndarray, got_logits: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean KL(p_ref ‖ p_got) in nats over the last axis (positions where ``mask`` is set)."""
+    lp, lq = _log_softmax(ref_logits), _log_softmax(got_logits)
+    with np.errstate(invalid="ignore", over="ignore"):
+        kl = np.sum(np.exp(lp) * (lp - lq), axis=-1)
+    if mask is not None:
+        kl = kl[np.asarray(mask).astype(bool)]
+    if not kl.size:
+        return 0.0
+    val = float(np.mean(kl))
+    return max(val, 0.0) if np.isfinite(val) else float("inf")
+
+
+def next_token_agreement(ref_logits: np.ndarray, got_logits: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Share of (kept) positions where both models predict the same next token."""
+    same = _f64(ref_logits).argmax(axis=-1) == _f64(got_logits).argmax(axis=-1)
+    if mask is not None:
+        same = same[np.asarray(mask).astype(bool)]
+    return float(np.mean(same)) if same.size else 1.0
+
+
+def perplexity(logits: np.ndarray, token_ids: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """exp(mean negative log-likelihood) of each next token: logits at t predict token t+1.
+
+    Positions whose target is padding (mask 0) are left out. ``inf`` when nothing is left.
+    """
+    lp = _log_softmax(np.asarray(logits)[:, :-1])
+    ids = np.asarray(token_ids)[:, 1:].astype(np.int64)
+    keep = np.ones(ids.shape, dtype=bool) if mask is None else np.asarray(mask)[:, 1:].astype(bool)
+    keep &= (ids >= 0) & (ids < lp.shape[-1])
+    if not keep.any():
+        return float("inf")
+    nll = -np.take_along_axis(lp, np.clip(ids, 0, lp.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+    val = float(np.mean(nll[keep]))
+    return float(np.exp(val)) if np.isfinite(val) else float("inf")

@@ -123,6 +123,12 @@ def export_torch_to_onnx(module: Any, inputs: dict[str, Any], path: str | Path, 
     use_ext = big if external_data is None else external_data
     # The exporter logs optional-dependency notices (e.g. torchvision ops) at WARNING.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # onnxscript's constant folder tries onnx's reference evaluator on each foldable node and logs
+    # "Evaluation failed: cannot reshape array of size 1 into shape (1,128)" at WARNING when a node
+    # (a position-id Reshape over the symbolic batch) cannot be folded; the node is simply kept and
+    # the exported graph is correct (parity checks prove it). Users read it as *Slimline's* evaluation
+    # failing, so it is kept out of the step log.
+    logging.getLogger("onnxscript.optimizer._constant_folding").setLevel(logging.ERROR)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".torch-onnx-", dir=path.parent))
     tmp = tmp_dir / "model.onnx"
     try:

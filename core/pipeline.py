@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,6 +20,8 @@ from slimline.core.plugin import Problem
 
 FORMAT = "slimline.pipeline"
 SCHEMA_VERSION = 1
+# What a model's output is (slimline.core.tasks holds the metrics; spelled here to keep pipeline import-light).
+TaskName = Literal["classification", "embedding", "dense_map", "token_logits", "generic"]
 MAX_FILE_BYTES = 16 << 20
 
 
@@ -46,10 +48,32 @@ class LatencySettings(BaseModel):
 
 
 class Budgets(BaseModel):
+    """How much a step may change the model, per task (slimline.core.tasks decides which apply)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="Allowed top-1 drop vs the original")
-    min_cosine: float = Field(0.99, ge=-1, le=1, description="Minimum mean output cosine vs the input model")
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="Allowed top-1 drop vs the original "
+                                     "(classification with labelled data)")
+    min_cosine: float = Field(0.99, ge=-1, le=1, description="Minimum mean output cosine vs the original "
+                              "(classification without labels, and generic outputs)")
+    embedding_min_cosine: float = Field(0.99, ge=-1, le=1, description=(
+        "Embeddings: minimum mean cosine of the pooled vector (mean over the attention mask) vs the original"))
+    embedding_min_nn_agreement: float = Field(0.0, ge=0, le=1, description=(
+        "Embeddings: minimum share of rows whose nearest neighbour is unchanged (0 = shown, not enforced)"))
+    dense_map_max_rel_l2: float = Field(0.05, ge=0, le=100, description=(
+        "Dense maps (segmentation, detection, probability maps): maximum relative L2 error vs the original"))
+    dense_map_min_agreement: float = Field(0.0, ge=0, le=1, description=(
+        "Dense maps: minimum share of positions with the same decision at the threshold "
+        "(0 = shown, not enforced)"))
+    token_min_agreement: float = Field(0.9, ge=0, le=1, description=(
+        "Language models: minimum share of positions where the predicted next token is unchanged"))
+    token_max_kl: float = Field(0.1, ge=0, le=100, description=(
+        "Language models: maximum mean KL divergence (nats) of the next-token distribution vs the original"))
+    token_max_perplexity_increase: float = Field(0.05, ge=0, le=100, description=(
+        "Language models: maximum relative perplexity increase vs the original (0.05 = +5 %), "
+        "when the data has token ids"))
+    generic_max_rel_l2: float = Field(0.05, ge=0, le=100, description=(
+        "Generic outputs: maximum relative L2 error vs the original"))
 
 
 class Evaluation(BaseModel):
@@ -62,6 +86,13 @@ class Evaluation(BaseModel):
     latency: LatencySettings = Field(default_factory=LatencySettings)
     budgets: Budgets = Field(default_factory=Budgets)
     device: str = "cpu"
+    task: TaskName | None = Field(
+        None, description="What the model's output is, which decides how fidelity is judged: classification, "
+                          "embedding, dense_map, token_logits or generic (empty = inferred from the model, its "
+                          "config and the data; the run shows the guess and why)")
+    max_rows: int | None = Field(
+        None, ge=1, le=10_000_000, description="Evaluate on at most this many rows of the evaluation data "
+                                               "(empty = all rows)")
 
 
 class Pipeline(BaseModel):

@@ -84,6 +84,7 @@ class StepContext:
     device: str = "cpu"
     threads: int | None = None
     seed: int = 0
+    evaluation: Any = None      # the pipeline's Evaluation settings (task override, budgets) | None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("slimline.step"))
 
     def progress(self, fraction: float, message: str = "") -> None:

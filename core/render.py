@@ -119,12 +119,28 @@ def print_bench(h: ModelHandle, size: Any, lat: list[Any], acc: Any, env: dict[s
     print(f"\nmachine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores", file=out)
 
 
+def fidelity_header(record: RunRecord) -> str:
+    """"cosine" for records from before tasks; else "fidelity" (the metric is named in the task line)."""
+    first = record.results[0].fidelity if record.results else None
+    return "fidelity" if first is not None and first.task else "cosine"
+
+
+def fidelity_cell(fid: Any) -> str:
+    """The task's headline fidelity value (mean cosine in records from before tasks)."""
+    if fid is None:
+        return "-"
+    if not fid.task or fid.value is None:
+        return f"{fid.mean_cosine:.4f}"
+    v = float(fid.value)
+    return f"{v:.4f}" if v == 0 or abs(v) >= 1e-3 or v != v else f"{v:.2e}"
+
+
 def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     record = as_run(record)
     results = record.results
     batches = list((results[0].latency or {}).keys()) if results else []
     headers = ["step", "size", "zip", "params"] + [f"p50 b{b} ms" for b in batches] + \
-              [f"p90 b{b}" for b in batches[:1]] + ["top-1", "cosine", "flags"]
+              [f"p90 b{b}" for b in batches[:1]] + ["top-1", fidelity_header(record), "flags"]
     rows = []
     base = results[0] if results else None
     for r in results:
@@ -146,7 +162,7 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
             rep = lat.get(b)
             row.append(f"{rep.p90_ms:.3f}" if rep else "-")
         row.append(f"{r.accuracy.top1:.4f}" if r.accuracy else "-")
-        row.append(f"{r.fidelity.mean_cosine:.4f}" if r.fidelity else "-")
+        row.append(fidelity_cell(r.fidelity))
         row.append(",".join(r.flags) or "ok")
         rows.append(row)
     return headers, rows
@@ -169,9 +185,13 @@ def print_run(record: RunRecord | dict[str, Any], out: TextIO | None = None) -> 
                          f"{lat.threads} threads, {lat.provider}, inputs {lat.input_kind}")
         if acc:
             parts.append(f"top-1 on {acc.dataset} (n={acc.n})")
-        elif fid:
+        elif fid and not fid.task:
             parts.append(f"cosine vs original on {fid.dataset} ({fid.input_kind} inputs"
                          f"{' — smoke check only' if fid.input_kind == 'random' else ''})")
+        if fid and fid.task:
+            parts.insert(0, f"task: {fid.task} ({fid.task_reason}); fidelity = {fid.metric} vs original on "
+                            f"{fid.dataset} ({fid.input_kind} inputs"
+                            f"{' — smoke check only' if fid.input_kind == 'random' else ''})")
         parts.append(f"machine: {record.environment.get('cpu', '?')}")
         print("\n".join(parts), file=out)
     for r in results:

@@ -55,6 +55,26 @@ class Fidelity(FidelityReport):
 
     input_kind: Literal["dataset", "random"]
     dataset: str = ""
+    # Task-aware fidelity (slimline.core.tasks); absent in records written before tasks existed.
+    task: str | None = None          # classification | embedding | dense_map | token_logits | generic
+    task_reason: str = ""            # why that task (inferred, or set in the pipeline)
+    metric: str | None = None        # the task's headline metric, e.g. "pooled cosine"
+    value: float | None = None
+    higher_is_better: bool = True
+    worst: float | None = None       # the worst row, where it means something
+    extra: dict[str, float | None] = Field(default_factory=dict)  # None: not finite (JSON has no inf)
+
+    _TASK_KEYS: ClassVar[tuple[str, ...]] = ("task", "task_reason", "metric", "value", "higher_is_better",
+                                             "worst", "extra")
+
+    @model_serializer(mode="wrap")
+    def _drop_task_keys(self, handler: Any) -> Any:
+        """Without a task (older records) the JSON keeps its old shape."""
+        data = handler(self)
+        if isinstance(data, dict) and self.task is None:
+            for key in self._TASK_KEYS:
+                data.pop(key, None)
+        return data
 
 
 class Measurement(_Json):

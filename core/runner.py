@@ -87,6 +87,8 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
         cached = _cached_eval(cache.load_eval(key, eval_key)) if (use_cache and key) else None
         if cached is not None:
             return cached, True
+        evaluator.progress = lambda f, m: progress(ProgressEvent(  # rows/s and ETA while evaluating
+            overall=(index + 0.9 + 0.1 * f) / total, step_id=key or "original", fraction=0.9 + 0.1 * f, message=m))
         result = evaluator.evaluate(handle, cancel)
         if key:
             cache.save_eval(key, eval_key, result.to_dict())
@@ -95,6 +97,8 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
     # --- the original model -------------------------------------------------------------
     emit(StepStartedEvent(step_id="original", index=0, total=total, title="Original model"))
     t0 = time.perf_counter()
+    evaluator.progress = lambda f, m: progress(ProgressEvent(overall=f / total, step_id="original", fraction=f,
+                                                             message=m))
     original_eval = evaluator.evaluate(model, cancel)
     original = StepResult.from_measurement(original_eval, step_id="original", plugin="",
                                            title=f"Original ({model.name})", model=model,
@@ -151,7 +155,7 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
 
                 ctx = StepContext(work_dir=work, cancel=cancel, progress_cb=on_progress, event_cb=on_event,
                                   data=data, source_model=model, device=pipeline.evaluation.device,
-                                  threads=threads or None)
+                                  threads=threads or None, evaluation=pipeline.evaluation)
                 try:
                     out = plugin.run(current, params, ctx)
                 except (Cancelled, SlimlineError):

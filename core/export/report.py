@@ -17,6 +17,7 @@ from slimline.core.export import svg
 from slimline.core.fsutil import atomic_write_text
 from slimline.core.handle import ModelHandle
 from slimline.core.metrics import SizeReport
+from slimline.core.render import fidelity_cell
 from slimline.core.results import RunRecord, StepResult, as_run
 
 EXPORTS_FILE = "exports.json"
@@ -158,7 +159,10 @@ def _headline(results: list[StepResult]) -> str:
         tiles.append(("top-1", f"{(ab.top1 - aa.top1) * 100:+.2f} pt",
                       f"{aa.top1:.4f} → {ab.top1:.4f} (n={ab.n})"))
     fb = b.fidelity
-    if fb is not None:
+    if fb is not None and fb.task and fb.value is not None:
+        tiles.append((f"{fb.metric} vs original", fidelity_cell(fb), f"task {fb.task} "
+                      f"({fb.input_kind} inputs)"))
+    elif fb is not None:
         tiles.append(("cosine vs original", f"{fb.mean_cosine:.4f}", f"top-1 agreement "
                       f"{_num(fb.top1_agreement, '.4f')} ({_h(fb.input_kind)} inputs)"))
     return "<div class='tiles'>" + "".join(
@@ -182,7 +186,7 @@ def _pipeline_section(record: RunRecord) -> str:
 def _results_section(results: list[StepResult]) -> str:
     batches = list((results[0].latency or {}).keys()) if results else []
     head = ["step", "size", "zip", "params"] + [f"p50 / p90 ms b{b}" for b in batches] + \
-        ["top-1 (95% CI)", "cosine", "flags", "time"]
+        ["top-1 (95% CI)", _fidelity_head(results), "flags", "time"]
     body = []
     for r in results:
         size, lat, acc, fid = r.size, r.latency or {}, r.accuracy, r.fidelity
@@ -196,11 +200,21 @@ def _results_section(results: list[StepResult]) -> str:
             cells.append(f"{acc.top1:.4f} ({lo:.3f}–{hi:.3f})")
         else:
             cells.append("–")
-        cells.append(_num(fid.mean_cosine if fid else None, ".4f"))
+        cells.append(_h(fidelity_cell(fid)) if fid is not None and fid.task else
+                     _num(fid.mean_cosine if fid else None, ".4f"))
         cells.append("".join(f"<span class='flag'>{_h(f)}</span>" for f in r.flags) or "<span class='ok'>ok</span>")
         cells.append(f"{r.duration_s:.1f}s")
         body.append(cells)
-    return "<h2>Results per step</h2>" + _table(head, body)
+    first = results[0].fidelity if results else None
+    why = (f"<p class='muted'>task: <b>{_h(first.task)}</b> ({_h(first.task_reason)}); fidelity = "
+           f"{_h(first.metric)} vs the original on {_h(first.dataset)}</p>") if first is not None and first.task else ""
+    return "<h2>Results per step</h2>" + why + _table(head, body)
+
+
+def _fidelity_head(results: list[StepResult]) -> str:
+    """"cosine" for records from before tasks; else the task's headline metric."""
+    first = results[0].fidelity if results else None
+    return f"fidelity: {first.metric}" if first is not None and first.task and first.metric else "cosine"
 
 
 def _charts(results: list[StepResult]) -> str:

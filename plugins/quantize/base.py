@@ -177,6 +177,13 @@ class QuantizeBase(Plugin):
         ctx.progress(0.1, f"reference outputs on {evalset.describe()}")
         ref_out = evaluate.run_all(ref_sess, evalset, ctx.cancel)
         del ref_sess
+        settings = getattr(ctx, "evaluation", None)
+        budgets = getattr(settings, "budgets", None)
+        guess = evaluate.guess_task(model, ctx.source_model, ref_out, evalset, getattr(settings, "task", None))
+        notes.append(f"task: {guess.task} ({guess.reason}); the budget test uses its metric")
+
+        def verdict(f: evaluate.Fidelity) -> tuple[bool, str]:
+            return f.verdict(params.min_cosine, params.min_top1_agreement, budgets)
 
         attempt: Attempt | None = self._first_attempt(params, model_ops)
         attempt = replace(attempt, exclude=tuple(dict.fromkeys(attempt.exclude + self._exclusions(prep_model.graph, params))))
@@ -212,10 +219,10 @@ class QuantizeBase(Plugin):
                                  hint="exclude the op types named in the message, or try another mode") from exc
             q_out = evaluate.run_all(q_sess, evalset, ctx.cancel)
             del q_sess
-            fid = evaluate.fidelity(out_names, ref_out, q_out, evalset.labels)
+            fid = evaluate.fidelity(out_names, ref_out, q_out, evalset.labels, guess.task, evalset)
             history.append((attempt, fid))
             ctx.log(f"attempt {n} ({attempt.describe()}): {fid.summary()}")
-            if fid.passes(params.min_cosine, params.min_top1_agreement):
+            if verdict(fid)[0]:
                 break
             if n >= params.max_attempts:
                 attempt = None
@@ -225,12 +232,11 @@ class QuantizeBase(Plugin):
                 [h for h in history if h[0].why.startswith("left in float")]), ctx)
 
         for i, (a, f) in enumerate(history, 1):
-            verdict = "accepted" if (i == len(history) and f.passes(params.min_cosine, params.min_top1_agreement)) else "below budget"
-            notes.append(f"attempt {i} — {a.why} [{a.describe()}]: {f.summary()} → {verdict}")
+            said = "accepted" if (i == len(history) and verdict(f)[0]) else "below budget"
+            notes.append(f"attempt {i} — {a.why} [{a.describe()}]: {f.summary()} → {said}")
         assert fid is not None
-        if not fid.passes(params.min_cosine, params.min_top1_agreement):
-            budget = f"mean cosine ≥ {params.min_cosine}" + (
-                f", top-1 agreement ≥ {params.min_top1_agreement}" if fid.top1_agreement is not None else "")
+        passed, budget = verdict(fid)
+        if not passed:
             raise StepFailed(
                 f"quantized model below budget after {len(history)} attempt(s): {fid.summary()} "
                 f"(budget {budget}, on {evalset.describe()}); the model was not passed on",
@@ -300,6 +306,8 @@ class QuantizeBase(Plugin):
         }
         if fid.top1_agreement is not None:
             metrics["top1_agreement"] = fid.top1_agreement
+        if fid.task_fidelity is not None:
+            metrics[f"{guess.task}: {fid.task_fidelity.metric}"] = fid.task_fidelity.value
         if fid.top1_before is not None and fid.top1_after is not None:
             metrics["top1_before"] = fid.top1_before
             metrics["top1_after"] = fid.top1_after

@@ -166,6 +166,8 @@ def class_output_index(names: list[str], outputs: list[np.ndarray]) -> int | Non
 
 @dataclass
 class Fidelity:
+    """The guardrail's verdict material: the task's own fidelity plus the cosine/|Δ| every task shows."""
+
     n: int
     mean_cosine: float
     min_cosine: float
@@ -174,22 +176,65 @@ class Fidelity:
     top1_before: float | None = None
     top1_after: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    task: str = "classification"
+    task_fidelity: Any = None       # slimline.core.tasks.TaskFidelity for the task's output
 
-    def passes(self, min_cosine: float, min_top1: float) -> bool:
-        ok = np.isfinite(self.mean_cosine) and self.mean_cosine >= min_cosine
-        if self.top1_agreement is not None:
-            ok = ok and self.top1_agreement >= min_top1
-        return bool(ok)
+    def passes(self, min_cosine: float, min_top1: float, budgets: Any = None) -> bool:
+        return self.verdict(min_cosine, min_top1, budgets)[0]
+
+    def verdict(self, min_cosine: float, min_top1: float, budgets: Any = None) -> tuple[bool, str]:
+        """(ok, budget in words). Class scores: the step's cosine and top-1 agreement budgets; an
+        embedding: the step's cosine budget on the pooled vector; other tasks: the pipeline's budget."""
+        tf = self.task_fidelity
+        if self.task == "classification" or tf is None:
+            ok = np.isfinite(self.mean_cosine) and self.mean_cosine >= min_cosine
+            if self.top1_agreement is not None:
+                ok = ok and self.top1_agreement >= min_top1
+            budget = f"mean cosine ≥ {min_cosine}" + (
+                f", top-1 agreement ≥ {min_top1}" if self.top1_agreement is not None else "")
+            return bool(ok), budget
+        from slimline.core.pipeline import Budgets
+        from slimline.core.tasks import budget_check
+
+        b = budgets if budgets is not None else Budgets()
+        if self.task == "embedding":
+            b = b.model_copy(update={"embedding_min_cosine": min_cosine})
+        ok, why = budget_check(self.task, tf, b)
+        return ok, why or f"{self.task} budget"
 
     def summary(self) -> str:
+        tf = self.task_fidelity
+        if self.task != "classification" and tf is not None:
+            return f"{tf.summary()}, max |Δ| {self.max_abs_error:.4g} ({self.task})"
         s = f"mean cosine {self.mean_cosine:.5f}, min cosine {self.min_cosine:.5f}, max |Δ| {self.max_abs_error:.4g}"
         if self.top1_agreement is not None:
             s += f", top-1 agreement {self.top1_agreement:.4f}"
         return s
 
 
-def fidelity(names: list[str], ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> Fidelity:
-    """Per-row cosine over every float output, max abs error, top-1 agreement on class scores."""
+def task_dataset(evalset: EvalSet) -> Any:
+    """The eval rows as the dataset-like object core.tasks reads (inputs for masks/ids, labels, name)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(inputs=evalset.feeds, labels=evalset.labels, name=evalset.name, kind=evalset.kind)
+
+
+def guess_task(model: Any, source_model: Any, ref_out: list[np.ndarray], evalset: EvalSet,
+               override: str | None) -> Any:
+    """The task (slimline.core.tasks.TaskGuess): the pipeline's setting, else guessed with the original's
+    config (a converted model has lost its Hugging Face architectures) and this model's outputs."""
+    from slimline.core.tasks import resolve_task
+
+    probe = model
+    if source_model is not None and getattr(source_model, "meta", None):
+        probe = model.model_copy(update={"meta": {**dict(source_model.meta), **dict(model.meta or {})}})
+    return resolve_task(override, probe, ref_out, task_dataset(evalset))
+
+
+def fidelity(names: list[str], ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None,
+             task: str = "classification", evalset: EvalSet | None = None) -> Fidelity:
+    """Per-row cosine and max abs error over every float output, plus the task's own fidelity
+    (core.tasks): top-1 agreement only for class scores, pooled cosine for embeddings, ..."""
     cos_all: list[np.ndarray] = []
     max_abs = 0.0
     for r, o in zip(ref, out):
@@ -197,19 +242,27 @@ def fidelity(names: list[str], ref: list[np.ndarray], out: list[np.ndarray], lab
             continue
         r64, o64 = np.asarray(r, np.float64), np.asarray(o, np.float64)
         if r64.shape != o64.shape:
-            return Fidelity(len(r64), 0.0, 0.0, float("inf"), 0.0 if r64.ndim else None)
+            return Fidelity(len(r64), 0.0, 0.0, float("inf"), 0.0 if r64.ndim else None, task=task)
         cos_all.append(row_cosines(r64, o64))
         max_abs = max(max_abs, max_abs_error(r64, o64))
     cos = np.concatenate(cos_all) if cos_all else np.array([1.0])
-    idx = class_output_index(names, ref)
-    agree = before = after = None
-    if idx is not None:
-        agree = top1_agreement(ref[idx], out[idx])
-        if labels is not None and labels.shape == ref[idx].shape[:-1]:
-            before = top1_accuracy(ref[idx], labels)
-            after = top1_accuracy(out[idx], labels)
     n = int(ref[0].shape[0]) if ref and np.ndim(ref[0]) else 1
-    return Fidelity(n, float(cos.mean()), float(cos.min()), max_abs, agree, before, after)
+    agree = before = after = None
+    tf = None
+    if task == "classification":
+        idx = class_output_index(names, ref)
+        if idx is not None:
+            agree = top1_agreement(ref[idx], out[idx])
+            if labels is not None and labels.shape == ref[idx].shape[:-1]:
+                before = top1_accuracy(ref[idx], labels)
+                after = top1_accuracy(out[idx], labels)
+    elif ref:
+        from slimline.core.tasks import fidelity_for
+
+        idx = next((i for i, r in enumerate(ref) if np.issubdtype(np.asarray(r).dtype, np.floating)), 0)
+        tf = fidelity_for(task, ref[idx], out[idx], task_dataset(evalset) if evalset is not None else None)
+    return Fidelity(n, float(cos.mean()), float(cos.min()), max_abs, agree, before, after, task=task,
+                    task_fidelity=tf)
 
 
 @dataclass

@@ -23,7 +23,8 @@ class GuardrailParams(PluginParams):
 
     min_cosine: float = Field(0.99, ge=0.0, le=1.0, description=(
         "Smallest acceptable mean cosine between the quantized and the input model's outputs on the evaluation "
-        "data. Below it the step retries safer settings, then fails."))
+        "data (for an embedding model: of the pooled vector). Below it the step retries safer settings, then "
+        "fails. Dense maps and language models are judged by the pipeline's per-task budgets instead."))
     min_top1_agreement: float = Field(0.98, ge=0.0, le=1.0, description=(
         "Smallest acceptable share of rows whose top-1 class is unchanged (class-score outputs only)."))
     max_attempts: int = Field(5, ge=1, le=10, description=(

@@ -177,3 +177,51 @@ class Canary:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+_WORDS = ("the a cat dog sat on mat ran far near house tree red blue small big quick slow jumps over lazy fox "
+          "bird sings song day night sun moon water fire").split()
+
+
+def _write_tokenizer(folder: Path) -> None:
+    """A tiny word-level BERT tokenizer (vocab.txt) saved beside the model (no downloads)."""
+    from transformers import BertTokenizerFast
+
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_WORDS]) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(folder))
+
+
+def hf_bert_encoder(folder: Path) -> Path:
+    """Random-weight tiny BERT encoder (AutoModel: last_hidden_state) with its tokenizer."""
+    _torch()
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                     vocab_size=5 + len(_WORDS), max_position_embeddings=64)
+    folder.mkdir(parents=True, exist_ok=True)
+    BertModel(cfg).eval().save_pretrained(str(folder))
+    _write_tokenizer(folder)
+    return folder
+
+
+def hf_causal_lm(folder: Path) -> Path:
+    """Random-weight tiny GPT-2 causal LM (config architectures GPT2LMHeadModel) with a tokenizer."""
+    _torch()
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=5 + len(_WORDS), n_positions=64)
+    folder.mkdir(parents=True, exist_ok=True)
+    GPT2LMHeadModel(cfg).eval().save_pretrained(str(folder))
+    _write_tokenizer(folder)
+    return folder
+
+
+def sentences(path: Path, n: int = 24, seed: int = 0) -> Path:
+    """A text file of ``n`` short random sentences from the tiny vocabulary."""
+    import random
+
+    rnd = random.Random(seed)
+    path.write_text("\n".join(" ".join(rnd.choice(_WORDS) for _ in range(rnd.randint(3, 9))) for _ in range(n))
+                    + "\n", encoding="utf-8")
+    return path

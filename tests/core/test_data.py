@@ -234,7 +234,7 @@ def test_image_folder_resize_rgb_normalise_nhwc(tmp_path: Path):
 
 def test_image_folder_errors(tmp_path: Path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="class subfolders"):
+    with pytest.raises(DataError, match="no images"):
         load_dataset(tmp_path / "empty")
     root = tmp_path / "mixed"
     (root / "a").mkdir(parents=True)

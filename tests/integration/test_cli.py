@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from slimline.core.cli import main
+from slimline.core.results import Fidelity
 
 
 def test_inspect_json_on_archive(tiny_torch_model, capsys):
@@ -79,7 +80,8 @@ def test_run_output_keeps_the_shape_of_older_runs(tiny_torch_model, tmp_path, ca
     for got, want in zip(new["results"], old["results"]):  # original, then a step
         assert set(got) == set(want)
         for part in ("size", "fidelity", "accuracy", "model"):
-            assert set(got[part]) == set(want[part]), part
+            added = set(Fidelity._TASK_KEYS) if part == "fidelity" else set()  # task-aware fidelity, additive
+            assert set(got[part]) - added == set(want[part]), part
         assert set(got["latency"]) == {"1", "8"}
         assert set(got["latency"]["1"]) == set(next(iter(want["latency"].values())))
     assert "tables" not in new["results"][0] and "tables" in new["results"][1]
