@@ -9,9 +9,9 @@ Results are cached per file identity so a histogram after the stats is instant.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel

@@ -164,7 +164,8 @@ def checkpoint_contents(path: Path) -> tuple[dict[str, "torch.Tensor"], str | No
         obj, key, left = unwrap_checkpoint(_weights_only_load(path))
         tensors = _flatten_tensors(obj)
         if not tensors:
-            raise _err(path, "the checkpoint holds no tensors", "save the model with torch.save(model.state_dict(), path)")
+            raise _err(path, "the checkpoint holds no tensors",
+                       "save the model with torch.save(model.state_dict(), path)")
         return tensors, key, left
 
     return cached(file_key(path, "state_dict"), build)
