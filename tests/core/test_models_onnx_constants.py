@@ -289,3 +289,27 @@ def test_training_checkpoint_counts_the_model_only(tmp_path):
     assert h.meta["state_key"] == "model_state" and h.meta["left_out"] == ["step", "optimizer_state"]
     rc, text, err = _inspect(path)
     assert rc == 0 and "left out: step, optimizer_state" in text
+
+
+def test_constant_attribute_forms():
+    """value_floats is a weight vector, value_int(s) are indices, sparse_value is densified, strings are skipped."""
+    from onnx import helper, numpy_helper
+
+    from slimline.core.models.onnx_files import _kind, constant_value
+
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.array([1.5, -2.0], np.float32), "v"),
+                                       numpy_helper.from_array(np.array([1, 4], np.int64), "i"), [2, 3])
+    cases = {
+        "floats": (helper.make_node("Constant", [], ["a"], value_floats=[1.0, 2.0, 3.0]), "weight", [1.0, 2.0, 3.0]),
+        "float": (helper.make_node("Constant", [], ["b"], value_float=0.5), "scalar", [0.5]),
+        "ints": (helper.make_node("Constant", [], ["c"], value_ints=[1, 2]), "index", [1, 2]),
+        "int": (helper.make_node("Constant", [], ["d"], value_int=7), "index", [7]),
+        "sparse": (helper.make_node("Constant", [], ["e"], sparse_value=sparse), "weight", [0, 1.5, 0, 0, -2.0, 0]),
+    }
+    for label, (node, kind, values) in cases.items():
+        t, index = constant_value(node)
+        assert _kind(t, index) == kind, label
+        assert numpy_helper.to_array(t).ravel().tolist() == values, label
+    assert constant_value(helper.make_node("Constant", [], ["s"], value_strings=["x"])) is None
+    bias = numpy_helper.from_array(np.array([0.25], np.float32), "bias")
+    assert _kind(bias, False) == "scalar" and _kind(bias, False, "Conv") == "weight"  # a 1-channel Conv bias
