@@ -253,7 +253,7 @@ def _stats_key(handle: ModelHandle, name: str) -> tuple:
 
 def compute_stats(handle: ModelHandle, names: list[str] | None = None,
                   progress: Callable[[float, str], None] | None = None) -> list[LayerRow]:
-    """Inventory rows with exact statistics, for ``names`` (all tensors when None)."""
+    """Rows with exact statistics: every weight tensor, or ``names`` (which may also name scalars/index tensors)."""
     src = _source(handle)
     rows = layer_inventory(handle, include_constants=names is not None)
     if names is not None:
