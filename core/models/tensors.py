@@ -42,13 +42,15 @@ WEIGHT, SCALAR, INDEX = "weight", "scalar", "index"
 def tensor_kind(dtype: str, numel: int, *, scalars_are_weights: bool = True) -> str:
     """``weight``, ``scalar`` (one value: an epsilon, a Clip bound such as -inf) or ``index`` (shapes, masks).
 
+    An empty tensor (a [0, 4] shape) stays a weight with 0 parameters: it is listed, never a scalar.
+
     Exported graphs (ONNX) are full of scalar constants that are not parameters, so their
     scalars are kept apart; in a torch state_dict a one-value tensor is a trained parameter
     (PReLU slope, temperature), so there ``scalars_are_weights`` stays True.
     """
     if dtype in INDEX_DTYPES:
         return INDEX
-    if numel <= 1 and not scalars_are_weights:
+    if numel == 1 and not scalars_are_weights:
         return SCALAR
     return WEIGHT
 
