@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from collections.abc import Iterable
@@ -58,6 +59,9 @@ def handle_summary(h: ModelHandle) -> str:
     if h.dim_defaults:
         lines.append("dims      " + ", ".join(f"{k}={v}" for k, v in h.dim_defaults.items())
                      + "   (dynamic; change with --dim NAME=VALUE)")
+    if h.meta.get("left_out"):
+        lines.append(f"checkpoint model weights from {h.meta.get('state_key')!r}; left out: "
+                     + ", ".join(str(k) for k in h.meta["left_out"]) + " (not model weights)")
     caps = h.capabilities
     if not (caps.run and caps.compress) and caps.reason:
         lines.append(f"note      {caps.reason}")
@@ -68,31 +72,94 @@ def _row_dict(r: Any) -> dict[str, Any]:
     return r.model_dump() if hasattr(r, "model_dump") else dict(r.__dict__)
 
 
+def _num(v: Any, spec: str = ".3g", scale: float = 1.0, suffix: str = "") -> str:
+    """A statistic for the table; '-' where there is none (e.g. a tensor with no finite value)."""
+    if v is None:
+        return "-"
+    try:
+        return f"{float(v) * scale:{spec}}{suffix}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _json_safe(obj: Any) -> Any:
+    """±inf/NaN as strings: ``json.dumps`` would write the invalid tokens Infinity/NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _constants(h: ModelHandle) -> list[dict[str, Any]]:
+    """Scalars and shape/index tensors of the model (not weights), as dicts; [] when it has none."""
+    if not h.meta.get("other_tensors"):
+        return []
+    from slimline.core.stats import constant_inventory
+
+    return [_row_dict(r) for r in constant_inventory(h)]
+
+
+def _places(h: ModelHandle) -> str:
+    places = h.meta.get("weights_by_place") or {}
+    if not (places.get("constant_nodes") or places.get("subgraphs")):
+        return ""
+    return (f"weights   {fmt_count(places.get('initializers', 0))} in initializers, "
+            f"{fmt_count(places.get('constant_nodes', 0))} in Constant nodes, "
+            f"{fmt_count(places.get('subgraphs', 0))} inside If/Loop/Scan subgraphs")
+
+
 def print_inspect(h: ModelHandle, rows: list[Any] | None, *, as_json: bool, limit: int,
                   out: TextIO | None = None) -> None:
     out = out or sys.stdout
     dicts = [_row_dict(r) for r in rows or []]
+    constants = _constants(h)
     if as_json:
-        print(json.dumps({"model": h.model_dump(mode="json"), "layers": dicts}, indent=1, default=str), file=out)
+        doc = {"model": h.model_dump(mode="json"), "layers": dicts, "constants": constants}
+        print(json.dumps(_json_safe(doc), indent=1, default=str, allow_nan=False), file=out)
         return
     print(handle_summary(h), file=out)
-    if not dicts:
-        return
+    if places := _places(h):
+        print(places, file=out)
+    if dicts:
+        _print_weights(dicts, limit, out)
+    if constants:
+        _print_constants(constants, limit, out)
+
+
+def _print_weights(dicts: list[dict[str, Any]], limit: int, out: TextIO) -> None:
     print(f"\n{len(dicts)} weight tensors" + (f" (first {limit})" if len(dicts) > limit else ""), file=out)
-    has_stats = "std" in dicts[0] and dicts[0].get("std") is not None
-    headers = ["name", "op", "shape", "dtype", "params"]
+    has_stats = any(d.get("nan_count") is not None for d in dicts)
+    has_where = any(d.get("location") not in (None, "", "initializer") for d in dicts)
+    headers = ["name", "op", "shape", "dtype", "params"] + (["location"] if has_where else [])
+    n_left = len(headers)
     if has_stats:
         headers += ["min", "max", "mean", "std", "sparsity", "outliers", "nan/inf"]
     body = []
     for d in dicts[:limit]:
         row = [d.get("name"), d.get("op_type"), "x".join(str(x) for x in d.get("shape", [])),
                d.get("dtype"), fmt_count(d.get("params"))]
+        if has_where:
+            row.append(d.get("location") or "initializer")
         if has_stats:
-            row += [f"{d['min']:.3g}", f"{d['max']:.3g}", f"{d['mean']:.3g}", f"{d['std']:.3g}",
-                    f"{d['sparsity'] * 100:.1f}%", f"{d['outlier_frac'] * 100:.2f}%",
-                    f"{d['nan_count']}/{d['inf_count']}"]
+            row += [_num(d.get("min")), _num(d.get("max")), _num(d.get("mean")), _num(d.get("std")),
+                    _num(d.get("sparsity"), ".1f", 100, "%"), _num(d.get("outlier_frac"), ".2f", 100, "%"),
+                    f"{_num(d.get('nan_count'), 'd')}/{_num(d.get('inf_count'), 'd')}"]
         body.append(row)
-    print(table(headers, body, "lllll" + "r" * (len(headers) - 5)), file=out)
+    print(table(headers, body, "l" * n_left + "r" * (len(headers) - n_left)), file=out)
+
+
+def _print_constants(constants: list[dict[str, Any]], limit: int, out: TextIO) -> None:
+    scalars = sum(1 for c in constants if c.get("kind") == "scalar")
+    print(f"\n{len(constants)} other tensors, not weights ({scalars} scalars, {len(constants) - scalars} "
+          "shape/index tensors): not counted as parameters" + (f" (first {limit})" if len(constants) > limit else ""),
+          file=out)
+    body = [[c.get("name"), c.get("kind"), "x".join(str(x) for x in c.get("shape", [])) or "scalar",
+             c.get("dtype"), c.get("value") if c.get("value") is not None else "-", c.get("location") or "-"]
+            for c in constants[:limit]]
+    print(table(["name", "kind", "shape", "dtype", "value", "location"], body, "llllrl"), file=out)
 
 
 def print_bench(h: ModelHandle, size: Any, lat: list[Any], acc: Any, env: dict[str, Any], *,

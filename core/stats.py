@@ -9,9 +9,9 @@ Results are cached per file identity so a histogram after the stats is instant.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel
@@ -37,6 +37,9 @@ class LayerRow(BaseModel):
     name: str
     layer: str = ""
     op_type: str = ""
+    kind: str = "weight"   # weight | scalar | index: only weights count as parameters and get charts
+    location: str = ""     # where the file keeps it ("Constant node X", "If node Y > then_branch > ...")
+    value: str | None = None   # a scalar's value as text ("-inf", "1e-05"): JSON-safe for ±inf/NaN
     shape: list[int] = []
     dtype: str = ""
     params: int = 0
@@ -93,13 +96,56 @@ def _array(src: "WeightSource", handle: ModelHandle, name: str) -> "np.ndarray":
                              hint="the file is corrupt or hand-edited; get it again or re-export the model") from None
 
 
-def layer_inventory(handle: ModelHandle) -> list[LayerRow]:
-    """Every weight tensor with its layer, op type, shape, dtype, params and bytes (no values read)."""
+def layer_inventory(handle: ModelHandle, *, include_constants: bool = False) -> list[LayerRow]:
+    """Every weight tensor with its layer, op type, shape, dtype, params and bytes (no values read).
+
+    Scalars (epsilons, ±inf Clip bounds) and integer shape/index tensors are not weights: they are
+    left out unless ``include_constants``, so tables, totals and charts hold trained parameters only.
+    """
     rows = []
     for e in _source(handle).entries:
+        if e.kind != "weight" and not include_constants:
+            continue
         n = e.numel
-        rows.append(LayerRow(name=e.name, layer=e.layer, op_type=e.op_type, shape=list(e.shape), dtype=e.dtype,
-                             params=n, bytes=int(math.ceil(n * _ITEMSIZE.get(e.dtype, 4)))))
+        rows.append(LayerRow(name=e.name, layer=e.layer, op_type=e.op_type, kind=e.kind, location=e.location,
+                             shape=list(e.shape), dtype=e.dtype, params=n,
+                             bytes=int(math.ceil(n * _ITEMSIZE.get(e.dtype, 4)))))
+    return rows
+
+
+def _scalar_text(arr: "np.ndarray") -> str | None:
+    """A one-value tensor as text (``-inf``, ``nan``, ``1e-05``, ``3``); None for empty or unreadable ones."""
+    import numpy as np
+
+    a = np.asarray(arr).reshape(-1)
+    if a.size != 1:
+        return None
+    v = a[0]
+    if a.dtype.kind == "f":
+        return f"{float(v):.6g}"
+    if a.dtype.kind in "iub":
+        return str(int(v))
+    return None
+
+
+def constant_inventory(handle: ModelHandle) -> list[LayerRow]:
+    """The tensors that are not weights (scalars, shape/index tensors), with a scalar's value as text.
+
+    Kept apart from the weight table so a -inf Clip bound or an int64 shape never reaches statistics,
+    totals or charts, yet the user can still see what the file holds.
+    """
+    src = _source(handle)
+    rows = []
+    for r in layer_inventory(handle, include_constants=True):
+        if r.kind == "weight":
+            continue
+        value = None
+        if r.params == 1 and r.dtype not in ("str", "unknown"):
+            try:
+                value = _scalar_text(src.array(r.name))
+            except Exception:  # noqa: BLE001 - a damaged constant must not stop the listing
+                value = None
+        rows.append(r.model_copy(update={"value": value}))
     return rows
 
 
@@ -207,9 +253,9 @@ def _stats_key(handle: ModelHandle, name: str) -> tuple:
 
 def compute_stats(handle: ModelHandle, names: list[str] | None = None,
                   progress: Callable[[float, str], None] | None = None) -> list[LayerRow]:
-    """Inventory rows with exact statistics, for ``names`` (all tensors when None)."""
+    """Rows with exact statistics: every weight tensor, or ``names`` (which may also name scalars/index tensors)."""
     src = _source(handle)
-    rows = layer_inventory(handle)
+    rows = layer_inventory(handle, include_constants=names is not None)
     if names is not None:
         wanted = set(names)
         missing = wanted - {r.name for r in rows}

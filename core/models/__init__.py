@@ -5,13 +5,14 @@ module level; the per-format modules import them inside functions.
 
 Layers (imports only point down; tests/core/test_models_layering.py checks it):
   tensors, safe_paths, handles          shared tensor primitives and handle helpers
-  sniff, onnx_files, torch_files, safetensors_files, hf, archive   per-format modules
+  sniff, onnx_files, onnx_fold, torch_files, safetensors_files, hf, archive   per-format modules
   formats                               the table of formats
   detect, loaders, weights              dispatch through the table
 """
 from slimline.core.models.detect import detect_format
 from slimline.core.models.loaders import load_eager_module, load_torch_runnable, open_model, to_slimline_archive
 from slimline.core.models.onnx_files import load_onnx
+from slimline.core.models.onnx_fold import fold_constants_to_initializers
 
 __all__ = ["open_model", "detect_format", "load_onnx", "load_torch_runnable", "load_eager_module",
-           "to_slimline_archive"]
+           "to_slimline_archive", "fold_constants_to_initializers"]

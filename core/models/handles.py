@@ -11,7 +11,7 @@ from typing import Any
 
 from slimline.core.errors import UntrustedFileError
 from slimline.core.handle import Capabilities, ModelHandle
-from slimline.core.models.tensors import TensorEntry, file_size
+from slimline.core.models.tensors import WEIGHT, TensorEntry, file_size
 
 TRUST_HINT = ("only if you trust where it came from: open it with --trust (CLI) or confirm the trust dialog "
               "(GUI). Safer: export it as ONNX, TorchScript, a state_dict or safetensors")
@@ -26,10 +26,11 @@ def weights_handle(path: Path, fmt: str, entries: list[TensorEntry], producer: s
     files = files or [path]
     return ModelHandle(
         path=str(path), format=fmt, family="weights", files=[str(f) for f in files],
-        param_count=sum(e.numel for e in entries if not e.name.endswith("num_batches_tracked")),
+        param_count=sum(e.numel for e in entries if e.kind == WEIGHT and not e.name.endswith("num_batches_tracked")),
         bytes_on_disk=sum(file_size(f) for f in files), producer=producer, trusted=True,
         capabilities=Capabilities(run=False, compress=False, reason=WEIGHTS_ONLY_REASON),
-        meta={"tensors": len(entries), **(meta or {})},
+        meta={"tensors": sum(1 for e in entries if e.kind == WEIGHT),
+              "other_tensors": sum(1 for e in entries if e.kind != WEIGHT), **(meta or {})},
     )
 
 

@@ -5,14 +5,15 @@ External data must stay inside the model's folder; the path check itself lives i
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
 from slimline.core.models.safe_paths import resolve_external
-from slimline.core.models.tensors import (TensorEntry, WeightSource, cached, decode_bfloat16, decode_float8, file_key,
-                                          file_size)
+from slimline.core.models.tensors import (INDEX, SCALAR, WEIGHT, TensorEntry, WeightSource, cached, decode_bfloat16,
+                                          decode_float8, file_key, file_size, tensor_kind)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -20,8 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MIN_OPSET = 7
 _PASSTHROUGH = {"DequantizeLinear", "Cast", "Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze"}
-# integer/bool initializers that are shapes or indices, not parameters
-_NON_PARAM_TYPES = {"int64", "bool", "str", "object"}
 
 
 def _err(path: Path | str, problem: str, hint: str) -> ModelLoadError:
@@ -68,6 +67,122 @@ def iter_graphs(graph: "onnx.GraphProto") -> Iterator["onnx.GraphProto"]:
                     yield from iter_graphs(g)
 
 
+@dataclass
+class OnnxTensor:
+    """One tensor an ONNX file stores: an initializer or a Constant node's value, in any (sub)graph."""
+
+    name: str                   # unique across the model (a repeated name gets " @ location")
+    tensor: "onnx.TensorProto"  # the stored proto (value_float(s)/value_int(s) become small protos)
+    location: str               # "initializer", "Constant node X", "If node Y > then_branch > Constant node Z"
+    kind: str                   # weight | scalar | index (tensors.tensor_kind)
+    graph: "onnx.GraphProto"    # the (sub)graph holding it
+    node: "onnx.NodeProto | None" = None   # the Constant node, None for an initializer
+
+    @property
+    def numel(self) -> int:
+        return _initializer_numel(self.tensor)
+
+
+def is_constant_node(node: "onnx.NodeProto") -> bool:
+    return node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+
+
+def constant_value(node: "onnx.NodeProto") -> "tuple[onnx.TensorProto, bool] | None":
+    """The tensor a Constant node produces and whether it is an index (value_int(s)); None for strings."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    A = onnx.AttributeProto
+    name = node.output[0] if node.output else ""
+    for a in node.attribute:
+        if a.name == "value" and a.type == A.TENSOR:
+            return a.t, False
+        if a.name == "sparse_value" and a.type == A.SPARSE_TENSOR:
+            sp = a.sparse_tensor
+            values = numpy_helper.to_array(sp.values)
+            dense = np.zeros([int(d) for d in sp.dims], dtype=values.dtype)
+            idx = numpy_helper.to_array(sp.indices) if sp.HasField("indices") else np.zeros((0,), np.int64)
+            if idx.ndim == 2:
+                dense[tuple(idx.T)] = values
+            else:
+                dense.reshape(-1)[idx] = values
+            return numpy_helper.from_array(dense, name), False
+        if a.name == "value_float":
+            return helper.make_tensor(name, onnx.TensorProto.FLOAT, [], [a.f]), False
+        if a.name == "value_floats":
+            return helper.make_tensor(name, onnx.TensorProto.FLOAT, [len(a.floats)], list(a.floats)), False
+        if a.name == "value_int":
+            return helper.make_tensor(name, onnx.TensorProto.INT64, [], [a.i]), True
+        if a.name == "value_ints":
+            return helper.make_tensor(name, onnx.TensorProto.INT64, [len(a.ints)], list(a.ints)), True
+    return None
+
+
+# ops whose one-value inputs are still trained parameters (a 1-channel Conv bias, a shared PReLU slope)
+_PARAM_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
+              "LayerNormalization", "GroupNormalization", "PRelu", "LSTM", "GRU", "RNN"}
+
+
+def _kind(t: "onnx.TensorProto", index: bool, consumer_op: str = "") -> str:
+    if index:
+        return INDEX
+    kind = tensor_kind(dtype_name(t.data_type), _initializer_numel(t), scalars_are_weights=False)
+    if kind == SCALAR and consumer_op in _PARAM_OPS and _initializer_numel(t) == 1 and len(t.dims) >= 1:
+        return WEIGHT
+    return kind
+
+
+def onnx_tensors(model: "onnx.ModelProto") -> list[OnnxTensor]:
+    """Every stored tensor: initializers and Constant nodes of the graph and of every If/Loop/Scan body.
+
+    Why all three: paddle2onnx keeps every weight in Constant nodes, and some exports keep
+    theirs only inside If branches; counting initializers alone reports 0 parameters.
+    """
+    import onnx
+
+    out: list[OnnxTensor] = []
+    seen: set[str] = set()
+    direct: dict[str, str] = {}  # tensor name -> op type of its first reader (subgraphs read outer names too)
+    for sub in iter_graphs(model.graph):
+        for node in sub.node:
+            for inp in node.input:
+                direct.setdefault(inp, node.op_type)
+
+    def op_of(name: str) -> str:
+        return direct.get(name, "")
+
+    def add(name: str, t: "onnx.TensorProto", location: str, kind: str, g: Any, node: Any = None) -> None:
+        if t.data_type == onnx.TensorProto.UNDEFINED:
+            return
+        key = name if name not in seen else f"{name} @ {location}"
+        seen.add(key)
+        out.append(OnnxTensor(key, t, location, kind, g, node))
+
+    def where(prefix: str, what: str) -> str:
+        return f"{prefix} > {what}" if prefix else what
+
+    def walk(g: "onnx.GraphProto", prefix: str) -> None:
+        for t in g.initializer:
+            add(t.name, t, where(prefix, "initializer"), _kind(t, False, op_of(t.name)), g)
+        for i, node in enumerate(g.node):
+            label = f"{node.op_type} node {node.name or (node.output[0] if node.output else i)}"
+            if is_constant_node(node) and node.output:
+                found = constant_value(node)
+                if found is not None:
+                    t, index = found
+                    add(node.output[0], t, where(prefix, label), _kind(t, index, op_of(node.output[0])), g, node)
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g, where(prefix, f"{label} > {a.name}"))
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for j, sub in enumerate(a.graphs):
+                        walk(sub, where(prefix, f"{label} > {a.name}[{j}]"))
+
+    walk(model.graph, "")
+    return out
+
+
 def _uses_external(t: "onnx.TensorProto") -> bool:
     import onnx
 
@@ -82,26 +197,26 @@ def check_external_data(model: "onnx.ModelProto", path: Path) -> list[Path]:
     """Validate every external reference (location, bounds); return the distinct data files."""
     base = path.parent
     files: dict[str, Path] = {}
-    for g in iter_graphs(model.graph):
-        for t in g.initializer:
-            if not _uses_external(t):
-                continue
-            info = _external_info(t)
-            loc = info.get("location", "")
-            if loc not in files:
-                files[loc] = resolve_external(base, loc, path)
-            size = file_size(files[loc])
-            try:
-                offset = int(info.get("offset", 0) or 0)
-                length = int(info.get("length", 0) or 0)
-            except ValueError:
-                raise _err(path, f"initializer {t.name!r}: external data offset/length "
-                           f"{info.get('offset')!r}/{info.get('length')!r} are not whole numbers",
-                           "the file is corrupt or hand-edited; re-export the model") from None
-            if offset < 0 or length < 0 or offset + length > size:
-                raise _err(path, f"initializer {t.name!r} reads bytes {offset}..{offset + length} of {loc!r}, "
-                           f"which has only {size} bytes (the data file is truncated)",
-                           "copy the complete .data file next to the model")
+    for found in onnx_tensors(model):
+        t = found.tensor
+        if not _uses_external(t):
+            continue
+        info = _external_info(t)
+        loc = info.get("location", "")
+        if loc not in files:
+            files[loc] = resolve_external(base, loc, path)
+        size = file_size(files[loc])
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info.get("length", 0) or 0)
+        except ValueError:
+            raise _err(path, f"initializer {t.name!r}: external data offset/length "
+                       f"{info.get('offset')!r}/{info.get('length')!r} are not whole numbers",
+                       "the file is corrupt or hand-edited; re-export the model") from None
+        if offset < 0 or length < 0 or offset + length > size:
+            raise _err(path, f"initializer {t.name!r} reads bytes {offset}..{offset + length} of {loc!r}, "
+                       f"which has only {size} bytes (the data file is truncated)",
+                       "copy the complete .data file next to the model")
     return list(files.values())
 
 
@@ -165,15 +280,20 @@ def open_onnx(path: Path) -> ModelHandle:
     for k, v in out_dims.items():
         dims.setdefault(k, v)
     params = 0
-    has_sub = False
-    for sub in iter_graphs(g):
-        has_sub = has_sub or sub is not g
-        for t in sub.initializer:
-            if any(int(d) < 0 for d in t.dims):
-                raise _err(path, f"initializer {t.name!r} declares a negative dimension {list(t.dims)}; "
-                           "the file is corrupt", "get the file again or re-export the model")
-            if dtype_name(t.data_type) not in _NON_PARAM_TYPES:
-                params += _initializer_numel(t)
+    places = {"initializers": 0, "constant_nodes": 0, "subgraphs": 0}
+    other = 0
+    found = onnx_tensors(model)
+    for f in found:
+        if any(int(d) < 0 for d in f.tensor.dims):
+            raise _err(path, f"tensor {f.name!r} ({f.location}) declares a negative dimension "
+                       f"{list(f.tensor.dims)}; the file is corrupt", "get the file again or re-export the model")
+        if f.kind != WEIGHT:
+            other += 1
+            continue
+        params += f.numel
+        place = "subgraphs" if f.graph is not g else ("constant_nodes" if f.node is not None else "initializers")
+        places[place] += f.numel
+    has_sub = any(sub is not g for sub in iter_graphs(g))
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
     opset = opsets.get("ai.onnx")
     caps = Capabilities()
@@ -189,7 +309,9 @@ def open_onnx(path: Path) -> ModelHandle:
         producer=producer, opset=opset, trusted=True, capabilities=caps,
         meta={"ir_version": int(model.ir_version), "opsets": opsets, "has_subgraphs": has_sub,
               "initializers_as_inputs": sum(1 for i in g.input if i.name in init_names),
-              "external_data": [Path(f).name for f in data_files], "nodes": len(g.node)},
+              "external_data": [Path(f).name for f in data_files], "nodes": len(g.node),
+              "weights_by_place": places, "tensors": sum(1 for f in found if f.kind == WEIGHT),
+              "other_tensors": other},
     )
 
 
@@ -229,47 +351,47 @@ def _storage_dtype(data_type: int) -> "np.dtype":
 
 
 def _consumers(model: "onnx.ModelProto") -> dict[str, tuple[str, str]]:
-    """Initializer name → (layer = consuming node name, op type), looking through DequantizeLinear/Cast/Transpose."""
-    out: dict[str, tuple[str, str]] = {}
+    """Tensor name → (layer = consuming node name, op type), looking through DequantizeLinear/Cast/Transpose.
+
+    Subgraph nodes may read a tensor of an outer graph, so uses are collected over all graphs.
+    """
+    by_input: dict[str, list[tuple[str, str, list[str]]]] = {}
     for gi, g in enumerate(iter_graphs(model.graph)):
-        by_input: dict[str, list[tuple[str, str, list[str]]]] = {}
         for i, node in enumerate(g.node):
             name = node.name or (f"{node.op_type}_{gi}_{i}" if gi else f"{node.op_type}_{i}")
             for inp in node.input:
                 by_input.setdefault(inp, []).append((name, node.op_type, list(node.output)))
-        for t in g.initializer:
-            uses = by_input.get(t.name)
-            if not uses:
-                out.setdefault(t.name, ("", ""))
-                continue
-            name, op, outs = uses[0]
-            if op in _PASSTHROUGH and len(outs) == 1 and len(by_input.get(outs[0], [])) == 1:
-                nxt = by_input[outs[0]][0]
-                name, op = nxt[0], nxt[1]
-            out[t.name] = (name, op)
+    out: dict[str, tuple[str, str]] = {}
+    for inp, uses in by_input.items():
+        name, op, outs = uses[0]
+        if op in _PASSTHROUGH and len(outs) == 1 and len(by_input.get(outs[0], [])) == 1:
+            nxt = by_input[outs[0]][0]
+            name, op = nxt[0], nxt[1]
+        out[inp] = (name, op)
     return out
 
 
 def onnx_weight_source(path: Path) -> WeightSource:
-    """Initializers (incl. subgraphs and external data) as zero-copy NumPy views."""
+    """Initializers and Constant-node tensors (incl. subgraphs and external data) as zero-copy NumPy views."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
     model = cached_model(path)
-    data_files = check_external_data(model, path)
+    check_external_data(model, path)
     consumers = _consumers(model)
     tensors: dict[str, "onnx.TensorProto"] = {}
     entries: list[TensorEntry] = []
-    for g in iter_graphs(model.graph):
-        for t in g.initializer:
-            if t.name in tensors or t.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-                continue
-            tensors[t.name] = t
-            layer, op = consumers.get(t.name, ("", ""))
-            entries.append(TensorEntry(t.name, layer, op, [int(d) for d in t.dims], dtype_name(t.data_type)))
+    for f in onnx_tensors(model):
+        t = f.tensor
+        if t.data_type == onnx.TensorProto.STRING:
+            continue
+        tensors[f.name] = t
+        stored = f.node.output[0] if f.node is not None else t.name
+        layer, op = consumers.get(stored, ("", ""))
+        entries.append(TensorEntry(f.name, layer, op, [int(d) for d in t.dims], dtype_name(t.data_type),
+                                   kind=f.kind, location=f.location))
     maps: dict[Path, np.ndarray] = {}
-    del data_files
 
     def load(name: str) -> np.ndarray:
         t = tensors[name]

@@ -25,7 +25,7 @@ def resolve_external(base_dir: Path, location: str, model_path: Path) -> Path:
     if not location or loc.is_absolute() or location.startswith(("/", "\\")) or ":" in location[:3]:
         raise fail(f"external data location {location!r} is an absolute path")
     if ".." in loc.parts or ".." in location.replace("\\", "/").split("/"):
-        raise fail(f"external data location {location!r} points outside the model's folder")
+        raise fail(f"external data location {location!r} points outside the model's folder (it escapes it)")
     target = base_dir / loc
     real_base = os.path.realpath(base_dir)
     real = os.path.realpath(target)

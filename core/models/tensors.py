@@ -33,6 +33,26 @@ SAFETENSORS_DTYPES: dict[str, tuple[str, str]] = {
 }
 # dtypes whose raw bytes need decoding before statistics
 RAW_ENCODED = {"bfloat16", "float8_e4m3fn", "float8_e5m2"}
+# integer/bool/string tensors are shapes, indices, masks and counters, never trained parameters
+INDEX_DTYPES = {"int64", "uint64", "bool", "str", "object", "unknown"}
+# what a listed tensor is: only "weight" tensors count as parameters and get statistics and charts
+WEIGHT, SCALAR, INDEX = "weight", "scalar", "index"
+
+
+def tensor_kind(dtype: str, numel: int, *, scalars_are_weights: bool = True) -> str:
+    """``weight``, ``scalar`` (one value: an epsilon, a Clip bound such as -inf) or ``index`` (shapes, masks).
+
+    An empty tensor (a [0, 4] shape) stays a weight with 0 parameters: it is listed, never a scalar.
+
+    Exported graphs (ONNX) are full of scalar constants that are not parameters, so their
+    scalars are kept apart; in a torch state_dict a one-value tensor is a trained parameter
+    (PReLU slope, temperature), so there ``scalars_are_weights`` stays True.
+    """
+    if dtype in INDEX_DTYPES:
+        return INDEX
+    if numel == 1 and not scalars_are_weights:
+        return SCALAR
+    return WEIGHT
 
 
 @dataclass
@@ -44,6 +64,8 @@ class TensorEntry:
     op_type: str
     shape: list[int]
     dtype: str
+    kind: str = WEIGHT      # weight | scalar | index (see tensor_kind)
+    location: str = ""      # where the file keeps it, e.g. "Constant node X", "If node Y > then_branch"
 
     @property
     def numel(self) -> int:
@@ -187,7 +209,12 @@ def safetensors_entries(path: Path, header: dict[str, Any]) -> list[TensorEntry]
         if k.startswith("__"):
             continue
         layer = k.rsplit(".", 1)[0] if "." in k else ""
-        out.append(TensorEntry(k, layer, "", [int(d) for d in v["shape"]], SAFETENSORS_DTYPES[v["dtype"]][1]))
+        shape = [int(d) for d in v["shape"]]
+        dtype = SAFETENSORS_DTYPES[v["dtype"]][1]
+        numel = 1
+        for d in shape:
+            numel *= d
+        out.append(TensorEntry(k, layer, "", shape, dtype, kind=tensor_kind(dtype, numel)))
     return out
 
 
@@ -240,8 +267,9 @@ def tensor_dict_source(tensors: dict[str, Any], op_types: dict[str, str] | None 
     entries = []
     for k, t in tensors.items():
         layer = k.rsplit(".", 1)[0] if "." in k else ""
-        entries.append(TensorEntry(k, layer, (op_types or {}).get(layer, ""), list(t.shape),
-                                   str(t.dtype).replace("torch.", "")))
+        dtype = str(t.dtype).replace("torch.", "")
+        entries.append(TensorEntry(k, layer, (op_types or {}).get(layer, ""), list(t.shape), dtype,
+                                   kind=tensor_kind(dtype, int(t.numel()))))
 
     def load(name: str) -> "np.ndarray":
         import torch

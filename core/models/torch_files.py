@@ -18,7 +18,7 @@ from slimline.core.errors import ModelLoadError, UntrustedFileError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
 from slimline.core.models.handles import TRUST_HINT, require_trust, weights_handle
 from slimline.core.models.tensors import (TensorEntry, WeightSource, cached, file_key, file_size, module_source,
-                                          tensor_dict_source)
+                                          tensor_dict_source, tensor_kind)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -128,24 +128,52 @@ def _weights_only_load(path: Path) -> Any:
                    "get the file again or re-save it with torch.save(model.state_dict(), path)") from None
 
 
-def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
-    """Tensors of a checkpoint (nested dicts flattened; 'state_dict'/'model' wrappers unwrapped)."""
-    def build() -> dict[str, Any]:
-        import torch
+# keys under which training scripts keep the model's weights, most specific first; the rest of such a
+# checkpoint (optimizer moments, schedulers, step counters, EMA copies) is not the model
+STATE_KEYS = ("model_state_dict", "model_state", "state_dict", "model", "net", "network", "module",
+              "weights", "params", "generator", "ema_state_dict", "ema")
 
-        obj = _weights_only_load(path)
-        if isinstance(obj, dict):
-            for key in ("state_dict", "model_state_dict", "model"):
-                inner = obj.get(key)
-                if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-                    obj = inner
-                    break
+
+def _has_tensors(obj: Any) -> bool:
+    return bool(_flatten_tensors(obj)) if isinstance(obj, dict) else False
+
+
+def unwrap_checkpoint(obj: Any) -> tuple[Any, str | None, list[str]]:
+    """(the model's tensors, the key they came from, top-level keys left out) of a loaded checkpoint.
+
+    A bare state_dict passes through. A training checkpoint ``{"model_state": {...}, "optimizer_state":
+    {...}, "step": 3}`` yields its model part; counting the optimizer's Adam moments as weights would
+    triple the parameter count.
+    """
+    import torch
+
+    if not isinstance(obj, dict) or any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, None, []
+    for key in STATE_KEYS:
+        inner = obj.get(key)
+        if _has_tensors(inner):
+            inner, deeper, _ = unwrap_checkpoint(inner)  # {"model": {"state_dict": ...}}
+            left = [str(k) for k in obj if k != key]
+            return inner, key + (f".{deeper}" if deeper else ""), left
+    return obj, None, []
+
+
+def checkpoint_contents(path: Path) -> tuple[dict[str, "torch.Tensor"], str | None, list[str]]:
+    """Tensors of a checkpoint (nested dicts flattened, the model part unwrapped), its key, what was left out."""
+    def build() -> tuple[dict[str, Any], str | None, list[str]]:
+        obj, key, left = unwrap_checkpoint(_weights_only_load(path))
         tensors = _flatten_tensors(obj)
         if not tensors:
-            raise _err(path, "the checkpoint holds no tensors", "save the model with torch.save(model.state_dict(), path)")
-        return tensors
+            raise _err(path, "the checkpoint holds no tensors",
+                       "save the model with torch.save(model.state_dict(), path)")
+        return tensors, key, left
 
     return cached(file_key(path, "state_dict"), build)
+
+
+def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+    """Tensors of a checkpoint (nested dicts flattened; model_state/state_dict/model/... wrappers unwrapped)."""
+    return checkpoint_contents(path)[0]
 
 
 def _numel(shape: Any) -> int:
@@ -158,12 +186,15 @@ def _numel(shape: Any) -> int:
 def open_checkpoint(path: Path, trust: bool) -> ModelHandle:
     """state_dict checkpoint (weights-only), or a pickled nn.Module when trusted."""
     try:
-        tensors = load_state_dict(path)
+        tensors, key, left = checkpoint_contents(path)
     except UntrustedFileError:
         if not trust:
             raise
         return open_pickle_module(path)
-    return weights_handle(path, "state_dict", tensor_dict_source(tensors).entries, "torch.save")
+    meta: dict[str, Any] = {}
+    if key is not None:
+        meta = {"state_key": key, "left_out": left}
+    return weights_handle(path, "state_dict", tensor_dict_source(tensors).entries, "torch.save", meta=meta)
 
 
 def load_pickle_module(path: Path) -> "torch.nn.Module":
@@ -305,7 +336,8 @@ def pt2_weight_source(path: Path) -> WeightSource:
     entries = []
     for name, w in listing["weights"].items():
         layer = name.rsplit(".", 1)[0] if "." in name else ""
-        entries.append(TensorEntry(name, layer, "", w["shape"], _PT2_DTYPES[w["dtype"]][1]))
+        dtype = _PT2_DTYPES[w["dtype"]][1]
+        entries.append(TensorEntry(name, layer, "", w["shape"], dtype, kind=tensor_kind(dtype, _numel(w["shape"]))))
 
     def load(name: str) -> np.ndarray:
         w = listing["weights"][name]

@@ -63,7 +63,8 @@ def test_onnx_old_opset_initializers_as_inputs_are_not_inputs(zoo):
 
 def test_onnx_if_subgraph_weights_counted(zoo):
     h = open_model(zoo["onnx_if"])
-    assert h.meta["has_subgraphs"] and h.param_count == 4 * 3 * 2 + 1
+    assert h.meta["has_subgraphs"] and h.param_count == 4 * 3 * 2  # the scalar threshold "zero" is not a weight
+    assert h.meta["weights_by_place"] == {"initializers": 0, "constant_nodes": 0, "subgraphs": 24}
     assert h.inputs[0].shape == [2, 4]
 
 

@@ -9,7 +9,7 @@ import pytest
 import modelfiles as mf
 from slimline.core.errors import SlimlineError
 from slimline.core.models import open_model
-from slimline.core.stats import compute_stats, histogram, layer_inventory, tensor_stats
+from slimline.core.stats import compute_stats, constant_inventory, histogram, layer_inventory, tensor_stats
 
 
 def _ref_stats(a: np.ndarray) -> dict[str, float]:
@@ -104,9 +104,12 @@ def test_onnx_external_data_stats(files):
 
 
 def test_onnx_subgraph_and_old_opset_weights(files):
-    rows = {r.name: r for r in compute_stats(open_model(files["onnx_if"]))}
-    assert {"then.w", "else.w", "zero"} <= set(rows)
+    h = open_model(files["onnx_if"])
+    rows = {r.name: r for r in compute_stats(h)}
+    assert set(rows) == {"then.w", "else.w"}  # the scalar "zero" (a Greater threshold) is not a weight
     assert rows["then.w"].op_type == "MatMul" and rows["then.w"].layer == "then_mm"
+    assert rows["then.w"].location == "If node branch > then_branch > initializer"
+    assert {r.name: (r.kind, r.value) for r in constant_inventory(h)} == {"zero": ("scalar", "0")}
     old = {r.name: r for r in layer_inventory(open_model(files["onnx_old"]))}
     assert old["fc.weight"].op_type == "Gemm" and old["fc.weight"].layer == "fc"
 
