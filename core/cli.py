@@ -264,13 +264,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from slimline.core.history import load_run, run_dir
 
     if not (run_dir(workspace, job.run_id) / "run.json").is_file():  # failed before the run began (bad data)
-        if final.get("type") != "failed":
-            final = {"type": "failed", "message": "the run ended before it was recorded",
-                     "hint": "see the messages above"}
-        print(f"\nerror: {final.get('subject') or ''}{': ' if final.get('subject') else ''}{final.get('message')}",
-              file=sys.stderr)
-        if final.get("hint"):
-            print(f"  → {final['hint']}", file=sys.stderr)
+        if not isinstance(final, FailedEvent):
+            final = FailedEvent(message="the run ended before it was recorded", hint="see the messages above")
+        _print_failure(final)
         return 1
     record = load_run(run_dir(workspace, job.run_id))
     if args.json:  # stdout is the JSON alone (scripts parse it); human notes go to stderr
@@ -281,14 +277,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_run_outputs(record, Path(args.out))
         print(f"\nwrote the final model and results to {args.out}", file=sys.stderr if args.json else sys.stdout)
     if isinstance(final, FailedEvent):
-        where = final.subject or final.step_id
-        print(f"\nerror: {where + ': ' if where else ''}{final.message}", file=sys.stderr)
-        if final.hint:
-            print(f"  → {final.hint}", file=sys.stderr)
+        _print_failure(final)
         return 1
     if isinstance(final, CancelledEvent):
         return 130
     return 0
+
+
+def _print_failure(final: FailedEvent) -> None:
+    where = final.subject or final.step_id
+    print(f"\nerror: {where + ': ' if where else ''}{final.message}", file=sys.stderr)
+    if final.hint:
+        print(f"  → {final.hint}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
