@@ -107,10 +107,12 @@ def _onnx_params(path: Path) -> tuple[int, dict[str, int], list[Path]]:
     by_dtype: dict[str, int] = {}
     externals: list[Path] = []
 
-    def add(t: "onnx.TensorProto") -> None:
+    from slimline.core.models.onnx_files import onnx_tensors
+
+    def add(t: "onnx.TensorProto", is_weight: bool) -> None:
         nonlocal params
         n = int(np.prod(t.dims)) if len(t.dims) else 1
-        params += n
+        params += n if is_weight else 0
         name, size = _ONNX_DTYPES.get(t.data_type, (f"onnx_type_{t.data_type}", 0))
         nbytes = int(np.ceil(n * size))
         if t.data_location == onnx.TensorProto.EXTERNAL:
@@ -122,18 +124,10 @@ def _onnx_params(path: Path) -> tuple[int, dict[str, int], list[Path]]:
                 externals.append(loc)
         by_dtype[name] = by_dtype.get(name, 0) + nbytes
 
-    def walk(graph: "onnx.GraphProto") -> None:
-        for t in graph.initializer:
-            add(t)
-        for node in graph.node:
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    walk(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for g in a.graphs:
-                        walk(g)
-
-    walk(model.graph)
+    # Initializers, Constant nodes and If/Loop/Scan bodies: paddle2onnx and spox exports keep every
+    # weight in Constant nodes. Params count weights only (not scalars or int64 shapes); bytes count all.
+    for found in onnx_tensors(model):
+        add(found.tensor, found.kind == "weight")
     return params, by_dtype, externals
 
 

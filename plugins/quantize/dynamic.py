@@ -76,7 +76,7 @@ class QuantizeDynamic(QuantizeBase):
             str(src), str(dst), op_types_to_quantize=list(attempt.op_types), per_channel=attempt.per_channel,
             reduce_range=attempt.reduce_range, weight_type=getattr(QuantType, params.weight_type),
             nodes_to_exclude=list(attempt.exclude),
-            extra_options={"MatMulConstBOnly": True},
+            extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True},
         )
 
     def _explain(self, params: Any, attempt: Attempt, q_ops: dict[str, int], size_ratio: float,

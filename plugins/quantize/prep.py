@@ -125,8 +125,16 @@ def preprocess(src: str | Path, dst: Path, *, optimize: bool = True, gemm_rewrit
     """
     import onnx
 
+    from slimline.core.models.onnx_fold import count_constant_nodes, fold_constants_to_initializers
+
     notes: list[str] = []
     model = load_model(src)
+    n_const = count_constant_nodes(model)
+    if n_const:  # paddle2onnx/spox keep weights in Constant nodes; ORT's quantizers see initializers only
+        model = fold_constants_to_initializers(model)
+        moved = n_const - count_constant_nodes(model)
+        notes.append(f"pre-processing: moved {moved} Constant-node tensor(s) into initializers "
+                     "so the quantizer finds the weights")
     n = remove_initializer_inputs(model)
     if n:
         notes.append(f"pre-processing: removed {n} initializer(s) listed as graph inputs (old exporter)")
