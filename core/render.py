@@ -147,7 +147,7 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
             row.append(f"{rep.p90_ms:.3f}" if rep else "-")
         row.append(f"{r.accuracy.top1:.4f}" if r.accuracy else "-")
         row.append(f"{r.fidelity.mean_cosine:.4f}" if r.fidelity else "-")
-        row.append(",".join(r.flags) or "ok")
+        row.append(",".join(f.upper() if f == "noisy" else f for f in r.flags) or "ok")
         rows.append(row)
     return headers, rows
 
@@ -173,6 +173,12 @@ def print_run(record: RunRecord | dict[str, Any], out: TextIO | None = None) -> 
             parts.append(f"cosine vs original on {fid.dataset} ({fid.input_kind} inputs"
                          f"{' — smoke check only' if fid.input_kind == 'random' else ''})")
         parts.append(f"machine: {record.environment.get('cpu', '?')}")
+        if lat and lat.measured_at:
+            loads = "→".join(f"{x:.1f}" for x in (lat.load_avg, lat.load_avg_after) if x is not None) or "?"
+            others = f", other processes busy on {lat.others_busy_cores:.1f} cores" \
+                if lat.others_busy_cores is not None else ""
+            parts.append(f"timing conditions (original): load {loads} on {lat.cores} cores{others}; steps are timed "
+                         "interleaved with their input, NOISY = no slower/faster conclusion")
         print("\n".join(parts), file=out)
     for r in results:
         for w in r.warnings:
