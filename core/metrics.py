@@ -19,10 +19,10 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from slimline.core.data import Dataset, check_dataset, random_dataset
 from slimline.core.errors import DataError, ModelLoadError
@@ -266,6 +266,20 @@ class LatencyReport(BaseModel):
     noise_reasons: list[str] = Field(default_factory=list)
     source: str = "fresh"                 # "fresh", or "cached from <time>" when a figure is reused
     vs_input: LatencyComparison | None = None  # set when timed against the step's input model
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_conditions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Condition fields at their defaults are left out, so an older run file is written back unchanged."""
+        out = handler(self)
+        for key, default in _CONDITION_DEFAULTS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        return out
+
+
+_CONDITION_DEFAULTS: dict[str, Any] = {"measured_at": None, "load_avg_after": None, "others_busy_cores": None,
+                                       "cv": None, "block_p50_ms": [], "noisy": False, "noise_reasons": [],
+                                       "source": "fresh", "vs_input": None}
 
 
 
@@ -608,7 +622,8 @@ def measure_interleaved(models: Sequence[ModelHandle | Session], *, batch: int =
                               input_kind=f[1], dataset=f[2], cpu_s=np.concatenate(c), blocks=w, conditions=cond)
                for (s, _), f, w, c in zip(opened, feeds, walls, cpus)]
     for i in range(1, len(reports)):
-        noise = reports[0].noise_reasons + reports[i].noise_reasons
+        mine = reports[i].noise_reasons
+        noise = mine + [f"input model: {r}" for r in reports[0].noise_reasons if r not in mine]
         cmp = compare_blocks(walls[0], walls[i], noise=noise, floor=floor)
         reports[i] = reports[i].model_copy(update={"vs_input": cmp, "noisy": cmp.noisy,
                                                    "noise_reasons": cmp.noise_reasons})

@@ -139,7 +139,9 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
             rep = lat.get(b)
             base_rep = (base.latency or {}).get(b) if base is not None else None
             cell = f"{rep.p50_ms:.3f}" if rep else "-"
-            if rep and base_rep and r is not base:
+            if rep and rep.vs_input is not None:  # vs the step's input, timed interleaved: one machine state
+                cell += f" ({rep.vs_input.ratio:.2f}×{'?' if rep.vs_input.noisy else ''} vs in)"
+            elif rep and base_rep and r is not base and not (rep.noisy or base_rep.noisy):
                 cell += f" ({rep.p50_ms / base_rep.p50_ms:.2f}×)"
             row.append(cell)
         for b in batches[:1]:
@@ -178,7 +180,7 @@ def print_run(record: RunRecord | dict[str, Any], out: TextIO | None = None) -> 
             others = f", other processes busy on {lat.others_busy_cores:.1f} cores" \
                 if lat.others_busy_cores is not None else ""
             parts.append(f"timing conditions (original): load {loads} on {lat.cores} cores{others}; steps are timed "
-                         "interleaved with their input, NOISY = no slower/faster conclusion")
+                         "interleaved with their input ('× vs in'; '?' and NOISY: too noisy to conclude)")
         print("\n".join(parts), file=out)
     for r in results:
         for w in r.warnings:
