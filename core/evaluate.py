@@ -101,7 +101,10 @@ def _top1(outputs: np.ndarray, data: Any) -> AccuracyReport:
 
 def flags_for(step_eval: Measurement, input_eval: Measurement, original_eval: Measurement,
               settings: Evaluation) -> tuple[list[str], list[str]]:
-    """(flags, reasons): bigger / slower than the step's input, over the accuracy budget.
+    """(flags, reasons): bigger / slower than the step's input, noisy latency, over the accuracy budget.
+
+    "slower" comes from the step's interleaved comparison with its input (``vs_input``);
+    "noisy" means the timing cannot support a conclusion and says why.
 
     Takes Measurements or StepResults (a StepResult is a Measurement).
     """
@@ -152,7 +155,9 @@ def _latency_flags(input_eval: Measurement, step_eval: Measurement, flags: list[
                                f"({cmp.describe()})")
             if cmp.noisy:
                 flag("noisy")
-                reasons.append(f"latency at batch {batch} is noisy, no slower/faster conclusion "
+                verdict = ("no slower/faster conclusion" if cmp.verdict == "inconclusive"
+                           else f"yet clearly {cmp.verdict}: the whole interval clears the noise margin")
+                reasons.append(f"latency at batch {batch} is noisy, {verdict} "
                                f"({'; '.join(cmp.noise_reasons)}); measured {cmp.describe()}")
             continue
         before = la.get(batch)
