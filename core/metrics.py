@@ -227,7 +227,8 @@ class LatencyComparison(BaseModel):
     verdict: Literal["slower", "faster", "same", "inconclusive"] = "inconclusive"
 
     def describe(self) -> str:
-        return (f"{self.ratio:.2f}× the input (p50 {self.input_p50_ms:.3f} ms in the same session; "
+        ratio = f"{self.ratio:.2f}" if self.ratio >= 0.1 else f"{self.ratio:.2g}"
+        return (f"{ratio}× the input (p50 {self.input_p50_ms:.3f} ms in the same session; "
                 f"{self.confidence * 100:.0f} % interval {self.low:.2f}–{self.high:.2f} over {self.blocks} "
                 f"interleaved blocks)")
 

@@ -140,7 +140,9 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
             base_rep = (base.latency or {}).get(b) if base is not None else None
             cell = f"{rep.p50_ms:.3f}" if rep else "-"
             if rep and rep.vs_input is not None:  # vs the step's input, timed interleaved: one machine state
-                cell += f" ({rep.vs_input.ratio:.2f}×{'?' if rep.vs_input.noisy else ''} vs in)"
+                r_in = rep.vs_input.ratio
+                cell += f" ({r_in:.2f}×" if r_in >= 0.1 else f" ({r_in:.2g}×"
+                cell += f"{'?' if rep.vs_input.noisy else ''} vs in)"
             elif rep and base_rep and r is not base and not (rep.noisy or base_rep.noisy):
                 cell += f" ({rep.p50_ms / base_rep.p50_ms:.2f}×)"
             row.append(cell)
