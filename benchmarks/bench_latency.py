@@ -69,8 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     from slimline.core.data import load_dataset
     from slimline.core.demo import demo_paths
     from slimline.core.handle import ModelHandle, TensorSpec
-    from slimline.core.metrics import (environment, latency_feeds, latency_report, load_average,
-                                       time_session, usable_cores)
+    from slimline.core.metrics import (
+        CpuWatch,
+        environment,
+        latency_feeds,
+        latency_report,
+        load_average,
+        time_session,
+        usable_cores,
+    )
     from slimline.core.runtime import open_session
     from slimline.core.torchmodel import handle_for_archive
 
@@ -91,24 +98,26 @@ def main(argv: list[str] | None = None) -> None:
         samples: dict[tuple, list[np.ndarray]] = {c: [] for c in configs}
         cpu_samples: dict[tuple, list[np.ndarray]] = {c: [] for c in configs}
         loads: list[float] = []
-        for rep in range(args.repeats):  # interleaved blocks
-            for rt, b, t in configs:
-                runs, warmup = runs_for(b)
-                loads.append(load_average() or float("nan"))
-                wall, cpu = time_session(sessions[(rt, t)], feeds[b][0], runs=runs, warmup=warmup)
-                samples[(rt, b, t)].append(wall)
-                cpu_samples[(rt, b, t)].append(cpu)
-            print(f"  block {rep + 1}/{args.repeats} done (load {loads[-1]:.1f})", flush=True)
+        with CpuWatch() as watch:  # others' CPU use over all blocks: a busy machine is named, not averaged in
+            for rep in range(args.repeats):  # interleaved blocks
+                for rt, b, t in configs:
+                    runs, warmup = runs_for(b)
+                    loads.append(load_average() or float("nan"))
+                    wall, cpu = time_session(sessions[(rt, t)], feeds[b][0], runs=runs, warmup=warmup)
+                    samples[(rt, b, t)].append(wall)
+                    cpu_samples[(rt, b, t)].append(cpu)
+                print(f"  block {rep + 1}/{args.repeats} done (load {loads[-1]:.1f})", flush=True)
         rows, results = [], []
         for rt, b, t in configs:
             runs, warmup = runs_for(b)
             blocks = samples[(rt, b, t)]
             pooled = latency_report(np.concatenate(blocks), session=sessions[(rt, t)], feeds=feeds[b][0],
                                     batch=b, warmup=warmup, input_kind=feeds[b][1], dataset=feeds[b][2],
-                                    cpu_s=np.concatenate(cpu_samples[(rt, b, t)]), load_avg=max(loads))
+                                    cpu_s=np.concatenate(cpu_samples[(rt, b, t)]), load_avg=max(loads),
+                                    blocks=blocks, conditions=watch.cond)
             p50s, dev = block_p50s(blocks)
             cpu_p50s, cpu_dev = block_p50s(cpu_samples[(rt, b, t)])
-            ok = dev <= TARGET_PCT
+            ok = dev <= TARGET_PCT and not pooled.noisy
             rows.append([onnx_path.name if rt == "onnxruntime" else Path(torch_h.path).name, pooled.provider, b,
                          pooled.threads, f"{pooled.p50_ms:.3f}", f"{pooled.p90_ms:.3f}",
                          " ".join(f"{p:.3f}" for p in p50s), f"{dev:.1f}", "ok" if ok else "NOISY",
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append({"runtime": rt, "batch": b, "threads": t, "runs_per_block": runs, "warmup": warmup,
                             "block_p50_ms": p50s, "max_dev_pct": dev, "within_target": ok,
                             "block_cpu_p50_ms": cpu_p50s, "cpu_max_dev_pct": cpu_dev,
+                            "noisy": pooled.noisy, "noise_reasons": pooled.noise_reasons,
                             "report": pooled.model_dump()})
     print_table(f"Latency repeatability ({args.repeats} interleaved blocks; inputs: {feeds[args.batches[0]][2]}; "
                 f"target ≤ {TARGET_PCT:.0f} % deviation of block p50s from their median)",
@@ -126,7 +136,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"1-minute load average during the blocks: {min(finite):.1f}–{max(finite):.1f} "
               f"on {usable_cores()} usable cores" + ("  (BUSY: wall times are not trustworthy)"
                                                      if max(finite) > usable_cores() else ""))
-    path = save_results("bench_latency", {"target_pct": TARGET_PCT, "load_avg": loads, "results": results})
+    if watch.cond.others_busy_cores is not None:
+        print(f"other processes kept {watch.cond.others_busy_cores:.1f} cores busy during the blocks")
+    for r in results:
+        if r["noisy"]:
+            print(f"NOISY {r['runtime']} b{r['batch']} t{r['threads']}: {'; '.join(r['noise_reasons'])}")
+    path = save_results("bench_latency", {"target_pct": TARGET_PCT, "load_avg": loads, "results": results,
+                                          "others_busy_cores": watch.cond.others_busy_cores})
     print(f"\nresults: {path}")
 
 

@@ -8,8 +8,9 @@ as a win.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,11 @@ from slimline.core.pipeline import Evaluation
 from slimline.core.results import Fidelity, Measurement
 from slimline.core.tasks import TaskGuess, budget_check, fidelity_for, resolve_task
 
-SLOWER_TOLERANCE = 1.05  # p50 within 5 % is measurement noise on this class of machine
+SLOWER_TOLERANCE = 1.05  # old-style reports (no interleaved comparison): p50 within 5 % is noise
+# Size on disk is exact, so its floor is about what counts as a meaningful change, not about noise:
+# a few hundred bytes of metadata or a 1 % larger graph is not a regression anyone deploys around.
+BIGGER_FRACTION = 0.02
+BIGGER_BYTES = 4096
 
 
 @dataclass
@@ -36,6 +41,8 @@ class Evaluator:
     progress: Callable[[float, str], None] | None = field(default=None, repr=False)
     _random: Any = field(default=None, repr=False)
     _capped: Any = field(default=None, repr=False)
+    # path -> ({batch: seconds for one run}, seconds the evaluation pass took): caps timing of big models
+    _timing_hints: dict[str, tuple[dict[int, float], float]] = field(default_factory=dict, repr=False)
 
     def data_for(self, handle: ModelHandle) -> tuple[Any, str]:
         """The evaluation dataset (first ``max_rows`` rows), or random inputs when there is none."""
@@ -71,8 +78,9 @@ class Evaluator:
         batch = 64 if n <= 4096 else 256
         return predict(session, data, batch_size=batch, progress=on_progress)[0]
 
-    def evaluate(self, handle: ModelHandle, cancel: Any = None) -> Measurement:
-        from slimline.core.metrics import fidelity, measure_latency, measure_size
+    def evaluate(self, handle: ModelHandle, cancel: Any = None, *, latency: bool = True) -> Measurement:
+        """Size, fidelity, accuracy and (unless ``latency=False``: the runner times it against the input) latency."""
+        from slimline.core.metrics import fidelity, measure_size
         from slimline.core.runtime import open_session
 
         size = measure_size(handle)
@@ -82,7 +90,10 @@ class Evaluator:
         session = open_session(handle, device=self.device, threads=self.threads)
         t_eval = time.perf_counter()
         outputs = self._predict(session, data, cancel)
-        per_row_s = (time.perf_counter() - t_eval) / max(len(data), 1)
+        eval_s = time.perf_counter() - t_eval
+        # batch 1 is often far slower per row than batch 64: one real run per batch size tells
+        self._timing_hints[handle.path] = ({b: _one_run_s(session, data, b)
+                                            for b in self.settings.latency.batch_sizes}, eval_s)
         if cancel is not None:
             cancel.raise_if_cancelled()
         if self.reference_outputs is None:
@@ -100,22 +111,48 @@ class Evaluator:
             acc = _top1(outputs, data)
             if self.reference_accuracy is None:
                 self.reference_accuracy = acc.top1
-        lat: dict[str, LatencyReport] = {}
+        lat = self.latency(handle, cancel=cancel) if latency else None
+        return Measurement(size=size, fidelity=fid, accuracy=acc, latency=lat)
+
+    def latency(self, handle: ModelHandle, input_handle: ModelHandle | None = None,
+                cancel: Any = None) -> dict[str, LatencyReport]:
+        """Fresh latency per batch size; with ``input_handle``, both timed interleaved in one session.
+
+        The step's reports then carry ``vs_input`` (ratio with an interval), which is
+        what :func:`flags_for` judges, so "slower" never compares two machine states.
+        """
+        from slimline.core.metrics import measure_interleaved
+
         ls = self.settings.latency
+        models = [handle] if input_handle is None else [input_handle, handle]
+        lat: dict[str, LatencyReport] = {}
         for i, batch in enumerate(ls.batch_sizes):
             if cancel is not None:
                 cancel.raise_if_cancelled()
             if self.progress is not None:
                 self.progress(0.8 + 0.2 * i / len(ls.batch_sizes), f"timing batch {batch}")
-            run_s = _one_run_s(session, data, batch)  # batch 1 is often far slower per row than batch 64
-            runs, warmup = timing_runs(ls.runs, ls.warmup, run_s, per_row_s * len(data))
-            rep = measure_latency(handle, batch=batch, runs=runs, warmup=warmup,
-                                  threads=ls.threads or self.threads, device=self.device, dataset=self.eval_data)
-            if runs < ls.runs:
-                rep.notes.append(f"{runs} timed runs instead of {ls.runs}: one run takes about "
-                                 f"{run_s:.2f} s, so timing is capped near the time the evaluation took")
-            lat[str(batch)] = rep
-        return Measurement(size=size, fidelity=fid, accuracy=acc, latency=lat)
+            runs, warmup, why = self._timing_plan(models, batch)
+            reports = measure_interleaved(models, batch=batch, runs=runs, warmup=warmup,
+                                          threads=ls.threads or self.threads, device=self.device,
+                                          dataset=self.eval_data, cancel=cancel)
+            if why:
+                reports[-1].notes.append(why)
+            lat[str(batch)] = reports[-1]
+        return lat
+
+    def _timing_plan(self, models: list[ModelHandle], batch: int) -> tuple[int, int, str]:
+        """Runs/warm-up for one batch size, capped for big models by what their evaluation cost."""
+        ls = self.settings.latency
+        hints = [self._timing_hints.get(m.path) for m in models]
+        if any(h is None for h in hints):
+            return ls.runs, ls.warmup, ""
+        run_s = max(h[0].get(batch, 0.0) for h in hints if h)  # type: ignore[union-attr]
+        eval_s = max(h[1] for h in hints if h)  # type: ignore[index]
+        runs, warmup = timing_runs(ls.runs, ls.warmup, run_s, eval_s)
+        if runs >= ls.runs:
+            return runs, warmup, ""
+        return runs, warmup, (f"{runs} timed runs instead of {ls.runs}: one run takes about {run_s:.2f} s, "
+                              "so timing is capped near the time the evaluation took")
 
 
 MIN_TIMING_S = 5.0  # timing may always take this long, whatever the model
@@ -166,25 +203,17 @@ def _class_labels(outputs: np.ndarray, data: Any) -> bool:
 
 def flags_for(step_eval: Measurement, input_eval: Measurement, original_eval: Measurement,
               settings: Evaluation) -> tuple[list[str], list[str]]:
-    """(flags, reasons): bigger / slower than the step's input, over the accuracy budget.
+    """(flags, reasons): bigger / slower than the step's input, noisy latency, over the accuracy budget.
+
+    "slower" comes from the step's interleaved comparison with its input (``vs_input``);
+    "noisy" means the timing cannot support a conclusion and says why.
 
     Takes Measurements or StepResults (a StepResult is a Measurement).
     """
     flags: list[str] = []
     reasons: list[str] = []
-    a, b = input_eval.size.bytes_on_disk, step_eval.size.bytes_on_disk
-    if b > a * 1.001:
-        flags.append("bigger")
-        reasons.append(f"bigger on disk: {_mb(a)} → {_mb(b)}")
-    la, lb = input_eval.latency or {}, step_eval.latency or {}
-    for batch, rep in lb.items():
-        before = la.get(batch)
-        # Slower only when beyond noise: >5 % at p50 AND above the input's own p90.
-        if before and rep.p50_ms > before.p50_ms * SLOWER_TOLERANCE and rep.p50_ms > before.p90_ms:
-            if "slower" not in flags:
-                flags.append("slower")
-            reasons.append(f"slower at batch {batch}: p50 {before.p50_ms:.3f} → {rep.p50_ms:.3f} ms "
-                           f"({rep.p50_ms / before.p50_ms:.2f}×)")
+    _size_flags(input_eval, step_eval, flags, reasons)
+    _latency_flags(input_eval, step_eval, flags, reasons)
     budgets = settings.budgets
     acc, acc0 = step_eval.accuracy, original_eval.accuracy
     if acc and acc0:
@@ -210,6 +239,54 @@ def flags_for(step_eval: Measurement, input_eval: Measurement, original_eval: Me
             flags.append("over_budget")
             reasons.append(f"mean output cosine vs original {fid.mean_cosine:.4f} < budget {budgets.min_cosine}")
     return flags, reasons
+
+
+def _size_flags(input_eval: Measurement, step_eval: Measurement, flags: list[str], reasons: list[str]) -> None:
+    a, b = input_eval.size.bytes_on_disk, step_eval.size.bytes_on_disk
+    grew = b - a
+    if grew > a * BIGGER_FRACTION and grew >= BIGGER_BYTES:
+        flags.append("bigger")
+        reasons.append(f"bigger on disk: {_mb(a)} → {_mb(b)} (+{grew / a * 100 if a else 100:.1f} %; "
+                       f"flagged above +{BIGGER_FRACTION * 100:.0f} % and {BIGGER_BYTES // 1024} kB)")
+
+
+def _latency_flags(input_eval: Measurement, step_eval: Measurement, flags: list[str], reasons: list[str]) -> None:
+    """"slower" only from an interleaved comparison whose whole interval is past the floor; else "noisy"."""
+    la, lb = input_eval.latency or {}, step_eval.latency or {}
+
+    def flag(name: str) -> None:
+        if name not in flags:
+            flags.append(name)
+
+    for batch, rep in lb.items():
+        cmp = rep.vs_input
+        if cmp is not None:
+            if cmp.verdict == "slower":
+                flag("slower")
+                reasons.append(f"slower at batch {batch}: p50 {cmp.input_p50_ms:.3f} → {rep.p50_ms:.3f} ms "
+                               f"({cmp.describe()})")
+            if cmp.noisy:
+                flag("noisy")
+                verdict = ("no slower/faster conclusion" if cmp.verdict == "inconclusive"
+                           else f"yet clearly {cmp.verdict}: the whole interval clears the noise margin")
+                reasons.append(f"latency at batch {batch} is noisy, {verdict} "
+                               f"({'; '.join(cmp.noise_reasons)}); measured {cmp.describe()}")
+            continue
+        before = la.get(batch)
+        if before is None:
+            continue
+        if rep.noisy or before.noisy:
+            flag("noisy")
+            reasons.append(f"latency at batch {batch} is noisy, no slower/faster conclusion "
+                           f"({'; '.join(rep.noise_reasons + before.noise_reasons)})")
+            continue
+        if rep.source != before.source or rep.source != "fresh":
+            continue  # never a ratio between a cached figure and a fresh one
+        # Old-style separate timings: slower only beyond 5 % at p50 AND above the input's own p90.
+        if rep.p50_ms > before.p50_ms * SLOWER_TOLERANCE and rep.p50_ms > before.p90_ms:
+            flag("slower")
+            reasons.append(f"slower at batch {batch}: p50 {before.p50_ms:.3f} → {rep.p50_ms:.3f} ms "
+                           f"({rep.p50_ms / before.p50_ms:.2f}×)")
 
 
 def _mb(n: int) -> str:

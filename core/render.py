@@ -222,7 +222,11 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
             rep = lat.get(b)
             base_rep = (base.latency or {}).get(b) if base is not None else None
             cell = f"{rep.p50_ms:.3f}" if rep else "-"
-            if rep and base_rep and r is not base:
+            if rep and rep.vs_input is not None:  # vs the step's input, timed interleaved: one machine state
+                r_in = rep.vs_input.ratio
+                cell += f" ({r_in:.2f}×" if r_in >= 0.1 else f" ({r_in:.2g}×"
+                cell += f"{'?' if rep.vs_input.noisy else ''} vs in)"
+            elif rep and base_rep and r is not base and not (rep.noisy or base_rep.noisy):
                 cell += f" ({rep.p50_ms / base_rep.p50_ms:.2f}×)"
             row.append(cell)
         for b in batches[:1]:
@@ -230,7 +234,7 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
             row.append(f"{rep.p90_ms:.3f}" if rep else "-")
         row.append(f"{r.accuracy.top1:.4f}" if r.accuracy else "-")
         row.append(fidelity_cell(r.fidelity))
-        row.append(",".join(r.flags) or "ok")
+        row.append(",".join(f.upper() if f == "noisy" else f for f in r.flags) or "ok")
         rows.append(row)
     return headers, rows
 
@@ -260,6 +264,12 @@ def print_run(record: RunRecord | dict[str, Any], out: TextIO | None = None) -> 
                             f"{fid.dataset} ({fid.input_kind} inputs"
                             f"{' — smoke check only' if fid.input_kind == 'random' else ''})")
         parts.append(f"machine: {record.environment.get('cpu', '?')}")
+        if lat and lat.measured_at:
+            loads = "→".join(f"{x:.1f}" for x in (lat.load_avg, lat.load_avg_after) if x is not None) or "?"
+            others = f", other processes busy on {lat.others_busy_cores:.1f} cores" \
+                if lat.others_busy_cores is not None else ""
+            parts.append(f"timing conditions (original): load {loads} on {lat.cores} cores{others}; steps are timed "
+                         "interleaved with their input ('× vs in'; '?' and NOISY: too noisy to conclude)")
         print("\n".join(parts), file=out)
     for r in results:
         for w in r.warnings:

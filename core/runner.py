@@ -81,18 +81,24 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
     data_fp = canonical([file_fingerprint(p) for p in data_paths])
     eval_key = step_key("eval", "", "", pipeline.evaluation.model_dump(mode="json"), data_fp, threads)
 
-    def measure(handle: ModelHandle, key: str | None, index: int) -> tuple[Measurement, bool]:
+    def measure(handle: ModelHandle, input_handle: ModelHandle, key: str, index: int) -> tuple[Measurement, bool]:
+        """Size/accuracy (from the eval cache when present) plus latency timed now against the input.
+
+        Latency is never reused from the cache: a figure from another moment (a busy
+        machine, other threads) would be compared with a fresh one. The cache keeps the
+        last figures with their conditions, for the record only.
+        """
         progress(ProgressEvent(overall=index / total, step_id=key or "original", fraction=0.9,
                                message="measuring size, latency and accuracy"), force=True)
-        cached = _cached_eval(cache.load_eval(key, eval_key)) if (use_cache and key) else None
-        if cached is not None:
-            return cached, True
+        cached = _cached_eval(cache.load_eval(key, eval_key)) if use_cache else None
         evaluator.progress = lambda f, m: progress(ProgressEvent(  # rows/s and ETA while evaluating
-            overall=(index + 0.9 + 0.1 * f) / total, step_id=key or "original", fraction=0.9 + 0.1 * f, message=m))
-        result = evaluator.evaluate(handle, cancel)
-        if key:
-            cache.save_eval(key, eval_key, result.to_dict())
-        return result, False
+            overall=(index + 0.9 + 0.1 * f) / total, step_id=key, fraction=0.9 + 0.1 * f, message=m))
+        result = cached if cached is not None else evaluator.evaluate(handle, cancel, latency=False)
+        if handle.capabilities.run:
+            lat = evaluator.latency(handle, input_handle if input_handle.capabilities.run else None, cancel)
+            result = result.model_copy(update={"latency": lat})
+        cache.save_eval(key, eval_key, result.to_dict())
+        return result, cached is not None
 
     # --- the original model -------------------------------------------------------------
     emit(StepStartedEvent(step_id="original", index=0, total=total, title="Original model"))
@@ -100,9 +106,10 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
     evaluator.progress = lambda f, m: progress(ProgressEvent(overall=f / total, step_id="original", fraction=f,
                                                              message=m))
     original_eval = evaluator.evaluate(model, cancel)
+    noise_flags, noise_reasons = _noise_flags(original_eval)
     original = StepResult.from_measurement(original_eval, step_id="original", plugin="",
-                                           title=f"Original ({model.name})", model=model,
-                                           duration_s=time.perf_counter() - t0)
+                                           title=f"Original ({model.name})", model=model, flags=noise_flags,
+                                           warnings=noise_reasons, duration_s=time.perf_counter() - t0)
     record.results.append(original)
     emit(StepResultEvent(result=original))
     save_run(workspace, record)
@@ -177,11 +184,15 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                                      f"({exc.strerror or exc})", subject=f"step {step.id} ({title})",
                                      hint="free disk space or choose another workspace folder, then run again") from None
             new_handle = handle_from_record(rec)
-            step_eval, eval_cached = measure(new_handle, key, i)
+            step_eval, eval_cached = measure(new_handle, current, key, i)
             flags, reasons = flags_for(step_eval, current_eval, original_eval, pipeline.evaluation)
+            notes = list(rec.get("notes", []))
+            if eval_cached and step_eval.latency:
+                notes.append("size and accuracy reused from the cache (same model, data and settings); "
+                             "latency timed again in this run, interleaved with the step's input")
             result = StepResult.from_measurement(
                 step_eval, step_id=step.id, plugin=plugin_cls.id, title=title, model=new_handle,
-                metrics=rec.get("metrics", {}), notes=rec.get("notes", []),
+                metrics=rec.get("metrics", {}), notes=notes,
                 warnings=list(rec.get("warnings", [])) + reasons, tables=rec.get("tables", {}), flags=flags,
                 duration_s=time.perf_counter() - t0, cached=cached and eval_cached)
             record.results.append(result)
@@ -211,10 +222,17 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
 
 
 def _cached_eval(doc: dict[str, Any] | None) -> Measurement | None:
-    """A cached measurement, or None when absent or of an older shape (then it is measured again)."""
+    """A cached measurement without its latency (always re-timed), or None when absent or of an older shape."""
     if doc is None or "reference_outputs" in doc:
         return None
     try:
-        return Measurement.model_validate(doc)
+        return Measurement.model_validate({**doc, "latency": None})
     except ValueError:
         return None
+
+
+def _noise_flags(m: Measurement) -> tuple[list[str], list[str]]:
+    """The original has no input to compare with, but its own timing can still be noisy: say so."""
+    reasons = [f"latency at batch {b} is noisy ({'; '.join(rep.noise_reasons)})"
+               for b, rep in (m.latency or {}).items() if rep.noisy]
+    return (["noisy"] if reasons else []), reasons

@@ -219,3 +219,26 @@ def test_environment_records_machine():
     env = environment()
     assert env["cpu"] and env["cores_logical"] >= 1 and env["python"].count(".") >= 1
     assert "numpy" in env["versions"]
+
+
+def test_interleaved_timing_alternates_models_and_compares_the_second_with_the_first():
+    from slimline.core.metrics import measure_interleaved
+
+    order: list[str] = []
+
+    def tagged(tag):
+        def runner(feeds):
+            order.append(tag)
+            return [np.zeros((feeds["input"].shape[0], 3), np.float32)]
+        return Session(input_specs=IN, output_names=["logits"], provider="fake", device_name="test cpu",
+                       threads=1, runner=runner)
+
+    a, b = measure_interleaved([tagged("a"), tagged("b")], runs=12, warmup=2, blocks=4, min_time_s=0.0)
+    assert order[:4] == ["a", "a", "b", "b"]  # warm-up of each, then blocks
+    blocks = order[4:]
+    assert len(blocks) == 4 * 2 * (3 + 1)  # 4 blocks × 2 models × (1 untimed + 3 timed)
+    firsts = [blocks[i] for i in range(0, len(blocks), 4)]
+    assert firsts == ["a", "b", "b", "a", "a", "b", "b", "a"]  # A B, B A, …: neither model always goes first
+    assert a.runs == b.runs == 12 and len(b.block_p50_ms) == 4 and a.vs_input is None
+    assert b.vs_input is not None and b.vs_input.blocks == 4 and b.vs_input.runs_per_block == 3
+    assert b.measured_at and a.measured_at == b.measured_at  # one session, one set of conditions
