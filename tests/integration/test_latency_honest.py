@@ -57,7 +57,8 @@ def _run(model, data, ws):
     pipeline = parse_pipeline({"format": "slimline.pipeline", "schema_version": 1, "name": "resave",
                                "steps": [{"id": "s1", "plugin": "test.resave"}],
                                "evaluation": {"latency": {"batch_sizes": [1], "runs": 50, "warmup": 5}}})
-    events = start_pipeline_job(pipeline, model, data_path=str(data), workspace=ws).wait(timeout=180)
+    events = [e.to_dict() for e in  # the JSON form, as run.json and the pipe carry it
+              start_pipeline_job(pipeline, model, data_path=str(data), workspace=ws).wait(timeout=180)]
     assert events[-1]["type"] == "done", events[-1]
     return {e["result"]["step_id"]: e["result"] for e in events if e["type"] == "step_result"}
 
