@@ -18,7 +18,8 @@ Variants (same run, same fp32 file):
 Figures, computed here with numpy on the evaluation images, vs the fp32 model's outputs:
   * relative L2 = ‖q − f‖ / ‖f‖ per image over the whole output (mean and worst);
   * PSNR (dB) of the map (DBNet: the probability map; YOLO: the class-score rows), peak 1.0, over all images;
-  * map agreement at 0.3: IoU of {f > 0.3} and {q > 0.3} (pooled over images), and the share of equal pixels/anchors;
+  * map agreement at 0.3: IoU of {f > 0.3} and {q > 0.3} (pooled over images), how many map cells exceed 0.3
+    (pixels; YOLO: anchor×class scores — fp32's count is the fp32 row), and the share of equal cells;
   * size on disk vs fp32; latency batch 1, onnxruntime CPU, interleaved run by run, p50/p90 and CV.
 
 Run: ``python -m benchmarks.bench_real_dense`` (≈ 3–6 min on 2 busy cores; needs ``make realmodels``).
@@ -91,7 +92,7 @@ def dense_fidelity(model_id: str, ref: np.ndarray, out: np.ndarray) -> dict[str,
     return {"rel_l2_mean": float(rel.mean()), "rel_l2_worst": float(rel.max()),
             "psnr_db": float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf"),
             "iou_at_0.3": float((br & bo).sum() / union) if union else 1.0,
-            "agree_at_0.3": float((br == bo).mean()), "positive_share_fp32": float(br.mean())}
+            "agree_at_0.3": float((br == bo).mean()), "positives_fp32": int(br.sum()), "positives": int(bo.sum())}
 
 
 def ort_static(fp32: Path, out: Path, name: str, calib: np.ndarray) -> None:
@@ -146,13 +147,12 @@ def bench_model(model_id: str, fp32: Path, photos_root: Path, tmp: Path) -> tupl
         res["variants"][k] = r
         rows.append([k, f"{size / 1e6:.2f}", f"{r['size_ratio']:.3f}×",
                      f"{r['rel_l2_mean']:.4f}/{r['rel_l2_worst']:.4f}",
-                     f"{r['psnr_db']:.1f}", f"{r['iou_at_0.3']:.4f}", f"{r['agree_at_0.3']:.4f}",
+                     f"{r['psnr_db']:.1f}", f"{r['iou_at_0.3']:.4f}", f"{r['positives']:,}", f"{r['agree_at_0.3']:.4f}",
                      f"{r['p50_ms']:.2f}/{r['p90_ms']:.2f}", f"{r['p50_ratio']:.2f}×", f"{r['cv'] * 100:.1f}%"])
     if res["ort_error"]:
-        rows.append(["ORT static (defaults)", "—", "—", "—", "—", "—", "—", "—", "—", f"FAILED: {res['ort_error']}"])
+        rows.append(["ORT static (defaults)", "FAILED", *["—"] * 9])
     if slim is None:
-        rows.append(["Slimline static INT8 (default)", "—", "—", "—", "—", "—", "—", "—", "—",
-                     f"FAILED/REFUSED: {err[:400]}"])
+        rows.append(["Slimline static INT8 (default)", "REFUSED" if "budget" in err else "FAILED", *["—"] * 9])
     return res, rows
 
 
@@ -170,7 +170,8 @@ def main() -> None:
           f"batch 1, {THREADS} intra-op thread(s), interleaved run by run; map threshold {THRESHOLD}")
     results: dict[str, Any] = {"threads": THREADS, "threshold": THRESHOLD, "models": {}}
     checks: dict[str, bool] = {}
-    headers = ["variant", "MB", "size", "rel L2 mean/worst", "PSNR dB", "IoU@0.3", "agree@0.3", "p50/p90 ms",
+    headers = ["variant", "MB", "size", "rel L2 mean/worst", "PSNR dB", "IoU@0.3", ">0.3 count", "agree@0.3",
+               "p50/p90 ms",
                "p50 vs fp32", "CV"]
     with tempfile.TemporaryDirectory(prefix="bench_real_dense_") as d:
         for model_id, cfg in MODELS.items():
@@ -190,6 +191,10 @@ def main() -> None:
             results["models"][model_id] = res
             print_table(f"{model_id}: {cfg['what']}; static INT8 on {res['n_eval']} held-out real photos "
                         f"({res['input'][0]} {res['input'][1]}), calibrated on {res['n_calibration']}", headers, rows)
+            if res["ort_error"]:
+                print(f"  ORT static (defaults): {res['ort_error']}")
+            if "Slimline static INT8 (default)" not in res["variants"]:
+                print(f"  Slimline static INT8 (default): {res['slimline']['error']}")
             print(f"  wall time: ORT {res['ort_seconds']:.1f} s, Slimline `run` {res['slimline']['seconds']:.1f} s "
                   f"({res['slimline']['attempts']} attempt(s)); {time.perf_counter() - t0:.0f} s for the model")
             s = res["variants"].get("Slimline static INT8 (default)")
