@@ -207,6 +207,9 @@ def main() -> None:
                        f"{s['rel_l2_mean']:.4f}, IoU@0.3 {s['iou_at_0.3']:.4f}, p50 {s['p50_ratio']:.2f}×)"] = True
                 checks[f"{model_id}: the passed model is smaller than fp32 ({s['size_ratio']:.3f}×)"] = (
                     s["size_ratio"] < 0.5)
+                fp = res["variants"]["fp32"]["positives_fp32"]
+                checks[f"{model_id}: the passed model keeps the map above {THRESHOLD} (IoU {s['iou_at_0.3']:.3f} ≥ 0.5; "
+                       f"{s['positives']} cells vs fp32's {fp})"] = s["iou_at_0.3"] >= 0.5
     print("\nchecks:")
     for k, v in checks.items():
         print(f"  [{'PASS' if v else 'FAIL'}] {k}")
