@@ -208,8 +208,9 @@ def main() -> None:
                 checks[f"{model_id}: the passed model is smaller than fp32 ({s['size_ratio']:.3f}×)"] = (
                     s["size_ratio"] < 0.5)
                 fp = res["variants"]["fp32"]["positives_fp32"]
-                checks[f"{model_id}: the passed model keeps the map above {THRESHOLD} (IoU {s['iou_at_0.3']:.3f} ≥ 0.5; "
-                       f"{s['positives']} cells vs fp32's {fp})"] = s["iou_at_0.3"] >= 0.5
+                checks[f"{model_id}: the passed model keeps the map above {THRESHOLD} "
+                       f"(IoU {s['iou_at_0.3']:.3f} ≥ 0.5; {s['positives']} cells vs fp32's {fp})"] = (
+                    s["iou_at_0.3"] >= 0.5)
     print("\nchecks:")
     for k, v in checks.items():
         print(f"  [{'PASS' if v else 'FAIL'}] {k}")
