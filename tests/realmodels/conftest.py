@@ -1,25 +1,24 @@
-"""Skip `real` tests whose models are not in the real-model cache (they come from `make realmodels`)."""
+"""Skip `real` tests whose models or datasets are not in the real-model cache (they come from `make realmodels`)."""
 from __future__ import annotations
 
 import pytest
 
-from .fetch import cache_root, model_path, verified
-from .manifest import BY_ID
+from .fetch import ENTRIES, cache_root, model_path, verified
 
 _VERIFIED: dict[str, bool] = {}
 
 
 def _check(model_id: str) -> None:
-    model = BY_ID.get(model_id)
+    model = ENTRIES.get(model_id)
     if model is None:
-        pytest.fail(f"@pytest.mark.real names unknown corpus model {model_id!r} (see tests/realmodels/manifest.py)")
+        pytest.fail(f"@pytest.mark.real names unknown corpus entry {model_id!r} (see tests/realmodels/manifest.py)")
     path = model_path(model)
     if not path.exists():
-        pytest.skip(f"real model {model_id} is not in the cache {cache_root()}; run `make realmodels`")
+        pytest.skip(f"real corpus entry {model_id} is not in the cache {cache_root()}; run `make realmodels`")
     if model_id not in _VERIFIED:
         _VERIFIED[model_id] = verified(model)
     if not _VERIFIED[model_id]:
-        pytest.fail(f"cached real model {path} does not match its sha256 in the manifest; "
+        pytest.fail(f"cached real corpus entry {path} does not match its sha256 in the manifest; "
                     "run `make realmodels` to fetch it again")
 
 

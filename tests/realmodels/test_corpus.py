@@ -179,6 +179,8 @@ def expected_range(m: RealModel, path: Path) -> tuple[int, int]:
         n = _safetensors_count(path)
     elif m.exporter == "gguf":
         n = _gguf_count(path)
+    elif m.exporter == "hf_folder":
+        n = sum(_safetensors_count(f) for f in sorted(path.glob("*.safetensors")))
     else:  # pragma: no cover - a new exporter needs its own count here
         raise AssertionError(f"no independent count for exporter {m.exporter}")
     return n, n
