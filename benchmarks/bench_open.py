@@ -11,8 +11,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 LAYERS = 25
 WIDTH = 2000          # 25 × 2000 × 2000 ≈ 100M parameters

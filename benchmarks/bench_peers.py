@@ -230,8 +230,8 @@ def bench_prune(name: str, archive: Path, feeds: dict[str, np.ndarray], labels: 
 
     from slimline.core.models import open_model
     from slimline.core.torchmodel import load_torch_module
-    from slimline.plugins.prune import StructuredPrune
     from slimline.plugins._shared import common
+    from slimline.plugins.prune import StructuredPrune
 
     x = torch.from_numpy(feeds["input"])
     handle = open_model(archive)

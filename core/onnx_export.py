@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from slimline.core.errors import SlimlineError
 from slimline.core.fsutil import atomic_path

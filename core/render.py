@@ -11,8 +11,16 @@ from typing import Any, TextIO
 
 from slimline.core.fsutil import atomic_write_text
 from slimline.core.handle import ModelHandle
-from slimline.core.results import LogEvent, MetricEvent, ProgressEvent, RunRecord, StepResultEvent, StepStartedEvent
-from slimline.core.results import as_event, as_run
+from slimline.core.results import (
+    LogEvent,
+    MetricEvent,
+    ProgressEvent,
+    RunRecord,
+    StepResultEvent,
+    StepStartedEvent,
+    as_event,
+    as_run,
+)
 
 
 def fmt_bytes(n: float | None) -> str:

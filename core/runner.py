@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from slimline.core.cache import StepCache, canonical, file_fingerprint, handle_from_record, step_key
 from slimline.core.errors import Cancelled, SlimlineError, StepFailed
@@ -21,8 +22,17 @@ from slimline.core.history import new_run_id, save_run
 from slimline.core.pipeline import Pipeline
 from slimline.core.plugin import CancelToken, StepContext
 from slimline.core.results import (
-    LogEvent, Measurement, MetricEvent, ProgressEvent, RunData, RunError, RunRecord, StepResult, StepResultEvent,
-    StepStartedEvent)
+    LogEvent,
+    Measurement,
+    MetricEvent,
+    ProgressEvent,
+    RunData,
+    RunError,
+    RunRecord,
+    StepResult,
+    StepResultEvent,
+    StepStartedEvent,
+)
 
 Emit = Callable[[Any], None]  # takes a typed job event (slimline.core.results.JobEvent)
 

@@ -3,8 +3,7 @@
 Importing this package is light (no torch/onnx at module level); the heavy
 libraries load inside the functions that need them.
 """
-from slimline.core.export.records import (FORMATS, ExportError, ExportRecord, FileEntry, Parity, ParityError,
-                                          Tolerance)
+from slimline.core.export.records import FORMATS, ExportError, ExportRecord, FileEntry, Parity, ParityError, Tolerance
 
 __all__ = ["FORMATS", "ExportError", "ExportRecord", "FileEntry", "Parity", "ParityError", "Tolerance",
            "export_model", "export_bundle", "write_triton_repo", "write_report", "resolve_variant",

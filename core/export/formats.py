@@ -13,15 +13,24 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from slimline.core.export import parity as par
-from slimline.core.export.records import (FORMATS, ExportError, ExportRecord, Parity, file_entry,
-                                          model_sha256, sha256_file)
+from slimline.core.export.records import (
+    FORMATS,
+    ExportError,
+    ExportRecord,
+    Parity,
+    file_entry,
+    model_sha256,
+    sha256_file,
+)
 from slimline.core.export.staging import Staging, refuse_existing
 from slimline.core.handle import ModelHandle
 from slimline.core.onnx_export import EXTERNAL_DATA_LIMIT, OnnxExportFailed, export_torch_to_onnx, onnx_opset, save_onnx
+
 ALIASES = {"torchscript": "torchscript", "ts": "torchscript", "jit": "torchscript", "pt2": "pt2",
            "torch_export": "pt2", "torch.export": "pt2", "onnx": "onnx", "safetensors": "safetensors",
            "weights": "safetensors"}

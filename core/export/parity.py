@@ -17,8 +17,9 @@ original): a file that does not reproduce what was measured is refused.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

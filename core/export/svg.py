@@ -5,8 +5,8 @@ Each function returns an ``<svg>`` string sized in CSS pixels; text is escaped.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 PALETTE = ["#3b6fb6", "#e08a2e", "#4c9a5b", "#b5485d", "#7a5cb0", "#8c8c8c"]
 FONT = "font-family='system-ui,-apple-system,Segoe UI,sans-serif' font-size='12'"

@@ -8,9 +8,10 @@ table or each other's dispatch, which keeps the package's import graph acyclic
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import ModelHandle

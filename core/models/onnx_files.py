@@ -5,15 +5,27 @@ External data must stay inside the model's folder; the path check itself lives i
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
 from slimline.core.models.safe_paths import resolve_external
-from slimline.core.models.tensors import (INDEX, SCALAR, WEIGHT, TensorEntry, WeightSource, cached, decode_bfloat16,
-                                          decode_float8, file_key, file_size, tensor_kind)
+from slimline.core.models.tensors import (
+    INDEX,
+    SCALAR,
+    WEIGHT,
+    TensorEntry,
+    WeightSource,
+    cached,
+    decode_bfloat16,
+    decode_float8,
+    file_key,
+    file_size,
+    tensor_kind,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -17,8 +17,16 @@ from typing import TYPE_CHECKING, Any
 from slimline.core.errors import ModelLoadError, UntrustedFileError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
 from slimline.core.models.handles import TRUST_HINT, require_trust, weights_handle
-from slimline.core.models.tensors import (TensorEntry, WeightSource, cached, file_key, file_size, module_source,
-                                          tensor_dict_source, tensor_kind)
+from slimline.core.models.tensors import (
+    TensorEntry,
+    WeightSource,
+    cached,
+    file_key,
+    file_size,
+    module_source,
+    tensor_dict_source,
+    tensor_kind,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -11,10 +11,23 @@ from pathlib import Path
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import ModelHandle
 from slimline.core.models.formats import format_named
-from slimline.core.models.tensors import (RAW_ENCODED, SAFETENSORS_DTYPES, TensorEntry, WeightSource, cached,
-                                          clear_cache, decode_bfloat16, decode_float8, file_key, file_size,
-                                          module_op_types, module_source, read_safetensors_header,
-                                          safetensors_source, tensor_dict_source)
+from slimline.core.models.tensors import (
+    RAW_ENCODED,
+    SAFETENSORS_DTYPES,
+    TensorEntry,
+    WeightSource,
+    cached,
+    clear_cache,
+    decode_bfloat16,
+    decode_float8,
+    file_key,
+    file_size,
+    module_op_types,
+    module_source,
+    read_safetensors_header,
+    safetensors_source,
+    tensor_dict_source,
+)
 
 __all__ = ["weight_source", "RAW_ENCODED", "SAFETENSORS_DTYPES", "TensorEntry", "WeightSource", "cached",
            "clear_cache", "decode_bfloat16", "decode_float8", "file_key", "file_size", "module_op_types",

@@ -7,8 +7,9 @@ rules live in one place (no heavy imports at module level).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle

@@ -7,7 +7,8 @@ cover every one of them; the rules (and the parameter's shape) live here once.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import Field
 

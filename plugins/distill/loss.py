@@ -1,7 +1,7 @@
 """The distillation loss, kept apart so it can be checked against a hand computation."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -11,14 +11,14 @@ IGNORE_INDEX = -100
 
 class LossParts(NamedTuple):
     total: "torch.Tensor"
-    ce: Optional["torch.Tensor"]   # None without labels
+    ce: "torch.Tensor" | None   # None without labels
     kd: "torch.Tensor"
 
 
 def distillation_loss(
     student_logits: "torch.Tensor",
     teacher_logits: "torch.Tensor",
-    labels: Optional["torch.Tensor"],
+    labels: "torch.Tensor" | None,
     *,
     alpha: float,
     temperature: float,

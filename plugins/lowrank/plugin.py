@@ -1,7 +1,8 @@
 """The low-rank factorization step (torch and ONNX)."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 

@@ -7,8 +7,9 @@ dilation, no bias), Conv2d(r→cout, 1×1)), from the SVD of the weight reshaped
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

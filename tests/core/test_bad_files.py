@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+import modelfiles as mf
 import numpy as np
 import pytest
 
-import modelfiles as mf
 from slimline.core.errors import ModelLoadError, UntrustedFileError
 from slimline.core.models import load_onnx, open_model
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimline.core.data import (DataBundle, Dataset, check_dataset, load_dataset, random_dataset,
-                                resize_bilinear)
+from slimline.core.data import DataBundle, Dataset, check_dataset, load_dataset, random_dataset, resize_bilinear
 from slimline.core.errors import DataError
 from slimline.core.handle import ModelHandle, TensorSpec
 

@@ -10,8 +10,7 @@ import pytest
 from slimline.core.data import Dataset
 from slimline.core.errors import DataError
 from slimline.core.handle import ModelHandle, TensorSpec
-from slimline.core.metrics import (accuracy, environment, fidelity, measure_latency, measure_size,
-                                   zip_size)
+from slimline.core.metrics import accuracy, environment, fidelity, measure_latency, measure_size, zip_size
 from slimline.core.runtime import Session
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -88,8 +87,9 @@ def test_zip_size_streams_like_one_shot(tmp_path: Path):
 
 
 def test_size_of_torch_archive(tmp_path: Path):
-    from slimline.core.torchmodel import save_torch_module
     import torch.nn as nn
+
+    from slimline.core.torchmodel import save_torch_module
 
     m = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).eval()
     h = save_torch_module(m, tmp_path / "m.safetensors", inputs=[TensorSpec(name="x", shape=["batch", 4])])

@@ -7,13 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import modelfiles as mf
 import numpy as np
 import pytest
 
-import modelfiles as mf
 from slimline.core.errors import ModelLoadError, UntrustedFileError
-from slimline.core.models import (detect_format, load_eager_module, load_onnx, load_torch_runnable, open_model,
-                                  to_slimline_archive)
+from slimline.core.models import (
+    detect_format,
+    load_eager_module,
+    load_onnx,
+    load_torch_runnable,
+    open_model,
+    to_slimline_archive,
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from slimline.core.errors import PipelineError
-from slimline.core.pipeline import (Pipeline, StepSpec, load_pipeline, parse_pipeline, save_pipeline)
+from slimline.core.pipeline import Pipeline, StepSpec, load_pipeline, parse_pipeline, save_pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -8,8 +8,18 @@ import pytest
 from slimline.core.history import list_runs, load_run, save_run
 from slimline.core.render import print_run, result_rows
 from slimline.core.results import (
-    RUN_SCHEMA_VERSION, CancelledEvent, FailedEvent, LogEvent, RunRecord, StepResult, StepResultEvent,
-    event_from_dict, event_to_dict, migrate_run, run_from_dict)
+    RUN_SCHEMA_VERSION,
+    CancelledEvent,
+    FailedEvent,
+    LogEvent,
+    RunRecord,
+    StepResult,
+    StepResultEvent,
+    event_from_dict,
+    event_to_dict,
+    migrate_run,
+    run_from_dict,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V1 = FIXTURES / "run_v1_demo.json"  # `slimline run --demo` on the code before schema_version, trimmed

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import modelfiles as mf
 import numpy as np
 import pytest
 
-import modelfiles as mf
 from slimline.core.errors import SlimlineError
 from slimline.core.models import open_model
 from slimline.core.stats import compute_stats, constant_inventory, histogram, layer_inventory, tensor_stats

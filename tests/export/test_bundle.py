@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pbtxt import parse_pbtxt  # tests/export/pbtxt.py
 
 from slimline.core.errors import Cancelled
 from slimline.core.export.bundle import export_bundle
 from slimline.core.export.records import ExportError
 from slimline.core.export.variants import resolve_variant
 from slimline.core.plugin import CancelToken
-from pbtxt import parse_pbtxt  # tests/export/pbtxt.py
 
 
 def _app_predictions(model_path: Path, data: Path) -> list[int]:

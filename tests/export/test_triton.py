@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pbtxt import parse_pbtxt  # tests/export/pbtxt.py (test dir is on sys.path)
 
 from slimline.core.export.triton import write_triton_repo
-from pbtxt import parse_pbtxt  # tests/export/pbtxt.py (test dir is on sys.path)
 
 
 def _io_from_onnx(path: Path):

@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-
 from fault_helpers import cache_is_consistent
+
 from slimline.core.history import load_run, run_dir
 from slimline.core.jobs import start_pipeline_job
 from slimline.core.pipeline import parse_pipeline

@@ -23,7 +23,7 @@ def rows():
 
 
 def test_layer_table_sort_filter_highlight(qtbot):
-    from slimline.gui.layer_table import LayerTableView, SORT_ROLE
+    from slimline.gui.layer_table import SORT_ROLE, LayerTableView
 
     v = LayerTableView()
     qtbot.addWidget(v)

@@ -5,9 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import hostile_corpus as hc
+import numpy as np
 from hostile_corpus import Case
 
 ML, UT, DE, PE = "ModelLoadError", "UntrustedFileError", "DataError", "PipelineError"

@@ -17,9 +17,10 @@ import os
 import pickle
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,6 @@ def evil_pickle(kind: str, canary: Path, protocol: int = 2, wrap: bool = True) -
 
 def onnx_mlp(path: Path, *, opset: int = 13, inputs_shape: list[Any] | None = None) -> Path:
     """x[batch,16] → MatMul(16×32)+Add → Relu → MatMul(32×4) → y. Built with onnx.helper (no torch)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

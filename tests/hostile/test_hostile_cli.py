@@ -7,9 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
-
-import pytest
 
 import hostile_corpus as hc
 from hostile_cases import CASES

@@ -6,10 +6,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import hostile_corpus as hc
+import pytest
 from hostile_cases import CASES, load_data, load_pipe, open_and_stats
+
 from slimline.core.errors import SlimlineError
 
 DEFAULT_RUN = {"model": open_and_stats, "pipeline": load_pipe, "data": load_data}

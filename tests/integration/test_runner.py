@@ -1,5 +1,4 @@
 """End to end: pipeline → child process → events, run history, cache, cancel, crash."""
-import json
 import os
 import textwrap
 from pathlib import Path
@@ -106,7 +105,6 @@ def test_plugins(tmp_path, monkeypatch):
     (mod / "slimline_test_plugins.py").write_text(textwrap.dedent(CRASHER))
     monkeypatch.setenv("PYTHONPATH", f"{mod}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("SLIMLINE_EXTRA_PLUGINS", "slimline_test_plugins:Crash,slimline_test_plugins:Slow")
-    import sys
 
     monkeypatch.syspath_prepend(str(mod))
     from slimline.core.registry import discover
