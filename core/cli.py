@@ -18,10 +18,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimline.core import __version__
 from slimline.core.errors import SlimlineError
+
+if TYPE_CHECKING:
+    from slimline.core.results import FailedEvent
 
 Handler = Callable[[argparse.Namespace], int]
 

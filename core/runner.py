@@ -162,11 +162,12 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
 
                 loss_throttle = _Throttle(emit, interval=0.02)  # ≤50 curve points/s reach the UI
 
-                def on_event(kind: str, payload: dict[str, Any], _sid: str = step.id) -> None:
+                def on_event(kind: str, payload: dict[str, Any], _sid: str = step.id,
+                             _loss: _Throttle = loss_throttle) -> None:
                     if kind == "log":
                         emit(LogEvent(step_id=_sid, message=str(payload.get("message", ""))))
                     elif kind == "loss":
-                        loss_throttle(MetricEvent(step_id=_sid, kind=kind, payload=payload))
+                        _loss(MetricEvent(step_id=_sid, kind=kind, payload=payload))
                     else:
                         emit(MetricEvent(step_id=_sid, kind=kind, payload=payload))
 
@@ -192,7 +193,8 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                     cache.clean_temp(os.getpid())
                     raise StepFailed(f"could not store the step's output in {cache.root} "
                                      f"({exc.strerror or exc})", subject=f"step {step.id} ({title})",
-                                     hint="free disk space or choose another workspace folder, then run again") from None
+                                     hint="free disk space or choose another workspace folder, "
+                                          "then run again") from None
             new_handle = handle_from_record(rec)
             step_eval, eval_cached = measure(new_handle, current, key, i)
             flags, reasons = flags_for(step_eval, current_eval, original_eval, pipeline.evaluation)

@@ -29,8 +29,10 @@ FORMAT_TAG = "slimline_torch/1"
 
 # Leaf types and the constructor arguments read back from a live module.
 _LEAF_ARGS: dict[str, tuple[str, ...]] = {
-    "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode"),
-    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode"),
+    "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+               "padding_mode"),
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+               "padding_mode"),
     "Linear": ("in_features", "out_features", "bias"),
     "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
     "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),

@@ -181,7 +181,8 @@ def check_outputs(reference: list[np.ndarray], runner: Runner, dataset: Any, *, 
     parity.input_kind = "random" if getattr(dataset, "kind", "real") == "random" else "dataset"
     parity.dataset = getattr(dataset, "name", "")
     if not parity.passed:
-        raise ParityError(f"parity check failed ({'copy' if identical else precision} tolerance): {'; '.join(parity.failures)}",
+        kind = "copy" if identical else precision
+        raise ParityError(f"parity check failed ({kind} tolerance): {'; '.join(parity.failures)}",
                           subject="export", hint="the file was not written; try another format or exporter, "
                                                  "or report the model")
     return parity

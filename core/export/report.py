@@ -349,8 +349,9 @@ figure{margin:6px 0;min-width:0}svg{max-width:100%;height:auto}
 """
 
 
-def write_report(run_record: RunRecord | dict[str, Any], path: str | Path, *, exports: list[dict[str, Any]] | None = None,
-                 stats: bool = True, progress: Callable[[float, str], None] | None = None) -> Path:
+def write_report(run_record: RunRecord | dict[str, Any], path: str | Path, *,
+                 exports: list[dict[str, Any]] | None = None, stats: bool = True,
+                 progress: Callable[[float, str], None] | None = None) -> Path:
     """Write the HTML report for ``run_record`` to ``path`` (atomically); returns the path."""
     from slimline.core import __version__
 

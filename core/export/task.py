@@ -1,8 +1,9 @@
 """Exports and reports as jobs: one body for the CLI (in process) and the window (child process).
 
-``slimline.core.jobs.start_task_job`` imports this in a spawned interpreter. A process rather than a thread because exporting torch -> ONNX runs
-seconds of Python that would hold the GIL and freeze the window, and because
-cancelling must be able to stop C++ work (cooperative first, then terminate).
+``slimline.core.jobs.start_task_job`` imports this in a spawned interpreter. The window uses a
+process rather than a thread because exporting torch -> ONNX runs seconds of Python that would
+hold the GIL and freeze the window, and because cancelling must be able to stop C++ work
+(cooperative first, then terminate).
 """
 from __future__ import annotations
 

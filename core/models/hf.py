@@ -182,7 +182,8 @@ def load_hf_module(handle: ModelHandle) -> "torch.nn.Module":
         except Exception as exc:  # noqa: BLE001
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
             raise ModelLoadError(f"transformers could not load the folder ({first})", subject=str(folder),
-                                 hint="check config.json and the weight files match (re-save with save_pretrained)") from None
+                                 hint="check config.json and the weight files match "
+                                      "(re-save with save_pretrained)") from None
         return model.eval()
 
     return build()

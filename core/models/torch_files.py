@@ -367,7 +367,8 @@ def pt2_weight_source(path: Path) -> WeightSource:
                                                strides=[s * dt.itemsize for s in strides],
                                                writeable=False)
 
-    note = "" if listing["readable"] else "this .pt2 keeps its weights pickled: they can be listed only after trusting it"
+    note = "" if listing["readable"] else \
+        "this .pt2 keeps its weights pickled: they can be listed only after trusting it"
     return WeightSource(entries, load, note=note)
 
 

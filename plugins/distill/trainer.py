@@ -174,7 +174,8 @@ def train(student: "torch.nn.Module", data: Tensors, params: DistillParams, ctx:
             parts.total.backward()
             optimizer.step()
             step += 1
-            vals = torch.stack([p.detach() for p in (parts.total, parts.kd) + ((parts.ce,) if parts.ce is not None else ())]).tolist()
+            terms = (parts.total, parts.kd) + ((parts.ce,) if parts.ce is not None else ())
+            vals = torch.stack([p.detach() for p in terms]).tolist()
             if not math.isfinite(vals[0]):
                 raise StepFailed(f"the loss became {vals[0]} at epoch {epoch}, batch {b}",
                                  subject="learning_rate", hint="lower learning_rate or temperature and run again")

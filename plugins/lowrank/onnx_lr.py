@@ -132,7 +132,8 @@ def rewrite(proto: Any, done: list[tuple[OnnxTarget, Factorization]]) -> None:
         proto.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(f.second.T.astype(dtype)), b_name))
         new_nodes.append(helper.make_node("MatMul", [node.input[0], a_name], [hidden], name=fresh(f"{t.name}_lr_1")))
         if t.op == "MatMul":
-            new_nodes.append(helper.make_node("MatMul", [hidden, b_name], list(node.output), name=fresh(f"{t.name}_lr_2")))
+            new_nodes.append(helper.make_node("MatMul", [hidden, b_name], list(node.output),
+                                              name=fresh(f"{t.name}_lr_2")))
         else:
             inputs = [hidden, b_name] + list(node.input[2:])
             new_nodes.append(helper.make_node(

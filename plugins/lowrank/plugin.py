@@ -138,7 +138,8 @@ class LowRankFactorize(Plugin):
             skipped[out_layer] = (type(module.get_submodule(out_layer)).__name__,
                                   "output layer (keep_output_layer is on)")
         if not targets:
-            raise StepFailed("no layers to factorize" + (f" ({len(skipped)} left alone by the settings)" if skipped else ""),
+            left = f" ({len(skipped)} left alone by the settings)" if skipped else ""
+            raise StepFailed("no layers to factorize" + left,
                              subject=f"{self.id}.skip", hint="check skip / include_conv, or use another step")
         scales: dict[str, Any] = {}
         if p.data_aware:
