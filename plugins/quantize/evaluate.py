@@ -151,7 +151,9 @@ def random_feeds(sess: OrtSession, dims: dict[str, int], n: int, seed: int) -> d
             elif i == ax:
                 concrete.append(n)
             else:
-                v = int(dims.get(str(d), 16))
+                # an unnamed dim is called "<input>_dim<i>" by the model handle (and by --dim)
+                v = int(dims.get(str(d), dims.get(f"{name}_dim{i}", 16)) if isinstance(d, str) and d
+                        else dims.get(f"{name}_dim{i}", 16))
                 concrete.append(AUDIO_SAMPLES if str(d) in AUDIO_DIMS and v <= 1 else v)
         if not (isinstance(shape[ax], int) and shape[ax] > 0):
             concrete[ax] = n
