@@ -64,7 +64,12 @@ class Dataset:
         if not self.inputs:
             raise DataError("dataset has no input arrays", subject=self.source or self.name,
                             hint="give at least one array named after a model input")
-        counts = {k: int(v.shape[0]) if v.ndim else -1 for k, v in self.inputs.items()}
+        axes = self.batch_axes
+        counts = {k: int(v.shape[axes[k]]) for k, v in self.inputs.items() if axes[k] is not None}
+        if not counts:
+            raise DataError(f"no array has a batch (row) dimension: {sorted(self.inputs)} are all unbatched",
+                            subject=self.source or self.name,
+                            hint="give at least one input with rows (first dimension = sample)")
         if self.labels is not None:
             counts["labels"] = int(self.labels.shape[0]) if self.labels.ndim else -1
         if len(set(counts.values())) != 1 or -1 in counts.values():
@@ -72,8 +77,28 @@ class Dataset:
                             subject=self.source or self.name,
                             hint="every array (and the labels) needs the same first dimension")
 
+    @property
+    def batch_axes(self) -> dict[str, int | None]:
+        """Which axis of each input holds the rows; None = fed whole to every batch (a scalar such as a
+        sample rate). Defaults: axis 0, scalars unbatched; ``meta['batch_axes']`` overrides (state [2, B, H])."""
+        given = self.meta.get("batch_axes") or {}
+        return {k: (given[k] if k in given else (0 if v.ndim else None)) for k, v in self.inputs.items()}
+
     def __len__(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+        axes = self.batch_axes
+        for k, v in self.inputs.items():
+            if axes[k] is not None:
+                return int(v.shape[axes[k]])
+        return 0
+
+    def rows(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """The inputs for rows ``idx`` (taken along each input's batch axis; unbatched inputs whole)."""
+        axes = self.batch_axes
+        out: dict[str, np.ndarray] = {}
+        for k, v in self.inputs.items():
+            ax = axes[k]
+            out[k] = v if ax is None else v[(slice(None),) * ax + (idx,)]
+        return out
 
     @property
     def labelled(self) -> bool:
@@ -85,13 +110,13 @@ class Dataset:
             raise DataError(f"batch size must be ≥ 1, got {batch_size}", subject="batch_size")
         for start in range(0, len(self), batch_size):
             sl = slice(start, start + batch_size)
-            yield ({k: v[sl] for k, v in self.inputs.items()},
+            yield (self.rows(sl),
                    None if self.labels is None else self.labels[sl])
 
     def _subset(self, idx: np.ndarray | slice, suffix: str) -> "Dataset":
         return Dataset(
             name=f"{self.name}{suffix}", source=self.source,
-            inputs={k: v[idx] for k, v in self.inputs.items()},
+            inputs=self.rows(idx),
             labels=None if self.labels is None else self.labels[idx],
             kind=self.kind, meta=dict(self.meta))
 
@@ -120,6 +145,9 @@ class Dataset:
         tag = "labelled" if self.labelled else "unlabelled"
         if self.kind == "random":
             tag = "RANDOM inputs, latency/smoke only"
+        values = self.meta.get("values") or {}
+        if values:
+            tag += "; " + ", ".join(f"{k}={v}" for k, v in values.items())
         return f"{self.name} (n={len(self)}, {tag})"
 
     def __repr__(self) -> str:  # arrays are big: keep repr short
@@ -134,15 +162,46 @@ def _dims_match(expected: int | str, got: int) -> bool:
     return not isinstance(expected, int) or expected <= 0 or expected == got
 
 
+def batch_axis(spec: TensorSpec | list[Any]) -> int | None:
+    """Axis of ``spec`` (or a shape list) that holds the rows: None for a scalar (fed whole), a non-leading dim
+    named like batch, the one dynamic dim behind a fixed leading dim of 2+ (recurrent state [layers, B, H]),
+    else 0."""
+    shape = list(spec.shape if isinstance(spec, TensorSpec) else spec)
+    if not shape:
+        return None
+    for i, d in enumerate(shape):
+        if isinstance(d, str) and "batch" in d.lower():
+            return i
+    dynamic = [i for i, d in enumerate(shape) if not (isinstance(d, int) and d > 0)]
+    if isinstance(shape[0], int) and shape[0] >= 2 and len(dynamic) == 1:
+        return dynamic[0]
+    return 0
+
+
+def fixed_batch(model: ModelHandle) -> int | None:
+    """The batch size every call must use when the model fixes it (e.g. [1, 1, 64, W]), else None."""
+    for spec in model.inputs:
+        ax = batch_axis(spec)
+        if ax is not None and isinstance(spec.shape[ax], int) and spec.shape[ax] > 0:
+            return int(spec.shape[ax])
+    return None
+
+
 def _check_array(spec: TensorSpec, arr: np.ndarray, subject: str) -> np.ndarray:
     """Validate one input array against its spec; return it cast where allowed."""
     want = np_dtype(spec.dtype)
-    exp_shape = ["batch" if i == 0 else d for i, d in enumerate(spec.shape)]
+    bax = batch_axis(spec)
+    exp_shape = ["batch" if i == bax else d for i, d in enumerate(spec.shape)]
     if spec.shape and arr.ndim != len(spec.shape):
         raise DataError(
             f"input '{spec.name}' expects shape {exp_shape} (rank {len(spec.shape)}), got {list(arr.shape)}",
             subject=subject, hint="reshape the data, or check that the dataset was made for this model")
-    for i, d in enumerate(spec.shape[1:], start=1):
+    if not spec.shape and arr.ndim != 0:
+        raise DataError(f"input '{spec.name}' is a single value (a scalar), got an array of shape {list(arr.shape)}",
+                        subject=subject, hint=f"store '{spec.name}' as a 0-d array, e.g. np.array(16000)")
+    for i, d in enumerate(spec.shape):
+        if i == bax:
+            continue
         if not _dims_match(d, int(arr.shape[i])):
             raise DataError(
                 f"input '{spec.name}' expects shape {exp_shape}, got {list(arr.shape)} (dim {i}: {d} ≠ {arr.shape[i]})",
@@ -175,29 +234,66 @@ def check_dataset(dataset: Dataset, model: ModelHandle) -> Dataset:
                 subject=subject,
                 hint=f"name the array '{spec.name}' (model inputs: {[s.name for s in model.inputs]})")
         dataset.inputs[spec.name] = _check_array(spec, dataset.inputs[spec.name], subject)
+    axes = {s.name: batch_axis(s) for s in model.inputs}
+    if axes != {k: v for k, v in dataset.batch_axes.items() if k in axes}:
+        dataset.meta["batch_axes"] = {**dataset.meta.get("batch_axes", {}), **axes}
+        Dataset.__post_init__(dataset)  # the rows must agree along the model's batch axes too
     return dataset
 
 
 # --------------------------------------------------------------------------- random
 
 
+# Scalar inputs a model takes as a setting, not data: a random value would be wrong (a sample rate of 37).
+SCALAR_DEFAULTS = {"sr": 16000, "sample_rate": 16000, "sampling_rate": 16000, "samplerate": 16000}
+# Dynamic dims that name an audio length: 1 sample is never a useful input (a 16 kHz second is).
+AUDIO_SAMPLES = 16000
+AUDIO_DIMS = _AUDIO_DIMS = ("samples", "num_samples", "audio_length", "wav_length", "waveform")
+
+
+def scalar_value(spec: TensorSpec, dims: dict[str, int]) -> tuple[int | float, str]:
+    """(value, where it came from) for a 0-d input: ``dims[name]`` (``--dim sr=8000``), a known name, else 1."""
+    if spec.name in dims:
+        return dims[spec.name], "set by --dim"
+    key = spec.name.lower().replace("-", "_")
+    if key in SCALAR_DEFAULTS:
+        return SCALAR_DEFAULTS[key], f"default for '{spec.name}'; change it with --dim {spec.name}=N"
+    return 1, f"no default known; set it with --dim {spec.name}=N"
+
+
 def random_dataset(model: ModelHandle, n: int, *, seed: int = 0,
                    batch_dims: dict[str, int] | None = None) -> Dataset:
     """``n`` rows of random inputs (kind="random"): for latency and smoke checks only.
 
-    Dynamic dims take ``batch_dims`` overrides, then ``model.dim_defaults``, then 1.
-    Integer inputs get values in 0..min(vocab_size, 100)-1, masks get ones.
+    Dynamic dims take ``batch_dims`` overrides, then ``model.dim_defaults``, then 1 (an audio length
+    named like ``samples`` left at 1 becomes 16000). Integer inputs get values in 0..min(vocab_size, 100)-1,
+    masks get ones. Scalar (0-d) inputs are settings, fed whole to every batch: their value comes from the
+    dims (``--dim sr=8000``) or a known default (a sample rate of 16000), and ``meta['values']`` says which.
     """
     if not model.inputs:
         raise DataError("the model declares no inputs, so random inputs cannot be made",
-                        subject=model.path, hint="open the model with Slimline so its input specs are read")
+                        subject=model.path,
+                        hint="give a dataset (--data file.npz with one array per input), or export the model "
+                             "with its input signature (e.g. to ONNX)")
     rng = np.random.default_rng(seed)
     dims = {**model.dim_defaults, **(batch_dims or {})}
+    for name in _AUDIO_DIMS:
+        if dims.get(name, 1) == 1 and any(name == d for s in model.inputs for d in s.shape):
+            dims[name] = AUDIO_SAMPLES
     high = int(min(int(model.meta.get("vocab_size", 100) or 100), 100))
     inputs: dict[str, np.ndarray] = {}
+    axes: dict[str, int | None] = {}
+    values: dict[str, str] = {}
     for spec in model.inputs:
-        shape = spec.concrete_shape(dims, batch=n)
         dt = np_dtype(spec.dtype)
+        ax = axes[spec.name] = batch_axis(spec)
+        if ax is None:
+            val, why = scalar_value(spec, dims)
+            inputs[spec.name] = np.asarray(val, dtype=dt)
+            values[spec.name] = f"{val} ({why})"
+            continue
+        shape = spec.concrete_shape(dims)
+        shape[ax] = n  # a fixed-batch model gets its rows in batches of its size (runtime.predict)
         numel = 1
         for d in shape:
             numel *= max(int(d), 0)
@@ -218,7 +314,7 @@ def random_dataset(model: ModelHandle, n: int, *, seed: int = 0,
             arr = rng.integers(0, max(high, 1), size=shape).astype(dt)
         inputs[spec.name] = arr
     return Dataset(name=f"random(seed={seed})", source="", inputs=inputs, labels=None, kind="random",
-                   meta={"dims": dims})
+                   meta={"dims": dims, "batch_axes": axes, "values": values})
 
 
 # --------------------------------------------------------------------------- loaders
@@ -300,7 +396,8 @@ def _load_npz(p: Path, model: ModelHandle | None, *, label_key: str | None = Non
     if not arrays:
         raise DataError("the file holds no input arrays", subject=str(p))
     inputs = _assign_arrays(arrays, model, str(p))
-    return Dataset(name=p.name, source=str(p), inputs=inputs, labels=labels)
+    axes = {sp.name: batch_axis(sp) for sp in model.inputs} if model is not None else {}
+    return Dataset(name=p.name, source=str(p), inputs=inputs, labels=labels, meta={"batch_axes": axes})
 
 
 def _load_npy(p: Path, model: ModelHandle | None, **_: Any) -> Dataset:
@@ -596,6 +693,13 @@ def _load_image_folder(p: Path, model: ModelHandle | None, *, size: Any = None, 
         images.append(img)
         labels.append(ci)
     shapes = {im.shape for im in images}
+    fallback = _default_image_size(model, layout)
+    if len(shapes) > 1 and size is None and fallback is not None:
+        images = [resize_bilinear(im, fallback) for im in images]
+        shapes = {im.shape for im in images}
+        resized = f"images of different sizes resized to {fallback[0]}x{fallback[1]} (the model's default dims)"
+    else:
+        resized = ""
     if len(shapes) > 1:
         raise DataError(f"images have different sizes {sorted(shapes)[:3]}", subject=str(p),
                         hint="pass size=(H, W) to resize them all")
@@ -611,7 +715,17 @@ def _load_image_folder(p: Path, model: ModelHandle | None, *, size: Any = None, 
     name = model.inputs[0].name if model is not None and len(model.inputs) == 1 else "input"
     return Dataset(name=p.name, source=str(p), inputs={name: x},
                    labels=np.asarray(labels, dtype=np.int64) if classes is not None else None,
-                   meta={"classes": classes, "skipped_files": skipped, "labels": why})
+                   meta={"classes": classes, "skipped_files": skipped, "labels": why,
+                         **({"resized": resized} if resized else {})})
+
+
+def _default_image_size(model: ModelHandle | None, layout: str) -> tuple[int, int] | None:
+    """(H, W) from a 4-D input's dims and dim defaults, for photos of mixed sizes fed to a dynamic-size model."""
+    if model is None or len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        return None
+    s = model.inputs[0].concrete_shape(model.dim_defaults, batch=1)
+    h, w = (s[2], s[3]) if layout == "NCHW" else (s[1], s[2])
+    return (int(h), int(w)) if h > 1 and w > 1 else None
 
 
 # ----- text

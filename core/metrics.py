@@ -291,11 +291,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _tile_rows(arr: np.ndarray, batch: int) -> np.ndarray:
-    if arr.shape[0] >= batch:
-        return arr[:batch]
-    reps = -(-batch // arr.shape[0])
-    return np.concatenate([arr] * reps, axis=0)[:batch]
+def _tile_rows(arr: np.ndarray, batch: int, axis: int | None = 0) -> np.ndarray:
+    """``batch`` rows along ``axis`` (tiled when fewer); an unbatched input (axis None, a scalar) as is."""
+    if axis is None or arr.ndim == 0:
+        return arr
+    arr = np.moveaxis(arr, axis, 0)
+    if arr.shape[0] < batch:
+        arr = np.concatenate([arr] * -(-batch // arr.shape[0]), axis=0)
+    return np.ascontiguousarray(np.moveaxis(arr[:batch], 0, axis))
 
 
 def latency_feeds(handle: ModelHandle, batch: int, dataset: Dataset | None,
@@ -304,9 +307,12 @@ def latency_feeds(handle: ModelHandle, batch: int, dataset: Dataset | None,
     if dataset is not None and dataset.kind == "real" and len(dataset):
         if handle.inputs:
             check_dataset(dataset, handle)
-        return {k: _tile_rows(v, batch) for k, v in dataset.inputs.items()}, "dataset", dataset.describe()
+        axes = dataset.batch_axes
+        return ({k: _tile_rows(v, batch, axes[k]) for k, v in dataset.inputs.items()}, "dataset",
+                dataset.describe())
     ds = dataset if dataset is not None and len(dataset) else random_dataset(handle, batch, seed=seed)
-    return {k: _tile_rows(v, batch) for k, v in ds.inputs.items()}, "random", ds.describe()
+    axes = ds.batch_axes
+    return {k: _tile_rows(v, batch, axes[k]) for k, v in ds.inputs.items()}, "random", ds.describe()
 
 
 def _timed_loop(session: Session, prepared: dict[str, np.ndarray], runs: int) -> tuple[np.ndarray, np.ndarray]:

@@ -358,15 +358,28 @@ def predict(handle_or_session: ModelHandle | Session, dataset: Dataset, *, batch
     else:
         check_dataset(dataset, handle_or_session)
         session = open_session(handle_or_session, device=device, threads=threads)
+    from slimline.core.data import fixed_batch
+
+    fixed = fixed_batch(session.handle) if session.handle is not None else None
+    batch_size = fixed or batch_size  # a model exported for batch 1 takes its rows one at a time
     parts: list[list[np.ndarray]] = []
     n = len(dataset)
     done = 0
     for feeds, _ in dataset.batches(batch_size):
         outs = session.run(feeds)
         parts.append(outs)
-        done += len(next(iter(feeds.values())))
+        done = min(done + batch_size, n)
         if progress is not None:
             progress(done / max(n, 1), f"{done}/{n} rows")
     if not parts:
         return []
-    return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
+    return [_join([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    """Batches of one output joined by rows; a scalar or shape-varying output keeps the last batch's value."""
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.ndim == 0 for p in parts) or len({p.shape[1:] for p in parts}) > 1:
+        return parts[-1]
+    return np.concatenate(parts, axis=0)

@@ -88,6 +88,8 @@ def int8_table(float_model: "onnx.ModelProto", q_model: "onnx.ModelProto", top: 
             continue
         if scale.size > 1:
             axis = _channel_axis(q_name, q.shape, scale.size, q_model.graph)
+            if not 0 <= axis < q.ndim or q.shape[axis] != scale.size:
+                continue  # scales over a grouping this table cannot map onto one axis (e.g. LSTM gates 2x128)
             bshape = [1] * q.ndim
             bshape[axis] = scale.size
             deq = (q - zp.reshape(bshape)) * scale.reshape(bshape)

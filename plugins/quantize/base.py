@@ -137,6 +137,16 @@ class QuantizeBase(Plugin):
                        why=f"left in float the node(s) adding the most output error: {detail}")
 
     # --- the run loop ------------------------------------------------------------------------
+    def nothing_quantized_hint(self, model_ops: Any) -> str:
+        """Why a step changed nothing and what to do instead: conv nets go to static INT8 (dynamic INT8 of a
+        Conv is ConvInteger, slower than float on CPU), anything else to FP16."""
+        ops = set(model_ops)
+        if "Conv" in ops and self.id != "builtin.quantize_static":
+            return ("this is a conv net: use Quantize: static INT8 (QDQ) with calibration data (dynamic INT8 "
+                    "leaves Conv in float, and quantizing Conv dynamically runs as slow ConvInteger), or FP16")
+        return ("the model may already be quantized, or its layers are not in op_types — check the op types, "
+                "try Quantize: FP16, or remove this step")
+
     def run(self, model: ModelHandle, params: Any, ctx: StepContext) -> StepOutput:
         import onnx
 
@@ -257,8 +267,7 @@ class QuantizeBase(Plugin):
                 f"nothing was quantized: {f32_after:,} of {f32_before:,} float32 weight values are still float32 "
                 f"(op types tried: {', '.join(history[-1][0].op_types) or 'all'}; the graph has "
                 f"{', '.join(sorted(model_ops)[:10])})", subject=self.id,
-                hint="the model may already be quantized, or its layers are not in op_types — check the op types "
-                     "or remove this step")
+                hint=self.nothing_quantized_hint(model_ops))
         in_bytes = _bytes_on_disk(model)
         out_bytes = q_path.stat().st_size
         size_ratio = out_bytes / max(in_bytes, 1)

@@ -38,19 +38,25 @@ class EvalSet:
     feeds: dict[str, np.ndarray]
     labels: np.ndarray | None
     batch: int | None  # fixed batch size of the model, None when dynamic
+    axes: dict[str, int | None] = field(default_factory=dict)  # batch axis per input (None: a scalar, fed whole)
 
     def __len__(self) -> int:
-        return int(next(iter(self.feeds.values())).shape[0]) if self.feeds else 0
+        return n_rows(self.feeds, self.axes)
 
     def batches(self, size: int = 32) -> Iterable[dict[str, np.ndarray]]:
         size = self.batch or size
         n = len(self)
         for i in range(0, n - (n % size if self.batch else 0), size):
-            yield {k: v[i:i + size] for k, v in self.feeds.items()}
+            yield take_rows(self.feeds, self.axes, slice(i, i + size))
 
     def first(self) -> dict[str, np.ndarray]:
         size = self.batch or 1
-        return {k: v[:size] for k, v in self.feeds.items()}
+        return take_rows(self.feeds, self.axes, slice(0, size))
+
+    def head(self, keep: int) -> "EvalSet":
+        """The first ``keep`` rows, without labels."""
+        return EvalSet(self.name, self.kind, take_rows(self.feeds, self.axes, slice(0, keep)), None, self.batch,
+                       self.axes)
 
     def describe(self) -> str:
         if self.kind == "random":
@@ -58,12 +64,42 @@ class EvalSet:
         return f"{self.name} (n={len(self)})"
 
 
+def _axis(feeds: dict[str, np.ndarray], axes: dict[str, int | None], k: str) -> int | None:
+    return axes.get(k, 0) if feeds[k].ndim else None
+
+
+def n_rows(feeds: dict[str, np.ndarray], axes: dict[str, int | None]) -> int:
+    """Rows in ``feeds``: the length of the first input along its batch axis (scalars have none)."""
+    for k, v in feeds.items():
+        ax = _axis(feeds, axes, k)
+        if ax is not None:
+            return int(v.shape[ax])
+    return 0
+
+
+def take_rows(feeds: dict[str, np.ndarray], axes: dict[str, int | None], sl: slice) -> dict[str, np.ndarray]:
+    """Rows ``sl`` of every input along its batch axis; a scalar input (a sample rate) is fed whole."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in feeds.items():
+        ax = _axis(feeds, axes, k)
+        out[k] = v if ax is None else v[(slice(None),) * ax + (sl,)]
+    return out
+
+
+def feed_axes(sess: OrtSession) -> dict[str, int | None]:
+    """Batch axis of each model input (slimline.core.data.batch_axis on the session's shapes)."""
+    from slimline.core.data import batch_axis
+
+    return {i.name: batch_axis([d if isinstance(d, (int, str)) else "?" for d in i.shape]) for i in sess.get_inputs()}
+
+
 def _input_meta(sess: OrtSession) -> list[tuple[str, list[Any], Any]]:
     return [(i.name, list(i.shape), ort_numpy_dtype(i.type)) for i in sess.get_inputs()]
 
 
 def fixed_batch(sess: OrtSession) -> int | None:
-    dims = [i.shape[0] for i in sess.get_inputs() if i.shape]
+    axes = feed_axes(sess)
+    dims = [i.shape[axes[i.name]] for i in sess.get_inputs() if axes[i.name] is not None]
     fixed = [d for d in dims if isinstance(d, int) and d > 0]
     return fixed[0] if fixed and len(fixed) == len(dims) else None
 
@@ -76,12 +112,13 @@ def dataset_feeds(dataset: Any, sess: OrtSession, limit: int,
     if len(meta) == 1 and len(arrays) == 1 and meta[0][0] not in arrays:
         arrays = {meta[0][0]: next(iter(arrays.values()))}
     feeds: dict[str, np.ndarray] = {}
+    axes = feed_axes(sess)
     for name, shape, dtype in meta:
         if name not in arrays:
             raise StepFailed(
                 f"the {role} dataset has no array for model input '{name}' (it has {sorted(arrays)})",
                 subject=f"data.{role}", hint="name the dataset arrays after the model inputs")
-        arr = np.asarray(arrays[name])[:limit]
+        arr = take_rows({name: np.asarray(arrays[name])}, axes, slice(0, limit))[name]
         if len(shape) and arr.ndim != len(shape):
             raise StepFailed(
                 f"input '{name}' expects rank {len(shape)} {shape}, the {role} dataset gives shape {list(arr.shape)}",
@@ -95,19 +132,31 @@ def dataset_feeds(dataset: Any, sess: OrtSession, limit: int,
 
 def random_feeds(sess: OrtSession, dims: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
     """Random rows for smoke/latency when no data was given (labelled 'random' everywhere)."""
+    from slimline.core.data import AUDIO_DIMS, AUDIO_SAMPLES, scalar_value
+    from slimline.core.handle import TensorSpec
+
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
+    axes = feed_axes(sess)
     for name, shape, dtype in _input_meta(sess):
+        ax = axes[name]
+        if ax is None:  # a scalar setting such as a sample rate: the same value the evaluation uses
+            feeds[name] = np.asarray(scalar_value(TensorSpec(name=name, shape=[], dtype=str(np.dtype(dtype))),
+                                                  dims)[0], dtype=dtype)
+            continue
         concrete = []
         for i, d in enumerate(shape):
             if isinstance(d, int) and d > 0:
                 concrete.append(d)
-            elif i == 0:
+            elif i == ax:
                 concrete.append(n)
             else:
-                concrete.append(int(dims.get(str(d), 16)))
-        if concrete and not (isinstance(shape[0], int) and shape[0] > 0):
-            concrete[0] = n
+                # an unnamed dim is called "<input>_dim<i>" by the model handle (and by --dim)
+                v = int(dims.get(str(d), dims.get(f"{name}_dim{i}", 16)) if isinstance(d, str) and d
+                        else dims.get(f"{name}_dim{i}", 16))
+                concrete.append(AUDIO_SAMPLES if str(d) in AUDIO_DIMS and v <= 1 else v)
+        if not (isinstance(shape[ax], int) and shape[ax] > 0):
+            concrete[ax] = n
         low = name.lower()
         if np.issubdtype(dtype, np.floating):
             arr = rng.standard_normal(concrete).astype(dtype)
@@ -132,11 +181,11 @@ def build_eval_set(data: Any, sess: OrtSession, dims: dict[str, int], limit: int
             continue
         feeds, labels = dataset_feeds(ds, sess, limit, role)
         name = f"{getattr(ds, 'name', role) or role} [{role} split]"
-        return EvalSet(name, "real", feeds, labels, batch)
+        return EvalSet(name, "real", feeds, labels, batch, feed_axes(sess))
     n = min(limit, 32)
     if batch:
         n = batch * max(1, n // batch)
-    return EvalSet("random", "random", random_feeds(sess, dims, n, seed), None, batch)
+    return EvalSet("random", "random", random_feeds(sess, dims, n, seed), None, batch, feed_axes(sess))
 
 
 def run_all(sess: OrtSession, evalset: EvalSet, cancel: Any = None,
@@ -301,7 +350,7 @@ def compare_latency(path_a: Path, path_b: Path, feeds: dict[str, np.ndarray], *,
         t2 = time.perf_counter()
         ta.append((t1 - t0) * 1000)
         tb.append((t2 - t1) * 1000)
-    batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
+    batch = max((int(v.shape[0]) for v in feeds.values() if v.ndim), default=1)
 
     def stats(ts: list[float]) -> Timing:
         q = np.percentile(ts, [50, 90])
@@ -356,7 +405,7 @@ def node_errors(float_path: Path, quant_path: Path, evalset: EvalSet, candidates
     fs = make_session(fm.SerializeToString(), optimize=False, external_data_dir=Path(float_path).parent)
     qs = make_session(qm.SerializeToString(), optimize=False, external_data_dir=Path(quant_path).parent)
     keep = max(max_rows, evalset.batch or 1)
-    rows = EvalSet(evalset.name, evalset.kind, {k: v[:keep] for k, v in evalset.feeds.items()}, None, evalset.batch)
+    rows = evalset.head(keep)
     fo = dict(zip(wanted, run_all(fs, rows, cancel, wanted)))
     qo = dict(zip(q_wanted, run_all(qs, rows, cancel, q_wanted)))
 

@@ -42,12 +42,13 @@ class CalibrationReader:
     """onnxruntime CalibrationDataReader over a Slimline dataset (honours cancel between batches)."""
 
     def __init__(self, feeds: dict[str, np.ndarray], batch: int, cancel: Any = None,
-                 progress: Any = None) -> None:
+                 progress: Any = None, axes: dict[str, int | None] | None = None) -> None:
         self.feeds = feeds
+        self.axes = axes or {}
         self.batch = batch
         self.cancel = cancel
         self.progress = progress
-        self.n = int(next(iter(feeds.values())).shape[0]) if feeds else 0
+        self.n = evaluate.n_rows(feeds, self.axes)
         self._it: Iterator[dict[str, np.ndarray]] = self._gen()
 
     def _gen(self) -> Iterator[dict[str, np.ndarray]]:
@@ -57,7 +58,7 @@ class CalibrationReader:
                 self.cancel.raise_if_cancelled()
             if self.progress is not None:
                 self.progress(i / max(self.n, 1))
-            yield {k: v[i:i + self.batch] for k, v in self.feeds.items()}
+            yield evaluate.take_rows(self.feeds, self.axes, slice(i, i + self.batch))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
@@ -119,12 +120,14 @@ class QuantizeStatic(QuantizeBase):
         role, ds = _calibration_dataset(ctx)  # type: ignore[misc]
         sess = evaluate.make_session(src, ctx.threads)
         feeds, _ = evaluate.dataset_feeds(ds, sess, params.calibration_samples, role)
-        batch = evaluate.fixed_batch(sess) or min(params.calibration_batch, max(len(next(iter(feeds.values()))), 1))
+        axes = evaluate.feed_axes(sess)
+        rows = evaluate.n_rows(feeds, axes)
+        batch = evaluate.fixed_batch(sess) or min(params.calibration_batch, max(rows, 1))
         del sess
-        if not len(next(iter(feeds.values()))):
+        if not rows:
             raise StepFailed(f"the {role} dataset is empty", subject=f"{self.id}: calibration data",
                              hint="give a dataset with at least one row")
-        reader = CalibrationReader(feeds, batch, ctx.cancel)
+        reader = CalibrationReader(feeds, batch, ctx.cancel, axes=axes)
         extra: dict[str, Any] = {}
         if params.calibrate_method == "Percentile":
             extra["CalibPercentile"] = params.percentile
