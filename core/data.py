@@ -65,7 +65,7 @@ class Dataset:
             raise DataError("dataset has no input arrays", subject=self.source or self.name,
                             hint="give at least one array named after a model input")
         axes = self.batch_axes
-        counts = {k: int(v.shape[axes[k]]) for k, v in self.inputs.items() if axes[k] is not None}
+        counts = {k: int(v.shape[ax]) for k, v in self.inputs.items() if (ax := axes[k]) is not None}
         if not counts:
             raise DataError(f"no array has a batch (row) dimension: {sorted(self.inputs)} are all unbatched",
                             subject=self.source or self.name,
@@ -87,8 +87,8 @@ class Dataset:
     def __len__(self) -> int:
         axes = self.batch_axes
         for k, v in self.inputs.items():
-            if axes[k] is not None:
-                return int(v.shape[axes[k]])
+            if (ax := axes[k]) is not None:
+                return int(v.shape[ax])
         return 0
 
     def rows(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
@@ -182,8 +182,9 @@ def fixed_batch(model: ModelHandle) -> int | None:
     """The batch size every call must use when the model fixes it (e.g. [1, 1, 64, W]), else None."""
     for spec in model.inputs:
         ax = batch_axis(spec)
-        if ax is not None and isinstance(spec.shape[ax], int) and spec.shape[ax] > 0:
-            return int(spec.shape[ax])
+        dim = spec.shape[ax] if ax is not None else None
+        if isinstance(dim, int) and dim > 0:
+            return dim
     return None
 
 
@@ -572,9 +573,7 @@ def _read_image(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            if im.mode not in ("L", "RGB", "I;16", "I"):
-                im = im.convert("RGB")
-            arr = np.asarray(im)
+            arr = np.asarray(im if im.mode in ("L", "RGB", "I;16", "I") else im.convert("RGB"))
     except Exception as exc:
         raise DataError(f"cannot decode image ({exc})", subject=str(path),
                         hint="remove or replace the file; supported: PNG, JPEG, BMP, PGM/PPM, .npy") from None
@@ -616,7 +615,8 @@ def _image_layout(model: ModelHandle | None, size: Any, grayscale: bool | None,
             size = (h, w)
         if grayscale is None and c in (1, 3):
             grayscale = c == 1
-    return (tuple(int(v) for v in size) if size is not None else None), grayscale, (layout or "NCHW")
+    hw = (int(size[0]), int(size[1])) if size is not None else None
+    return hw, grayscale, (layout or "NCHW")
 
 
 # Subfolder names that hold images but are not classes.

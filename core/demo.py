@@ -122,6 +122,8 @@ def train_demo(out_dir: str | Path, *, epochs: int = 12, seed: int = 0, log: Any
     spec_out = [TensorSpec(name="logits", dtype="float32", shape=["batch", 10])]
     save_torch_module(model, out / "digits_cnn.safetensors", inputs=spec_in, outputs=spec_out,
                       extra_meta={"task": "classification", "dataset": "sklearn digits (upsampled 32x32)"})
-    np.savez_compressed(out / "digits_eval.npz", **{INPUT_NAME: xev, "labels": yev})
-    np.savez_compressed(out / "digits_train.npz", **{INPUT_NAME: xtr, "labels": ytr})
+    eval_arrays: dict[str, Any] = {INPUT_NAME: xev, "labels": yev}
+    train_arrays: dict[str, Any] = {INPUT_NAME: xtr, "labels": ytr}
+    np.savez_compressed(out / "digits_eval.npz", **eval_arrays)
+    np.savez_compressed(out / "digits_train.npz", **train_arrays)
     return {"eval_top1": acc, "eval_n": float(len(yev))}

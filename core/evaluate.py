@@ -146,8 +146,8 @@ class Evaluator:
         hints = [self._timing_hints.get(m.path) for m in models]
         if any(h is None for h in hints):
             return ls.runs, ls.warmup, ""
-        run_s = max(h[0].get(batch, 0.0) for h in hints if h)  # type: ignore[union-attr]
-        eval_s = max(h[1] for h in hints if h)  # type: ignore[index]
+        run_s = max(h[0].get(batch, 0.0) for h in hints if h)
+        eval_s = max(h[1] for h in hints if h)
         runs, warmup = timing_runs(ls.runs, ls.warmup, run_s, eval_s)
         if runs >= ls.runs:
             return runs, warmup, ""

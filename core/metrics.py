@@ -166,7 +166,8 @@ def measure_size(handle: ModelHandle, *, compressed: bool = True) -> SizeReport:
     """Deployable bytes (external data included), zlib-6 bytes, params and bytes by dtype."""
     files = _model_files(handle)
     source = "handle"
-    params, by_dtype = handle.param_count, {}
+    params: int = handle.param_count
+    by_dtype: dict[str, int] = {}
     if handle.format == "onnx":
         onnx_path = Path(handle.path)
         params, by_dtype, externals = _onnx_params(onnx_path)

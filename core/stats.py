@@ -89,7 +89,7 @@ def _array(src: "WeightSource", handle: ModelHandle, name: str) -> "np.ndarray":
         raise
     except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as exc:
         try:
-            shape = src.entry(name).shape
+            shape: Any = src.entry(name).shape
         except KeyError:
             shape = "?"
         raise ModelLoadError(f"weight tensor {name!r} cannot be read: its declared shape {shape} does not match "
@@ -339,7 +339,7 @@ def histogram(handle: ModelHandle, name: str, *, bins: int = 64, sample: int | N
     flat = _flat(_array(src, handle, name))
     total = int(flat.size)
     sampled = sample is not None and 0 < sample < total
-    data = _sample(flat, int(sample)) if sampled else flat
+    data = _sample(flat, int(sample)) if sampled and sample is not None else flat
 
     def chunks() -> Any:
         for c in _chunks(data):
@@ -352,7 +352,7 @@ def histogram(handle: ModelHandle, name: str, *, bins: int = 64, sample: int | N
     if not sampled and not log:
         with _STATS_LOCK:
             cached_stats = _STATS_CACHE.get(_stats_key(handle, name))
-    if cached_stats is not None and cached_stats.min is not None:
+    if cached_stats is not None and cached_stats.min is not None and cached_stats.max is not None:
         lo, hi = float(cached_stats.min), float(cached_stats.max)
     else:
         lo, hi = _finite_range(chunks())

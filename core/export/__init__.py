@@ -19,7 +19,7 @@ def formats_for(family: str) -> list[str]:
     return ["safetensors"]
 
 
-def export_variant(handle, fmt: str, out_dir, **options):  # type: ignore[no-untyped-def]
+def export_variant(handle, fmt: str, out_dir, **options):
     """One entry point for every format: ``bundle`` builds a deployment bundle, the rest
     call export_model. Options are passed through (force, data, cancel, name, progress…)."""
     if str(fmt).lower() == "bundle":

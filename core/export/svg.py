@@ -5,7 +5,7 @@ Each function returns an ``<svg>`` string sized in CSS pixels; text is escaped.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 PALETTE = ["#3b6fb6", "#e08a2e", "#4c9a5b", "#b5485d", "#7a5cb0", "#8c8c8c"]
@@ -42,7 +42,7 @@ def _fmt(v: float) -> str:
 def hbar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *, unit: str = "",
                title: str = "", errors: Sequence[Sequence[tuple[float, float] | None]] | None = None,
                width: int = 560, vmin: float = 0.0, vmax: float | None = None,
-               value_fmt: "callable | None" = None) -> str:
+               value_fmt: Callable[[float], str] | None = None) -> str:
     """Horizontal grouped bars: one group per label, one bar per series.
 
     ``errors[s][i]`` = (low, high) draws a whisker for bar i of series s (e.g. p50 bar, p90 whisker,

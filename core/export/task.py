@@ -53,7 +53,7 @@ def export_variant(variant: Any, fmt: str, out_dir: str | Path, *, name: str, da
         from slimline.core.export.bundle import export_bundle
 
         extra = {} if max_batch_size is None else {"max_batch_size": max_batch_size}
-        rec = export_bundle(variant, out_dir, force=force, data=data, cancel=cancel, name=name,
+        rec: Any = export_bundle(variant, out_dir, force=force, data=data, cancel=cancel, name=name,
                             zip_bundle=zip_bundle, triton=triton, progress=progress, **extra)
     else:
         from slimline.core.export.formats import export_model
@@ -70,7 +70,9 @@ def export_variant(variant: Any, fmt: str, out_dir: str | Path, *, name: str, da
         try:
             append_export_record(variant.run_dir, rec.model_dump(mode="json"))
         except OSError as exc:  # the export itself succeeded; say so and go on
-            rec.notes.append(f"could not record the export in {variant.run_dir}: {exc}")
+            import sys
+
+            print(f"note: could not record the export in {variant.run_dir}: {exc}", file=sys.stderr)
     return rec
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from slimline.core.errors import StepFailed
-from slimline.core.handle import ModelHandle
-from slimline.core.plugin import Plugin, PluginParams, Problem, StepContext, StepOutput
+from slimline.core.handle import Family, ModelHandle
+from slimline.core.plugin import Category, Plugin, PluginParams, Problem, StepContext, StepOutput
 
 
 class ConvertParams(PluginParams):
@@ -33,12 +33,12 @@ class ConvertToOnnx(Plugin):
     id: ClassVar[str] = "builtin.convert_onnx"
     version: ClassVar[str] = "1"
     title: ClassVar[str] = "Convert to ONNX"
-    category: ClassVar[str] = "convert"
+    category: ClassVar[Category] = "convert"
     description: ClassVar[str] = (
         "Exports a torch model to ONNX with torch.onnx and verifies it: the ONNX file is run with "
         "onnxruntime on the evaluation data (or labelled random inputs) and compared with torch.")
-    input_formats: ClassVar[tuple[str, ...]] = ("torch",)
-    output_format: ClassVar[str] = "onnx"
+    input_formats: ClassVar[tuple[Family, ...]] = ("torch",)
+    output_format: ClassVar[Family] = "onnx"
     Params: ClassVar[type[PluginParams]] = ConvertParams
 
     def check(self, model: ModelHandle, params: PluginParams) -> list[Problem]:

@@ -185,7 +185,7 @@ class LowRankFactorize(Plugin):
             last = next((n for n in reversed(proto.graph.node) if n.op_type in ("MatMul", "Gemm")
                          and len(n.input) > 1 and n.input[1] in inits), None)
             name = (last.name or last.input[1]) if last is not None else None
-            if name is not None and any(t.name == name for t in targets):
+            if last is not None and name is not None and any(t.name == name for t in targets):
                 targets = [t for t in targets if t.name != name]
                 skipped[name] = (last.op_type, "output layer (keep_output_layer is on)")
         if not targets:

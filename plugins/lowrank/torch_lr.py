@@ -133,8 +133,8 @@ def build_replacement(t: Target, f: Factorization) -> "torch.nn.Module":
     has_bias = mod.bias is not None
     assert f.first is not None and f.second is not None
     if t.op == "Linear":
-        a = nn.Linear(mod.in_features, f.rank, bias=False)
-        b = nn.Linear(f.rank, mod.out_features, bias=has_bias)
+        a: nn.Module = nn.Linear(mod.in_features, f.rank, bias=False)
+        b: nn.Module = nn.Linear(f.rank, mod.out_features, bias=has_bias)
         a_w = torch.from_numpy(f.first)
         b_w = torch.from_numpy(f.second)
     else:
@@ -144,10 +144,10 @@ def build_replacement(t: Target, f: Factorization) -> "torch.nn.Module":
         a_w = torch.from_numpy(f.first).reshape(f.rank, mod.in_channels, *mod.kernel_size)
         b_w = torch.from_numpy(f.second).reshape(mod.out_channels, f.rank, 1, 1)
     with torch.no_grad():
-        a.weight.copy_(a_w)
-        b.weight.copy_(b_w)
+        a.get_parameter("weight").copy_(a_w)
+        b.get_parameter("weight").copy_(b_w)
         if has_bias:
-            b.bias.copy_(mod.bias.detach())
+            b.get_parameter("bias").copy_(mod.bias.detach())
     return nn.Sequential(a, b).to(device=device, dtype=dtype)
 
 
