@@ -77,11 +77,11 @@ def measure(path: Path) -> dict[str, float]:
         t_open, rows = _timed(lambda: layer_inventory(open_model(path)))
         h = open_model(path)
         big = max(rows, key=lambda r: r.params).name
-        t_hist, hq = _timed(lambda: histogram(h, big, sample=SAMPLE_SIZE))
+        t_hist, hq = _timed(lambda h=h, big=big: histogram(h, big, sample=SAMPLE_SIZE))
         assert hq.sampled
-        t_stats, st = _timed(lambda: compute_stats(h))
+        t_stats, st = _timed(lambda h=h: compute_stats(h))
         assert len(st) == len(rows)
-        t_exact, _ = _timed(lambda: histogram(h, big))
+        t_exact, _ = _timed(lambda h=h, big=big: histogram(h, big))
         for k, v in zip(runs, (t_open, t_hist, t_stats, t_exact)):
             runs[k].append(v)
     return {k: statistics.median(v) for k, v in runs.items()}
@@ -99,7 +99,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="slimline-bench-open-") as tmp:
         for external in (False, True):
-            t_build, path = _timed(lambda: build_model(Path(tmp), external=external))
+            t_build, path = _timed(lambda external=external: build_model(Path(tmp), external=external))
             h = open_model(path)
             label = "one file" if not external else "external data"
             print(f"built {path.name}: {h.param_count / 1e6:.1f}M params, {h.bytes_on_disk / 2**20:.0f} MiB "
@@ -112,7 +112,7 @@ def main() -> None:
         rows.append([name, *(f"{results[k][name]:.3f}" for k in results),
                      f"≤ {target:.1f}" if target else "-",
                      ("ok" if all(results[k][name] <= target for k in results) else "OVER") if target else ""])
-    headers = ["step (median of %d, s)" % REPEATS, *results, "target s", "status"]
+    headers = [f"step (median of {REPEATS}, s)", *results, "target s", "status"]
     if print_table is not None:
         print_table(f"Open a {LAYERS * WIDTH * WIDTH / 1e6:.0f}M-parameter ONNX model (numpy {np.__version__}, "
                     "single-threaded numpy, warm page cache, random weights)", headers, rows)

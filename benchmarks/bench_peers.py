@@ -234,7 +234,7 @@ def bench_prune(name: str, archive: Path, feeds: dict[str, np.ndarray], labels: 
     from slimline.plugins.prune import StructuredPrune
 
     x = torch.from_numpy(feeds["input"])
-    handle = open_model(archive)
+    open_model(archive)  # validates the archive up front: a bad file fails here, not mid-benchmark
 
     def acc(m: Any) -> tuple[float, torch.Tensor]:
         with torch.no_grad():
@@ -358,8 +358,8 @@ def main() -> None:
                   f"{res['slimline_seconds']:.1f} s incl. verification/retries ({res['slimline_attempts']} attempt(s))")
             checks.update(_checks(name, res))
         prune_rows = []
-        for name, arch in [("digits CNN", __import__("slimline.core.demo", fromlist=["demo_paths"]).demo_paths()["torch"]),
-                           ("digits MLP", mlp_arch)]:
+        cnn_arch = __import__("slimline.core.demo", fromlist=["demo_paths"]).demo_paths()["torch"]
+        for name, arch in [("digits CNN", cnn_arch), ("digits MLP", mlp_arch)]:
             r = bench_prune(name.replace(" ", "_"), Path(arch), feeds, labels, tmp)
             results["prune"][name] = r
             if "error" in r:

@@ -250,14 +250,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = {"param_ratio": dout.model.param_count / orig.param_count, "acc_lowrank": lr_acc,
              "acc_recovered": rec_acc, "distill_s": secs}
         results["lowrank_recovery"] = r
-        print_table(f"Low-rank (hidden Linear at 0.45× full rank) + {EPOCHS_RECOVER} epochs distillation from the original "
-                    f"(top-1 on {ev.name} n={len(ev)})",
+        print_table(f"Low-rank (hidden Linear at 0.45× full rank) + {EPOCHS_RECOVER} epochs distillation "
+                    f"from the original (top-1 on {ev.name} n={len(ev)})",
                     ["model", "params", "param×", "top-1", "Δ points vs original"],
                     [["original", f"{orig.param_count:,}", "1.00", f"{base['acc']:.4f}", ""],
                      ["low-rank, no training", f"{out.model.param_count:,}", f"{r['param_ratio']:.2f}",
                       f"{lr_acc:.4f}", f"{(lr_acc - base['acc']) * 100:+.1f}"],
-                     [f"+ distill {EPOCHS_RECOVER} epochs ({secs:.0f} s)", f"{dout.model.param_count:,}", f"{r['param_ratio']:.2f}",
-                      f"{rec_acc:.4f}", f"{(rec_acc - base['acc']) * 100:+.1f}"]])
+                     [f"+ distill {EPOCHS_RECOVER} epochs ({secs:.0f} s)", f"{dout.model.param_count:,}",
+                      f"{r['param_ratio']:.2f}", f"{rec_acc:.4f}", f"{(rec_acc - base['acc']) * 100:+.1f}"]])
         ok = r["param_ratio"] <= 0.7 and rec_acc >= base["acc"] - 0.01
         print(f"target −30% params and within 1 point: {'MET' if ok else 'MISSED'}")
     results["seconds"] = time.perf_counter() - t_start

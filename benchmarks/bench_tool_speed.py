@@ -27,7 +27,8 @@ import json, resource, subprocess, sys, time
 t0 = time.perf_counter()
 p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 dt = time.perf_counter() - t0
-print(json.dumps({"seconds": dt, "rc": p.returncode, "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+print(json.dumps({"seconds": dt, "rc": p.returncode,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                   "stderr": p.stderr[-2000:]}))
 '''
 
@@ -111,8 +112,9 @@ def main() -> None:
         runs = []
         for i in range(REPEATS):
             ws = tmp / f"ws{i}"
-            first = _measure([*cli, "run", str(pipe), str(paths["torch"]), "--workspace", str(ws), "--threads", "1"], env)
-            again = _measure([*cli, "run", str(pipe), str(paths["torch"]), "--workspace", str(ws), "--threads", "1"], env)
+            run_cmd = [*cli, "run", str(pipe), str(paths["torch"]), "--workspace", str(ws), "--threads", "1"]
+            first = _measure(run_cmd, env)
+            again = _measure(run_cmd, env)
             runs.append({"first": first, "cached": again})
         results["rerun"] = runs
         f = [r["first"]["seconds"] for r in runs]
@@ -137,7 +139,8 @@ def main() -> None:
         except ValueError:
             pass
     else:
-        print("\nworst UI stall during a run: measured by benchmarks/bench_ui_stall.py (runs after this in `make bench`)")
+        print("\nworst UI stall during a run: measured by benchmarks/bench_ui_stall.py "
+              "(runs after this in `make bench`)")
     print(f"results: {save_results('bench_tool_speed', results)}")
 
 

@@ -247,17 +247,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  pipeline run      ({run_s:5.1f} s): {summary(run_gaps)}  status: {status[0] if status else 'timeout'}")
     print(f"  after the run     (  4.0 s): {summary(gaps[n_run:])}  (results tab, before/after histograms)")
     print(f"  events handled: {win.controller.events_seen}; steps charted: {win.run_view.charts.series_points}")
-    heavy = [m for m in ("torch", "onnx", "onnxruntime", "sklearn", "torch_pruning", "transformers") if m in sys.modules]
+    heavy = [m for m in ("torch", "onnx", "onnxruntime", "sklearn", "torch_pruning", "transformers")
+             if m in sys.modules]
     print(f"  heavy modules imported by the window's process: {', '.join(heavy) or 'none'}")
     worst = max(run_gaps) if run_gaps else float("nan")
-    print(f"WORST UI STALL DURING RUN: {worst:.1f} ms ({'within' if worst <= BUDGET_MS else 'OVER'} the {BUDGET_MS:.0f} ms budget)")
+    print(f"WORST UI STALL DURING RUN: {worst:.1f} ms "
+          f"({'within' if worst <= BUDGET_MS else 'OVER'} the {BUDGET_MS:.0f} ms budget)")
     if sampler is not None:
         sampler.stop = True
         sampler.report([(e, g / 1e3) for e, g in zip(ends, gaps) if g > BUDGET_MS * 0.8])
         print("\nslow event deliveries (wall ms / UI-thread CPU ms): innermost first within each stall")
         for end, gap in [(e, g / 1e3) for e, g in zip(ends, gaps) if g > BUDGET_MS * 0.8]:
             inside = [ev for ev in slow_events if end - gap <= ev[0] <= end + 0.002]
-            print(f"  stall {gap * 1e3:.0f} ms: " + "; ".join(f"{n} {w * 1e3:.0f}/{c * 1e3:.0f}" for _, w, c, n in inside[:8]))
+            print(f"  stall {gap * 1e3:.0f} ms: "
+                  + "; ".join(f"{n} {w * 1e3:.0f}/{c * 1e3:.0f}" for _, w, c, n in inside[:8]))
     win.doc.undo_stack.setClean()
     win.close()
     return 0 if status and status[0] == "done" else 1

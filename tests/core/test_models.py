@@ -281,7 +281,9 @@ def test_hf_eager_and_archive_roundtrip(hf_dir, tmp_path):
 
 def test_hf_without_transformers_still_inspects(hf_dir):
     code = ("import sys; sys.modules['transformers'] = None; "
-            "import importlib.util as u; u.find_spec = (lambda f: (lambda n, *a, **k: None if n == 'transformers' else f(n, *a, **k)))(u.find_spec); "
+            "import importlib.util as u; "
+            "u.find_spec = (lambda f: (lambda n, *a, **k: None if n == 'transformers' else f(n, *a, **k)))"
+            "(u.find_spec); "
             "from slimline.core.models import open_model; from slimline.core.stats import layer_inventory; "
             f"h = open_model({str(hf_dir)!r}); print(h.capabilities.run, len(layer_inventory(h)) > 10); "
             "print(h.capabilities.reason)")

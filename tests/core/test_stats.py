@@ -206,7 +206,8 @@ def test_log_histogram_of_magnitudes(files):
     hist = histogram(h, "0.weight", bins=8, log=True)
     mags = np.log10(np.abs(sd[sd != 0]))
     assert hist.log and hist.n == mags.size
-    assert hist.edges[0] == pytest.approx(mags.min(), rel=1e-5) and hist.edges[-1] == pytest.approx(mags.max(), rel=1e-5)
+    assert hist.edges[0] == pytest.approx(mags.min(), rel=1e-5)
+    assert hist.edges[-1] == pytest.approx(mags.max(), rel=1e-5)
 
 
 def test_cache_invalidates_when_file_changes(tmp_path):

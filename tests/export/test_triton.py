@@ -44,7 +44,7 @@ def test_config_matches_dynamic_batch_model(mlp_onnx, tmp_path):
     for key, specs in (("input", ins), ("output", outs)):
         got = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
         assert [g["name"] for g in got] == [s[0] for s in specs]
-        for g, (name, elem, dims) in zip(got, specs):
+        for g, (_name, elem, dims) in zip(got, specs):
             assert dims[0] == -1                     # batch dim is dynamic in the model…
             assert g["dims"] == dims[1:]             # …so Triton gets it through max_batch_size
             assert g["data_type"] == ONNX_TO_TRITON[elem]

@@ -182,7 +182,8 @@ def typed_result(doc: dict):
     full = {"model": {"path": f"/tmp/{sid}.onnx", "format": "onnx", "family": "onnx"}, **doc}
     full["size"] = {"param_count": 1, **(doc.get("size") or {"bytes_on_disk": 0})}
     if doc.get("latency"):
-        full["latency"] = {b: {**_LATENCY_DEFAULTS, "p90_ms": rep["p50_ms"], **rep} for b, rep in doc["latency"].items()}
+        full["latency"] = {b: {**_LATENCY_DEFAULTS, "p90_ms": rep["p50_ms"], **rep}
+                           for b, rep in doc["latency"].items()}
     return StepResult.model_validate(full)
 
 

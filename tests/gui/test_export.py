@@ -33,7 +33,8 @@ def onnx_run(isolated_settings, tmp_path):
     handle = open_model(path)
     run_id = "20260301-000000-cccccc"
     res = {"step_id": "original", "title": "Original (mlp.onnx)", "model": handle.model_dump(mode="json"),
-           "size": {"bytes_on_disk": handle.bytes_on_disk, "param_count": handle.param_count}, "flags": [], "warnings": [],
+           "size": {"bytes_on_disk": handle.bytes_on_disk, "param_count": handle.param_count},
+           "flags": [], "warnings": [],
            "latency": {"1": {"p50_ms": 0.05, "p90_ms": 0.06, "min_ms": 0.04, "max_ms": 0.09, "mean_ms": 0.05,
                              "std_ms": 0.01, "batch": 1, "runs": 5, "warmup": 1, "input_kind": "dataset", "threads": 1,
                              "spread": 0.2, "input_shapes": {"x": [1, 16]},

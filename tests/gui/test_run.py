@@ -88,8 +88,9 @@ def test_cancel_stops_run_and_leaves_no_output(window, qtbot, tiny_model, tmp_pa
 
 def _fake_record(run_id: str) -> dict:
     def res(sid, size, p50, top1, flags=()):
-        return {"step_id": sid, "title": sid.upper(), "plugin": "", "model": {"path": f"/tmp/{sid}.onnx", "format": "onnx",
-                "family": "onnx"}, "size": {"bytes_on_disk": size, "param_count": 1},
+        return {"step_id": sid, "title": sid.upper(), "plugin": "",
+                "model": {"path": f"/tmp/{sid}.onnx", "format": "onnx", "family": "onnx"},
+                "size": {"bytes_on_disk": size, "param_count": 1},
                 "latency": {"1": {"p50_ms": p50, "p90_ms": p50 * 1.1, "batch": 1, "runs": 5, "input_kind": "dataset",
                               "mean_ms": p50, "std_ms": 0.0, "min_ms": p50, "max_ms": p50 * 1.2, "spread": 0.1,
                               "warmup": 1, "threads": 1, "provider": "cpu", "device_name": "cpu",

@@ -77,7 +77,8 @@ def test_overview_click_selects_layer_in_inspector(qtbot):
     with qtbot.waitSignal(v.stats_ready, timeout=30000):
         v.set_handle(open_model(demo_paths()["torch"]))
     names = v.layers.model.names()
-    assert names[:2] == ["0.weight", "1.bias"] and names.index("2.weight" if "2.weight" in names else names[2]) < names.index("11.weight")
+    assert names[:2] == ["0.weight", "1.bias"]
+    assert names.index("2.weight" if "2.weight" in names else names[2]) < names.index("11.weight")
     v.overview.click_index(3)
     assert v.layers.selected_names() == [names[3]]
     with qtbot.waitSignal(v.histograms_updated, timeout=20000):

@@ -285,7 +285,8 @@ add(Case("pipeline threads 10**6", P, hc.pipe_json(hc.with_latency(threads=10 **
 add(Case("pipeline budget min_cosine 2", P,
          hc.pipe_json(hc.pipeline_doc(evaluation={"budgets": {"min_cosine": 2.0}})), PE, "budgets.min_cosine"))
 add(Case("pipeline budget NaN", P,
-         hc.pipe_bytes(json.dumps(hc.pipeline_doc(evaluation={"budgets": {"max_accuracy_drop": float("nan")}})).encode()),
+         hc.pipe_bytes(
+             json.dumps(hc.pipeline_doc(evaluation={"budgets": {"max_accuracy_drop": float("nan")}})).encode()),
          PE, "max_accuracy_drop"))
 add(Case("pipeline unknown evaluation key", P, hc.pipe_json(hc.pipeline_doc(evaluation={"dataz": "x"})), PE, "dataz"))
 add(Case("pipeline prune ratio 1.5", P, hc.pipe_json(hc.with_step("builtin.prune_structured", {"pruning_ratio": 1.5})),
@@ -315,7 +316,8 @@ add(Case("pipeline file of 17 MiB", P, hc.pipe_huge, PE, "MiB"))
 add(Case("pipeline file with invalid UTF-8", P, hc.pipe_bytes(b'{"name": "\xff\xfe"}'), PE, "cannot read"))
 add(Case("pipeline file is JSON null", P, hc.pipe_bytes(b"null"), PE, "JSON object"))
 add(Case("pipeline file with a UTF-8 BOM loads", P,
-         hc.pipe_bytes(b"\xef\xbb\xbf" + json.dumps(hc.pipeline_doc()).encode()), None, run=load_pipe, verify=bom_loaded))
+         hc.pipe_bytes(b"\xef\xbb\xbf" + json.dumps(hc.pipeline_doc()).encode()), None,
+         run=load_pipe, verify=bom_loaded))
 
 # --- datasets that do not fit the model -----------------------------------------------------------
 rng = np.random.default_rng(0)
@@ -342,7 +344,8 @@ add(data_case("csv header only", "mlp", hc.text_file("header.csv", "a,b,c\n"), "
 add(data_case("csv ragged rows", "mlp", hc.text_file("ragged.csv", "1,2,3\n1,2\n"), "columns"))
 add(data_case("csv with the wrong number of columns for the model", "image",
               hc.text_file("cols.csv", "\n".join([",".join(["0.5"] * 63)] * 3)), "feature columns"))
-add(data_case("csv with invalid UTF-8", "mlp", hc.text_file("binary.csv", b"\xff\xfe\x00garbage\x80"), "not a text CSV"))
+add(data_case("csv with invalid UTF-8", "mlp", hc.text_file("binary.csv", b"\xff\xfe\x00garbage\x80"),
+              "not a text CSV"))
 add(data_case("image folder of non-images", "image",
               hc.image_folder({"cat/a.png": b"not a png", "dog/b.jpg": b"\xff\xd8\xffgarbage"}), "", names="images"))
 add(data_case("image folder with a truncated png", "image",

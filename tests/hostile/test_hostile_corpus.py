@@ -49,7 +49,8 @@ def run_case(case, tmp_path: Path) -> tuple[str, BaseException | None]:
             case.verify(result)
     if err is not None:
         text = str(err)
-        assert case.expect == "any" or outcome in case.expect.split("|"), f"{case.id}: {outcome} != {case.expect}: {text}"
+        assert case.expect == "any" or outcome in case.expect.split("|"), (
+            f"{case.id}: {outcome} != {case.expect}: {text}")
         assert case.needle.lower() in text.lower(), f"{case.id}: {case.needle!r} not in {text!r}"
         where = case.names or target.name
         assert where in err.subject or where in err.message, f"{case.id}: {where!r} not named in {text!r}"

@@ -78,7 +78,8 @@ def _parse(doc: Any) -> None:
 # ----------------------------------------------------------------------------- arbitrary documents
 
 step_like = st.fixed_dictionaries(
-    {}, optional={"id": st.one_of(st.text(max_size=4), scalars), "plugin": st.one_of(st.sampled_from(PLUGIN_IDS), scalars),
+    {}, optional={"id": st.one_of(st.text(max_size=4), scalars),
+                  "plugin": st.one_of(st.sampled_from(PLUGIN_IDS), scalars),
                   "plugin_version": scalars, "enabled": scalars,
                   "params": st.one_of(st.dictionaries(keys, scalars, max_size=3), json_values),
                   "type": st.sampled_from(PLUGIN_IDS)})

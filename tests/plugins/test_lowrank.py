@@ -118,7 +118,8 @@ def test_conv_factorization(tmp_path):
     h, net = _mlp_handle(tmp_path, with_conv=True)
     off = LowRankFactorize().run(h, P(energy=0.5), StepContext(work_dir=tmp_path / "a"))
     assert all(r["op"] != "Conv2d" or r["status"] == "skipped" for r in off.tables["lowrank"])
-    on = LowRankFactorize().run(h, P(rank_mode="ratio", ratio=0.25, include_conv=True), StepContext(work_dir=tmp_path / "b"))
+    on = LowRankFactorize().run(h, P(rank_mode="ratio", ratio=0.25, include_conv=True),
+                                StepContext(work_dir=tmp_path / "b"))
     rows = {r["layer"]: r for r in on.tables["lowrank"]}
     assert rows["2"]["status"] == "factorized" and rows["2"]["shape"] == [32, 288] and rows["2"]["rank"] == 8
     assert rows["0"]["status"] == "factorized" and rows["0"]["rank"] == 7   # [32, 27]: break-even 14.6

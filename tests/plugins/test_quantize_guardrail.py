@@ -49,7 +49,8 @@ def _weight_outlier_model(tmp: Path) -> ModelHandle:
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([1], np.int64), "starts"),
              numpy_helper.from_array(np.array([17], np.int64), "ends"),
              numpy_helper.from_array(np.array([1], np.int64), "axes")]
-    graph = helper.make_graph(nodes, "outlier_w", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+    graph = helper.make_graph(nodes, "outlier_w",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return _save(model, tmp / "outlier_w.onnx", {"x": ["batch", 32]}, {"y": ["batch", 16]})
@@ -70,7 +71,8 @@ def _activation_outlier_model(tmp: Path) -> ModelHandle:
     nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="body"),
              helper.make_node("Relu", ["h"], ["r"], name="act"),
              helper.make_node("MatMul", ["r", "W2"], ["logits"], name="head")]
-    graph = helper.make_graph(nodes, "outlier_a", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+    graph = helper.make_graph(nodes, "outlier_a",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
                               [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -146,7 +148,8 @@ def _old_export(tmp: Path, conv: bool) -> ModelHandle:
         x_shape = [1, 32]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)] + [
         helper.make_tensor_value_info(i.name, TensorProto.FLOAT, list(i.dims)) for i in inits]
-    graph = helper.make_graph(nodes, "old", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    graph = helper.make_graph(nodes, "old", inputs,
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
     return _save(model, tmp / f"old_{'conv' if conv else 'mlp'}.onnx", {"x": x_shape}, {"logits": [1, 10]})
 
@@ -167,7 +170,8 @@ def test_old_opset_model_quantizes_dynamic(tmp_path: Path) -> None:
 def test_old_opset_conv_quantizes_static_per_channel(tmp_path: Path) -> None:
     handle = _old_export(tmp_path, conv=True)
     images = np.random.default_rng(7).random((40, 1, 8, 8)).astype(np.float32)
-    data = DataBundle(eval=Dataset("imgs", "test", {"x": images[:20]}), calibration=Dataset("cal", "test", {"x": images[20:]}))
+    data = DataBundle(eval=Dataset("imgs", "test", {"x": images[:20]}),
+                      calibration=Dataset("cal", "test", {"x": images[20:]}))
     out = QuantizeStatic().run(handle, QuantizeStatic.Params(calibrate_method="Percentile"), _ctx(tmp_path, data))
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(out.model.path).graph.node}
     assert any("upgraded opset 9" in n for n in out.notes)
@@ -197,14 +201,17 @@ def test_static_activation_outlier_is_retried(tmp_path: Path) -> None:
              helper.make_node("Flatten", ["cs"], ["f"], name="flat", axis=1),
              helper.make_node("Gemm", ["f", "FC"], ["logits"], name="fc")]
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(fc, "FC"),
-             numpy_helper.from_array(np.array([1], np.int64), "s"), numpy_helper.from_array(np.array([9], np.int64), "e"),
+             numpy_helper.from_array(np.array([1], np.int64), "s"),
+             numpy_helper.from_array(np.array([9], np.int64), "e"),
              numpy_helper.from_array(np.array([1], np.int64), "a")]
-    graph = helper.make_graph(nodes, "outlier_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+    graph = helper.make_graph(nodes, "outlier_conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
     handle = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "oc.onnx",
                    {"x": ["batch", 1, 8, 8]}, {"logits": ["batch", 10]})
     images = np.random.default_rng(12).random((64, 1, 8, 8)).astype(np.float32)
-    data = DataBundle(eval=Dataset("imgs", "test", {"x": images[:32]}), calibration=Dataset("cal", "test", {"x": images[32:]}))
+    data = DataBundle(eval=Dataset("imgs", "test", {"x": images[:32]}),
+                      calibration=Dataset("cal", "test", {"x": images[32:]}))
     out = QuantizeStatic().run(handle, QuantizeStatic.Params(), _ctx(tmp_path, data))
     attempts = out.tables["attempts"]
     assert attempts[0]["mean_cosine"] < 0.99 and len(attempts) >= 2
