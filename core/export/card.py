@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from slimline.core.handle import ModelHandle
+from slimline.core.render import fmt_bytes
 from slimline.core.results import RunRecord, StepResult
 
 CARD_FORMAT = "slimline.model_card"
@@ -117,24 +118,13 @@ def _original_sha(variant: Any, original: dict[str, Any]) -> str | None:
         return None
 
 
-def _fmt_bytes(n: Any) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} GB"
-
-
 def card_markdown(card: dict[str, Any]) -> str:
     """MODEL_CARD.md: the same facts as model_card.json, for people."""
     m, src = card["model"], card["source"]
     L = [f"# {card['name']}", "",
          f"Exported by Slimline {card['slimline_version']} on {card['created']}.", "",
          "## Model", "",
-         f"- file: `{m['file']}` ({_fmt_bytes(m['bytes'])}, ONNX opset {m['opset']}, precision {m['precision']})",
+         f"- file: `{m['file']}` ({fmt_bytes(m['bytes'])}, ONNX opset {m['opset']}, precision {m['precision']})",
          f"- SHA-256: `{m['sha256']}`",
          f"- parameters: {m['param_count']:,}", ""]
     L += ["## Inputs and outputs", "", "| | name | dtype | shape | dynamic dims |", "|---|---|---|---|---|"]
@@ -166,7 +156,7 @@ def card_markdown(card: dict[str, Any]) -> str:
                    if s["latency"].get(b) else "-" for b in batches]
             acc = s.get("accuracy") or {}
             fid = s.get("fidelity") or {}
-            L.append("| " + " | ".join([f"{s['step_id']}: {s['title']}", _fmt_bytes(s["size"]["bytes_on_disk"]),
+            L.append("| " + " | ".join([f"{s['step_id']}: {s['title']}", fmt_bytes(s["size"]["bytes_on_disk"]),
                                         f"{s['size']['param_count'] or 0:,}", *lat,
                                         f"{acc['top1']:.4f} (n={acc['n']})" if acc else "-",
                                         f"{fid['mean_cosine']:.4f}" if fid.get("mean_cosine") is not None

@@ -18,7 +18,7 @@ from slimline.core.export import svg
 from slimline.core.fsutil import atomic_write_text
 from slimline.core.handle import ModelHandle
 from slimline.core.metrics import SizeReport
-from slimline.core.render import fidelity_cell
+from slimline.core.render import fidelity_cell, fmt_bytes
 from slimline.core.results import RunRecord, StepResult, as_run
 
 EXPORTS_FILE = "exports.json"
@@ -56,17 +56,6 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def fmt_bytes(n: Any) -> str:
-    if n is None:
-        return "–"
-    v = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if v < 1000 or unit == "GB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.2f} {unit}"
-        v /= 1000
-    return f"{v:.2f} GB"
 
 
 def _h(x: Any) -> str:
