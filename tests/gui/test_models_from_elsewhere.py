@@ -1,0 +1,58 @@
+"""Models nobody here made: menu opening, long names, wheel over forms, real-valued overlays, task and noise."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from slimline.core.models import open_model
+
+
+def _float_and_quantized(tmp_path: Path) -> tuple[Path, Path]:
+    """fc.weight (float) in the original; the variant stores it int8 with a per-channel DequantizeLinear."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.05, (4, 3)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    orig = helper.make_graph([helper.make_node("MatMul", ["x", "fc.weight"], ["y"]),],
+                             "g", [x], [y], [numpy_helper.from_array(w, "fc.weight"),
+                                             numpy_helper.from_array(w[:, :1].copy(), "gone.weight")])
+    orig.node.append(helper.make_node("MatMul", ["x", "gone.weight"], ["z"]))
+    scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+    q = np.round(w / scale).astype(np.int8)
+    var = helper.make_graph([helper.make_node("DequantizeLinear", ["fc.weight_quantized", "fc.weight_scale",
+                                                                   "fc.weight_zero_point"], ["w"], axis=1),
+                             helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y],
+                            [numpy_helper.from_array(q, "fc.weight_quantized"),
+                             numpy_helper.from_array(scale, "fc.weight_scale"),
+                             numpy_helper.from_array(np.zeros(3, np.int8), "fc.weight_zero_point")])
+    paths = []
+    for g, name in ((orig, "orig.onnx"), (var, "var.onnx")):
+        p = tmp_path / name
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), p)
+        paths.append(p)
+    return paths[0], paths[1]
+
+
+def test_overlay_dequantizes_and_names_missing_layers(qtbot, tmp_path):
+    from slimline.gui.inspector import InspectorView
+
+    orig, var = _float_and_quantized(tmp_path)
+    view = InspectorView()
+    qtbot.addWidget(view)
+    view.set_handle(open_model(orig))
+    qtbot.waitUntil(lambda: view.layers.model.rowCount() >= 2, timeout=20000)
+    view.set_variant(open_model(var), "s1")
+    view.select_layers(["fc.weight"])
+    qtbot.waitUntil(lambda: any(s.role == "after" for s in view.histogram.series), timeout=20000)
+    before = next(s for s in view.histogram.series if s.role == "before")
+    after = next(s for s in view.histogram.series if s.role == "after")
+    # real values: the ranges agree to within a quantization step, not int8 codes (±127)
+    assert abs(after.edges[-1] - before.edges[-1]) < 0.01 and abs(after.edges[0] - before.edges[0]) < 0.01
+    assert not view.no_counterpart.isVisible()
+    view.show()
+    view.select_layers(["gone.weight"])
+    qtbot.waitUntil(lambda: view.no_counterpart.isVisible(), timeout=20000)
+    assert "No counterpart" in view.no_counterpart.text() and "gone.weight" in view.no_counterpart.text()
