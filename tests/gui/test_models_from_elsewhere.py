@@ -56,3 +56,56 @@ def test_overlay_dequantizes_and_names_missing_layers(qtbot, tmp_path):
     view.select_layers(["gone.weight"])
     qtbot.waitUntil(lambda: view.no_counterpart.isVisible(), timeout=20000)
     assert "No counterpart" in view.no_counterpart.text() and "gone.weight" in view.no_counterpart.text()
+
+
+def test_open_dialog_filter_lists_the_formats():
+    from slimline.gui.window_parts import MODEL_FILTER
+
+    for ext in ("*.onnx", "*.jit", "*.pt", "*.pt2", "*.gguf", "*.safetensors"):
+        assert ext in MODEL_FILTER.split(";;")[0]
+
+
+def test_menu_opens_image_folder_and_text_file(window, qtbot, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QFileDialog
+
+    opened: list[str] = []
+    monkeypatch.setattr(window.ctl, "open_data", lambda p: opened.append(p))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(folder)))
+    file_menu = window.menuBar().actions()[0].menu()
+    texts = [a.text() for a in file_menu.actions()]
+    assert window.act_open_images.text() in texts and window.act_open_text.text() in texts
+    window.act_open_images.trigger()
+    text = tmp_path / "lines.txt"
+    text.write_text("a\nb\n")
+    seen_filter: list[str] = []
+
+    def fake_open(_parent, _title, _dir, filters):
+        seen_filter.append(filters)
+        return str(text), ""
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(fake_open))
+    window.act_open_text.trigger()
+    assert opened == [str(folder), str(text)]
+    assert "*.txt" in seen_filter[0]
+
+
+def test_long_model_name_never_widens_the_window_past_the_screen(window, qtbot, make_onnx_mlp, tmp_path):
+    import shutil
+
+    from PySide6.QtGui import QGuiApplication
+
+    src, _data = make_onnx_mlp()
+    long = tmp_path / ("m" * 245 + ".onnx")
+    shutil.copy(src, long)
+    window.show()
+    avail = QGuiApplication.primaryScreen().availableGeometry().width()
+    with qtbot.waitSignal(window.model_opened, timeout=30000):
+        window.open_model(str(long))
+    qtbot.wait(50)
+    for tab in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(tab)
+        qtbot.wait(20)
+        assert window.width() <= avail, window.tabs.tabText(tab)
+        assert window.minimumSizeHint().width() <= avail, window.tabs.tabText(tab)
+    assert "m" * 245 in window.model_label.toolTip() + window.model_label.text()
