@@ -109,3 +109,70 @@ def test_long_model_name_never_widens_the_window_past_the_screen(window, qtbot, 
         assert window.width() <= avail, window.tabs.tabText(tab)
         assert window.minimumSizeHint().width() <= avail, window.tabs.tabText(tab)
     assert "m" * 245 in window.model_label.toolTip() + window.model_label.text()
+
+
+def _wheel(widget, qtbot, delta: int = -120) -> None:
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    glob = QPointF(widget.mapToGlobal(QPoint(int(pos.x()), int(pos.y()))))
+    ev = QWheelEvent(pos, glob, QPoint(0, 0), QPoint(0, delta), Qt.MouseButton.NoButton,
+                     Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, ev)
+
+
+def test_wheel_over_form_scrolls_and_keeps_values(qtbot):
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+    from PySide6.QtWidgets import QComboBox, QScrollArea, QSpinBox
+
+    from slimline.gui.param_form import ParamForm
+
+    class P(BaseModel):
+        mode: Literal["a", "b", "c"] = "b"
+        n: int = Field(5, ge=0, le=100)
+        x: float = Field(0.5, ge=0, le=1)
+        t1: str = ""
+        t2: str = ""
+        t3: str = ""
+        t4: str = ""
+
+    form = ParamForm(P, {})
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setWidget(form)
+    area.resize(300, 120)
+    qtbot.addWidget(area)
+    area.show()
+    qtbot.waitExposed(area)
+    bar = area.verticalScrollBar()
+    assert bar.maximum() > 0
+    combo, spin = form.editors["mode"], form.editors["n"]
+    assert isinstance(combo, QComboBox) and isinstance(spin, QSpinBox)
+    before = (combo.currentIndex(), spin.value(), form.editors["x"].value())
+    _wheel(combo, qtbot)
+    assert bar.value() > 0
+    moved = bar.value()
+    _wheel(spin, qtbot)
+    _wheel(form.editors["x"], qtbot)
+    assert (combo.currentIndex(), spin.value(), form.editors["x"].value()) == before
+    assert bar.value() >= moved
+
+
+def test_evaluation_task_and_max_rows_edited_in_the_pipeline_editor(window, qtbot):
+    ed = window.editor
+    ed.task_combo.setCurrentIndex(ed.task_combo.findData("embedding"))
+    ed.max_rows_spin.setValue(500)
+    ev = window.doc.pipeline.evaluation
+    assert (ev.task, ev.max_rows) == ("embedding", 500)
+    assert window.doc.modified
+    ed.max_rows_spin.setValue(0)
+    assert window.doc.pipeline.evaluation.max_rows is None
+    window.doc.undo_stack.undo()
+    assert window.doc.pipeline.evaluation.max_rows == 500 and ed.max_rows_spin.value() == 500
+    while window.doc.undo_stack.canUndo():
+        window.doc.undo_stack.undo()
+    assert window.doc.pipeline.evaluation.task is None and ed.task_combo.currentData() is None
