@@ -176,3 +176,66 @@ def test_evaluation_task_and_max_rows_edited_in_the_pipeline_editor(window, qtbo
     while window.doc.undo_stack.canUndo():
         window.doc.undo_stack.undo()
     assert window.doc.pipeline.evaluation.task is None and ed.task_combo.currentData() is None
+
+
+_FID = {"n": 64, "mean_cosine": 0.998, "min_cosine": 0.99, "max_abs_error": 0.01, "top1_agreement": 1.0,
+        "input_kind": "dataset", "dataset": "sentences.txt", "task": "embedding",
+        "task_reason": "HF config names a sentence-embedding architecture", "metric": "pooled cosine", "value": 0.998}
+
+
+def test_progress_shows_during_the_original_step(window, qtbot):
+    from slimline.core.results import ProgressEvent, StepStartedEvent
+
+    rv, r = window.run_view, window.controller
+    rv.reset("ctx")
+    r._dispatch(StepStartedEvent(step_id="original", index=0, total=3, title="Original model"))
+    r._dispatch(ProgressEvent(overall=0.2, step_id="original", fraction=0.6,
+                              message="evaluating 30/50 rows, 100 rows/s, ETA 0 s"))
+    assert rv.step_bar.value() == 60 and rv.overall.value() == 20
+    assert "Original" in rv.step_bar.format()
+    assert rv.message.text().startswith("Original model: evaluating 30/50 rows")
+    rv.reset("ctx")  # progress before the start event still names the step
+    r._dispatch(ProgressEvent(overall=0.1, step_id="original", fraction=0.3, message="timing batch 1"))
+    assert rv.step_bar.value() == 30 and rv.message.text() == "Original model: timing batch 1"
+
+
+def test_task_line_appears_after_a_run(window, qtbot, as_result):
+    charts = window.run_view.charts
+    assert not charts.task_label.isVisibleTo(charts)
+    charts.add_result(as_result({"step_id": "original", "title": "Original"}))
+    charts.add_result(as_result({"step_id": "s1", "title": "Quantize", "fidelity": _FID}))
+    charts.flush()
+    text = charts.task_label.text()
+    assert charts.task_label.isVisibleTo(charts)
+    assert text == "task: embedding (HF config names a sentence-embedding architecture); fidelity = pooled cosine"
+    charts.clear()
+    assert not charts.task_label.isVisibleTo(charts)
+
+
+def test_noisy_flag_is_muted_with_reasons_in_the_tooltip(qtbot, as_result):
+    from slimline.core.pipeline import StepSpec
+    from slimline.gui.step_charts import StepCharts
+    from slimline.gui.step_lane import StepCard
+    from slimline.gui.theme import flag_text, muted_text
+
+    why = "latency at batch 1 is noisy, no slower/faster conclusion (machine busy: load 3.2 on 2 cores)"
+    noisy = as_result({"step_id": "s1", "title": "Prune", "flags": ["noisy"], "warnings": [why],
+                       "latency": {"1": {"p50_ms": 1.0, "noisy": True, "noise_reasons": ["machine busy"]}}})
+    card = StepCard(StepSpec(id="s1", plugin="builtin.quantize_static"), 0, "Prune")
+    qtbot.addWidget(card)
+    card.set_result(noisy, None)
+    assert not card.flags_label.isVisibleTo(card)  # not shown as a failure
+    assert card.noisy_label.isVisibleTo(card) and "noisy" in card.noisy_label.text()
+    assert muted_text() in card.noisy_label.styleSheet() and flag_text() not in card.noisy_label.styleSheet()
+    assert "machine busy" in card.noisy_label.toolTip() and why in card.noisy_label.toolTip()
+    both = as_result({"step_id": "s2", "title": "Q", "flags": ["bigger", "noisy"],
+                      "warnings": ["bigger: 2 MB vs 1 MB", why]})
+    card.set_result(both, None)
+    assert card.flags_label.text() == "⚑ bigger" and "noisy" not in card.flags_label.toolTip()
+    assert card.noisy_label.isVisibleTo(card)
+    charts = StepCharts()
+    qtbot.addWidget(charts)
+    charts.add_result(noisy)
+    charts.flush()
+    assert muted_text() in charts.note.text() and flag_text() not in charts.note.text()
+    assert "machine busy" in charts.note.toolTip()
