@@ -121,8 +121,9 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         # elided: a model or data file with a very long name must not widen the window past the screen
-        self.model_label, self.data_label = ElidedLabel("No model"), ElidedLabel("No evaluation data")
-        self.pipe_label = ElidedLabel("", max_chars=40)
+        self.model_label = ElidedLabel("No model", max_chars=100)
+        self.data_label = ElidedLabel("No evaluation data", max_chars=70)
+        self.pipe_label = ElidedLabel("", max_chars=70)
         for w in (self.model_label, self.data_label, self.pipe_label):
             self.statusBar().addPermanentWidget(w)
         parts.build_actions(self)
