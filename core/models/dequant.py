@@ -163,9 +163,9 @@ def counterpart(names: list[str], name: str) -> str | None:
 
 def values_histogram(arr: np.ndarray, *, bins: int = 64, sample: int | None = None) -> Histogram:
     """The same histogram ``core.stats.histogram`` draws, over an array already in memory."""
-    from slimline.core.stats import Histogram, _bincount_hist, _chunks, _finite_range, _flat, _sample
-
     import numpy as np
+
+    from slimline.core.stats import Histogram, _bincount_hist, _chunks, _finite_range, _flat, _sample
 
     flat = _flat(arr)
     total = int(flat.size)
