@@ -17,6 +17,7 @@ from slimline.gui.layer_table import LayerTableView
 from slimline.gui.messages import UserMessage, describe_exception
 from slimline.gui.overview_chart import OverviewChart
 from slimline.gui.summary_view import SummaryView
+from slimline.gui.theme import warn_text
 from slimline.gui.workers import run_in_thread
 
 MAX_OVERLAY = 6
@@ -39,17 +40,28 @@ class InspectorView(QWidget):
         self._gen = 0
         self._hist_gen = 0
         self._pending_hist = 0
+        self._missing: list[str] = []   # selected layers the overlaid variant has no tensor for
         self.summary = SummaryView()
         self.layers = LayerTableView()
         self.histogram = HistogramView()
         self.overview = OverviewChart()
         self.status = QLabel("")
+        # a layer the variant has no tensor for (pruned away, renamed): said above the histogram, not only below
+        self.no_counterpart = QLabel("")
+        self.no_counterpart.setWordWrap(True)
+        self.no_counterpart.setStyleSheet(f"color: {warn_text()}; font-weight: bold;")
+        self.no_counterpart.hide()
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.summary)
         left.addWidget(self.layers)
         left.setStretchFactor(1, 3)
         right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.histogram)
+        hist_box = QWidget()
+        hist_lay = QVBoxLayout(hist_box)
+        hist_lay.setContentsMargins(0, 0, 0, 0)
+        hist_lay.addWidget(self.no_counterpart)
+        hist_lay.addWidget(self.histogram, 1)
+        right.addWidget(hist_box)
         right.addWidget(self.overview)
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
@@ -135,6 +147,8 @@ class InspectorView(QWidget):
             return
         self.histogram.set_series([])
         self.histogram.caption.setText("Computing histogram…")
+        self._missing = []
+        self.no_counterpart.hide()
         sizes = {str(_get(r, "name")): int(_get(r, "params") or 0) for r in self.layers.model.rows()}
         jobs: list[tuple[Any, str, str, int | None]] = []
         for n in names:
@@ -146,7 +160,7 @@ class InspectorView(QWidget):
                 jobs.append((h, n, role, None))
         self._pending_hist = len(jobs)
         for h, n, role, sample in jobs:
-            run_in_thread(_histogram, h, n, sample,
+            run_in_thread(_histogram if role == "before" else _after_histogram, h, n, sample,
                           on_done=functools.partial(self._on_histogram_done, gen, hgen, n, role),
                           on_error=functools.partial(self._histogram_error, gen, hgen, n, role))
 
@@ -167,6 +181,13 @@ class InspectorView(QWidget):
         if gen != self._gen or hgen != self._hist_gen:
             return
         if role == "after":
+            if isinstance(exc, NoCounterpart):
+                if name not in self._missing:
+                    self._missing.append(name)
+                self.no_counterpart.setText(
+                    f"No counterpart in {self.variant_label}: {', '.join(self._missing)} — the variant has no "
+                    "tensor for this layer (removed or renamed by the pipeline); only the original is shown.")
+                self.no_counterpart.show()
             self.status.setText(f"{name}: not in variant {self.variant_label} ({getattr(exc, 'message', exc)})")
         else:
             self.failed.emit(describe_exception(exc))
@@ -219,6 +240,34 @@ def _histogram(handle: Any, name: str, sample: int | None) -> Any:
         if not cands:
             raise
         return histogram(handle, max(cands, key=lambda r: r.params).name, bins=64, sample=sample)
+
+
+class NoCounterpart(LookupError):
+    """The variant has no tensor that holds this layer of the original."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no tensor for {name!r} in the variant")
+        self.message = f"no tensor for {name!r} (removed or renamed)"
+
+
+def _after_histogram(handle: Any, name: str, sample: int | None) -> Any:
+    """The variant's histogram of the original's layer ``name`` in real values.
+
+    A quantized weight is read back as ``(q - zero_point) * scale`` so the overlay compares values with
+    values, never int8 codes with floats; a layer the variant lacks raises ``NoCounterpart``.
+    """
+    from slimline.core.models.dequant import counterpart, dequantized_array, values_histogram
+    from slimline.core.stats import histogram, layer_inventory
+
+    rows = layer_inventory(handle)
+    names = [r.name for r in rows]
+    found = counterpart(names, name)
+    if found is None:
+        raise NoCounterpart(name)
+    arr = dequantized_array(handle, found)
+    if arr is not None:
+        return values_histogram(arr, bins=64, sample=sample)
+    return histogram(handle, found, bins=64, sample=sample)
 
 
 def _user_message(exc: BaseException) -> UserMessage:

@@ -16,13 +16,14 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from slimline.core.export.variants import Variant, variants_of
 from slimline.core.results import FinalEvent, RunRecord
 from slimline.gui import settings as st
 from slimline.gui import window_parts as parts
 from slimline.gui.dialogs import AboutDialog, PreferencesDialog
+from slimline.gui.elided import ElidedLabel
 from slimline.gui.export_dialog import ExportDialog
 from slimline.gui.inspector import InspectorView
 from slimline.gui.messages import MessageBanner, UserMessage
@@ -119,8 +120,10 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.banner)
         lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
-        self.model_label, self.data_label = QLabel("No model"), QLabel("No evaluation data")
-        self.pipe_label = QLabel("")
+        # elided: a model or data file with a very long name must not widen the window past the screen
+        self.model_label = ElidedLabel("No model", max_chars=100)
+        self.data_label = ElidedLabel("No evaluation data", max_chars=70)
+        self.pipe_label = ElidedLabel("", max_chars=70)
         for w in (self.model_label, self.data_label, self.pipe_label):
             self.statusBar().addPermanentWidget(w)
         parts.build_actions(self)
@@ -348,7 +351,13 @@ class MainWindow(QMainWindow):
         parts.ask_open(self, "Open pipeline", "Pipelines (*.json);;All files (*)", self.ctl.open_pipeline)
 
     def open_data_dialog(self) -> None:
-        parts.ask_open(self, "Open evaluation data", "Data (*.npz *.csv *.txt);;All files (*)", self.ctl.open_data)
+        parts.ask_open(self, "Open evaluation data", parts.DATA_FILTER, self.ctl.open_data)
+
+    def open_image_folder_dialog(self) -> None:
+        parts.ask_open(self, "Open image folder (evaluation data)", "", self.ctl.open_data, folder=True)
+
+    def open_text_dialog(self) -> None:
+        parts.ask_open(self, "Open text file (evaluation data)", parts.TEXT_FILTER, self.ctl.open_data)
 
     def save_pipeline(self) -> bool:
         return self.ctl.save_pipeline() if self.doc.path else self.save_pipeline_as()

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -122,6 +123,37 @@ def _decimals(*values: Any) -> int:
     return min(d, 8)
 
 
+class WheelToScroll(QObject):
+    """Wheel over a combo or spin box scrolls the form around it; it never changes the value.
+
+    Scrolling a long form with the mouse wheel silently changed whichever value passed under the
+    pointer. The event goes to the nearest scroll area's scroll bar instead (or is dropped).
+    """
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() != QEvent.Type.Wheel or not isinstance(obj, QWidget):
+            return False
+        w: QWidget | None = obj.parentWidget()
+        while w is not None and not isinstance(w, QAbstractScrollArea):
+            w = w.parentWidget()
+        if w is not None:
+            QCoreApplication.sendEvent(w.verticalScrollBar(), event)
+        return True
+
+
+_WHEEL_GUARD: WheelToScroll | None = None
+
+
+def guard_wheel(*widgets: QWidget) -> None:
+    """Install the wheel guard (one shared filter) on these editors."""
+    global _WHEEL_GUARD
+    if _WHEEL_GUARD is None:
+        _WHEEL_GUARD = WheelToScroll(QCoreApplication.instance())
+    for w in widgets:
+        w.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        w.installEventFilter(_WHEEL_GUARD)
+
+
 class ParamForm(QWidget):
     """Form for one step. Emits ``params_edited(dict, field)`` with valid params only."""
 
@@ -204,6 +236,7 @@ class ParamForm(QWidget):
             if f.nullable:
                 combo.addItem("(none)", None)
             combo.currentIndexChanged.connect(changed)
+            guard_wheel(combo)
 
             def set_enum(v: Any) -> None:
                 i = combo.findData(v)
@@ -215,6 +248,7 @@ class ParamForm(QWidget):
                 spin.setRange(int(f.minimum) if f.minimum is not None else -2_000_000_000,
                               int(f.maximum) if f.maximum is not None else 2_000_000_000)
                 spin.valueChanged.connect(changed)
+                guard_wheel(spin)
                 return spin, spin.value, lambda v: spin.setValue(int(v if v is not None else 0))
             dspin = QDoubleSpinBox()
             dspin.setDecimals(_decimals(f.default, f.minimum, f.maximum))
@@ -223,6 +257,7 @@ class ParamForm(QWidget):
             span = (f.maximum - f.minimum) if f.minimum is not None and f.maximum is not None else None
             dspin.setSingleStep(span / 20 if span else 0.1)
             dspin.valueChanged.connect(changed)
+            guard_wheel(dspin)
             return dspin, dspin.value, lambda v: dspin.setValue(float(v if v is not None else 0.0))
         if f.kind == "path":
             box = QWidget()

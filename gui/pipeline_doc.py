@@ -70,6 +70,22 @@ class StepsCommand(QUndoCommand):
         self.doc._set_steps(self.before)
 
 
+class EvaluationCommand(QUndoCommand):
+    """Change evaluation settings (task override, row cap); undo puts the old values back."""
+
+    def __init__(self, doc: PipelineDocument, text: str, changes: dict[str, Any]) -> None:
+        super().__init__(text)
+        self.doc = doc
+        self.before = {k: getattr(doc.pipeline.evaluation, k) for k in changes}
+        self.after = dict(changes)
+
+    def redo(self) -> None:
+        self.doc._set_evaluation(self.after)
+
+    def undo(self) -> None:
+        self.doc._set_evaluation(self.before)
+
+
 class PipelineDocument(QObject):
     """Holds the Pipeline and its undo stack; views listen to ``changed``."""
 
@@ -100,6 +116,20 @@ class PipelineDocument(QObject):
     def _set_steps(self, steps: list[StepSpec]) -> None:
         self.pipeline.steps = _copy_steps(steps)
         self.changed.emit()
+
+    def _set_evaluation(self, values: dict[str, Any]) -> None:
+        for k, v in values.items():
+            setattr(self.pipeline.evaluation, k, v)
+        self.changed.emit()
+
+    def set_evaluation(self, **changes: Any) -> None:
+        """Undoable change of ``pipeline.evaluation`` fields (validated by the pipeline model)."""
+        ev = self.pipeline.evaluation
+        changes = {k: v for k, v in changes.items() if getattr(ev, k) != v}
+        if not changes:
+            return
+        ev.model_validate({**ev.model_dump(), **changes})  # refuse what the file could not hold
+        self.undo_stack.push(EvaluationCommand(self, "Change evaluation settings", changes))
 
     def _push(self, text: str, steps: list[StepSpec], merge_key: tuple[str, str] | None = None) -> None:
         self.undo_stack.push(StepsCommand(self, text, steps, merge_key))

@@ -9,11 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGroupBox, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from slimline.core.results import StepResult
 from slimline.gui.palette_view import PaletteView
-from slimline.gui.param_form import ParamForm
+from slimline.gui.param_form import ParamForm, guard_wheel
 from slimline.gui.pipeline_doc import CONVERT_ONNX, PipelineDocument, plugin_title
 from slimline.gui.step_lane import StepLane
 
@@ -43,12 +53,14 @@ class PipelineEditor(QWidget):
         box_lay.addWidget(self.form_scroll, 1)
         self.chain_label = QLabel("")
         self.chain_label.setWordWrap(True)
+        self.eval_box = self._build_evaluation_box()
         center = QWidget()
         c_lay = QVBoxLayout(center)
         c_lay.setContentsMargins(0, 0, 0, 0)
         c_lay.addWidget(QLabel("<b>Pipeline</b> — steps run left to right; drag cards to reorder."))
         c_lay.addWidget(self.lane)
         c_lay.addWidget(self.chain_label)
+        c_lay.addWidget(self.eval_box)
         c_lay.addWidget(self.form_box, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
         pal_box = QGroupBox("Plugins")
@@ -103,8 +115,52 @@ class PipelineEditor(QWidget):
         for c in self.lane.cards.values():
             c.set_status("", [])
 
+    # --- evaluation settings ------------------------------------------------------------
+    def _build_evaluation_box(self) -> QGroupBox:
+        """The pipeline's evaluation task override and row cap (the rest lives in the file and Preferences)."""
+        from slimline.core.tasks import TASKS
+
+        box = QGroupBox("Evaluation")
+        self.task_combo = QComboBox()
+        self.task_combo.addItem("inferred from the model", None)
+        for t in TASKS:
+            self.task_combo.addItem(t.replace("_", " "), t)
+        self.task_combo.setToolTip("What the model's output is, which decides how fidelity is judged. "
+                                   "Leave it inferred unless the run's guess (shown above the charts) is wrong.")
+        self.max_rows_spin = QSpinBox()
+        self.max_rows_spin.setRange(0, 10_000_000)
+        self.max_rows_spin.setSpecialValueText("all rows")
+        self.max_rows_spin.setSingleStep(100)
+        self.max_rows_spin.setToolTip("Evaluate on at most this many rows of the evaluation data (all rows = no cap)")
+        guard_wheel(self.task_combo, self.max_rows_spin)
+        row = QHBoxLayout(box)
+        row.addWidget(QLabel("Task:"))
+        row.addWidget(self.task_combo)
+        row.addSpacing(16)
+        row.addWidget(QLabel("Max rows:"))
+        row.addWidget(self.max_rows_spin)
+        row.addStretch(1)
+        self.task_combo.currentIndexChanged.connect(self._on_evaluation_edited)
+        self.max_rows_spin.valueChanged.connect(self._on_evaluation_edited)
+        return box
+
+    def _on_evaluation_edited(self, *_: Any) -> None:
+        rows = self.max_rows_spin.value()
+        self.doc.set_evaluation(task=self.task_combo.currentData(), max_rows=rows or None)
+
+    def _show_evaluation(self) -> None:
+        ev = self.doc.pipeline.evaluation
+        for w in (self.task_combo, self.max_rows_spin):
+            w.blockSignals(True)
+        i = self.task_combo.findData(ev.task)
+        self.task_combo.setCurrentIndex(i if i >= 0 else 0)
+        self.max_rows_spin.setValue(int(ev.max_rows or 0))
+        for w in (self.task_combo, self.max_rows_spin):
+            w.blockSignals(False)
+
     # --- document → views --------------------------------------------------------------
     def _on_doc_changed(self) -> None:
+        self._show_evaluation()
         steps = self.doc.steps
         titles = {s.plugin: plugin_title(s.plugin) for s in steps}
         inp = f"Input:\n{self.model.name}\n({self.model.family})  →" if self.model is not None else ""

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slimline.core.export.variants import Variant
 from slimline.core.metrics import LatencyReport
 from slimline.core.results import Measurement, RunRecord
 
-__all__ = ["Quality", "fmt_ms", "latency_batches", "latency_ms", "latency_report", "load_history", "model_key",
-           "pareto_front", "quality", "run_model", "size_bytes", "variant_label"]
+__all__ = ["NEUTRAL_FLAGS", "Quality", "fmt_ms", "latency_batches", "latency_ms", "latency_report", "load_history",
+           "model_key", "noise_reasons", "pareto_front", "quality", "run_model", "size_bytes", "split_flags",
+           "task_line", "variant_label"]
 
 
 def latency_report(result: Measurement | None, batch: int | None = None) -> LatencyReport | None:
@@ -61,6 +63,44 @@ def quality(result: Measurement | None) -> Quality:
     if fid is not None:
         return Quality(float(fid.mean_cosine), f"mean output cosine vs original (n={fid.n})", "fidelity")
     return Quality(None, "no accuracy (no evaluation data)", "none")
+
+
+# Flags that say "this figure cannot support a conclusion", not "this step made things worse":
+# drawn muted, never in the failure colour.
+NEUTRAL_FLAGS = frozenset({"noisy"})
+
+
+def split_flags(flags: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(failures, neutral notes) — a noisy timing is not a failure."""
+    return [f for f in flags if f not in NEUTRAL_FLAGS], [f for f in flags if f in NEUTRAL_FLAGS]
+
+
+def noise_reasons(result: Measurement | None, warnings: list[str] | None = None) -> list[str]:
+    """Why the latency is noisy: the reports' own reasons, then the engine's noisy warnings."""
+    out: list[str] = []
+    for rep in ((result.latency or {}).values() if result is not None else []):
+        for r in getattr(rep, "noise_reasons", None) or []:
+            if r not in out:
+                out.append(r)
+    for w in warnings or []:
+        if "noisy" in w and w not in out:
+            out.append(w)
+    return out
+
+
+def task_line(results: list[Any]) -> tuple[str, str]:
+    """("task: embedding (HF config …); fidelity = pooled cosine", tooltip) from the run's results; ("", "") if none."""
+    fid = next((r.fidelity for r in results if getattr(r, "fidelity", None) is not None
+                and getattr(r.fidelity, "task", None)), None)
+    if fid is None:
+        return "", ""
+    reason = (fid.task_reason or "").strip()
+    text = f"task: {str(fid.task).replace('_', ' ')}" + (f" ({reason})" if reason else "")
+    if fid.metric:
+        text += f"; fidelity = {fid.metric}"
+    tip = ("How the variants are judged against the original depends on what the model outputs. "
+           "Wrong guess? Set the task in the Pipeline tab's Evaluation box.")
+    return text, tip
 
 
 def size_bytes(result: Measurement | None) -> int | None:

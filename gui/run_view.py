@@ -86,6 +86,7 @@ class RunView(QWidget):
         self.charts.clear()
         self.overall.setValue(0)
         self.step_bar.setValue(0)
+        self.step_bar.setFormat("Step %p%")
         self.message.setText("Starting the worker process…")
         self.context.setText(context)
         self.log.clear()
@@ -106,6 +107,9 @@ class RunView(QWidget):
     def on_progress(self, overall: float, step_id: str, fraction: float, message: str) -> None:
         self.overall.setValue(int(round(overall * 100)))
         self.step_bar.setValue(int(round(fraction * 100)))
+        if step_id == "original" and "original" not in self._titles:  # progress before (or without) its start event
+            self._titles["original"] = "Original model"
+            self.step_bar.setFormat("Original %p%")
         title = self._titles.get(step_id, step_id)
         text = f"{title}: {message}" if message else title
         if text != self.message.text():
@@ -114,7 +118,8 @@ class RunView(QWidget):
 
     def on_step_started(self, ev: StepStartedEvent) -> None:
         sid = ev.step_id
-        self._titles[sid] = f"{sid} · {ev.title}"
+        self._titles[sid] = (ev.title or "Original model") if sid == "original" else f"{sid} · {ev.title}"
+        self.step_bar.setFormat(("Original" if sid == "original" else sid) + " %p%")
         self.step_bar.setValue(0)
         total = ev.total or 1
         self.overall.setValue(int(round(100 * ev.index / total)))

@@ -15,17 +15,18 @@ is redrawn at most every LOSS_REDRAW_MS however fast loss events arrive.
 """
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QWidget
+from PySide6.QtWidgets import QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QWidget
 
 from slimline.core.results import MetricEvent, StepResult
-from slimline.gui.results import latency_batches, latency_report, quality
+from slimline.gui.results import latency_batches, latency_report, noise_reasons, quality, split_flags, task_line
 from slimline.gui.step_plot import StepPlot
-from slimline.gui.theme import OTHER_FLAG_COLOR, SERIES, cache_axes, flag_text
+from slimline.gui.theme import OTHER_FLAG_COLOR, SERIES, cache_axes, flag_text, muted_text
 
 FLAG_FOR = {"size": {"bigger"}, "latency": {"slower"}, "quality": {"over_budget"}}
 STAGE_MS = 30          # gap between redrawing one chart and the next
@@ -75,9 +76,16 @@ class StepCharts(QWidget):
         self.batch_combo.currentIndexChanged.connect(self._on_batch_combo_changed)
         for w in (self.batch_combo, self.batch_label):
             w.hide()
+        # what the run took the model to be, and so how fidelity is judged (the engine's guess and why)
+        self.task_label = QLabel("")
+        self.task_label.setObjectName("taskLine")
+        self.task_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.task_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.task_label.hide()
         self.note = QLabel("")
         self.note.setWordWrap(True)
         self.note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.note.setTextFormat(Qt.TextFormat.RichText)
         self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # a fixed-height, scrollable strip: flags arriving must not re-lay out (and repaint) all charts
         self.note_area = QScrollArea()
@@ -86,7 +94,7 @@ class StepCharts(QWidget):
         self.note_area.setWidget(self.note)
         self.note_area.setFixedHeight(self.fontMetrics().lineSpacing() * 4 + 6)
         bar = QHBoxLayout()
-        bar.addStretch(1)
+        bar.addWidget(self.task_label, 1)
         bar.addWidget(self.batch_label)
         bar.addWidget(self.batch_combo)
         lay = QGridLayout(self)
@@ -238,9 +246,28 @@ class StepCharts(QWidget):
             named = next((q for q in qs if q.value is not None), None)
             self.acc_plot.setTitle(named.label if named else "Accuracy (no evaluation data)")
         else:
-            notes = [f"⚑ {r.step_id}: " + "; ".join(r.warnings or r.flags) for r in self.results if r.flags]
-            self.note.setText("\n".join(notes))
-            self.note.setStyleSheet(f"color: {flag_text()};" if notes else "")
+            self._draw_notes()
+
+    def _draw_notes(self) -> None:
+        """Failures in the flag colour; a noisy timing (a caveat, not a failure) muted, its reasons in the tooltip."""
+        lines, noisy_tips = [], []
+        for r in self.results:
+            bad, neutral = split_flags(list(r.flags))
+            if bad:
+                why = [w for w in r.warnings if "noisy" not in w] or bad
+                lines.append(f"<span style='color:{flag_text()}'>⚑ {html.escape(r.step_id)}: "
+                             f"{html.escape('; '.join(why))}</span>")
+            if neutral:
+                reasons = noise_reasons(r, list(r.warnings))
+                lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(r.step_id)}: latency noisy, "
+                             "no faster/slower conclusion</span>")
+                noisy_tips.append(f"{r.step_id}: " + ("; ".join(reasons) or "noisy timing"))
+        self.note.setText("<br>".join(lines))
+        self.note.setToolTip("\n".join(noisy_tips))
+        text, tip = task_line(self.results)
+        self.task_label.setText(text)
+        self.task_label.setToolTip(tip + ("\n\n" + text if text else ""))
+        self.task_label.setVisible(bool(text))
 
     def _draw_latency(self, labels: list[str]) -> None:
         batch = self.batch

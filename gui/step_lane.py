@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from slimline.core.results import StepResult
 from slimline.gui.palette_view import PLUGIN_MIME
+from slimline.gui.results import noise_reasons, split_flags
 from slimline.gui.theme import flag_text, muted_text, ok_text, warn_text
 
 STEP_MIME = "application/x-slimline-step"
@@ -132,6 +133,11 @@ class StepCard(QFrame):
         self.flags_label.setWordWrap(True)
         self.flags_label.setStyleSheet(f"color: {flag_text()}; font-weight: bold;")
         self.flags_label.hide()
+        # "noisy" timing: a caveat, not a failure — muted, the reasons in the tooltip
+        self.noisy_label = QLabel("")
+        self.noisy_label.setWordWrap(True)
+        self.noisy_label.setStyleSheet(f"color: {muted_text()}; font-style: italic;")
+        self.noisy_label.hide()
         self.problem_label = QLabel("")
         self.problem_label.setWordWrap(True)
         self.problem_label.setStyleSheet(f"color: {warn_text()};")
@@ -150,6 +156,7 @@ class StepCard(QFrame):
         lay.addWidget(self.params_label)
         lay.addWidget(self.status_label)
         lay.addWidget(self.flags_label)
+        lay.addWidget(self.noisy_label)
         lay.addWidget(self.problem_label)
         lay.addWidget(self.fix_button)
         lay.addStretch(1)
@@ -182,21 +189,27 @@ class StepCard(QFrame):
         """Plain status (running…, failed) and flags; ``reasons`` become the flags' tooltip."""
         self.status_label.setText(text)
         self.status_label.setToolTip("")
-        self.flags_label.setText("⚑ " + ", ".join(f.replace("_", " ") for f in flags) if flags else "")
-        self.flags_label.setToolTip("\n".join(reasons or []))
-        self.flags_label.setVisible(bool(flags))
+        self.set_flags(list(flags or []), list(reasons or []))
 
     def set_result(self, result: StepResult, original: StepResult | None) -> None:
         """The step's measured figures against the original model, and its flags with the reasons."""
         html, tip = result_summary(result, original)
         self.status_label.setText(html)
         self.status_label.setToolTip(tip)
-        self.set_flags(list(result.flags), list(result.warnings))
+        self.set_flags(list(result.flags), list(result.warnings), noise_reasons(result, list(result.warnings)))
 
-    def set_flags(self, flags: list[str], reasons: list[str]) -> None:
-        self.flags_label.setText("⚑ " + ", ".join(f.replace("_", " ") for f in flags) if flags else "")
-        self.flags_label.setToolTip("Why:\n" + "\n".join(f"• {r}" for r in reasons) if reasons else "")
-        self.flags_label.setVisible(bool(flags))
+    def set_flags(self, flags: list[str], reasons: list[str], noisy_why: list[str] | None = None) -> None:
+        """Failures (bigger, slower, over budget) in the flag colour; "noisy" muted beside them."""
+        bad, neutral = split_flags(flags)
+        bad_reasons = [r for r in reasons if "noisy" not in r] if neutral else reasons
+        self.flags_label.setText("⚑ " + ", ".join(f.replace("_", " ") for f in bad) if bad else "")
+        self.flags_label.setToolTip("Why:\n" + "\n".join(f"• {r}" for r in bad_reasons) if bad_reasons else "")
+        self.flags_label.setVisible(bool(bad))
+        why = noisy_why if noisy_why is not None else [r for r in reasons if "noisy" in r]
+        self.noisy_label.setText("~ noisy latency: no faster/slower conclusion" if neutral else "")
+        self.noisy_label.setToolTip("The timing cannot support a conclusion:\n" + "\n".join(f"• {r}" for r in why)
+                                    if why else "The timing cannot support a conclusion")
+        self.noisy_label.setVisible(bool(neutral))
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.LeftButton:

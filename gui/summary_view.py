@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from slimline.gui.elided import ElidedLabel
 from slimline.gui.layer_table import fmt_bytes
 
 
@@ -37,8 +38,9 @@ class SummaryView(QWidget):
         for key, title in [("name", "File"), ("format", "Format"), ("family", "Kind"), ("producer", "Producer"),
                            ("opset", "Opset"), ("params", "Parameters"), ("bytes", "Bytes on disk"),
                            ("capabilities", "Can do")]:
-            lab = QLabel("—")
-            lab.setWordWrap(True)
+            lab = ElidedLabel("—") if key == "name" else QLabel("—")
+            if key != "name":
+                lab.setWordWrap(True)
             self.fields[key] = lab
             facts.addRow(f"{title}:", lab)
         self.io_table = QTableWidget(0, 4)

@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
 from slimline.core.export.variants import Variant, variants_of
 from slimline.core.results import RunRecord
 from slimline.gui.layer_table import fmt_bytes
-from slimline.gui.results import fmt_ms, latency_ms, pareto_front, quality, run_model, size_bytes
-from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_text
+from slimline.gui.results import fmt_ms, latency_ms, pareto_front, quality, run_model, size_bytes, split_flags
+from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_text, muted_text
 
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
 
@@ -77,7 +77,7 @@ class VariantTableModel(QAbstractTableModel):
             tips = [quality(v.step).label] + (list(v.step.warnings) if v.step is not None else [])
             return "\n".join(tips)
         if role == Qt.ItemDataRole.ForegroundRole and col == 7 and v.flags:
-            return QColor(flag_text())
+            return QColor(flag_text() if split_flags(list(v.flags))[0] else muted_text())
         if role == Qt.ItemDataRole.BackgroundRole and v.key in self.pareto_keys:
             return QColor(44, 160, 44, 45)
         return None
@@ -253,7 +253,7 @@ class VariantsView(QWidget):
         spots = []
         for j, ((x, y), i) in enumerate(zip(pts, idx)):
             v = self.variants[i]
-            color = OK_COLOR if j in front else ("#999999" if not v.flags else FLAG_COLOR)
+            color = OK_COLOR if j in front else (FLAG_COLOR if split_flags(list(v.flags))[0] else "#999999")
             spots.append({"pos": (x, y), "data": v.key, "brush": pg.mkBrush(color),
                           "symbol": "s" if v.step_id == "original" else "o"})
         sc = self.scatters[key]

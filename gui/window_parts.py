@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     from slimline.gui.main_window import MainWindow
     from slimline.gui.session_controller import SessionController
 
-MODEL_FILTER = "Models (*.onnx *.pt *.pth *.pt2 *.ts *.safetensors *.bin *.ckpt);;All files (*)"
+MODEL_FILTER = ("Models (*.onnx *.pt *.pth *.pt2 *.jit *.ts *.safetensors *.gguf *.bin *.ckpt);;"
+                "ONNX (*.onnx);;TorchScript / PyTorch (*.jit *.pt *.pth *.pt2 *.ts);;"
+                "Safetensors (*.safetensors);;GGUF (*.gguf);;All files (*)")
+DATA_FILTER = "Data (*.npz *.npy *.csv *.tsv *.txt *.text);;All files (*)"
+TEXT_FILTER = "Text, one sample per line (*.txt *.text);;All files (*)"
 
 
 def _action(win: MainWindow, text: str, slot: Callable[..., Any], shortcut: Any = None, tip: str = "") -> QAction:
@@ -44,6 +48,10 @@ def build_actions(win: MainWindow) -> None:
     w.act_open_folder = _action(w, "Open model &folder…", w.open_model_folder_dialog)
     w.act_open_pipe = _action(w, "Open &pipeline…", w.open_pipeline_dialog)
     w.act_open_data = _action(w, "Open evaluation &data…", w.open_data_dialog)
+    w.act_open_images = _action(w, "Open &image folder (evaluation data)…", w.open_image_folder_dialog, None,
+                                "A folder of images, one subfolder per class (or unlabelled images)")
+    w.act_open_text = _action(w, "Open &text file (evaluation data)…", w.open_text_dialog, None,
+                              "A text file, one sample per line, tokenised with the model's tokenizer")
     w.act_demo = _action(w, "Open &demo", ctl.open_demo)
     w.act_new_pipe = _action(w, "&New pipeline", ctl.new_pipeline, K.New)
     w.act_save = _action(w, "&Save pipeline", w.save_pipeline, K.Save)
@@ -68,7 +76,8 @@ def build_actions(win: MainWindow) -> None:
     w.act_about = _action(w, "&About Slimline", w.open_about)
     mb = w.menuBar()
     m = mb.addMenu("&File")
-    for a in (w.act_open, w.act_open_folder, w.act_open_pipe, w.act_open_data, w.act_demo):
+    for a in (w.act_open, w.act_open_folder, w.act_open_pipe, w.act_open_data, w.act_open_images, w.act_open_text,
+              w.act_demo):
         m.addAction(a)
     w.recent_menu = m.addMenu("Open &recent")
     m.addSeparator()
