@@ -40,8 +40,8 @@ SLIMLINE_PACKAGES = ("slimline.core", "slimline.plugins", "slimline.gui", "sliml
 # lazily or by name. Prefixes left out are example/benchmark code for other model families.
 LAZY_PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("onnxruntime.quantization", ()),
-    ("onnxruntime.tools", ("onnxruntime.tools.qnn", "onnxruntime.tools.mobile_helpers",
-                           "onnxruntime.tools.ort_format_model")),
+    ("onnxruntime.tools", ("onnxruntime.tools.qnn", "onnxruntime.tools.mobile_helpers",  # ORT-mobile
+                           "onnxruntime.tools.ort_format_model", "onnxruntime.tools.convert_onnx_models_to_ort")),
     ("onnxruntime.transformers", ("onnxruntime.transformers.models",)),
     ("torch.onnx", ()),
     ("onnxscript", ()),

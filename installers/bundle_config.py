@@ -44,6 +44,8 @@ CUT_FILES = [
     "PySide6/Qt/plugins/generic/*", "PySide6/Qt/plugins/networkinformation/*", "PySide6/Qt/plugins/tls/*",
     "libQt6EglFSDeviceIntegration.so.*", "libQt6EglFsKmsSupport.so.*",
     "PySide6/Qt/lib/libQt6EglFSDeviceIntegration.so.*", "PySide6/Qt/lib/libQt6EglFsKmsSupport.so.*",
+    # Pillow: AVIF codec (4.8 MB with its library) and the Tk bridge (tkinter is excluded)
+    "PIL/_avif.*.so", "PIL/_imagingtk.*.so",
     # metadata of development tools
     "hypothesis-*.dist-info/*", "pluggy-*.dist-info/*",
 ]
