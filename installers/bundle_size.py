@@ -1,6 +1,7 @@
 """What a one-folder bundle is made of: bytes by package, as a Markdown table (installers/README.md).
 
     python installers/bundle_size.py dist/slimline [--json sizes.json] [--top 25]
+    python installers/bundle_size.py --compare before.json after.json   # before/after by package
 
 Files under ``_internal/<pkg>/`` count for ``<pkg>`` (``numpy.libs`` for numpy, ``pillow.libs`` for
 PIL); shared libraries copied to ``_internal/`` itself count for Qt (libQt6*, libicu*), Python
@@ -100,12 +101,37 @@ def table(sizes: dict[str, dict[str, int]], top: int = 20) -> str:
     return "\n".join(lines)
 
 
+def compare(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], top: int = 20) -> str:
+    """Markdown table of two measurements by package (MB, files + bytecode), biggest first."""
+    tot = lambda d, k: sum(d.get(k, {}).values())
+    keys = sorted(set(before) | set(after), key=lambda k: -max(tot(before, k), tot(after, k)))
+    lines = ["| package | before MB | after MB | cut MB |", "|---|---:|---:|---:|"]
+    shown = keys[:top] + [k for k in keys[top:] if tot(before, k) - tot(after, k) > 100_000]
+    for k in shown:
+        b, a = tot(before, k), tot(after, k)
+        lines.append(f"| {k} | {b / 1e6:,.1f} | {a / 1e6:,.1f} | {(b - a) / 1e6:,.1f} |")
+    rest = [k for k in keys if k not in shown]
+    if rest:
+        b, a = sum(tot(before, k) for k in rest), sum(tot(after, k) for k in rest)
+        lines.append(f"| {len(rest)} others | {b / 1e6:,.1f} | {a / 1e6:,.1f} | {(b - a) / 1e6:,.1f} |")
+    b, a = sum(tot(before, k) for k in keys), sum(tot(after, k) for k in keys)
+    lines.append(f"| **total** | **{b / 1e6:,.1f}** | **{a / 1e6:,.1f}** | **{(b - a) / 1e6:,.1f}** |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, nargs="?")
     p.add_argument("--json", type=Path, help="also write the sizes as JSON")
     p.add_argument("--top", type=int, default=20)
+    p.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"), help="two --json files")
     args = p.parse_args(argv)
+    if args.compare:
+        load = lambda f: json.loads(f.read_text(encoding="utf-8"))
+        print(compare(load(args.compare[0]), load(args.compare[1]), args.top))
+        return 0
+    if args.bundle is None:
+        p.error("give a bundle folder or --compare BEFORE AFTER")
     sizes = measure(args.bundle)
     print(table(sizes, args.top))
     if args.json:
