@@ -38,8 +38,13 @@ COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "g
 EXPORTS = [("s4", "torchscript"), ("s4", "pt2"), ("s4", "safetensors"), ("s4", "onnx"), (None, "onnx"),
            (None, "bundle")]
 # Figures that differ from run to run by nature (timings) or by place (paths).
+# flags/warnings: some are latency verdicts ("slower"); the figures behind the others are compared.
 VOLATILE = ("latency", "duration", "seconds", "elapsed", "_ms", "load_avg", "cached", "created", "run_id",
-            "path", "files", "notes", "environment", "workspace", "out", "folder", "zip", "sha256", "cpu")
+            "path", "files", "notes", "environment", "workspace", "out", "folder", "zip", "sha256", "cpu",
+            "flags", "warnings")
+# The torch.export-based exporter writes each node's Python stack trace (file paths of the install)
+# into ONNX metadata, so ONNX byte counts differ by where torch lives; the content is compared instead.
+ONNX_SIZE_KEYS = ("bytes_on_disk", "bytes_before", "bytes_after", "size_ratio")
 
 
 def _headless_env(tmp: Path) -> dict[str, str]:
@@ -151,6 +156,39 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def onnx_content(path: str | Path) -> bytes:
+    """An ONNX model without node metadata and doc strings (what it computes, not where it was made)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for graph in [model.graph]:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    del model.metadata_props[:]
+    model.graph.doc_string = ""
+    return model.SerializeToString()
+
+
+def model_figures(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(figures of a run record, {step: content of its ONNX model}); ONNX byte counts left to the content."""
+    flat = figures({"results": record["results"], "final_model": record["final_model"]})
+    contents: dict[str, bytes] = {}
+    onnx_steps = set()
+    for i, r in enumerate(record["results"]):
+        path = (r.get("model") or {}).get("path", "")
+        if str(path).endswith(".onnx"):
+            onnx_steps.add(str(i))
+            contents[r.get("step_id") or str(i)] = onnx_content(path)
+    final_onnx = str(record["final_model"].get("path", "")).endswith(".onnx")
+    drop = [k for k in flat if any(s in k for s in ONNX_SIZE_KEYS)
+            and ((k.split(".")[0] == "results" and k.split(".")[1] in onnx_steps)
+                 or (k.startswith("final_model.") and final_onnx))]
+    for k in drop:
+        del flat[k]
+    return flat, contents
+
+
 def _record(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
 
@@ -190,9 +228,11 @@ def test_bundle_pipeline_figures_equal_dev(runs, name):
     steps = [r.get("step_id") for r in bundle_rec["results"]]
     assert len(steps) == len(dev_rec["results"]) >= 3
     assert _prep_notes(bundle_rec) == _prep_notes(dev_rec)
-    fb = figures({"results": bundle_rec["results"], "final_model": bundle_rec["final_model"]})
-    fd = figures({"results": dev_rec["results"], "final_model": dev_rec["final_model"]})
+    fb, onnx_b = model_figures(bundle_rec)
+    fd, onnx_d = model_figures(dev_rec)
     assert any(k.endswith("accuracy.top1") for k in fb) and any(k.endswith("param_count") for k in fb)
+    assert onnx_b.keys() == onnx_d.keys() and onnx_b, "no ONNX step to compare"
+    assert [s for s in onnx_b if onnx_b[s] != onnx_d[s]] == [], "ONNX models differ (beyond metadata)"
     diffs = differences(fb, fd)
     assert not diffs, f"{name}: {len(diffs)} figures differ:\n" + "\n".join(diffs[:40])
 
@@ -210,9 +250,19 @@ def test_bundle_exports_every_format_like_dev(runs, sides):
             proc = sides[side].run(*args, *(["--step", step] if step else []), timeout=900)
             records[side][f"{step or 'final'}-{fmt}"] = json.loads(proc.stdout)
     for key, rec in records["bundle"].items():
-        diffs = differences(figures(rec), figures(records["dev"][key]))
+        dev_rec = records["dev"][key]
+        fb, fd = figures(rec), figures(dev_rec)
+        if rec["format"] == "safetensors":   # weights only: the very same bytes
+            assert rec["sha256"] == dev_rec["sha256"], key
+        else:  # TorchScript/.pt2/ONNX files embed source paths of the install (debug info, stack traces)
+            fb.pop("bytes", None), fd.pop("bytes", None)
+        if str(rec.get("path", "")).endswith(".onnx"):
+            paths = [Path(r["path"]) if Path(r["path"]).is_absolute() else sides[s].tmp / r["path"]
+                     for r, s in ((rec, "bundle"), (dev_rec, "dev"))]
+            assert onnx_content(paths[0]) == onnx_content(paths[1]), f"export {key}: ONNX differs"
+        diffs = differences(fb, fd)
         assert not diffs, f"export {key}: " + "\n".join(diffs[:30])
-        assert rec.get("parity", {}).get("passed", True), rec
+        assert rec["parity"]["passed"] and dev_rec["parity"]["passed"], rec
     # the deployment bundle's predict.py, run by the bundle's own executable (no Python needed)
     predictions = {}
     for side in ("bundle", "dev"):
