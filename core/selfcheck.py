@@ -157,7 +157,10 @@ def frozen_list_path() -> Path | None:
 
 
 def build_list(excluded: Iterable[str]) -> dict[str, Any]:
-    """What a bundle must be able to import: the reachable modules that import here with ``excluded`` blocked."""
+    """What a bundle must be able to import: the reachable modules that import here with ``excluded`` blocked.
+
+    Run it in a fresh interpreter (``--list``): a module this process imported already cannot be blocked.
+    """
     excluded = sorted(set(excluded))
     blocker = _Blocker(excluded)
     sys.meta_path.insert(0, blocker)  # before anything is imported: a cached module would pass the check

@@ -249,8 +249,12 @@ def test_bundle_exports_every_format_like_dev(runs, sides):
             args = ["export", str(run_dir), "--format", fmt, "--out", str(out), "--json"]
             proc = sides[side].run(*args, *(["--step", step] if step else []), timeout=900)
             records[side][f"{step or 'final'}-{fmt}"] = json.loads(proc.stdout)
-    for key, rec in records["bundle"].items():
-        dev_rec = records["dev"][key]
+    for key, outer in records["bundle"].items():
+        dev_outer = records["dev"][key]
+        if "model_export" in outer:  # a deployment bundle: its predict.py check, then its model file
+            assert outer["predict_check"] and figures(outer["predict_check"]) == figures(dev_outer["predict_check"])
+            outer, dev_outer = outer["model_export"], dev_outer["model_export"]
+        rec, dev_rec = outer, dev_outer
         fb, fd = figures(rec), figures(dev_rec)
         if rec["format"] == "safetensors":   # weights only: the very same bytes
             assert rec["sha256"] == dev_rec["sha256"], key

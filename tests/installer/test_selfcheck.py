@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,12 @@ def test_blocker_blocks_a_package_or_one_submodule_only():
     assert b.blocks("PySide6.QtTest") and not b.blocks("PySide6.QtCore") and not b.blocks("transformers_x")
 
 
-def test_build_list_holds_what_the_plugins_reach_and_respects_exclusions():
-    listing = selfcheck.build_list(["transformers", "tokenizers"])
+def test_build_list_holds_what_the_plugins_reach_and_respects_exclusions(tmp_path):
+    # in a fresh interpreter, as the build does: a module this process already imported cannot be blocked
+    out = tmp_path / "list.json"
+    subprocess.run([sys.executable, "-m", "slimline.core.selfcheck", "--list", str(out), "--exclude",
+                    "transformers,tokenizers"], check=True, capture_output=True, timeout=600)
+    listing = json.loads(out.read_text(encoding="utf-8"))
     mods = set(listing["modules"])
     # static INT8's pre-processing and FP16 reach these by name (the bundle once lacked them)
     assert {"onnxruntime.quantization.shape_inference", "onnxruntime.transformers.onnx_utils",
