@@ -282,7 +282,10 @@ def test_bundle_exports_every_format_like_dev(runs, sides):
     for side in ("bundle", "dev"):
         script = sides[side].tmp / "export-final-bundle" / "predict.py"
         assert script.is_file()
-        proc = sides[side].run(str(script), eval_npz, "--json", timeout=300)
+        python = sides["bundle"].argv if side == "bundle" else [sys.executable]  # the bundle acts as python
+        proc = subprocess.run([*python, str(script), eval_npz, "--json"], capture_output=True, text=True,
+                              env=sides[side].env, cwd=sides[side].tmp, timeout=300)
+        assert proc.returncode == 0, f"{side}: predict.py → rc {proc.returncode}: {proc.stderr[-3000:]}"
         predictions[side] = json.loads(proc.stdout)
     assert predictions["bundle"]["predictions"] == predictions["dev"]["predictions"]
     assert predictions["bundle"]["n"] == 449
