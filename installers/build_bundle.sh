@@ -3,10 +3,11 @@
 # arguments, CLI with). Prints the build time and the bundle size.
 #   bash installers/build_bundle.sh            # default, no transformers (HF folders need it)
 #   SLIMLINE_BUNDLE_HF=1 bash installers/...   # also bundle transformers/tokenizers
+#   PYTHON=/path/to/venv/bin/python bash ...     # build with another environment (default $VENV/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-PY="$VENV/bin/python"
+PY=${PYTHON:-$VENV/bin/python}
 DIST=${DIST:-dist}
 WORK=${WORK:-build/pyinstaller}
 start=$(date +%s)
@@ -25,7 +26,15 @@ rm -rf build/pyi-wheel build/pyi-site
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w build/pyi-wheel .
 "$PY" -m pip install -q --no-deps --no-compile --target build/pyi-site build/pyi-wheel/slimline-*.whl
 
-SLIMLINE_SITE="$PWD/build/pyi-site" "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
+# Every module the app can reach (slimline's own, what its sources import, the lazily loaded parts
+# of onnxruntime/torch.onnx/...), importable here with the bundle's exclusions: the spec collects
+# exactly these and ships the list, and `slimline selfcheck` in the bundle imports each one.
+mkdir -p build/pyi-selfcheck
+PYTHONPATH="$PWD/build/pyi-site" QT_QPA_PLATFORM=offscreen "$PY" -W ignore -m slimline.core.selfcheck \
+  --list build/pyi-selfcheck/selfcheck_modules.json --exclude "$("$PY" installers/bundle_config.py excludes)"
+
+SLIMLINE_SITE="$PWD/build/pyi-site" SLIMLINE_SELFCHECK_LIST="$PWD/build/pyi-selfcheck/selfcheck_modules.json" \
+  "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
   --distpath "$DIST" --workpath "$WORK" installers/slimline.spec
 
 install -m 644 installers/slimline.desktop "$DIST/slimline/slimline.desktop"
