@@ -73,7 +73,7 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                  ) -> RunRecord:
     """Run all enabled steps; returns the run record (also saved in the workspace)."""
     cancel = cancel or CancelToken()
-    workspace = Path(workspace)
+    workspace = Path(workspace).resolve()  # steps may change directory (quantize pre-processing)
     cache = StepCache(workspace / "cache")
     run_id = run_id or new_run_id()
     progress = _Throttle(emit)
