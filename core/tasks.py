@@ -330,5 +330,5 @@ def budget_check(task: str, fid: TaskFidelity, budgets: Budgets | None = None) -
     return True, ""
 
 
-__all__ = ["DETECTION_METRIC", "TASKS", "TASK_TITLES", "Task", "TaskFidelity", "TaskGuess", "budget_check", "fidelity_for",
-           "infer_task", "no_positives_note", "resolve_task"]
+__all__ = ["DETECTION_METRIC", "TASKS", "TASK_TITLES", "Task", "TaskFidelity", "TaskGuess", "budget_check",
+           "fidelity_for", "infer_task", "no_positives_note", "resolve_task"]
