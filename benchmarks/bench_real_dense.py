@@ -20,6 +20,9 @@ Figures, computed here with numpy on the evaluation images, vs the fp32 model's 
   * PSNR (dB) of the map (DBNet: the probability map; YOLO: the class-score rows), peak 1.0, over all images;
   * map agreement at 0.3: IoU of {f > 0.3} and {q > 0.3} (pooled over images), how many map cells exceed 0.3
     (pixels; YOLO: anchor×class scores — fp32's count is the fp32 row), and the share of equal cells;
+  * Slimline's own dense-map check (``core.tasks.fidelity_for`` + ``budget_check``, default Budgets) applied to
+    every variant: its headline metric (YOLO, sub-kind detection: relative L2 of the class-score rows), positives
+    IoU at the Budgets threshold (0.25; original's count → this model's) and the verdict with its reason;
   * size on disk vs fp32; latency batch 1, onnxruntime CPU, interleaved run by run, p50/p90 and CV.
 
 Run: ``python -m benchmarks.bench_real_dense`` (≈ 3–6 min on 2 busy cores; needs ``make realmodels``).
@@ -95,6 +98,21 @@ def dense_fidelity(model_id: str, ref: np.ndarray, out: np.ndarray) -> dict[str,
             "agree_at_0.3": float((br == bo).mean()), "positives_fp32": int(br.sum()), "positives": int(bo.sum())}
 
 
+def slimline_check(ref: np.ndarray, out: np.ndarray, n: int) -> dict[str, Any]:
+    """What Slimline's dense-map verdict says of this output (the same check the quantize guardrail uses)."""
+    from types import SimpleNamespace
+
+    from slimline.core.pipeline import Budgets
+    from slimline.core.tasks import budget_check, fidelity_for
+
+    fid = fidelity_for("dense_map", ref, out, SimpleNamespace(name="eval split", inputs={}))
+    ok, why = budget_check("dense_map", fid, Budgets())
+    return {"check_metric": fid.metric, "check_value": fid.value, "check_ok": ok, "check_reason": why,
+            "check_threshold": fid.extra.get("threshold"), "check_iou": fid.extra.get("positives IoU"),
+            "check_pos_orig": int(fid.extra.get("positives in original", 0)),
+            "check_pos": int(fid.extra.get("positives", 0)), "check_n": n}
+
+
 def ort_static(fp32: Path, out: Path, name: str, calib: np.ndarray) -> None:
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
@@ -140,7 +158,8 @@ def bench_model(model_id: str, fp32: Path, photos_root: Path, tmp: Path) -> tupl
     rows: list[list[Any]] = []
     res["variants"] = {}
     for k, path in variants.items():
-        fid = dense_fidelity(model_id, ref, ref if k == "fp32" else outputs(path, name, ev))
+        out = ref if k == "fp32" else outputs(path, name, ev)
+        fid = {**dense_fidelity(model_id, ref, out), **slimline_check(ref, out, len(ev))}
         size = onnx_bytes(path)
         r = {"bytes": size, "size_ratio": size / base, **fid, **lat[k],
              "p50_ratio": lat[k]["p50_ms"] / lat["fp32"]["p50_ms"]}
@@ -148,11 +167,15 @@ def bench_model(model_id: str, fp32: Path, photos_root: Path, tmp: Path) -> tupl
         rows.append([k, f"{size / 1e6:.2f}", f"{r['size_ratio']:.3f}×",
                      f"{r['rel_l2_mean']:.4f}/{r['rel_l2_worst']:.4f}",
                      f"{r['psnr_db']:.1f}", f"{r['iou_at_0.3']:.4f}", f"{r['positives']:,}", f"{r['agree_at_0.3']:.4f}",
-                     f"{r['p50_ms']:.2f}/{r['p90_ms']:.2f}", f"{r['p50_ratio']:.2f}×", f"{r['cv'] * 100:.1f}%"])
+                     f"{r['p50_ms']:.2f}/{r['p90_ms']:.2f}", f"{r['p50_ratio']:.2f}×", f"{r['cv'] * 100:.1f}%",
+                     f"{r['check_metric']} {r['check_value']:.4f}",
+                     ("—" if r["check_iou"] is None else f"{r['check_iou']:.4f}")
+                     + f" ({r['check_pos_orig']}→{r['check_pos']})",
+                     "pass" if r["check_ok"] else "REFUSE"])
     if res["ort_error"]:
-        rows.append(["ORT static (defaults)", "FAILED", *["—"] * 9])
+        rows.append(["ORT static (defaults)", "FAILED", *["—"] * 12])
     if slim is None:
-        rows.append(["Slimline static INT8 (default)", "REFUSED" if "budget" in err else "FAILED", *["—"] * 9])
+        rows.append(["Slimline static INT8 (default)", "REFUSED" if "budget" in err else "FAILED", *["—"] * 12])
     return res, rows
 
 
@@ -172,7 +195,7 @@ def main() -> None:
     checks: dict[str, bool] = {}
     headers = ["variant", "MB", "size", "rel L2 mean/worst", "PSNR dB", "IoU@0.3", ">0.3 count", "agree@0.3",
                "p50/p90 ms",
-               "p50 vs fp32", "CV"]
+               "p50 vs fp32", "CV", "Slimline metric", "pos. IoU@0.25", "Slimline check"]
     with tempfile.TemporaryDirectory(prefix="bench_real_dense_") as d:
         for model_id, cfg in MODELS.items():
             paths = corpus(model_id)
@@ -193,6 +216,9 @@ def main() -> None:
                         f"({res['input'][0]} {res['input'][1]}), calibrated on {res['n_calibration']}", headers, rows)
             if res["ort_error"]:
                 print(f"  ORT static (defaults): {res['ort_error']}")
+            for k, v in res["variants"].items():
+                if not v["check_ok"]:
+                    print(f"  Slimline's check of {k}: {v['check_reason']} (on the eval split, n={v['check_n']})")
             if "Slimline static INT8 (default)" not in res["variants"]:
                 print(f"  Slimline static INT8 (default): {res['slimline']['error']}")
             print(f"  wall time: ORT {res['ort_seconds']:.1f} s, Slimline `run` {res['slimline']['seconds']:.1f} s "

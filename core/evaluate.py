@@ -101,7 +101,8 @@ class Evaluator:
         if self.task is None:
             self.task = resolve_task(self.settings.task, handle, outputs, data if kind == "dataset" else None)
         task = self.task.task
-        tf = fidelity_for(task, self.reference_outputs, outputs, data)
+        tf = fidelity_for(task, self.reference_outputs, outputs, data,
+                          threshold=self.settings.budgets.dense_map_threshold)
         fid = Fidelity(**fidelity(self.reference_outputs, outputs).model_dump(), input_kind=kind,
                        dataset=getattr(data, "name", "random inputs"), task=task, task_reason=self.task.reason,
                        metric=tf.metric, value=tf.value, higher_is_better=tf.higher_is_better, worst=tf.worst,

@@ -170,6 +170,61 @@ def map_agreement(ref: np.ndarray, got: np.ndarray, threshold: float | None = No
     return float(np.mean((a > threshold) == (b > threshold)))
 
 
+def positives_iou(ref: np.ndarray, got: np.ndarray, threshold: float,
+                  floor: float = MAP_FLOOR) -> tuple[float | None, int, int]:
+    """(IoU, count in ref, count in got) of the cells whose score is above ``threshold``.
+
+    Why: relative L2 is dominated by the large values (box coordinates, the bulk of a map), so a
+    model can keep it small while every detection / text region is lost; the positives are what a
+    user of the map acts on. Pooled over all rows. A cell whose |Δ| is within ``floor`` × full scale
+    keeps the reference's decision, so rounding jitter at the threshold never counts as a change
+    (a near-empty map with tiny noise stays equal). IoU is ``None`` when the reference has no
+    positives: there is nothing to keep, and the caller judges by relative L2 alone.
+    """
+    a, b = _f64(ref), _f64(got)
+    pa = a > threshold
+    with np.errstate(invalid="ignore", over="ignore"):
+        near = np.abs(b - a) <= floor * map_peak(a)
+    pb = np.where(near, pa, b > threshold)
+    n_ref, n_got = int(pa.sum()), int(pb.sum())
+    if n_ref == 0:
+        return None, 0, n_got
+    union = int((pa | pb).sum())
+    return float((pa & pb).sum() / union), n_ref, n_got
+
+
+# A detection head has this many box rows (cx, cy, w, h / x1, y1, x2, y2) before its class scores.
+BOX_ROWS = 4
+# ... and many more anchors than rows (YOLOv8n at 320: 2100 anchors, 84 rows); a 3-D map is not this.
+MIN_ANCHORS_PER_ROW = 4
+
+
+def detection_axis(out: np.ndarray) -> int | None:
+    """The feature axis (1 or 2) when ``out`` reads as a detection head [N, 4+C, A] / [N, A, 4+C], else None.
+
+    C ≥ 1 class-score rows, A ≥ 4·(4+C) anchors, and the score rows are scores in [0, 1] (sigmoid):
+    a threshold on them means "detected".
+    """
+    a = np.asarray(out)
+    if a.ndim != 3 or a.dtype.kind not in "fc" or not a.size:
+        return None
+    for axis in (1, 2):
+        f, anchors = a.shape[axis], a.shape[3 - axis]
+        if f >= BOX_ROWS + 1 and anchors >= MIN_ANCHORS_PER_ROW * f:
+            scores = np.take(a, np.arange(BOX_ROWS, f), axis=axis)
+            lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
+            if lo >= 0.0 and hi <= 1.0:
+                return axis
+    return None
+
+
+def split_detection(out: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(box rows, score rows) of a detection head along its feature axis."""
+    a = np.asarray(out)
+    f = a.shape[axis]
+    return np.take(a, np.arange(BOX_ROWS), axis=axis), np.take(a, np.arange(BOX_ROWS, f), axis=axis)
+
+
 def masked_mean_pool(hidden: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """[N, S, H] hidden states → [N, H] mean over the positions the attention mask keeps.
 

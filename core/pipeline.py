@@ -61,10 +61,17 @@ class Budgets(BaseModel):
     embedding_min_nn_agreement: float = Field(0.0, ge=0, le=1, description=(
         "Embeddings: minimum share of rows whose nearest neighbour is unchanged (0 = shown, not enforced)"))
     dense_map_max_rel_l2: float = Field(0.05, ge=0, le=100, description=(
-        "Dense maps (segmentation, detection, probability maps): maximum relative L2 error vs the original"))
+        "Dense maps (segmentation, detection, probability maps): maximum relative L2 error vs the original "
+        "(of the score rows for a detection head)"))
     dense_map_min_agreement: float = Field(0.0, ge=0, le=1, description=(
         "Dense maps: minimum share of positions with the same decision at the threshold "
         "(0 = shown, not enforced)"))
+    dense_map_threshold: float = Field(0.25, ge=0, le=1, description=(
+        "Dense maps: a cell (pixel, or anchor × class of a detection head) is a positive when its score is "
+        "above this"))
+    dense_map_min_positives_iou: float = Field(0.5, ge=0, le=1, description=(
+        "Dense maps: minimum IoU of the original's and the step's positives (cells above the threshold); "
+        "enforced whenever the original has positives (0 = shown, not enforced)"))
     token_min_agreement: float = Field(0.9, ge=0, le=1, description=(
         "Language models: minimum share of positions where the predicted next token is unchanged"))
     token_max_kl: float = Field(0.1, ge=0, le=100, description=(

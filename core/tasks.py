@@ -53,8 +53,23 @@ class TaskFidelity(BaseModel):
         parts = [f"{self.metric} {_fmt(self.value)}"]
         if self.worst is not None:
             parts.append(f"worst row {_fmt(self.worst)}")
-        parts += [f"{k} {_fmt(v)}" for k, v in self.extra.items()]
-        return ", ".join(parts)
+        parts += [f"{k} {int(v)}" if k in _COUNTS and np.isfinite(v) else f"{k} {_fmt(v)}"
+                  for k, v in self.extra.items()]
+        note = no_positives_note(self.extra)
+        return ", ".join(parts) + (f" ({note})" if note else "")
+
+
+# Dense-map extras that are counts of cells, shown as integers.
+_COUNTS = ("positives in original", "positives")
+# The headline metric of a detection head (its sub-kind): relative L2 of the class-score rows only.
+DETECTION_METRIC = "score relative L2"
+
+
+def no_positives_note(extra: dict[str, float]) -> str:
+    """Said when a dense map's original has no cell above the threshold, so IoU cannot judge it."""
+    if extra.get("positives in original") == 0 and "threshold" in extra:
+        return f"no positives in the reference at t={extra['threshold']:g}: judged by relative L2 only"
+    return ""
 
 
 def _fmt(v: float) -> str:
@@ -90,12 +105,19 @@ def infer_task(handle: Any, outputs_sample: Any = None, dataset: Any = None) -> 
         return TaskGuess(task="token_logits", reason=f"causal language model (config architectures {arch})")
     if arch.endswith(_CLASS_ARCH):
         return TaskGuess(task="classification", reason=f"classifier (config architectures {arch})")
+    out = _first(outputs_sample)
     if arch.endswith(_DENSE_ARCH):
+        if out is not None and fm.detection_axis(out) is not None:
+            return TaskGuess(task="dense_map", reason=f"detection head (config architectures {arch}); "
+                                                      f"{_detection_words(out)}")
         return TaskGuess(task="dense_map", reason=f"dense prediction head (config architectures {arch})")
     declared = meta.get("task")
+    if declared == "detection":
+        words = _detection_words(out) if out is not None and fm.detection_axis(out) is not None else (
+            "judged as a dense map (the output is not laid out as [N, 4+C, A] scores in [0, 1])")
+        return TaskGuess(task="dense_map", reason=f"the model file declares task 'detection': {words}")
     if isinstance(declared, str) and declared in TASKS:
         return TaskGuess(task=declared, reason=f"the model file declares task '{declared}'")  # type: ignore[arg-type]
-    out = _first(outputs_sample)
     out_names = [s.name.lower() for s in getattr(handle, "outputs", []) or []]
     name = out_names[0] if out_names else ""
     labelled = getattr(dataset, "labels", None) is not None and getattr(dataset, "kind", "real") == "real"
@@ -115,6 +137,8 @@ def infer_task(handle: Any, outputs_sample: Any = None, dataset: Any = None) -> 
         if "logit" in name or (vocab and shape[-1] == vocab):
             return TaskGuess(task="token_logits", reason=f"per-token logits {shape} over token inputs")
         return TaskGuess(task="embedding", reason=f"per-token hidden states {shape} over token inputs")
+    if not tokens and fm.detection_axis(out) is not None:
+        return TaskGuess(task="dense_map", reason=f"detection head {shape}: {_detection_words(out)}")
     if out.ndim == 4 and min(shape[2:]) >= 2:
         return TaskGuess(task="dense_map", reason=f"N×C×H×W map output {shape}")
     if out.ndim == 3 and not tokens and min(shape[1:]) >= 2:
@@ -129,6 +153,13 @@ def infer_task(handle: Any, outputs_sample: Any = None, dataset: Any = None) -> 
         return TaskGuess(task="classification", reason=f"2-D output {shape}: last dim read as classes "
                                                        "(no labels: judged by agreement with the original)")
     return TaskGuess(task="generic", reason=f"output {shape} is none of the known kinds")
+
+
+def _detection_words(out: np.ndarray) -> str:
+    axis = fm.detection_axis(out)
+    f, a = out.shape[axis or 1], out.shape[3 - (axis or 1)]
+    return (f"{fm.BOX_ROWS} box rows + {f - fm.BOX_ROWS} class-score rows in [0, 1] over {a} anchors "
+            "(sub-kind detection: judged on the score rows by relative L2 and positives IoU at the threshold)")
 
 
 def resolve_task(override: str | None, handle: Any, outputs_sample: Any = None, dataset: Any = None) -> TaskGuess:
@@ -165,8 +196,43 @@ def _ids(dataset: Any, n: int) -> np.ndarray | None:
     return np.asarray(inputs["input_ids"])[:n] if "input_ids" in inputs else None
 
 
-def fidelity_for(task: str, reference_outputs: Any, outputs: Any, dataset: Any = None) -> TaskFidelity:
-    """The task's fidelity of ``outputs`` vs ``reference_outputs`` (first output, same rows, same order)."""
+def _positives(ref: np.ndarray, got: np.ndarray, threshold: float) -> dict[str, float]:
+    iou, n_ref, n_got = fm.positives_iou(ref, got, threshold)
+    extra = {"threshold": float(threshold), "positives in original": float(n_ref), "positives": float(n_got)}
+    if iou is not None:
+        extra["positives IoU"] = iou
+    return extra
+
+
+def _dense_map(ref: np.ndarray, got: np.ndarray, n: int, name: str, threshold: float) -> TaskFidelity:
+    """Relative L2 (1 % full-scale floor), PSNR, agreement and positives IoU; a detection head
+    (sub-kind detection) is judged on its class-score rows, its box rows shown beside."""
+    axis = fm.detection_axis(ref)
+    if axis is None:
+        rows = fm.row_rel_l2(ref, got)
+        return TaskFidelity(task="dense_map", metric="relative L2", value=fm.rel_l2_error(ref, got),
+                            higher_is_better=False, worst=float(rows.max()) if rows.size else None, n=n,
+                            dataset=name, extra={"PSNR dB": fm.psnr(ref, got),
+                                                 "map agreement": fm.map_agreement(ref, got),
+                                                 "max |Δ|": fm.max_abs_error(ref, got),
+                                                 **_positives(ref, got, threshold)})
+    box_ref, score_ref = fm.split_detection(ref, axis)
+    box_got, score_got = fm.split_detection(got, axis)
+    rows = fm.row_rel_l2(score_ref, score_got)
+    return TaskFidelity(task="dense_map", metric=DETECTION_METRIC, value=fm.rel_l2_error(score_ref, score_got),
+                        higher_is_better=False, worst=float(rows.max()) if rows.size else None, n=n, dataset=name,
+                        extra={"box relative L2": fm.rel_l2_error(box_ref, box_got),
+                               "score PSNR dB": fm.psnr(score_ref, score_got),
+                               "max |Δ|": fm.max_abs_error(ref, got),
+                               **_positives(score_ref, score_got, threshold)})
+
+
+def fidelity_for(task: str, reference_outputs: Any, outputs: Any, dataset: Any = None,
+                 threshold: float | None = None) -> TaskFidelity:
+    """The task's fidelity of ``outputs`` vs ``reference_outputs`` (first output, same rows, same order).
+
+    ``threshold``: a dense map's positive-cell threshold (default: ``Budgets().dense_map_threshold``).
+    """
     ref, got = _first(reference_outputs), _first(outputs)
     if ref is None or got is None:
         raise ValueError("no outputs to compare")
@@ -193,12 +259,7 @@ def fidelity_for(task: str, reference_outputs: Any, outputs: Any, dataset: Any =
         return TaskFidelity(task="embedding", metric="pooled cosine", value=float(cos.mean()),
                             worst=float(cos.min()), n=n, dataset=name, extra=extra)
     if task == "dense_map":
-        rows = fm.row_rel_l2(ref, got)
-        return TaskFidelity(task="dense_map", metric="relative L2", value=fm.rel_l2_error(ref, got),
-                            higher_is_better=False, worst=float(rows.max()) if rows.size else None, n=n,
-                            dataset=name, extra={"PSNR dB": fm.psnr(ref, got),
-                                                 "map agreement": fm.map_agreement(ref, got),
-                                                 "max |Δ|": fm.max_abs_error(ref, got)})
+        return _dense_map(ref, got, n, name, Budgets().dense_map_threshold if threshold is None else threshold)
     if task == "token_logits":
         mask = _mask(dataset, n)
         m = mask if (mask is not None and ref.ndim == 3 and mask.shape == ref.shape[:2]) else None
@@ -242,9 +303,20 @@ def budget_check(task: str, fid: TaskFidelity, budgets: Budgets | None = None) -
             low("nearest-neighbour agreement", fid.extra.get("nearest-neighbour agreement", 1.0),
                 b.embedding_min_nn_agreement)
     elif task == "dense_map":
-        high("relative L2", v, b.dense_map_max_rel_l2)
+        high(fid.metric if fid.metric == DETECTION_METRIC else "relative L2", v, b.dense_map_max_rel_l2)
+        iou = fid.extra.get("positives IoU")
+        if iou is not None and b.dense_map_min_positives_iou > 0 and not (
+                np.isfinite(iou) and iou >= b.dense_map_min_positives_iou):
+            t = fid.extra.get("threshold", b.dense_map_threshold)
+            what = "anchor × class cells" if fid.metric == DETECTION_METRIC else "cells"
+            fails.append(f"positives IoU at score > {t:g} {_fmt(iou)} < budget {b.dense_map_min_positives_iou} "
+                         f"({int(fid.extra.get('positives in original', 0))} {what} above {t:g} in the original, "
+                         f"{int(fid.extra.get('positives', 0))} in this model)")
         if b.dense_map_min_agreement > 0:
             low("map agreement", fid.extra.get("map agreement", 1.0), b.dense_map_min_agreement)
+        note = no_positives_note(fid.extra)
+        if fails and note:
+            fails.append(note)
     elif task == "token_logits":
         low("next-token agreement", v, b.token_min_agreement)
         high("KL", fid.extra.get("KL", 0.0), b.token_max_kl)
@@ -253,9 +325,10 @@ def budget_check(task: str, fid: TaskFidelity, budgets: Budgets | None = None) -
     else:
         high("relative L2", v, b.generic_max_rel_l2)
     if fails:
-        return False, f"{TASK_TITLES.get(task, task)}: " + "; ".join(fails)
+        title = TASK_TITLES.get(task, task) + (" (detection head)" if fid.metric == DETECTION_METRIC else "")
+        return False, f"{title}: " + "; ".join(fails)  # the callers add the data set and n
     return True, ""
 
 
-__all__ = ["TASKS", "TASK_TITLES", "Task", "TaskFidelity", "TaskGuess", "budget_check", "fidelity_for",
-           "infer_task", "resolve_task"]
+__all__ = ["DETECTION_METRIC", "TASKS", "TASK_TITLES", "Task", "TaskFidelity", "TaskGuess", "budget_check",
+           "fidelity_for", "infer_task", "no_positives_note", "resolve_task"]

@@ -320,3 +320,118 @@ def test_quantize_guardrail_judges_an_embedder_by_pooled_cosine(tmp_path):
     assert "top1_agreement" not in res.metrics
     assert res.metrics["embedding: pooled cosine"] > 0.99
     assert any(n.startswith("task: embedding") for n in res.notes)
+
+
+# --------------------------------------------------------------------------- dense maps: positives at a threshold
+
+
+def _yolo_like(n: int = 3, classes: int = 6, anchors: int = 400) -> np.ndarray:
+    """[N, 4+C, A] like ultralytics YOLOv8: pixel boxes (large) + sigmoid class scores (mostly ~0)."""
+    rng = np.random.default_rng(1)
+    out = np.zeros((n, 4 + classes, anchors), np.float32)
+    out[:, :4] = rng.uniform(5, 320, size=(n, 4, anchors))
+    out[:, 4:] = rng.uniform(0, 0.02, size=(n, classes, anchors))
+    out[0, 4 + 2, 10:14] = [0.81, 0.77, 0.6, 0.45]    # a few detections, as in a real photo
+    out[2, 4 + 5, 200:203] = [0.9, 0.52, 0.33]
+    return out
+
+
+def test_detection_head_is_recognised_as_a_dense_map_with_sub_kind_detection():
+    out = _yolo_like()
+    g = infer_task(_h([("output0", [1, 10, 400])], [("images", [1, 3, 320, 320], "float32")]), out)
+    assert g.task == "dense_map" and "detection head" in g.reason and "6 class-score rows" in g.reason
+    assert fm.detection_axis(out) == 1 and fm.detection_axis(out.transpose(0, 2, 1)) == 2
+    assert fm.detection_axis(np.zeros((2, 10, 30), np.float32)) is None       # too few anchors: a map
+    out_logits = out.copy()
+    out_logits[:, 4:] -= 3.0                                                   # scores not in [0, 1]
+    assert fm.detection_axis(out_logits) is None
+    cfg = infer_task(_h(meta={"architectures": ["YolosForObjectDetection"]}), out)
+    assert cfg.task == "dense_map" and "detection head (config" in cfg.reason
+
+
+def test_detector_whose_boxes_hold_but_scores_collapse_is_refused_on_positives_iou():
+    ref = _yolo_like()
+    got = ref.copy()
+    got[:, 4:] = np.minimum(got[:, 4:], 0.2)             # every detection lost, boxes untouched
+    assert fm.rel_l2_error(ref, got) < 0.05              # what the whole-output relative L2 said
+    fid = fidelity_for("dense_map", ref, got, SimpleNamespace(name="photos", inputs={}))
+    assert fid.metric == "score relative L2" and fid.extra["box relative L2"] == 0.0
+    assert fid.extra["positives IoU"] == 0.0 and fid.extra["positives in original"] == 7
+    assert fid.extra["positives"] == 0 and fid.extra["threshold"] == 0.25
+    ok, why = budget_check("dense_map", fid, Budgets())
+    assert not ok
+    assert why.startswith("dense map (detection head): ")
+    assert "positives IoU at score > 0.25 0.0000 < budget 0.5" in why
+    assert "7 anchor × class cells above 0.25 in the original, 0 in this model" in why
+    # a stricter threshold is the Budgets field, a looser IoU budget lets it through on IoU
+    assert "positives IoU" not in budget_check("dense_map", fid, Budgets(dense_map_min_positives_iou=0.0,
+                                                                         dense_map_max_rel_l2=100))[1]
+
+
+def test_detector_that_keeps_its_scores_passes():
+    ref = _yolo_like()
+    got = ref + np.random.default_rng(2).normal(0, 5e-4, size=ref.shape).astype(np.float32)
+    got[:, :4] += 0.5                                      # half a pixel on every box
+    fid = fidelity_for("dense_map", ref, got, None)
+    assert fid.extra["positives IoU"] == 1.0 and fid.value < 0.05
+    assert 0 < fid.extra["box relative L2"] < 0.01
+    assert budget_check("dense_map", fid, Budgets()) == (True, "")
+    assert "positives in original 7, positives 7, positives IoU 1.0000" in fid.summary()
+
+
+def test_probability_map_with_its_positives_shifted_is_refused():
+    ref = np.zeros((4, 1, 40, 40), np.float32)
+    ref[:, :, 5:15, 5:25] = 0.9                          # a text region in every photo
+    got = np.roll(ref, 12, axis=2)                      # the same region, 12 rows lower
+    fid = fidelity_for("dense_map", ref, got, None)
+    assert fid.metric == "relative L2" and fid.extra["positives IoU"] == 0.0
+    ok, why = budget_check("dense_map", fid, Budgets(dense_map_max_rel_l2=100))  # only IoU can catch it
+    assert not ok and "positives IoU at score > 0.25 0.0000 < budget 0.5" in why
+    assert "800 cells above 0.25 in the original, 800 in this model" in why
+    half = np.roll(ref, 5, axis=2)                     # half the region kept: IoU 1/3
+    fid = fidelity_for("dense_map", ref, half, None, threshold=0.5)
+    assert abs(fid.extra["positives IoU"] - 1 / 3) < 1e-9 and fid.extra["threshold"] == 0.5
+    assert not budget_check("dense_map", fid, Budgets(dense_map_max_rel_l2=100))[0]
+    assert budget_check("dense_map", fid, Budgets(dense_map_max_rel_l2=100, dense_map_min_positives_iou=0.3))[0]
+
+
+def test_near_empty_map_with_tiny_noise_passes_and_says_it_has_no_positives():
+    ref = np.full((6, 1, 32, 32), 1e-4, np.float32)
+    ref[0, 0, 3, 3] = 0.2                                   # nothing above the threshold anywhere
+    got = np.clip(ref + RNG.uniform(-5e-5, 5e-5, size=ref.shape), 0, 1).astype(np.float32)
+    fid = fidelity_for("dense_map", ref, got, None)
+    assert "positives IoU" not in fid.extra and fid.extra["positives in original"] == 0
+    assert budget_check("dense_map", fid, Budgets()) == (True, "")
+    assert "no positives in the reference at t=0.25: judged by relative L2 only" in fid.summary()
+    broken = np.clip(ref + 0.2, 0, 1).astype(np.float32)    # still no positive, but far off
+    ok, why = budget_check("dense_map", fidelity_for("dense_map", ref, broken, None), Budgets())
+    assert not ok and "relative L2" in why and "no positives in the reference at t=0.25" in why
+    # jitter right at the threshold (|Δ| within 1 % of full scale) is not a lost positive
+    edge = ref.copy()
+    edge[1, 0, :4, :4] = 0.2505
+    jitter = edge.copy()
+    jitter[1, 0, :4, :4] = 0.2495
+    fid = fidelity_for("dense_map", edge, jitter, None)
+    assert fid.extra["positives IoU"] == 1.0 and budget_check("dense_map", fid, Budgets())[0]
+
+
+def test_flags_judge_a_recorded_detection_by_positives_iou():
+    from slimline.core.results import Measurement
+
+    ref = _yolo_like()
+    got = ref.copy()
+    got[:, 4:] = np.minimum(got[:, 4:], 0.2)
+    tf = fidelity_for("dense_map", ref, got, SimpleNamespace(name="photos", inputs={}))
+
+    def meas(t):
+        return Measurement.model_validate({
+            "size": {"bytes_on_disk": 1000, "param_count": 10},
+            "fidelity": {"n": t.n, "mean_cosine": 1.0, "min_cosine": 1.0, "max_abs_error": 0.6,
+                         "top1_agreement": 1.0, "input_kind": "dataset", "dataset": "photos", "task": "dense_map",
+                         "task_reason": "detection head", "metric": t.metric, "value": t.value,
+                         "higher_is_better": False, "extra": t.extra}})
+
+    same = fidelity_for("dense_map", ref, ref, None)
+    assert flags_for(meas(same), meas(same), meas(same), Evaluation())[0] == []
+    flags, reasons = flags_for(meas(tf), meas(same), meas(same), Evaluation())
+    assert flags == ["over_budget"] and "positives IoU at score > 0.25 0.0000 < budget 0.5" in reasons[0]
