@@ -303,7 +303,10 @@ def budget_check(task: str, fid: TaskFidelity, budgets: Budgets | None = None) -
             low("nearest-neighbour agreement", fid.extra.get("nearest-neighbour agreement", 1.0),
                 b.embedding_min_nn_agreement)
     elif task == "dense_map":
-        high(fid.metric if fid.metric == DETECTION_METRIC else "relative L2", v, b.dense_map_max_rel_l2)
+        if fid.metric == DETECTION_METRIC:
+            high(DETECTION_METRIC, v, b.detection_max_score_rel_l2)
+        else:
+            high("relative L2", v, b.dense_map_max_rel_l2)
         iou = fid.extra.get("positives IoU")
         if iou is not None and b.dense_map_min_positives_iou > 0 and not (
                 np.isfinite(iou) and iou >= b.dense_map_min_positives_iou):

@@ -379,6 +379,18 @@ def test_detector_that_keeps_its_scores_passes():
     assert "positives in original 7, positives 7, positives IoU 1.0000" in fid.summary()
 
 
+def test_detector_with_int8_score_noise_but_its_detections_passes_on_the_detection_budget():
+    """Scores near 0 make the score relative L2 large for harmless INT8 noise (nudenet: 0.069 with
+    every detection kept): the detection budget (0.10) is looser than the map budget (0.05)."""
+    ref = _yolo_like()
+    got = ref + np.random.default_rng(3).normal(0, 2e-3, size=ref.shape).astype(np.float32)
+    fid = fidelity_for("dense_map", ref, got, None)
+    assert 0.05 < fid.value < 0.10 and fid.extra["positives IoU"] == 1.0
+    assert budget_check("dense_map", fid, Budgets()) == (True, "")
+    ok, why = budget_check("dense_map", fid, Budgets(detection_max_score_rel_l2=0.05))
+    assert not ok and "score relative L2" in why and "budget 0.05" in why
+
+
 def test_probability_map_with_its_positives_shifted_is_refused():
     ref = np.zeros((4, 1, 40, 40), np.float32)
     ref[:, :, 5:15, 5:25] = 0.9                          # a text region in every photo
