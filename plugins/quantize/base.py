@@ -333,15 +333,19 @@ class QuantizeBase(Plugin):
 
 
 def _float32_elements(model: Any) -> int:
-    """float32 weight values in the graph (initializers + Constant nodes)."""
-    from onnx import TensorProto, helper
+    """float32 weight values in the model (initializers + Constant nodes, subgraphs included)."""
+    from onnx import TensorProto
 
-    total = sum(int(math.prod(i.dims)) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT)
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
-                    total += int(math.prod(a.t.dims))
+    from slimline.core.models.onnx_files import iter_graphs
+
+    total = 0
+    for graph in iter_graphs(model.graph):  # If/Loop/Scan bodies hold the weights of some exports (spox)
+        total += sum(int(math.prod(i.dims)) for i in graph.initializer if i.data_type == TensorProto.FLOAT)
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                        total += int(math.prod(a.t.dims))
     return total
 
 
@@ -363,9 +367,12 @@ def _output_handle(path: Path, src: ModelHandle) -> ModelHandle:
         open_model = None  # type: ignore[assignment]
     if open_model is not None:
         try:
-            return open_model(path)
+            out = open_model(path)
         except Exception:  # noqa: BLE001 - fall back to a handle built from what we know
             pass
+        else:  # the dims the user set (--dim) hold for the quantized model too: same inputs, same meaning
+            kept = {k: v for k, v in src.dim_defaults.items() if k in out.dim_defaults}
+            return out.with_dims(**kept) if kept else out
     import onnx
 
     m = onnx.load(str(path), load_external_data=False)

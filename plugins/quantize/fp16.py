@@ -74,12 +74,49 @@ class ConvertFp16(QuantizeBase):
         return out
 
 
+def _subgraphs(node: Any) -> list[Any]:
+    from onnx import AttributeProto
+
+    out = []
+    for a in node.attribute:
+        if a.type == AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def _outer_refs(graph: Any) -> set[str]:
+    """Names a (sub)graph reads from its enclosing scopes: used by its nodes (or nested bodies), defined nowhere in it."""
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    defined |= {o for n in graph.node for o in n.output}
+    used: set[str] = set()
+    for n in graph.node:
+        used.update(n.input)
+        for g in _subgraphs(n):
+            used |= _outer_refs(g)
+    used.update(o.name for o in graph.output)
+    return used - defined
+
+
+def _node_reads(node: Any) -> list[str]:
+    """A node's inputs, including the outer-scope names its If/Loop/Scan bodies read (implicit inputs)."""
+    reads = list(node.input)
+    for g in _subgraphs(node):
+        reads += sorted(_outer_refs(g))
+    return reads
+
+
 def topo_sort(graph: Any) -> None:
-    """Reorder nodes topologically: the converter appends its Cast nodes at the end, which the checker refuses."""
+    """Reorder nodes topologically, in the graph and in every If/Loop/Scan body.
+
+    Why: the converter appends its Cast nodes at the end of the graph they belong to, which the checker (and
+    onnxruntime) refuses; a body reading a Cast's output from the outer graph makes its If node depend on it.
+    """
     produced_by: dict[str, int] = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     nodes = list(graph.node)
-    deps = [[produced_by[x] for x in n.input if x not in available and x in produced_by] for n in nodes]
+    deps = [[produced_by[x] for x in _node_reads(n) if x not in available and x in produced_by] for n in nodes]
     order: list[int] = []
     state = [0] * len(nodes)  # 0 new, 1 visiting, 2 done
     for start in range(len(nodes)):
@@ -100,3 +137,6 @@ def topo_sort(graph: Any) -> None:
     sorted_nodes = [nodes[i] for i in order]
     del graph.node[:]
     graph.node.extend(sorted_nodes)
+    for node in graph.node:
+        for g in _subgraphs(node):
+            topo_sort(g)

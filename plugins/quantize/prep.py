@@ -203,11 +203,27 @@ def _save(model: "onnx.ModelProto", path: Path) -> None:
         onnx.save(model, str(path))
 
 
-def count_ops(model: "onnx.ModelProto") -> dict[str, int]:
+def count_ops(model: "onnx.ModelProto", *, subgraphs: bool = True) -> dict[str, int]:
+    """Op types and how many nodes of each, by default including If/Loop/Scan bodies.
+
+    Why: exporters such as spox put every layer inside an ``If`` branch; counting the top level only
+    would report "Constant/Equal/If" for a model whose weights onnxruntime quantizes fine in subgraphs.
+    """
+    from slimline.core.models.onnx_files import iter_graphs
+
     out: dict[str, int] = {}
-    for node in model.graph.node:
-        out[node.op_type] = out.get(node.op_type, 0) + 1
+    graphs = iter_graphs(model.graph) if subgraphs else [model.graph]
+    for graph in graphs:
+        for node in graph.node:
+            out[node.op_type] = out.get(node.op_type, 0) + 1
     return out
+
+
+def subgraph_only_ops(model: "onnx.ModelProto", wanted: tuple[str, ...]) -> dict[str, int]:
+    """Op types of ``wanted`` that occur only inside subgraphs (If/Loop/Scan bodies), with their counts."""
+    top = count_ops(model, subgraphs=False)
+    every = count_ops(model)
+    return {op: n for op, n in every.items() if op in wanted and not top.get(op)}
 
 
 @contextlib.contextmanager

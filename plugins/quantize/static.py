@@ -95,6 +95,25 @@ class QuantizeStatic(QuantizeBase):
 
     def check(self, model: ModelHandle, params: StaticParams) -> list[Problem]:  # type: ignore[override]
         problems = self._op_problems(model, tuple(params.op_types_to_quantize), "quantize")
+        if any(p.severity == "error" for p in problems):
+            return problems
+        try:
+            from slimline.plugins.quantize.prep import count_ops, subgraph_only_ops
+
+            graph = self._load_graph(model)
+            wanted = tuple(params.op_types_to_quantize) or self.core_ops
+            hidden = subgraph_only_ops(graph, wanted)
+            top = count_ops(graph, subgraphs=False)
+        except Exception:  # noqa: BLE001 - _op_problems already reported an unreadable graph
+            hidden, top = {}, {}
+        if hidden and not any(top.get(op) for op in wanted):
+            problems.append(Problem(
+                "static INT8 cannot quantize this model: its layers (" + ", ".join(
+                    f"{n} {op}" for op, n in sorted(hidden.items())) + ") are all inside If/Loop/Scan "
+                "subgraphs, and onnxruntime's static quantizer does not quantize subgraphs",
+                field="op_types_to_quantize",
+                fix="use Quantize: dynamic INT8 (builtin.quantize_dynamic), which quantizes subgraph weights, "
+                    "or Convert: FP16"))
         if params.quant_format == "QOperator" and params.activation_type == "QInt8":
             problems.append(Problem(
                 "QOperator with signed (S8) activations is slow on x86 CPUs", severity="warning",
