@@ -36,7 +36,9 @@ EXC_NAME = re.compile(r"\b(AttributeError|KeyError|IndexError|TypeError|ValueErr
                       r"AssertionError|ZeroDivisionError|UnboundLocalError|NotImplementedError|"
                       r"RuntimeException|Fail|InvalidArgument|InvalidGraph)\b:?")
 # what a user passes with --dim: silero takes 512-sample chunks at 16 kHz (its sr scalar defaults to 16000)
-DIMS: dict[str, dict[str, int]] = {"silero-vad-onnx": {"input_dim1": 512, "state_dim1": 1}}
+# PP-OCR's recognizer reads text lines 48 px high (its height dim is named "?"), 320 px wide as rapidocr pads them
+DIMS: dict[str, dict[str, int]] = {"silero-vad-onnx": {"input_dim1": 512, "state_dim1": 1},
+                                   "rapidocr-rec-v4": {"?": 48, "p2o.DynamicDimension.1": 320}}
 _SETTINGS: dict[str, Any] = {"latency": {"batch_sizes": [1], "runs": 5, "warmup": 1}, "max_rows": 16}
 
 
