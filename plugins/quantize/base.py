@@ -54,6 +54,8 @@ class QuantizeBase(Plugin):
     core_ops: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv")
     supports_per_channel: ClassVar[bool] = True
     optimize_first: ClassVar[bool] = True
+    # Opset the pre-processing upgrades to (per-channel QDQ needs 13); FP16 needs no upgrade.
+    min_opset: ClassVar[int] = prep.MIN_OPSET
 
     # --- hooks -------------------------------------------------------------------------------
     def _first_attempt(self, params: Any, model_ops: dict[str, int]) -> Attempt:
@@ -86,11 +88,14 @@ class QuantizeBase(Plugin):
             ops = prep.count_ops(self._load_graph(model))
         except Exception as exc:  # noqa: BLE001
             return [Problem(f"cannot read the ONNX graph: {exc}", fix="re-export the model")]
-        already = {op: ops[op] for op in QUANT_OPS if ops.get(op)}
-        if already:
+        already = quantized_ops(ops)
+        if already:  # quantizing int8 again gains nothing and old int8 exports fail in pre-processing
+            n_int8 = int8_tensor_count(self._load_graph(model))
             problems.append(Problem(
-                "the model is already quantized (" + ", ".join(f"{n} {op}" for op, n in already.items()) + ")",
-                severity="warning", fix="quantize the float model instead, or remove this step"))
+                f"the model is already quantized ({n_int8} int8 tensors; "
+                + ", ".join(f"{n} {op}" for op, n in sorted(already.items(), key=lambda x: -x[1])[:4]) + ")",
+                fix="quantize the float model instead, or remove this step"))
+            return problems
         if wanted and not any(op in ops for op in wanted):
             return problems + [Problem(
                 f"no {'/'.join(wanted)} nodes to {what} (the graph has {', '.join(sorted(ops)[:8])})",
@@ -169,7 +174,7 @@ class QuantizeBase(Plugin):
         warnings: list[str] = []
         ctx.progress(0.02, "pre-processing")
         prep_path, prep_notes = prep.preprocess(model.path, tmp / "prep.onnx", optimize=self.optimize_first,
-                                                gemm_rewrite=self._gemm_rewrite(params))
+                                                gemm_rewrite=self._gemm_rewrite(params), min_opset=self.min_opset)
         notes += prep_notes
         ctx.cancel.raise_if_cancelled()
         prep_model = onnx.load(str(prep_path))
@@ -351,6 +356,22 @@ def _float32_elements(model: Any) -> int:
 
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits")
+
+
+def quantized_ops(ops: dict[str, int]) -> dict[str, int]:
+    """The quantized-kernel op types among ``ops`` (QDQ pairs, integer matmuls/convs, QLinear*, DynamicQuantize*)."""
+    return {op: n for op, n in ops.items()
+            if n and (op in QUANT_OPS or op.startswith(("QLinear", "DynamicQuantize", "QGemm", "QAttention")))}
+
+
+def int8_tensor_count(model: Any) -> int:
+    """int8/uint8 initializers in the model, subgraphs included."""
+    from onnx import TensorProto
+
+    from slimline.core.models.onnx_files import iter_graphs
+
+    kinds = (TensorProto.INT8, TensorProto.UINT8)
+    return sum(1 for g in iter_graphs(model.graph) for i in g.initializer if i.data_type in kinds)
 
 
 def _bytes_on_disk(model: ModelHandle) -> int:

@@ -9,7 +9,8 @@ from pydantic import Field
 from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Problem, StepContext
 from slimline.plugins.quantize import arithmetic
-from slimline.plugins.quantize.base import Attempt, QuantizeBase
+from slimline.plugins.quantize.base import Attempt, QuantizeBase, int8_tensor_count, quantized_ops
+from slimline.plugins.quantize.prep import count_ops
 from slimline.plugins.quantize.params import GuardrailParams
 
 
@@ -30,6 +31,7 @@ class ConvertFp16(QuantizeBase):
     Params: ClassVar = Fp16Params
     supports_per_channel: ClassVar[bool] = False
     optimize_first: ClassVar[bool] = False
+    min_opset: ClassVar[int] = 0  # fp16 conversion works at any opset: do not risk the version converter
 
     def check(self, model: ModelHandle, params: Fp16Params) -> list[Problem]:  # type: ignore[override]
         problems = self.check_format(model)
@@ -38,9 +40,17 @@ class ConvertFp16(QuantizeBase):
         try:
             from onnx import TensorProto
 
-            g = self._load_graph(model).graph
+            model_proto = self._load_graph(model)
+            g = model_proto.graph
         except Exception as exc:  # noqa: BLE001
             return [Problem(f"cannot read the ONNX graph: {exc}", fix="re-export the model")]
+        already = quantized_ops(count_ops(model_proto))
+        if already:  # fp16 would only touch the float scales around the int8 kernels, and break their types
+            return problems + [Problem(
+                f"the model is already quantized ({int8_tensor_count(model_proto)} int8 tensors; "
+                + ", ".join(f"{n} {op}" for op, n in sorted(already.items(), key=lambda x: -x[1])[:4])
+                + "): FP16 conversion applies to float models",
+                fix="convert the float model instead, or remove this step")]
         if not any(i.data_type == TensorProto.FLOAT for i in g.initializer):
             problems.append(Problem("no float32 weights to convert (already fp16 or integer?)", severity="warning"))
         return problems

@@ -219,6 +219,32 @@ def count_ops(model: "onnx.ModelProto", *, subgraphs: bool = True) -> dict[str, 
     return out
 
 
+def float_weights_by_op(model: "onnx.ModelProto") -> dict[str, int]:
+    """float32 weight values (initializers and Constant-node tensors) per op type that reads them, top level only.
+
+    Why: a quantizer only touches the weights of the op types it supports; when nearly all weights sit in
+    other ops (LSTM for the static quantizer), the step can say so before doing any work.
+    """
+    import math
+
+    from onnx import TensorProto
+
+    sizes = {i.name: int(math.prod(i.dims)) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    sizes[node.output[0]] = int(math.prod(a.t.dims))
+    out: dict[str, int] = {}
+    seen: set[str] = set()
+    for node in model.graph.node:
+        for name in node.input:
+            if name in sizes and name not in seen:
+                seen.add(name)
+                out[node.op_type] = out.get(node.op_type, 0) + sizes[name]
+    return out
+
+
 def subgraph_only_ops(model: "onnx.ModelProto", wanted: tuple[str, ...]) -> dict[str, int]:
     """Op types of ``wanted`` that occur only inside subgraphs (If/Loop/Scan bodies), with their counts."""
     top = count_ops(model, subgraphs=False)

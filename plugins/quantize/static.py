@@ -106,6 +106,8 @@ class QuantizeStatic(QuantizeBase):
             top = count_ops(graph, subgraphs=False)
         except Exception:  # noqa: BLE001 - _op_problems already reported an unreadable graph
             hidden, top = {}, {}
+        if not hidden:
+            problems += self._weight_share_problems(graph, tuple(params.op_types_to_quantize) or _ALL_STATIC_OPS)
         if hidden and not any(top.get(op) for op in wanted):
             problems.append(Problem(
                 "static INT8 cannot quantize this model: its layers (" + ", ".join(
@@ -119,6 +121,29 @@ class QuantizeStatic(QuantizeBase):
                 "QOperator with signed (S8) activations is slow on x86 CPUs", severity="warning",
                 field="activation_type", fix="use quant_format QDQ, or activation_type QUInt8"))
         return problems
+
+    @staticmethod
+    def _weight_share_problems(graph: Any, wanted: tuple[str, ...]) -> list[Problem]:
+        """An error when under 1 % of the float32 weights sit in ops the static quantizer handles (LSTM nets)."""
+        from slimline.plugins.quantize.prep import float_weights_by_op
+
+        try:
+            by_op = float_weights_by_op(graph)
+        except Exception:  # noqa: BLE001 - a best-effort early refusal; the run still checks the result
+            return []
+        total = sum(by_op.values())
+        covered = sum(n for op, n in by_op.items() if op in wanted)
+        if not total or covered >= 0.01 * total:
+            return []
+        top = sorted(((n, op) for op, n in by_op.items() if op not in wanted), reverse=True)[:3]
+        holders = ", ".join(f"{op} ({n:,} values)" for n, op in top)
+        rnn = any(op in ("LSTM", "GRU", "RNN") for _, op in top)
+        return [Problem(
+            f"static INT8 would quantize almost nothing: {total - covered:,} of {total:,} float32 weight values "
+            f"are in {holders}, which onnxruntime's static quantizer does not quantize",
+            field="op_types_to_quantize",
+            fix=("use Quantize: dynamic INT8 (builtin.quantize_dynamic), which quantizes LSTM/GRU weights, "
+                 "or Convert: FP16") if rnn else "use Quantize: dynamic INT8 or Convert: FP16")]
 
     def _prepare_data(self, params: StaticParams, ctx: StepContext) -> None:
         if _calibration_dataset(ctx) is None:
