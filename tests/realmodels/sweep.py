@@ -192,11 +192,17 @@ def inspect_summary(m: RealModel) -> tuple[bool, str]:
         rc = int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001
         return False, f"CRASH {type(exc).__name__}: {exc}"
-    text = buf.getvalue()
+    text, errs = buf.getvalue(), err.getvalue()
+    if "Traceback" in errs + text:
+        return False, f"rc={rc}; traceback: " + errs.strip().splitlines()[-1][:300]
+    if rc == 2:  # a refused file (GGUF, not a model): the message and next action go to stderr, nothing to stdout
+        said = [ln.strip() for ln in errs.splitlines() if ln.strip()]
+        clear = bool(said) and said[0].startswith("error:") and any(ln.startswith("→") for ln in said) \
+            and not EXC_NAME.search(errs)
+        return clear, "rc=2 (refused); " + " ".join(said)[:400]
     keep = [ln.strip() for ln in text.splitlines()
             if re.search(r"param|tensor|op types|weights|inputs|outputs", ln, re.I)][:6]
-    ok = rc == 0 and "Traceback" not in err.getvalue() + text
-    return ok, f"rc={rc}; " + " | ".join(keep)[:400]
+    return rc == 0, f"rc={rc}; " + " | ".join(keep)[:400]
 
 
 def cases_for(m: RealModel) -> list[str]:

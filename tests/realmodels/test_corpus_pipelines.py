@@ -71,3 +71,15 @@ def test_cli_run_silero_prints_table_without_traceback(tmp_path: Path) -> None:
     if proc.returncode:
         assert "error:" in proc.stderr and "→" in proc.stderr
         assert not EXC_NAME.search(proc.stderr.split("error:", 1)[1]), proc.stderr[-2000:]
+
+
+@pytest.mark.real("smollm2-135m-q4_1")
+def test_inspect_gguf_refuses_clearly_on_stderr() -> None:
+    """`slimline inspect` of a GGUF file: exit 2, "not supported" and a next action on stderr, no traceback."""
+    from .sweep import inspect_summary
+
+    m = next(x for x in MODELS if x.id == "smollm2-135m-q4_1")
+    if not model_path(m).exists():
+        pytest.skip("smollm2-135m-q4_1 is not cached; run `make realmodels`")
+    ok, line = inspect_summary(m)
+    assert ok and line.startswith("rc=2") and "not supported" in line and "→" in line, line
