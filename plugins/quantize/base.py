@@ -18,7 +18,6 @@ from slimline.core.errors import StepFailed
 from slimline.core.fsutil import atomic_path
 from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Plugin, Problem, StepContext, StepOutput
-
 from slimline.plugins.quantize import arithmetic, evaluate, prep
 from slimline.plugins.quantize.params import GuardrailParams
 
@@ -153,7 +152,6 @@ class QuantizeBase(Plugin):
                 "try Quantize: FP16, or remove this step")
 
     def run(self, model: ModelHandle, params: Any, ctx: StepContext) -> StepOutput:
-        import onnx
 
         ctx.cancel.raise_if_cancelled()
         problems = [p for p in self.check(model, params) if p.severity == "error"]
@@ -201,7 +199,8 @@ class QuantizeBase(Plugin):
             return f.verdict(params.min_cosine, params.min_top1_agreement, budgets)
 
         attempt: Attempt | None = self._first_attempt(params, model_ops)
-        attempt = replace(attempt, exclude=tuple(dict.fromkeys(attempt.exclude + self._exclusions(prep_model.graph, params))))
+        excluded = attempt.exclude + self._exclusions(prep_model.graph, params)
+        attempt = replace(attempt, exclude=tuple(dict.fromkeys(excluded)))
         history: list[tuple[Attempt, evaluate.Fidelity]] = []
         q_path = tmp / "q.onnx"
         fid: evaluate.Fidelity | None = None
@@ -221,7 +220,11 @@ class QuantizeBase(Plugin):
 
                 if isinstance(exc, Cancelled):
                     raise
-                raise StepFailed(f"{self.title} failed on attempt {n} ({attempt.describe()}): {type(exc).__name__}: {exc}",
+                from slimline.core.runtime import clean_runtime_message
+
+                detail, node = clean_runtime_message(exc)
+                where = f" at node '{node}'" if node else ""
+                raise StepFailed(f"{self.title} failed on attempt {n} ({attempt.describe()}){where}: {detail}",
                                  subject=self.id,
                                  hint="exclude the failing node/op type (nodes_to_exclude / op_types_to_exclude) "
                                       "or try another mode") from exc

@@ -10,12 +10,13 @@ from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Problem, StepContext
 from slimline.plugins.quantize import arithmetic
 from slimline.plugins.quantize.base import Attempt, QuantizeBase, int8_tensor_count, quantized_ops
-from slimline.plugins.quantize.prep import count_ops
 from slimline.plugins.quantize.params import GuardrailParams
+from slimline.plugins.quantize.prep import count_ops
 
 
 class Fp16Params(GuardrailParams):
-    keep_io_types: bool = Field(True, description="Keep float32 model inputs/outputs (casts inside), so callers need no change.")
+    keep_io_types: bool = Field(True, description=(
+        "Keep float32 model inputs/outputs (casts inside), so callers need no change."))
     op_block_list: tuple[str, ...] | None = Field(None, description=(
         "Op types to keep in float32; empty/None = onnxruntime's default list of ops without fp16 kernels."))
     node_block_list: tuple[str, ...] = Field((), description="Node names to keep in float32.")
@@ -97,7 +98,7 @@ def _subgraphs(node: Any) -> list[Any]:
 
 
 def _outer_refs(graph: Any) -> set[str]:
-    """Names a (sub)graph reads from its enclosing scopes: used by its nodes (or nested bodies), defined nowhere in it."""
+    """Names a (sub)graph reads from enclosing scopes: used by its nodes (or nested bodies), defined nowhere in it."""
     defined = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     defined |= {o for n in graph.node for o in n.output}
     used: set[str] = set()

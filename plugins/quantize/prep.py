@@ -8,10 +8,10 @@ QDQ), or lack shapes. We fix what we can and say what we did.
 from __future__ import annotations
 
 import contextlib
-
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

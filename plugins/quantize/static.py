@@ -5,8 +5,9 @@ kernels, and no activation statistics are computed at run time.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -28,14 +29,18 @@ class StaticParams(GuardrailParams):
     calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = Field("MinMax", description=(
         "How activation ranges are chosen from calibration data: MinMax (full observed range), Entropy (KL-optimal "
         "clipping), Percentile (clip the extreme tail)."))
-    percentile: float = Field(99.999, ge=90.0, le=100.0, description="Percentile kept when calibrate_method is Percentile.")
+    percentile: float = Field(99.999, ge=90.0, le=100.0,
+        description="Percentile kept when calibrate_method is Percentile.")
     per_channel: bool = Field(True, description="One weight scale per output channel (more accurate).")
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI; less accurate).")
     activation_type: QType = Field("QInt8", description="Integer type for activations (S8S8 is the default pairing).")
     weight_type: QType = Field("QInt8", description="Integer type for weights.")
-    calibration_samples: int = Field(128, ge=1, le=100_000, description="Rows of calibration data used to choose activation ranges.")
-    calibration_batch: int = Field(16, ge=1, le=1024, description="Rows per calibration batch (memory only; ignored for fixed-batch models).")
-    op_types_to_quantize: tuple[StaticOp, ...] = Field((), description="Op types to quantize; empty = every type onnxruntime supports.")
+    calibration_samples: int = Field(128, ge=1, le=100_000,
+        description="Rows of calibration data used to choose activation ranges.")
+    calibration_batch: int = Field(16, ge=1, le=1024,
+        description="Rows per calibration batch (memory only; ignored for fixed-batch models).")
+    op_types_to_quantize: tuple[StaticOp, ...] = Field((),
+        description="Op types to quantize; empty = every type onnxruntime supports.")
 
 
 class CalibrationReader:

@@ -53,10 +53,10 @@ def test_cli_run_silero_prints_table_without_traceback(tmp_path: Path) -> None:
     pipe.write_text('{"format": "slimline.pipeline", "schema_version": 1, "name": "fp16", "steps": '
                     '[{"id": "q", "plugin": "builtin.quantize_static", "params": {}}], "evaluation": '
                     '{"latency": {"batch_sizes": [1], "runs": 3, "warmup": 1}}}')
+    import numpy as np
+
     from slimline.core.data import random_dataset
     from slimline.core.models import open_model
-
-    import numpy as np
 
     ds = random_dataset(open_model(str(model_path(m))).with_dims(input_dim1=512), 8)
     assert ds.inputs["sr"].ndim == 0 and int(ds.inputs["sr"]) == 16000
