@@ -85,7 +85,8 @@ def pipeline_doc(m: RealModel, preset: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     if m.exporter == "torchscript":
         steps.append({"id": "c", "plugin": "builtin.convert_onnx", "params": {}})
-    steps.append({"id": "q", "plugin": preset, "params": {}})
+    if preset != "(open)":  # "(open)": a runnable model no preset applies to (HF folder) is opened and measured
+        steps.append({"id": "q", "plugin": preset, "params": {}})
     return {"format": "slimline.pipeline", "schema_version": 1, "name": f"{m.id} {preset}", "steps": steps,
             "evaluation": dict(_SETTINGS)}
 
