@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -92,19 +93,53 @@ class Session:
         except (SlimlineError, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime/torch raise assorted types
-            shapes = {k: list(v.shape) for k, v in prepared.items()}
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise DataError(f"the model failed to run on inputs {shapes} ({type(exc).__name__}: {first})",
-                            subject=self.handle.path if self.handle is not None else self.provider,
-                            hint="check the input shapes and dtypes against the model's declared inputs "
-                                 "(the layer table shows them), or re-export the model") from None
+            raise self._run_error(exc, prepared) from None
 
     def run_prepared(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run feeds from :meth:`prepare` without re-checking (used inside timing loops)."""
-        return self._runner(feeds)
+        try:
+            return self._runner(feeds)
+        except (SlimlineError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - same clean message as run()
+            raise self._run_error(exc, feeds) from None
+
+    def _run_error(self, exc: BaseException, feeds: dict[str, np.ndarray]) -> DataError:
+        """A DataError naming the input shapes, the failing node and the runtime's message without its prefix."""
+        shapes = {k: list(np.shape(v)) for k, v in feeds.items()}
+        detail, node = clean_runtime_message(exc)
+        where = f" at node '{node}'" if node else ""
+        named = {d for spec in self.input_specs for d in spec.shape if isinstance(d, str)}
+        known = self.handle.dim_defaults if self.handle is not None else {}
+        dims = ", ".join(f"{k}={v}" for k, v in known.items() if k in named)
+        return DataError(
+            f"the model failed to run on inputs {shapes}{where}: {detail}",
+            subject=self.handle.path if self.handle is not None else self.provider,
+            hint="the input sizes may not be ones the model was made for: set its input dims to the sizes it "
+                 "expects (--dim NAME=VALUE" + (f"; now {dims}" if dims else "") + "), check the dtypes against "
+                 "the declared inputs (the layer table shows them), or re-export the model")
 
     def __repr__(self) -> str:
         return f"Session({self.provider}, threads={self.threads}, inputs={self.input_names})"
+
+
+_ORT_PREFIX = re.compile(r"^\s*(?:\w+:\s*)?\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*")
+_ORT_NODE = re.compile(r"running (\w+) node\. Name:\s*'([^']*)'")
+_ORT_NOISE = re.compile(r"Non-zero status code returned while running \w+ node\. Name:\s*'[^']*'\s*"
+                        r"(?:Status Message:\s*)?")
+_ORT_SOURCE = re.compile(r"^[\w/.-]+\.(?:cc|h|cpp):\d+\s+(?:\w+(?:::\w+)*\s+)?")  # "concat.cc:154 PrepareForCompute "
+
+
+def clean_runtime_message(exc: BaseException) -> tuple[str, str]:
+    """(message, innermost failing node or "") from a runtime exception, without onnxruntime's
+    "[ONNXRuntimeError] : 1 : FAIL :" prefix or the exception's type name: users act on the text, not the code."""
+    text = " ".join(str(exc).split()) or "no message"
+    text = _ORT_PREFIX.sub("", text)
+    nodes = _ORT_NODE.findall(text)
+    node = f"{nodes[-1][1]} ({nodes[-1][0]})" if nodes else ""
+    text = _ORT_NOISE.sub("", text).strip() or text
+    text = _ORT_SOURCE.sub("", text) or text
+    return text[:400], node
 
 
 # --------------------------------------------------------------------------- onnxruntime

@@ -18,7 +18,6 @@ from slimline.core.errors import StepFailed
 from slimline.core.fsutil import atomic_path
 from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Plugin, Problem, StepContext, StepOutput
-
 from slimline.plugins.quantize import arithmetic, evaluate, prep
 from slimline.plugins.quantize.params import GuardrailParams
 
@@ -54,6 +53,8 @@ class QuantizeBase(Plugin):
     core_ops: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv")
     supports_per_channel: ClassVar[bool] = True
     optimize_first: ClassVar[bool] = True
+    # Opset the pre-processing upgrades to (per-channel QDQ needs 13); FP16 needs no upgrade.
+    min_opset: ClassVar[int] = prep.MIN_OPSET
 
     # --- hooks -------------------------------------------------------------------------------
     def _first_attempt(self, params: Any, model_ops: dict[str, int]) -> Attempt:
@@ -86,11 +87,14 @@ class QuantizeBase(Plugin):
             ops = prep.count_ops(self._load_graph(model))
         except Exception as exc:  # noqa: BLE001
             return [Problem(f"cannot read the ONNX graph: {exc}", fix="re-export the model")]
-        already = {op: ops[op] for op in QUANT_OPS if ops.get(op)}
-        if already:
+        already = quantized_ops(ops)
+        if already:  # quantizing int8 again gains nothing and old int8 exports fail in pre-processing
+            n_int8 = int8_tensor_count(self._load_graph(model))
             problems.append(Problem(
-                "the model is already quantized (" + ", ".join(f"{n} {op}" for op, n in already.items()) + ")",
-                severity="warning", fix="quantize the float model instead, or remove this step"))
+                f"the model is already quantized ({n_int8} int8 tensors; "
+                + ", ".join(f"{n} {op}" for op, n in sorted(already.items(), key=lambda x: -x[1])[:4]) + ")",
+                fix="quantize the float model instead, or remove this step"))
+            return problems
         if wanted and not any(op in ops for op in wanted):
             return problems + [Problem(
                 f"no {'/'.join(wanted)} nodes to {what} (the graph has {', '.join(sorted(ops)[:8])})",
@@ -148,7 +152,6 @@ class QuantizeBase(Plugin):
                 "try Quantize: FP16, or remove this step")
 
     def run(self, model: ModelHandle, params: Any, ctx: StepContext) -> StepOutput:
-        import onnx
 
         ctx.cancel.raise_if_cancelled()
         problems = [p for p in self.check(model, params) if p.severity == "error"]
@@ -169,7 +172,7 @@ class QuantizeBase(Plugin):
         warnings: list[str] = []
         ctx.progress(0.02, "pre-processing")
         prep_path, prep_notes = prep.preprocess(model.path, tmp / "prep.onnx", optimize=self.optimize_first,
-                                                gemm_rewrite=self._gemm_rewrite(params))
+                                                gemm_rewrite=self._gemm_rewrite(params), min_opset=self.min_opset)
         notes += prep_notes
         ctx.cancel.raise_if_cancelled()
         prep_model = onnx.load(str(prep_path))
@@ -196,7 +199,8 @@ class QuantizeBase(Plugin):
             return f.verdict(params.min_cosine, params.min_top1_agreement, budgets)
 
         attempt: Attempt | None = self._first_attempt(params, model_ops)
-        attempt = replace(attempt, exclude=tuple(dict.fromkeys(attempt.exclude + self._exclusions(prep_model.graph, params))))
+        excluded = attempt.exclude + self._exclusions(prep_model.graph, params)
+        attempt = replace(attempt, exclude=tuple(dict.fromkeys(excluded)))
         history: list[tuple[Attempt, evaluate.Fidelity]] = []
         q_path = tmp / "q.onnx"
         fid: evaluate.Fidelity | None = None
@@ -216,7 +220,11 @@ class QuantizeBase(Plugin):
 
                 if isinstance(exc, Cancelled):
                     raise
-                raise StepFailed(f"{self.title} failed on attempt {n} ({attempt.describe()}): {type(exc).__name__}: {exc}",
+                from slimline.core.runtime import clean_runtime_message
+
+                detail, node = clean_runtime_message(exc)
+                where = f" at node '{node}'" if node else ""
+                raise StepFailed(f"{self.title} failed on attempt {n} ({attempt.describe()}){where}: {detail}",
                                  subject=self.id,
                                  hint="exclude the failing node/op type (nodes_to_exclude / op_types_to_exclude) "
                                       "or try another mode") from exc
@@ -333,20 +341,40 @@ class QuantizeBase(Plugin):
 
 
 def _float32_elements(model: Any) -> int:
-    """float32 weight values in the graph (initializers + Constant nodes)."""
-    from onnx import TensorProto, helper
+    """float32 weight values in the model (initializers + Constant nodes, subgraphs included)."""
+    from onnx import TensorProto
 
-    total = sum(int(math.prod(i.dims)) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT)
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
-                    total += int(math.prod(a.t.dims))
+    from slimline.core.models.onnx_files import iter_graphs
+
+    total = 0
+    for graph in iter_graphs(model.graph):  # If/Loop/Scan bodies hold the weights of some exports (spox)
+        total += sum(int(math.prod(i.dims)) for i in graph.initializer if i.data_type == TensorProto.FLOAT)
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                        total += int(math.prod(a.t.dims))
     return total
 
 
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits")
+
+
+def quantized_ops(ops: dict[str, int]) -> dict[str, int]:
+    """The quantized-kernel op types among ``ops`` (QDQ pairs, integer matmuls/convs, QLinear*, DynamicQuantize*)."""
+    return {op: n for op, n in ops.items()
+            if n and (op in QUANT_OPS or op.startswith(("QLinear", "DynamicQuantize", "QGemm", "QAttention")))}
+
+
+def int8_tensor_count(model: Any) -> int:
+    """int8/uint8 initializers in the model, subgraphs included."""
+    from onnx import TensorProto
+
+    from slimline.core.models.onnx_files import iter_graphs
+
+    kinds = (TensorProto.INT8, TensorProto.UINT8)
+    return sum(1 for g in iter_graphs(model.graph) for i in g.initializer if i.data_type in kinds)
 
 
 def _bytes_on_disk(model: ModelHandle) -> int:
@@ -363,9 +391,12 @@ def _output_handle(path: Path, src: ModelHandle) -> ModelHandle:
         open_model = None  # type: ignore[assignment]
     if open_model is not None:
         try:
-            return open_model(path)
+            out = open_model(path)
         except Exception:  # noqa: BLE001 - fall back to a handle built from what we know
             pass
+        else:  # the dims the user set (--dim) hold for the quantized model too: same inputs, same meaning
+            kept = {k: v for k, v in src.dim_defaults.items() if k in out.dim_defaults}
+            return out.with_dims(**kept) if kept else out
     import onnx
 
     m = onnx.load(str(path), load_external_data=False)

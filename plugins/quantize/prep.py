@@ -8,10 +8,10 @@ QDQ), or lack shapes. We fix what we can and say what we did.
 from __future__ import annotations
 
 import contextlib
-
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -203,11 +203,53 @@ def _save(model: "onnx.ModelProto", path: Path) -> None:
         onnx.save(model, str(path))
 
 
-def count_ops(model: "onnx.ModelProto") -> dict[str, int]:
+def count_ops(model: "onnx.ModelProto", *, subgraphs: bool = True) -> dict[str, int]:
+    """Op types and how many nodes of each, by default including If/Loop/Scan bodies.
+
+    Why: exporters such as spox put every layer inside an ``If`` branch; counting the top level only
+    would report "Constant/Equal/If" for a model whose weights onnxruntime quantizes fine in subgraphs.
+    """
+    from slimline.core.models.onnx_files import iter_graphs
+
     out: dict[str, int] = {}
-    for node in model.graph.node:
-        out[node.op_type] = out.get(node.op_type, 0) + 1
+    graphs = iter_graphs(model.graph) if subgraphs else [model.graph]
+    for graph in graphs:
+        for node in graph.node:
+            out[node.op_type] = out.get(node.op_type, 0) + 1
     return out
+
+
+def float_weights_by_op(model: "onnx.ModelProto") -> dict[str, int]:
+    """float32 weight values (initializers and Constant-node tensors) per op type that reads them, top level only.
+
+    Why: a quantizer only touches the weights of the op types it supports; when nearly all weights sit in
+    other ops (LSTM for the static quantizer), the step can say so before doing any work.
+    """
+    import math
+
+    from onnx import TensorProto
+
+    sizes = {i.name: int(math.prod(i.dims)) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    sizes[node.output[0]] = int(math.prod(a.t.dims))
+    out: dict[str, int] = {}
+    seen: set[str] = set()
+    for node in model.graph.node:
+        for name in node.input:
+            if name in sizes and name not in seen:
+                seen.add(name)
+                out[node.op_type] = out.get(node.op_type, 0) + sizes[name]
+    return out
+
+
+def subgraph_only_ops(model: "onnx.ModelProto", wanted: tuple[str, ...]) -> dict[str, int]:
+    """Op types of ``wanted`` that occur only inside subgraphs (If/Loop/Scan bodies), with their counts."""
+    top = count_ops(model, subgraphs=False)
+    every = count_ops(model)
+    return {op: n for op, n in every.items() if op in wanted and not top.get(op)}
 
 
 @contextlib.contextmanager

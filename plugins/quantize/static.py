@@ -5,8 +5,9 @@ kernels, and no activation statistics are computed at run time.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -28,14 +29,18 @@ class StaticParams(GuardrailParams):
     calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = Field("MinMax", description=(
         "How activation ranges are chosen from calibration data: MinMax (full observed range), Entropy (KL-optimal "
         "clipping), Percentile (clip the extreme tail)."))
-    percentile: float = Field(99.999, ge=90.0, le=100.0, description="Percentile kept when calibrate_method is Percentile.")
+    percentile: float = Field(99.999, ge=90.0, le=100.0,
+        description="Percentile kept when calibrate_method is Percentile.")
     per_channel: bool = Field(True, description="One weight scale per output channel (more accurate).")
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI; less accurate).")
     activation_type: QType = Field("QInt8", description="Integer type for activations (S8S8 is the default pairing).")
     weight_type: QType = Field("QInt8", description="Integer type for weights.")
-    calibration_samples: int = Field(128, ge=1, le=100_000, description="Rows of calibration data used to choose activation ranges.")
-    calibration_batch: int = Field(16, ge=1, le=1024, description="Rows per calibration batch (memory only; ignored for fixed-batch models).")
-    op_types_to_quantize: tuple[StaticOp, ...] = Field((), description="Op types to quantize; empty = every type onnxruntime supports.")
+    calibration_samples: int = Field(128, ge=1, le=100_000,
+        description="Rows of calibration data used to choose activation ranges.")
+    calibration_batch: int = Field(16, ge=1, le=1024,
+        description="Rows per calibration batch (memory only; ignored for fixed-batch models).")
+    op_types_to_quantize: tuple[StaticOp, ...] = Field((),
+        description="Op types to quantize; empty = every type onnxruntime supports.")
 
 
 class CalibrationReader:
@@ -95,11 +100,55 @@ class QuantizeStatic(QuantizeBase):
 
     def check(self, model: ModelHandle, params: StaticParams) -> list[Problem]:  # type: ignore[override]
         problems = self._op_problems(model, tuple(params.op_types_to_quantize), "quantize")
+        if any(p.severity == "error" for p in problems):
+            return problems
+        try:
+            from slimline.plugins.quantize.prep import count_ops, subgraph_only_ops
+
+            graph = self._load_graph(model)
+            wanted = tuple(params.op_types_to_quantize) or self.core_ops
+            hidden = subgraph_only_ops(graph, wanted)
+            top = count_ops(graph, subgraphs=False)
+        except Exception:  # noqa: BLE001 - _op_problems already reported an unreadable graph
+            hidden, top = {}, {}
+        if not hidden:
+            problems += self._weight_share_problems(graph, tuple(params.op_types_to_quantize) or _ALL_STATIC_OPS)
+        if hidden and not any(top.get(op) for op in wanted):
+            problems.append(Problem(
+                "static INT8 cannot quantize this model: its layers (" + ", ".join(
+                    f"{n} {op}" for op, n in sorted(hidden.items())) + ") are all inside If/Loop/Scan "
+                "subgraphs, and onnxruntime's static quantizer does not quantize subgraphs",
+                field="op_types_to_quantize",
+                fix="use Quantize: dynamic INT8 (builtin.quantize_dynamic), which quantizes subgraph weights, "
+                    "or Convert: FP16"))
         if params.quant_format == "QOperator" and params.activation_type == "QInt8":
             problems.append(Problem(
                 "QOperator with signed (S8) activations is slow on x86 CPUs", severity="warning",
                 field="activation_type", fix="use quant_format QDQ, or activation_type QUInt8"))
         return problems
+
+    @staticmethod
+    def _weight_share_problems(graph: Any, wanted: tuple[str, ...]) -> list[Problem]:
+        """An error when under 1 % of the float32 weights sit in ops the static quantizer handles (LSTM nets)."""
+        from slimline.plugins.quantize.prep import float_weights_by_op
+
+        try:
+            by_op = float_weights_by_op(graph)
+        except Exception:  # noqa: BLE001 - a best-effort early refusal; the run still checks the result
+            return []
+        total = sum(by_op.values())
+        covered = sum(n for op, n in by_op.items() if op in wanted)
+        if not total or covered >= 0.01 * total:
+            return []
+        top = sorted(((n, op) for op, n in by_op.items() if op not in wanted), reverse=True)[:3]
+        holders = ", ".join(f"{op} ({n:,} values)" for n, op in top)
+        rnn = any(op in ("LSTM", "GRU", "RNN") for _, op in top)
+        return [Problem(
+            f"static INT8 would quantize almost nothing: {total - covered:,} of {total:,} float32 weight values "
+            f"are in {holders}, which onnxruntime's static quantizer does not quantize",
+            field="op_types_to_quantize",
+            fix=("use Quantize: dynamic INT8 (builtin.quantize_dynamic), which quantizes LSTM/GRU weights, "
+                 "or Convert: FP16") if rnn else "use Quantize: dynamic INT8 or Convert: FP16")]
 
     def _prepare_data(self, params: StaticParams, ctx: StepContext) -> None:
         if _calibration_dataset(ctx) is None:

@@ -1,6 +1,7 @@
 """Quantize plugins on tiny models: real effects, the guardrail, bad input, cancel."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,19 +221,18 @@ def test_cancel_during_calibration(cnn, tmp_path: Path) -> None:
 
 
 def test_requantizing_refuses_instead_of_passing_a_copy(mlp, cnn, tmp_path: Path) -> None:
-    """INT8 on an already-quantized model quantizes nothing: warned/refused in check, refused in run."""
+    """INT8 on an already-quantized model (integer ops or QDQ) is refused in check, naming the int8 tensors."""
     handle, rows = mlp
     first = QuantizeDynamic().run(handle, QuantizeDynamic.Params(), _ctx(tmp_path / "a"))
     problems = QuantizeDynamic().check(first.model, QuantizeDynamic.Params())
-    assert any("already quantized" in p.message for p in problems)
-    assert any(p.severity == "error" and p.field == "op_types" for p in problems)  # no float MatMul left
-    # A QDQ model still has float-typed Gemm/Conv nodes (fed by DequantizeLinear): check only warns,
-    # run must refuse rather than pass on an unchanged copy.
+    errors = [p for p in problems if p.severity == "error"]
+    assert errors and re.search(r"already quantized \(\d+ int8 tensors", errors[0].message), problems
     cnn_handle, images, _ = cnn
     data = DataBundle(calibration=Dataset("c", "t", {"input": images[:32]}))
     qdq = QuantizeStatic().run(cnn_handle, QuantizeStatic.Params(calibration_samples=32), _ctx(tmp_path / "b", data))
-    assert not [p for p in QuantizeDynamic().check(qdq.model, QuantizeDynamic.Params()) if p.severity == "error"]
+    errors = [p for p in QuantizeStatic().check(qdq.model, QuantizeStatic.Params()) if p.severity == "error"]
+    assert errors and "already quantized" in errors[0].message
     with pytest.raises(StepFailed) as err:
         QuantizeDynamic().run(qdq.model, QuantizeDynamic.Params(), _ctx(tmp_path / "c"))
-    assert "nothing was quantized" in err.value.message
+    assert "already quantized" in err.value.message
     assert not (tmp_path / "c" / "step" / "model.onnx").exists()

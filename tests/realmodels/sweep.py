@@ -36,7 +36,9 @@ EXC_NAME = re.compile(r"\b(AttributeError|KeyError|IndexError|TypeError|ValueErr
                       r"AssertionError|ZeroDivisionError|UnboundLocalError|NotImplementedError|"
                       r"RuntimeException|Fail|InvalidArgument|InvalidGraph)\b:?")
 # what a user passes with --dim: silero takes 512-sample chunks at 16 kHz (its sr scalar defaults to 16000)
-DIMS: dict[str, dict[str, int]] = {"silero-vad-onnx": {"input_dim1": 512, "state_dim1": 1}}
+# PP-OCR's recognizer reads text lines 48 px high (its height dim is named "?"), 320 px wide as rapidocr pads them
+DIMS: dict[str, dict[str, int]] = {"silero-vad-onnx": {"input_dim1": 512, "state_dim1": 1},
+                                   "rapidocr-rec-v4": {"?": 48, "p2o.DynamicDimension.1": 320}}
 _SETTINGS: dict[str, Any] = {"latency": {"batch_sizes": [1], "runs": 5, "warmup": 1}, "max_rows": 16}
 
 
@@ -83,7 +85,8 @@ def pipeline_doc(m: RealModel, preset: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     if m.exporter == "torchscript":
         steps.append({"id": "c", "plugin": "builtin.convert_onnx", "params": {}})
-    steps.append({"id": "q", "plugin": preset, "params": {}})
+    if preset != "(open)":  # "(open)": a runnable model no preset applies to (HF folder) is opened and measured
+        steps.append({"id": "q", "plugin": preset, "params": {}})
     return {"format": "slimline.pipeline", "schema_version": 1, "name": f"{m.id} {preset}", "steps": steps,
             "evaluation": dict(_SETTINGS)}
 
@@ -190,11 +193,17 @@ def inspect_summary(m: RealModel) -> tuple[bool, str]:
         rc = int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001
         return False, f"CRASH {type(exc).__name__}: {exc}"
-    text = buf.getvalue()
+    text, errs = buf.getvalue(), err.getvalue()
+    if "Traceback" in errs + text:
+        return False, f"rc={rc}; traceback: " + errs.strip().splitlines()[-1][:300]
+    if rc == 2:  # a refused file (GGUF, not a model): the message and next action go to stderr, nothing to stdout
+        said = [ln.strip() for ln in errs.splitlines() if ln.strip()]
+        clear = bool(said) and said[0].startswith("error:") and any(ln.startswith("→") for ln in said) \
+            and not EXC_NAME.search(errs)
+        return clear, "rc=2 (refused); " + " ".join(said)[:400]
     keep = [ln.strip() for ln in text.splitlines()
             if re.search(r"param|tensor|op types|weights|inputs|outputs", ln, re.I)][:6]
-    ok = rc == 0 and "Traceback" not in err.getvalue() + text
-    return ok, f"rc={rc}; " + " | ".join(keep)[:400]
+    return rc == 0, f"rc={rc}; " + " | ".join(keep)[:400]
 
 
 def cases_for(m: RealModel) -> list[str]:
