@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -428,6 +429,9 @@ def _row_shape(spec: TensorSpec, dims: dict[str, int]) -> list[int]:
     return spec.concrete_shape(dims, batch=1)[1:]
 
 
+CSV_HINT = "a CSV dataset has one sample per row: numeric feature columns plus an optional 'label' column"
+
+
 def _load_csv(p: Path, model: ModelHandle | None, *, label_column: str | int | None = None,
               delimiter: str | None = None, **_: Any) -> Dataset:
     try:
@@ -439,7 +443,7 @@ def _load_csv(p: Path, model: ModelHandle | None, *, label_column: str | int | N
         delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
     rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
     if not rows:
-        raise DataError("the CSV file is empty", subject=str(p), hint="a CSV dataset has one sample per row: numeric feature columns plus an optional 'label' column")
+        raise DataError("the CSV file is empty", subject=str(p), hint=CSV_HINT)
 
     def numeric(cell: str) -> bool:
         try:
@@ -451,12 +455,12 @@ def _load_csv(p: Path, model: ModelHandle | None, *, label_column: str | int | N
     header = None if all(numeric(c) for c in rows[0]) else [c.strip() for c in rows[0]]
     body = rows[1:] if header else rows
     if not body:
-        raise DataError("the CSV file has a header but no rows", subject=str(p), hint="a CSV dataset has one sample per row: numeric feature columns plus an optional 'label' column")
+        raise DataError("the CSV file has a header but no rows", subject=str(p), hint=CSV_HINT)
     width = len(body[0])
     for i, r in enumerate(body):
         if len(r) != width:
             raise DataError(f"row {i + 1 + bool(header)} has {len(r)} columns, expected {width}", subject=str(p),
-                            hint="a CSV dataset has one sample per row: numeric feature columns plus an optional 'label' column")
+                            hint=CSV_HINT)
     label_idx: int | None = None
     if label_column is not None:
         if isinstance(label_column, int):
@@ -476,7 +480,8 @@ def _load_csv(p: Path, model: ModelHandle | None, *, label_column: str | int | N
                 if not numeric(c):
                     col = header[j] if header else j + 1
                     raise DataError(f"non-numeric value {c!r} in row {i + 1 + bool(header)}, column {col}",
-                                    subject=str(p), hint="CSV datasets hold numbers only (plus a label column)") from None
+                                    subject=str(p),
+                                    hint="CSV datasets hold numbers only (plus a label column)") from None
         raise
     labels = None
     if label_idx is not None:

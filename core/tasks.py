@@ -117,7 +117,7 @@ def infer_task(handle: Any, outputs_sample: Any = None, dataset: Any = None) -> 
             "judged as a dense map (the output is not laid out as [N, 4+C, A] scores in [0, 1])")
         return TaskGuess(task="dense_map", reason=f"the model file declares task 'detection': {words}")
     if isinstance(declared, str) and declared in TASKS:
-        return TaskGuess(task=declared, reason=f"the model file declares task '{declared}'")  # type: ignore[arg-type]
+        return TaskGuess(task=declared, reason=f"the model file declares task '{declared}'")
     out_names = [s.name.lower() for s in getattr(handle, "outputs", []) or []]
     name = out_names[0] if out_names else ""
     labelled = getattr(dataset, "labels", None) is not None and getattr(dataset, "kind", "real") == "real"
@@ -165,7 +165,7 @@ def _detection_words(out: np.ndarray) -> str:
 def resolve_task(override: str | None, handle: Any, outputs_sample: Any = None, dataset: Any = None) -> TaskGuess:
     """The pipeline's ``evaluation.task`` when set, else the guess."""
     if override:
-        return TaskGuess(task=override, reason="set in the pipeline (evaluation.task)")  # type: ignore[arg-type]
+        return TaskGuess(task=override, reason="set in the pipeline (evaluation.task)")
     return infer_task(handle, outputs_sample, dataset)
 
 
@@ -240,7 +240,7 @@ def fidelity_for(task: str, reference_outputs: Any, outputs: Any, dataset: Any =
     n = int(ref.shape[0]) if ref.ndim else 1
     name = str(getattr(dataset, "name", "") or "")
     if ref.shape != got.shape:
-        return TaskFidelity(task=task, metric="shape mismatch", value=float("nan"), n=n, dataset=name,  # type: ignore[arg-type]
+        return TaskFidelity(task=task, metric="shape mismatch", value=float("nan"), n=n, dataset=name,
                             extra={})
     if task == "classification":
         cos = fm.row_cosines(ref, got)

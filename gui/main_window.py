@@ -72,6 +72,8 @@ class MainWindow(QMainWindow):
     act_open_folder: QAction
     act_open_pipe: QAction
     act_open_data: QAction
+    act_open_images: QAction
+    act_open_text: QAction
     act_demo: QAction
     act_new_pipe: QAction
     act_save: QAction

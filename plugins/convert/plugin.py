@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-
 from pydantic import Field
 
 from slimline.core.errors import StepFailed

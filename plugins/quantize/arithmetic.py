@@ -83,7 +83,8 @@ def int8_table(float_model: "onnx.ModelProto", q_model: "onnx.ModelProto", top: 
         q = numpy_helper.to_array(q_inits[q_name]).astype(np.int64)
         scale = numpy_helper.to_array(q_inits[f"{base}_scale"]).astype(np.float64).reshape(-1)
         zp_init = q_inits.get(f"{base}_zero_point")
-        zp = numpy_helper.to_array(zp_init).astype(np.int64).reshape(-1) if zp_init is not None else np.zeros(scale.shape, np.int64)
+        zp = (numpy_helper.to_array(zp_init).astype(np.int64).reshape(-1) if zp_init is not None
+              else np.zeros(scale.shape, np.int64))
         if q.shape != w.shape:
             continue
         if scale.size > 1:

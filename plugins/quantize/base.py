@@ -198,9 +198,9 @@ class QuantizeBase(Plugin):
         def verdict(f: evaluate.Fidelity) -> tuple[bool, str]:
             return f.verdict(params.min_cosine, params.min_top1_agreement, budgets)
 
-        attempt: Attempt | None = self._first_attempt(params, model_ops)
-        excluded = attempt.exclude + self._exclusions(prep_model.graph, params)
-        attempt = replace(attempt, exclude=tuple(dict.fromkeys(excluded)))
+        first_attempt = self._first_attempt(params, model_ops)
+        excluded = first_attempt.exclude + self._exclusions(prep_model.graph, params)
+        attempt: Attempt | None = replace(first_attempt, exclude=tuple(dict.fromkeys(excluded)))
         history: list[tuple[Attempt, evaluate.Fidelity]] = []
         q_path = tmp / "q.onnx"
         fid: evaluate.Fidelity | None = None

@@ -18,9 +18,12 @@ from slimline.plugins.quantize.params import DynamicOp, GuardrailParams, QType
 
 
 class DynamicParams(GuardrailParams):
-    weight_type: QType = Field("QInt8", description="Integer type for weights: signed (QInt8, symmetric) or unsigned (QUInt8).")
-    per_channel: bool = Field(True, description="One scale per output channel instead of one per tensor (more accurate).")
-    reduce_range: bool = Field(False, description="Quantize weights to 7 bits (avoids overflow on old CPUs without VNNI; less accurate).")
+    weight_type: QType = Field("QInt8", description=(
+        "Integer type for weights: signed (QInt8, symmetric) or unsigned (QUInt8)."))
+    per_channel: bool = Field(True, description=(
+        "One scale per output channel instead of one per tensor (more accurate)."))
+    reduce_range: bool = Field(False, description=(
+        "Quantize weights to 7 bits (avoids overflow on old CPUs without VNNI; less accurate)."))
     op_types: tuple[DynamicOp, ...] = Field(
         ("MatMul", "Gemm", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"),
         description="Op types to quantize. Conv is off by default: ConvInteger is slow on most CPUs "

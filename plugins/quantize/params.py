@@ -32,6 +32,8 @@ class GuardrailParams(PluginParams):
         "excluding the worst layers)."))
     eval_samples: int = Field(512, ge=1, le=100_000, description=(
         "Rows of evaluation data used to compare outputs (eval split, else calibration, else random)."))
-    latency_runs: int = Field(20, ge=20, le=1000, description="Timed runs (after 5 warm-up runs) for the latency comparison at batch 1.")
+    latency_runs: int = Field(20, ge=20, le=1000, description=(
+        "Timed runs (after 5 warm-up runs) for the latency comparison at batch 1."))
     nodes_to_exclude: tuple[str, ...] = Field((), description="Node names to leave in float (as in the input model).")
-    op_types_to_exclude: tuple[str, ...] = Field((), description="Op types whose nodes stay in float, e.g. ['Softmax'].")
+    op_types_to_exclude: tuple[str, ...] = Field((), description=(
+        "Op types whose nodes stay in float, e.g. ['Softmax']."))

@@ -217,7 +217,7 @@ class QuantizeStatic(QuantizeBase):
                        "outside op_types_to_quantize) — the saving comes only from quantized Conv/MatMul/Gemm weights.")
         return out
 
-    def run(self, model: ModelHandle, params: Any, ctx: StepContext):  # type: ignore[override]
+    def run(self, model: ModelHandle, params: Any, ctx: StepContext):
         self._calib_note = ""
         self._calib_warning = ""
         out = super().run(model, params, ctx)

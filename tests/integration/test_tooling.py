@@ -34,7 +34,8 @@ def test_linters_are_configured_pinned_and_run_by_the_test_command():
     make = (ROOT / "Makefile").read_text()
     lint = " ".join(_recipe(make, "lint"))
     assert "ruff check" in lint and "mypy -p slimline.core -p slimline.plugins" in lint
-    assert any(re.search(r"\$\(MAKE\).* lint$", ln) for ln in _recipe(make, "test"))
+    # gating: a lint failure fails `make test` (no leading "-" that would ignore it)
+    assert any(re.search(r"^\$\(MAKE\).* lint$", ln.strip()) for ln in _recipe(make, "test"))
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
