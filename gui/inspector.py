@@ -256,7 +256,7 @@ def _after_histogram(handle: Any, name: str, sample: int | None) -> Any:
     A quantized weight is read back as ``(q - zero_point) * scale`` so the overlay compares values with
     values, never int8 codes with floats; a layer the variant lacks raises ``NoCounterpart``.
     """
-    from slimline.core.models.dequant import counterpart, dequantized_array, values_histogram
+    from slimline.core.dequant import counterpart, dequantized_array, values_histogram
     from slimline.core.stats import histogram, layer_inventory
 
     rows = layer_inventory(handle)

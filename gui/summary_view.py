@@ -93,16 +93,12 @@ class SummaryView(QWidget):
             if w is not None:
                 w.deleteLater()
         self.dim_spins = {}
-        names: list[str] = []
-        for s in list(handle.inputs) + list(handle.outputs):
-            for d in s.shape:
-                if isinstance(d, str) and d not in names:
-                    names.append(d)
-        names += [n for n in handle.dim_defaults if n not in names]
-        for n in names:
+        from slimline.gui.session import default_dims
+
+        for n, value in default_dims(handle).items():
             sb = QSpinBox()
             sb.setRange(1, 1_000_000)
-            sb.setValue(int(handle.dim_defaults.get(n, 1)))
+            sb.setValue(value)
             sb.setToolTip(f"Value used for the dynamic dimension '{n}'")
             sb.valueChanged.connect(self._on_dim_spin_changed)
             self.dim_spins[n] = sb

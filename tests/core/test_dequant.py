@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from slimline.core.models import open_model
-from slimline.core.models.dequant import counterpart, dequantize, dequantized_array, quant_params, values_histogram
+from slimline.core.dequant import counterpart, dequantize, dequantized_array, quant_params, values_histogram
 
 
 def _save(tmp_path: Path, nodes: list, inits: list, name: str = "q.onnx") -> Path:
