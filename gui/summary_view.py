@@ -95,7 +95,8 @@ class SummaryView(QWidget):
         self.dim_spins = {}
         from slimline.gui.session import default_dims
 
-        for n, value in default_dims(handle).items():
+        dims = default_dims(handle)
+        for n, value in dims.items():
             sb = QSpinBox()
             sb.setRange(1, 1_000_000)
             sb.setValue(value)
@@ -105,7 +106,7 @@ class SummaryView(QWidget):
             self.dims_layout.addWidget(QLabel(f"{n}:"))
             self.dims_layout.addWidget(sb)
         self.dims_layout.addStretch(1)
-        self.dims_box.setVisible(bool(names))
+        self.dims_box.setVisible(bool(dims))
 
     def _on_dim_spin_changed(self, _v: int) -> None:
         self.dims_changed.emit(self.dims())
