@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from slimline.core.models import open_model
 from slimline.core.dequant import counterpart, dequantize, dequantized_array, quant_params, values_histogram
+from slimline.core.models import open_model
 
 
 def _save(tmp_path: Path, nodes: list, inits: list, name: str = "q.onnx") -> Path:
