@@ -1,6 +1,6 @@
 """Headless `slimline` subcommands over the engine: a pure parser and a dispatcher.
 
-The `slimline` entry point itself lives outside the engine (slimline.gui.launcher),
+The `slimline` entry point itself lives outside the engine (the launcher in the GUI package),
 because with no subcommand it opens the window; the engine never imports the GUI.
 `python -m slimline.core.cli SUBCOMMAND` runs the same subcommands headless.
 
@@ -40,7 +40,7 @@ class Subcommand:
 
 def subcommands() -> tuple[Subcommand, ...]:
     """The engine's subcommands, in help order (export/report are imported here, explicitly)."""
-    from slimline.core import export_cli, report_cli, selfcheck
+    from slimline.core import export_cli, report_cli
 
     return (
         Subcommand("inspect", _add_inspect, cmd_inspect),
@@ -49,7 +49,6 @@ def subcommands() -> tuple[Subcommand, ...]:
         Subcommand("plugins", _add_plugins, cmd_plugins),
         Subcommand("export", export_cli.add_parser, export_cli.cmd_export),
         Subcommand("report", report_cli.add_parser, report_cli.cmd_report),
-        Subcommand("selfcheck", selfcheck.add_parser, selfcheck.cmd_selfcheck),
     )
 
 

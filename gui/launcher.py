@@ -32,12 +32,28 @@ def _cmd_gui(args: argparse.Namespace) -> int:
 GUI = Subcommand("gui", _add_gui, _cmd_gui)
 
 
+def _add_selfcheck(sub: argparse._SubParsersAction) -> None:
+    from slimline.gui import selfcheck
+
+    selfcheck.add_parser(sub)
+
+
+def _cmd_selfcheck(args: argparse.Namespace) -> int:
+    from slimline.gui import selfcheck
+
+    return selfcheck.cmd_selfcheck(args)
+
+
+# App-level commands: the engine's CLI knows nothing of the window or of the packaged app's module list.
+APP_COMMANDS = (GUI, Subcommand("selfcheck", _add_selfcheck, _cmd_selfcheck))
+
+
 def wants_gui(argv: Sequence[str]) -> bool:
     """No arguments, `--demo`, or a first argument that is not a subcommand or an option (a model path)."""
     if not argv or list(argv) == ["--demo"]:
         return True
     first = argv[0]
-    return not first.startswith("-") and first not in command_names((GUI,))
+    return not first.startswith("-") and first not in command_names(APP_COMMANDS)
 
 
 def has_display() -> bool:
@@ -61,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_gui(args):
         return open_gui(model=args[0] if args and args[0] != "--demo" else None, demo="--demo" in args)
-    return run(args, extra=(GUI,))
+    return run(args, extra=APP_COMMANDS)
 
 
 if __name__ == "__main__":  # python -m slimline.gui.launcher [ARGS]

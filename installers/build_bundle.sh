@@ -30,7 +30,7 @@ rm -rf build/pyi-wheel build/pyi-site
 # of onnxruntime/torch.onnx/...), importable here with the bundle's exclusions: the spec collects
 # exactly these and ships the list, and `slimline selfcheck` in the bundle imports each one.
 mkdir -p build/pyi-selfcheck
-PYTHONPATH="$PWD/build/pyi-site" QT_QPA_PLATFORM=offscreen "$PY" -W ignore -m slimline.core.selfcheck \
+PYTHONPATH="$PWD/build/pyi-site" QT_QPA_PLATFORM=offscreen "$PY" -W ignore -m slimline.gui.selfcheck \
   --list build/pyi-selfcheck/selfcheck_modules.json --exclude "$("$PY" installers/bundle_config.py excludes)"
 
 SLIMLINE_SITE="$PWD/build/pyi-site" SLIMLINE_SELFCHECK_LIST="$PWD/build/pyi-selfcheck/selfcheck_modules.json" \

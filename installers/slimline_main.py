@@ -7,7 +7,7 @@ Inside the bundle ``sys.executable`` is this program, not a Python interpreter, 
 by the app starts ``sys.executable script.py`` (the export bundle's predict.py smoke test) or
 ``sys.executable -c/-m``. So, like ``python``, it also runs ``slimline SCRIPT.py [ARGS]``,
 ``slimline -c CODE [ARGS]`` and ``slimline -m MODULE [ARGS]`` with the bundled packages.
-`slimline selfcheck` imports every module the app can reach (slimline.core.selfcheck).
+`slimline selfcheck` imports every module the app can reach (slimline.gui.selfcheck).
 """
 import multiprocessing
 import os
@@ -46,7 +46,7 @@ def run() -> int:
     if as_python is not None:
         return as_python
     if argv[:1] == ["selfcheck"]:  # hidden; also reachable once core/cli.py lists it
-        from slimline.core.selfcheck import main as selfcheck
+        from slimline.gui.selfcheck import main as selfcheck
 
         return selfcheck(argv[1:])
     from slimline.gui.launcher import main

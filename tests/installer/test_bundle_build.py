@@ -221,8 +221,8 @@ def test_bundle_selfcheck_imports_every_reachable_module(sides, bundle):
     # the modules that static INT8 and FP16 reach by name, and this checkout's own modules
     assert {"onnxruntime.quantization.shape_inference", "onnxruntime.transformers.onnx_utils",
             "onnxruntime.transformers.float16", "onnxruntime.tools.symbolic_shape_infer",
-            "slimline.core.selfcheck"} <= mods
-    from slimline.core.selfcheck import slimline_modules
+            "slimline.gui.selfcheck"} <= mods
+    from slimline.gui.selfcheck import slimline_modules
 
     assert set(slimline_modules()) <= mods, "the bundle was built from other sources than this checkout"
     # the bare-name modules of onnxruntime.transformers are real files inside the bundle

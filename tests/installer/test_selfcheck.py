@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slimline.core import selfcheck
+from slimline.gui import selfcheck
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,14 +38,14 @@ def test_blocker_blocks_a_package_or_one_submodule_only():
 def test_build_list_holds_what_the_plugins_reach_and_respects_exclusions(tmp_path):
     # in a fresh interpreter, as the build does: a module this process already imported cannot be blocked
     out = tmp_path / "list.json"
-    subprocess.run([sys.executable, "-m", "slimline.core.selfcheck", "--list", str(out), "--exclude",
+    subprocess.run([sys.executable, "-m", "slimline.gui.selfcheck", "--list", str(out), "--exclude",
                     "transformers,tokenizers"], check=True, capture_output=True, timeout=600)
     listing = json.loads(out.read_text(encoding="utf-8"))
     mods = set(listing["modules"])
     # static INT8's pre-processing and FP16 reach these by name (the bundle once lacked them)
     assert {"onnxruntime.quantization.shape_inference", "onnxruntime.transformers.onnx_utils",
             "onnxruntime.transformers.float16", "onnxruntime.tools.symbolic_shape_infer"} <= mods
-    assert {"slimline.plugins.quantize.static", "slimline.plugins.distill.trainer", "slimline.core.selfcheck",
+    assert {"slimline.plugins.quantize.static", "slimline.plugins.distill.trainer", "slimline.gui.selfcheck",
             "torch_pruning", "onnxscript"} <= mods
     assert not [m for m in mods if m.split(".")[0] in ("transformers", "tokenizers")]
     # a module that needs an excluded package is reported, not listed
@@ -56,7 +56,7 @@ def test_build_list_holds_what_the_plugins_reach_and_respects_exclusions(tmp_pat
 def test_selfcheck_reports_a_module_that_does_not_import(tmp_path):
     lst = tmp_path / "modules.json"
     lst.write_text('{"modules": ["json", "slimline_no_such_module_xyz"]}', encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "slimline.core.selfcheck", "--modules", str(lst)],
+    proc = subprocess.run([sys.executable, "-m", "slimline.gui.selfcheck", "--modules", str(lst)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "FAIL slimline_no_such_module_xyz: ModuleNotFoundError" in proc.stdout

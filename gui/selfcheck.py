@@ -17,7 +17,7 @@ The modules checked ("reachable"):
 import in the development install, with the bundle's excluded packages blocked, as JSON; the
 bundle build collects exactly those as hidden imports and ships the file, and ``selfcheck`` inside
 the frozen app imports each of them. Outside a bundle it computes the list and imports it.
-Usage: ``slimline selfcheck [--json]`` (or ``python -m slimline.core.selfcheck``); exit 1 on failures.
+Usage: ``slimline selfcheck [--json]`` (or ``python -m slimline.gui.selfcheck``); exit 1 on failures.
 """
 from __future__ import annotations
 
@@ -220,5 +220,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cmd_selfcheck(p.parse_args(argv))
 
 
-if __name__ == "__main__":  # python -m slimline.core.selfcheck
+if __name__ == "__main__":  # python -m slimline.gui.selfcheck
     sys.exit(main())
