@@ -9,14 +9,13 @@ leaves the previous state untouched.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu, QMessageBox, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QMainWindow, QMenu, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from slimline.core.export.variants import Variant, variants_of
 from slimline.core.results import FinalEvent, RunRecord
@@ -34,34 +33,12 @@ from slimline.gui.session_controller import SessionController
 from slimline.gui.start_view import StartView
 from slimline.gui.theme import paint_in_stages
 from slimline.gui.variants_view import VariantsView
-from slimline.gui.workers import run_in_thread
+from slimline.gui.workers import run_in_thread, warm_imports
 
 TAB_START, TAB_INSPECT, TAB_PIPELINE, TAB_RUN, TAB_RESULTS = range(5)
 WARM_AFTER_MS = 300
 SIGNALS = ("model_opened", "model_open_failed", "data_loaded", "pipeline_loaded", "run_finished", "report_saved",
            "autosaved", "restore_offered", "session_restored")
-
-
-def warm_imports() -> None:
-    """Worker, shortly after the window shows: import what opening a model needs.
-
-    Imports hold the GIL; done while the user is still looking at the start
-    screen, they no longer compete with the UI thread when a model opens.
-    Heavy libraries (torch, onnxruntime) are not imported here: the window's
-    process never needs them (pipelines run in the child process).
-    """
-    import slimline.core.data  # noqa: F401
-    import slimline.core.history  # noqa: F401
-    import slimline.core.jobs  # noqa: F401
-    import slimline.core.models  # noqa: F401
-    import slimline.core.stats  # noqa: F401
-    from slimline.core.registry import discover
-
-    discover()
-    if os.name == "posix":  # the first spawned job starts this helper process: do it now, not mid-run
-        from multiprocessing import resource_tracker
-
-        resource_tracker.ensure_running()
 
 
 class MainWindow(QMainWindow):
@@ -344,22 +321,22 @@ class MainWindow(QMainWindow):
         self.restore_box = parts.restore_box(self, restore, lambda: answered(True), lambda: answered(False))
 
     def open_model_dialog(self) -> None:
-        parts.ask_open(self, "Open model", parts.MODEL_FILTER, self.ctl.open_model)
+        parts.ask_for(self, "model")
 
     def open_model_folder_dialog(self) -> None:
-        parts.ask_open(self, "Open model folder (e.g. Hugging Face)", "", self.ctl.open_model, folder=True)
+        parts.ask_for(self, "model_folder")
 
     def open_pipeline_dialog(self) -> None:
-        parts.ask_open(self, "Open pipeline", "Pipelines (*.json);;All files (*)", self.ctl.open_pipeline)
+        parts.ask_for(self, "pipeline")
 
     def open_data_dialog(self) -> None:
-        parts.ask_open(self, "Open evaluation data", parts.DATA_FILTER, self.ctl.open_data)
+        parts.ask_for(self, "data")
 
     def open_image_folder_dialog(self) -> None:
-        parts.ask_open(self, "Open image folder (evaluation data)", "", self.ctl.open_data, folder=True)
+        parts.ask_for(self, "image_folder")
 
     def open_text_dialog(self) -> None:
-        parts.ask_open(self, "Open text file (evaluation data)", parts.TEXT_FILTER, self.ctl.open_data)
+        parts.ask_for(self, "text")
 
     def save_pipeline(self) -> bool:
         return self.ctl.save_pipeline() if self.doc.path else self.save_pipeline_as()
@@ -377,32 +354,13 @@ class MainWindow(QMainWindow):
         AboutDialog(self).open()
 
     def open_export(self, key: str = "") -> ExportDialog | None:
-        vs = self.variants.variants or self.session.variants()
-        if not vs:
-            self.show_message(UserMessage("nothing to export yet", "run a pipeline first, then pick a variant",
-                                          level="info"))
-            return None
-        selected = self.session.selected
-        key = key or (selected.key if selected else vs[-1].key)
-        if not any(v.key == key for v in vs):
-            vs = self.session.variants()
-        out_dir = str(st.settings().value("export/dir", str(Path.home() / "slimline-export")))
-        dlg = ExportDialog(vs, key, self, default_dir=out_dir, workspace=str(self.prefs.workspace_path()),
-                           trust=self.session.trusted)
-        dlg.exported.connect(lambda _rec: st.settings().setValue("export/dir", dlg.out_edit.text().strip()))
-        self.export_dialog = dlg
-        dlg.open()
+        dlg = parts.open_export_dialog(self, key)
+        if dlg is not None:
+            self.export_dialog = dlg
         return dlg
 
     def save_report_dialog(self) -> None:
-        run_id = self.ctl.report_run_id()
-        if not run_id:
-            self.show_message(UserMessage("no run to report on yet", "run a pipeline first", level="info"))
-            return
-        default = self.prefs.workspace_path() / "runs" / run_id / "report.html"
-        path, _ = QFileDialog.getSaveFileName(self, "Save report", str(default), "HTML (*.html)")
-        if path:
-            self.ctl.save_report(path, run_id)
+        parts.ask_report(self)
 
     # --- window events -----------------------------------------------------------------
     def showEvent(self, event: Any) -> None:  # noqa: N802
@@ -418,18 +376,10 @@ class MainWindow(QMainWindow):
             self.ctl.refresh_runs(force=False)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
-        self._accept_paths(event)
+        parts.accept_paths(event)
 
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
-        self._accept_paths(event)
-
-    @staticmethod
-    def _accept_paths(event: QDragMoveEvent) -> None:
-        """Enter and move alike (QDragEnterEvent is a QDragMoveEvent): accept local files only."""
-        if parts.local_paths(event):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        parts.accept_paths(event)
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         paths = parts.local_paths(event)

@@ -220,3 +220,66 @@ def save_geometry(win: Any) -> None:
     s.setValue("window/geometry", win.saveGeometry())
     s.setValue("window/state", win.saveState())
     s.sync()
+
+
+# What each File → Open… action asks for: (dialog title, filter, session call, pick a folder).
+_ASK: dict[str, tuple[str, str, str, bool]] = {
+    "model": ("Open model", MODEL_FILTER, "open_model", False),
+    "model_folder": ("Open model folder (e.g. Hugging Face)", "", "open_model", True),
+    "pipeline": ("Open pipeline", "Pipelines (*.json);;All files (*)", "open_pipeline", False),
+    "data": ("Open evaluation data", DATA_FILTER, "open_data", False),
+    "image_folder": ("Open image folder (evaluation data)", "", "open_data", True),
+    "text": ("Open text file (evaluation data)", TEXT_FILTER, "open_data", False),
+}
+
+
+def ask_for(w: Any, what: str) -> None:
+    """Show the File → Open… dialog for ``what`` and hand the chosen path to the session controller."""
+    title, filt, call, folder = _ASK[what]
+    ask_open(w, title, filt, getattr(w.ctl, call), folder=folder)
+
+
+def accept_paths(event: Any) -> None:
+    """Drag enter and move alike (QDragEnterEvent is a QDragMoveEvent): accept local files only."""
+    if local_paths(event):
+        event.acceptProposedAction()
+    else:
+        event.ignore()
+
+
+def open_export_dialog(w: Any, key: str = "") -> Any:
+    """The export dialog on the chosen variant (default: the selected one, else the last); None if none yet."""
+    from pathlib import Path
+
+    from slimline.gui import settings as st
+    from slimline.gui.export_dialog import ExportDialog
+    from slimline.gui.messages import UserMessage
+
+    vs = w.variants.variants or w.session.variants()
+    if not vs:
+        w.show_message(UserMessage("nothing to export yet", "run a pipeline first, then pick a variant", level="info"))
+        return None
+    selected = w.session.selected
+    key = key or (selected.key if selected else vs[-1].key)
+    if not any(v.key == key for v in vs):
+        vs = w.session.variants()
+    out_dir = str(st.settings().value("export/dir", str(Path.home() / "slimline-export")))
+    dlg = ExportDialog(vs, key, w, default_dir=out_dir, workspace=str(w.prefs.workspace_path()),
+                       trust=w.session.trusted)
+    dlg.exported.connect(lambda _rec: st.settings().setValue("export/dir", dlg.out_edit.text().strip()))
+    dlg.open()
+    return dlg
+
+
+def ask_report(w: Any) -> None:
+    """File → Save report…: where to write the HTML report of the newest run."""
+    from slimline.gui.messages import UserMessage
+
+    run_id = w.ctl.report_run_id()
+    if not run_id:
+        w.show_message(UserMessage("no run to report on yet", "run a pipeline first", level="info"))
+        return
+    default = w.prefs.workspace_path() / "runs" / run_id / "report.html"
+    path, _ = QFileDialog.getSaveFileName(w, "Save report", str(default), "HTML (*.html)")
+    if path:
+        w.ctl.save_report(path, run_id)

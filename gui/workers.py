@@ -6,6 +6,7 @@ never run here: they run in the engine's child process (slimline.core.jobs).
 """
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -71,3 +72,25 @@ def run_in_thread(fn: Callable[..., Any], *args: Any,
 def wait_all(timeout_ms: int = 30000) -> bool:
     """Block until the pool is idle (tests and shutdown only)."""
     return QThreadPool.globalInstance().waitForDone(timeout_ms)
+
+
+def warm_imports() -> None:
+    """Worker, shortly after the window shows: import what opening a model needs.
+
+    Imports hold the GIL; done while the user is still looking at the start
+    screen, they no longer compete with the UI thread when a model opens.
+    Heavy libraries (torch, onnxruntime) are not imported here: the window's
+    process never needs them (pipelines run in the child process).
+    """
+    import slimline.core.data  # noqa: F401
+    import slimline.core.history  # noqa: F401
+    import slimline.core.jobs  # noqa: F401
+    import slimline.core.models  # noqa: F401
+    import slimline.core.stats  # noqa: F401
+    from slimline.core.registry import discover
+
+    discover()
+    if os.name == "posix":  # the first spawned job starts this helper process: do it now, not mid-run
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
