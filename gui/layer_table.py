@@ -60,14 +60,10 @@ COLUMNS: list[Column] = [
 
 
 def fmt_bytes(n: float | int | None) -> str:
-    if n is None:
-        return ""
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} GB"
+    """Byte counts in the CLI's and the report's decimal units (kB = 1000 B); empty for a missing value."""
+    from slimline.core.render import fmt_bytes as engine_fmt_bytes
+
+    return "" if n is None else engine_fmt_bytes(n)
 
 
 def _get(row: Any, key: str) -> Any:
