@@ -4,10 +4,8 @@ The step under test re-saves its input unchanged, so any "slower" would be the
 machine talking, not the model.
 """
 import json
-import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -39,18 +37,8 @@ HOG = "import time\nt = time.time()\nwhile time.time() - t < 120:\n    pass\n"  
 
 
 @pytest.fixture
-def resave_plugin(tmp_path, monkeypatch):
-    mod = tmp_path / "plugmod"
-    mod.mkdir()
-    (mod / "slimline_resave_plugin.py").write_text(textwrap.dedent(RESAVE))
-    monkeypatch.setenv("PYTHONPATH", f"{mod}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("SLIMLINE_EXTRA_PLUGINS", "slimline_resave_plugin:Resave")
-    monkeypatch.syspath_prepend(str(mod))
-    from slimline.core.registry import discover
-
-    discover.cache_clear()
-    yield
-    discover.cache_clear()
+def resave_plugin(extra_plugins):
+    extra_plugins("slimline_resave_plugin", RESAVE, "Resave")
 
 
 def _run(model, data, ws):

@@ -1,6 +1,4 @@
 """End to end: pipeline → child process → events, run history, cache, cancel, crash."""
-import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -99,19 +97,8 @@ class Slow(Plugin):
 
 
 @pytest.fixture
-def test_plugins(tmp_path, monkeypatch):
-    mod = tmp_path / "plugmod"
-    mod.mkdir()
-    (mod / "slimline_test_plugins.py").write_text(textwrap.dedent(CRASHER))
-    monkeypatch.setenv("PYTHONPATH", f"{mod}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("SLIMLINE_EXTRA_PLUGINS", "slimline_test_plugins:Crash,slimline_test_plugins:Slow")
-
-    monkeypatch.syspath_prepend(str(mod))
-    from slimline.core.registry import discover
-
-    discover.cache_clear()
-    yield
-    discover.cache_clear()
+def test_plugins(extra_plugins):
+    extra_plugins("slimline_test_plugins", CRASHER, "Crash", "Slow")
 
 
 def test_worker_crash_is_reported_and_leaves_no_partial_files(tiny_torch_model, tmp_path, test_plugins):

@@ -8,21 +8,13 @@ import pytest
 
 from slimline.core.data import DataBundle, Dataset
 from slimline.core.errors import StepFailed
-from slimline.core.handle import ModelHandle, TensorSpec
+from slimline.core.handle import ModelHandle
 from slimline.core.plugin import CancelToken, StepContext
 from slimline.plugins.quantize import QuantizeDynamic, QuantizeStatic
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-
-def _save(model: "onnx.ModelProto", path: Path, inputs: dict[str, list], outputs: dict[str, list]) -> ModelHandle:
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return ModelHandle(path=str(path), format="onnx", family="onnx", files=[str(path)],
-                       inputs=[TensorSpec(name=k, shape=v) for k, v in inputs.items()],
-                       outputs=[TensorSpec(name=k, shape=v) for k, v in outputs.items()],
-                       bytes_on_disk=path.stat().st_size)
+from onnx_handles import save_onnx  # noqa: E402
 
 
 def _ctx(tmp: Path, data: DataBundle | None) -> StepContext:
@@ -53,7 +45,7 @@ def _weight_outlier_model(tmp: Path) -> ModelHandle:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return _save(model, tmp / "outlier_w.onnx", {"x": ["batch", 32]}, {"y": ["batch", 16]})
+    return save_onnx(model, tmp / "outlier_w.onnx", {"x": ["batch", 32]}, {"y": ["batch", 16]})
 
 
 def _activation_outlier_model(tmp: Path) -> ModelHandle:
@@ -76,7 +68,7 @@ def _activation_outlier_model(tmp: Path) -> ModelHandle:
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
                               [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return _save(model, tmp / "outlier_a.onnx", {"x": ["batch", 32]}, {"logits": ["batch", 10]})
+    return save_onnx(model, tmp / "outlier_a.onnx", {"x": ["batch", 32]}, {"logits": ["batch", 10]})
 
 
 def test_per_tensor_reduce_range_is_retried_per_channel(tmp_path: Path) -> None:
@@ -151,7 +143,7 @@ def _old_export(tmp: Path, conv: bool) -> ModelHandle:
     graph = helper.make_graph(nodes, "old", inputs,
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
-    return _save(model, tmp / f"old_{'conv' if conv else 'mlp'}.onnx", {"x": x_shape}, {"logits": [1, 10]})
+    return save_onnx(model, tmp / f"old_{'conv' if conv else 'mlp'}.onnx", {"x": x_shape}, {"logits": [1, 10]})
 
 
 def test_old_opset_model_quantizes_dynamic(tmp_path: Path) -> None:
@@ -207,7 +199,7 @@ def test_static_activation_outlier_is_retried(tmp_path: Path) -> None:
     graph = helper.make_graph(nodes, "outlier_conv",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
-    handle = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "oc.onnx",
+    handle = save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "oc.onnx",
                    {"x": ["batch", 1, 8, 8]}, {"logits": ["batch", 10]})
     images = np.random.default_rng(12).random((64, 1, 8, 8)).astype(np.float32)
     data = DataBundle(eval=Dataset("imgs", "test", {"x": images[:32]}),

@@ -8,21 +8,13 @@ import numpy as np
 import pytest
 
 from slimline.core.errors import StepFailed
-from slimline.core.handle import ModelHandle, TensorSpec
+from slimline.core.handle import ModelHandle
 from slimline.core.plugin import CancelToken, StepContext
 from slimline.plugins.quantize import ConvertFp16, QuantizeDynamic, QuantizeStatic
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-
-def _save(model: "onnx.ModelProto", path: Path, inputs: dict[str, list], outputs: dict[str, list]) -> ModelHandle:
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return ModelHandle(path=str(path), format="onnx", family="onnx", files=[str(path)],
-                       inputs=[TensorSpec(name=k, shape=v) for k, v in inputs.items()],
-                       outputs=[TensorSpec(name=k, shape=v) for k, v in outputs.items()],
-                       bytes_on_disk=path.stat().st_size)
+from onnx_handles import save_onnx  # noqa: E402
 
 
 def _lstm_model(tmp: Path) -> ModelHandle:
@@ -38,7 +30,7 @@ def _lstm_model(tmp: Path) -> ModelHandle:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
-    return _save(model, tmp / "lstm.onnx", {"x": [10, "batch", 8]}, {"y": ["batch", 1]})
+    return save_onnx(model, tmp / "lstm.onnx", {"x": [10, "batch", 8]}, {"y": ["batch", 1]})
 
 
 def _int8_model(tmp: Path) -> ModelHandle:
@@ -55,7 +47,7 @@ def _int8_model(tmp: Path) -> ModelHandle:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], [w, wz, ws])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
     model.ir_version = 7
-    return _save(model, tmp / "int8.onnx", {"x": [1, 1, 8, 8]}, {"y": [1, 4, 6, 6]})
+    return save_onnx(model, tmp / "int8.onnx", {"x": [1, 1, 8, 8]}, {"y": [1, 4, 6, 6]})
 
 
 def _errors(problems: list) -> list:
