@@ -37,6 +37,6 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -c constraints.txt torch==2.13.0
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev,hf]"
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev,hf,llm,ray]"
 echo "$want" > "$STAMP"
 echo "setup: environment ready in $VENV"
