@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -225,3 +226,74 @@ def sentences(path: Path, n: int = 24, seed: int = 0) -> Path:
     path.write_text("\n".join(" ".join(rnd.choice(_WORDS) for _ in range(rnd.randint(3, 9))) for _ in range(n))
                     + "\n", encoding="utf-8")
     return path
+
+
+def lm_corpus(path: Path, modules: tuple[str, ...] = ("json", "argparse", "collections", "pathlib", "textwrap",
+                                                       "logging", "subprocess", "functools")) -> Path:
+    """Real English text without downloads: the docstrings of a few standard-library modules."""
+    import importlib
+    import inspect
+
+    parts: list[str] = []
+    for name in modules:
+        mod = importlib.import_module(name)
+        for obj in [mod, *(v for _, v in sorted(vars(mod).items()) if inspect.isclass(v) or inspect.isfunction(v))]:
+            doc = inspect.getdoc(obj)
+            if doc and doc not in parts:
+                parts.append(doc)
+    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+def _bpe_tokenizer(folder: Path, corpus: Path, vocab: int, bos: bool) -> Any:
+    """A byte-level BPE tokenizer trained on ``corpus``; with ``bos`` it puts <s> before every text (Llama-style)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train([str(corpus)], trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def hf_llama(folder: Path, *, layers: int = 2, hidden: int = 64, vocab: int = 512, bos: bool = True,
+             tie: bool = True, train_steps: int = 0, corpus: Path | None = None, seed: int = 0) -> Path:
+    """A tiny Llama-family causal LM with a real BPE tokenizer, optionally trained a little on real text.
+
+    ``train_steps`` > 0 fits it briefly to the corpus (next-token loss, ~1 s per 50 steps) so it has
+    the peaked, outlier-bearing distributions quantizers meet in real LMs, unlike random weights.
+    """
+    torch = _torch()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = corpus or lm_corpus(folder.parent / f"{folder.name}-corpus.txt")
+    tok = _bpe_tokenizer(folder, corpus, vocab, bos)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2,
+                      pad_token_id=0)
+    model = LlamaForCausalLM(cfg)
+    if train_steps:
+        ids = torch.tensor(tok(corpus.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"])
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(train_steps):
+            starts = torch.randint(0, max(len(ids) - 65, 1), (8,), generator=gen)
+            batch = torch.stack([ids[s:s + 64] for s in starts])
+            loss = model(input_ids=batch, labels=batch).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval().save_pretrained(str(folder))
+    return folder
