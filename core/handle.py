@@ -72,6 +72,8 @@ class ModelHandle(BaseModel):
     opset: int | None = None
     trusted: bool = False
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    # facts the user should read before trusting numbers on this model ("dequantized from GGUF ...")
+    notes: list[str] = Field(default_factory=list)
     meta: dict = Field(default_factory=dict)
 
     @property
