@@ -285,12 +285,19 @@ class LayerTableModel(QAbstractTableModel):
             return font
         if role == Qt.ItemDataRole.TextAlignmentRole and col.kind not in ("text", "shape"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        inside = [self._rows[self._items[k].row] for k in self._members.get(gi, [])]
+        odd = [r for r in inside if unusual_reasons(r)]
         if role == Qt.ItemDataRole.BackgroundRole:
-            return QColor(120, 144, 156, 45)
+            if any((_get(r, "nan_count") or 0) or (_get(r, "inf_count") or 0) for r in odd):
+                return QColor(220, 53, 69, 90)
+            return QColor(255, 193, 7, 70) if odd else QColor(120, 144, 156, 45)
         if role == Qt.ItemDataRole.ToolTipRole:
             state = "collapse" if gi in self._expanded else "list its tensors"
             reasons = unusual_reasons(row)
-            extra = ("\nUnusual: " + "; ".join(reasons)) if reasons else ""
+            extra = ("\nUnusual over the whole group: " + "; ".join(reasons)) if reasons else ""
+            if odd:
+                extra += (f"\n{len(odd)} of its tensors are unusual (e.g. {_get(odd[0], 'name')}: "
+                          f"{'; '.join(unusual_reasons(odd[0]))})")
             return (f"{group.title}: {group.describe()} ({', '.join(group.members[:4])}"
                     f"{', …' if len(group.members) > 4 else ''}); statistics pooled over all of them.\n"
                     f"Click the name to {state}.{extra}")
@@ -534,6 +541,7 @@ class LayerTableView(QWidget):
 
     def _on_model_grouping_changed(self) -> None:
         self.proxy.refilter()
+        self.table.resizeColumnToContents(0)   # unfolded tensor names are longer than the group's title
         self._update_count()
 
     def _on_expand_button_toggled(self, on: bool) -> None:

@@ -5,7 +5,7 @@ on HF folders, so a GGUF is turned into one: transformers' GGUF loader dequantiz
 the model is rebuilt from its config and state_dict (the loaded one carries a quantization config
 and will not ``save_pretrained``, DESIGN §11) and saved as float32 safetensors with the tokenizer the
 GGUF holds. The folder is cached by the GGUF's sha256 under the workspace's cache
-(``<workspace>/cache/gguf/<hash>``), built in a temp folder and renamed into place, so a second
+(``<workspace>/cache/gguf/<file stem>-<hash>``), built in a temp folder and renamed into place, so a second
 open is instant and a crash leaves nothing half-written. The handle is the HF folder's, with a note
 that says the weights were already quantized and which GGUF types they came from: a model
 dequantized from 4-bit blocks sits on a 4-bit grid, which flatters 4-bit quantizers.
@@ -184,6 +184,23 @@ def cache_root() -> Path:
     return default_workspace() / "cache" / "gguf"
 
 
+def folder_name(path: Path, sha256: str) -> str:
+    """'<file stem>-<16 hex of the sha256>': readable where the window shows it, keyed by content."""
+    stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.stem)[:80] or "model"
+    return f"{stem}-{sha256[:16]}"
+
+
+def find_cached(sha256: str, root: Path | None = None) -> Path | None:
+    """A complete dequantized folder for this content, whatever the GGUF was called when it was built."""
+    base = root or cache_root()
+    if not base.is_dir():
+        return None
+    for d in sorted(base.glob(f"*-{sha256[:16]}")):
+        if not d.name.startswith(_TMP_PREFIX) and _is_complete(d):
+            return d
+    return None
+
+
 def _is_complete(folder: Path) -> bool:
     return (folder / SOURCE_FILE).is_file() and (folder / "config.json").is_file() and any(
         folder.glob("model*.safetensors"))
@@ -191,9 +208,10 @@ def _is_complete(folder: Path) -> bool:
 
 def dequantize_to_folder(path: Path, info: GGUFInfo, root: Path | None = None) -> Path:
     """The cached float32 HF folder for this GGUF, built now if missing (temp folder, then rename)."""
-    final = (root or cache_root()) / info.sha256[:32]
-    if _is_complete(final):
-        return final
+    found = find_cached(info.sha256, root)
+    if found is not None:
+        return found
+    final = (root or cache_root()) / folder_name(path, info.sha256)
     est = memory.estimate({}, info.params, dtype="float32", copies=2)
     memory.require_fits(est, subject=str(path), doing="dequantizing this GGUF")
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -279,8 +297,8 @@ def _build(path: Path, info: GGUFInfo, out: Path) -> None:
 def gguf_open(path: Path, trust: bool) -> ModelHandle:
     """Open a GGUF as its dequantized HF folder (built on first open); the handle notes the GGUF's types."""
     del trust  # GGUF holds no code; the dequantized folder is safetensors
-    folder = cache_root() / file_sha256(path)[:32]
-    if not _is_complete(folder):  # first open: read the header, refuse early, dequantize
+    folder = find_cached(file_sha256(path))
+    if folder is None:  # first open: read the header, refuse early, dequantize
         info = read_gguf_info(path)
         check_loadable(info)
         folder = dequantize_to_folder(path, info)
