@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import ModelHandle
 from slimline.core.models import memory
-from slimline.core.models.hf import SOURCE_FILE, open_hf
+from slimline.core.models.hf import SOURCE_FILE, open_hf, transformers_available
 from slimline.core.models.tensors import cached, file_key
 
 CACHE_ENV = "SLIMLINE_GGUF_CACHE"   # overrides <workspace>/cache/gguf
@@ -155,6 +155,9 @@ def _normalized_arch(arch: str) -> str:
 def check_loadable(info: GGUFInfo) -> None:
     """Refuse, before any work, a GGUF whose types or architecture transformers cannot load."""
     path = info.path
+    if not transformers_available():
+        raise ModelLoadError("opening a GGUF needs the 'transformers' package (it dequantizes the file)",
+                             subject=path, hint="pip install 'slimline[llm]'")
     bad = {t: n for t, n in info.tensor_types.items() if t not in dequantizable_types()}
     if bad:
         listed = ", ".join(f"{t} ({n} tensor{'s' if n != 1 else ''})" for t, n in bad.items())
@@ -232,6 +235,9 @@ def dequantize_to_folder(path: Path, info: GGUFInfo, root: Path | None = None) -
 
 def _load_error(path: Path, info: GGUFInfo, exc: BaseException) -> ModelLoadError:
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    if isinstance(exc, ImportError):
+        return ModelLoadError(f"dequantizing a GGUF needs a package that is not installed ({first})",
+                              subject=str(path), hint="pip install 'slimline[llm]' (transformers, gguf, accelerate)")
     if "not supported" in first and "architecture" in first:
         return ModelLoadError(f"GGUF architecture {info.architecture!r} is not supported by transformers' "
                               "GGUF loader", subject=str(path),

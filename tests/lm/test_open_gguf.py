@@ -163,3 +163,13 @@ def test_cli_inspect_prints_the_note_and_the_grouped_blocks(tiny: dict[str, Path
     doc = json.loads(out.getvalue())
     assert doc["model"]["notes"] and doc["groups"][0]["title"] == "model.layers.0 … 1"
     assert doc["groups"][0]["indices"] == [0, 1] and len(doc["layers"]) == 20
+
+
+def test_without_transformers_the_gguf_says_what_to_install(tiny: dict[str, Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimline.core.models import gguf
+
+    monkeypatch.setattr(gguf, "transformers_available", lambda: False)
+    with pytest.raises(ModelLoadError) as err:
+        open_model(tiny["mixed"])
+    assert "needs the 'transformers' package" in err.value.message and "slimline[llm]" in err.value.hint
