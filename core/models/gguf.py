@@ -26,7 +26,7 @@ from slimline.core.errors import ModelLoadError
 from slimline.core.handle import ModelHandle
 from slimline.core.models import memory
 from slimline.core.models.hf import SOURCE_FILE, open_hf, transformers_available
-from slimline.core.models.tensors import cached, file_key
+from slimline.core.models.tensors import file_key
 
 CACHE_ENV = "SLIMLINE_GGUF_CACHE"   # overrides <workspace>/cache/gguf
 _FLOAT_TYPES = ("F32", "F16")       # gguf.quants.dequantize handles these itself, besides its quant classes
@@ -66,14 +66,17 @@ class GGUFInfo(BaseModel):
 
 def file_sha256(path: Path) -> str:
     """Content hash of the GGUF (the cache key), computed once per file identity in this process."""
-    def build() -> str:
+    key = file_key(path, "sha256")
+    if key not in _SHA:
         h = hashlib.sha256()
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-        return h.hexdigest()
+        _SHA[key] = h.hexdigest()
+    return _SHA[key]
 
-    return str(cached(file_key(path, "sha256"), build))
+
+_SHA: dict[tuple, str] = {}   # own cache: the weight-source LRU holds only 4 entries
 
 
 def _corrupt(path: Path, exc: BaseException) -> ModelLoadError:

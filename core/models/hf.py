@@ -15,7 +15,7 @@ from slimline.core.errors import ModelLoadError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
 from slimline.core.models import memory
 from slimline.core.models.sniff import hf_weight_files
-from slimline.core.models.tensors import WeightSource, cached, file_size, safetensors_source, tensor_dict_source
+from slimline.core.models.tensors import WeightSource, file_size, safetensors_source, tensor_dict_source
 from slimline.core.models.torch_files import load_state_dict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,7 +135,14 @@ def hf_module_facts(config: dict[str, Any], auto_class: str) -> ModuleFacts:
         params = sum(p.numel() for p in model.parameters())
         return ModuleFacts({p: type(m).__name__ for p, m in model.named_modules()}, tied, int(params))
 
-    return cached(key, build)
+    if key not in _FACTS:
+        if len(_FACTS) >= 16:
+            _FACTS.pop(next(iter(_FACTS)))
+        _FACTS[key] = build()
+    return _FACTS[key]
+
+
+_FACTS: dict[tuple[str, str, str], ModuleFacts] = {}   # own cache: the weight-source LRU holds only 4 entries
 
 
 def hf_op_types_from_config(config: dict[str, Any], auto_class: str) -> dict[str, str]:

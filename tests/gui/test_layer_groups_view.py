@@ -81,3 +81,19 @@ def test_selecting_a_folded_tensor_expands_its_group_and_groups_are_not_tensors(
     rows[4] = {**rows[4], "nan_count": 2}
     v.update_stats(rows)
     assert "NaN" in v.proxy.index(1, 0).data(Qt.ItemDataRole.ToolTipRole)   # the group says what is inside
+
+
+def test_summary_shows_the_note_and_the_memory_estimate(qtbot) -> None:
+    from slimline.core.handle import ModelHandle
+    from slimline.gui.summary_view import SummaryView
+
+    v = SummaryView()
+    qtbot.addWidget(v)
+    v.show()
+    note = "dequantized from GGUF m.gguf; the file held types Q4_1 (210 tensors), F32 (61), Q8_0 (1)"
+    v.set_handle(ModelHandle(path="/x/m", format="hf", family="torch", param_count=10, notes=[note],
+                             meta={"memory": "~0.60 GB (weights 0.54 GB float32 + activations 61 MB)"}))
+    assert v.fields["notes"].text() == note and v.fields["notes"].isVisible()
+    assert v.fields["memory"].text().startswith("~0.60 GB") and v.fields["memory"].isVisible()
+    v.set_handle(ModelHandle(path="/x/a.onnx", format="onnx", family="onnx"))
+    assert not v.fields["notes"].isVisible() and not v.fields["memory"].isVisible()
