@@ -266,7 +266,18 @@ def load_hf_module(handle: ModelHandle) -> "torch.nn.Module":
                              subject=str(folder), hint="pip install 'slimline[hf]'")
 
     cfg = read_config(folder)
-    memory.require_fits(memory.estimate(cfg, handle.param_count), subject=str(folder), doing="loading this model")
+    est = memory.estimate(cfg, handle.param_count)
+    try:
+        memory.require_fits(est, subject=str(folder), doing="loading this model")
+    except ModelLoadError:
+        described = hf_module_facts(cfg, handle.meta.get("auto_class") or "AutoModel").params
+        if described > 2 * max(handle.param_count, 1):  # a config that does not describe these weights
+            raise ModelLoadError(
+                f"config.json describes a model of {described:,} parameters but the weight files hold "
+                f"{handle.param_count:,}: they do not belong together (loading would need {est.describe()})",
+                subject=str(folder), hint="check config.json and the weight files match "
+                                          "(re-save the model with save_pretrained)") from None
+        raise
 
     def build() -> Any:
         import transformers
