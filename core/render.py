@@ -77,7 +77,8 @@ def handle_summary(h: ModelHandle) -> str:
     if not (caps.run and caps.compress) and caps.reason:
         lines.append(f"note      {caps.reason}")
     for note in h.notes:
-        lines.append(f"note      {note}")
+        lines.append(textwrap.fill(note, width=120, initial_indent="note      ", subsequent_indent=" " * 10,
+                                   break_on_hyphens=False))
     return "\n".join(lines)
 
 
