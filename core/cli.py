@@ -102,6 +102,8 @@ def _add_inspect(sub: Any) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--no-stats", action="store_true", help="skip the value scan (names and shapes only)")
     s.add_argument("--limit", type=int, default=40, help="layers to print (default 40; --json prints all)")
+    s.add_argument("--expand", action="store_true",
+                   help="list every tensor of repeated blocks (decoder layers) instead of one row per group")
     s.add_argument("--trust", action="store_true",
                    help="allow loading pickled code from this file (only for files you trust)")
 
@@ -200,7 +202,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         from slimline.core.stats import layer_inventory
 
         rows = layer_inventory(handle)
-    print_inspect(handle, rows, as_json=args.json, limit=args.limit)
+    print_inspect(handle, rows, as_json=args.json, limit=args.limit, expand=args.expand)
     return 0
 
 

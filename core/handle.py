@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 # File-level format (what the bytes are).
 FileFormat = Literal[
@@ -72,7 +72,17 @@ class ModelHandle(BaseModel):
     opset: int | None = None
     trusted: bool = False
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    # facts the user should read before trusting numbers on this model ("dequantized from GGUF ...")
+    notes: list[str] = Field(default_factory=list)
     meta: dict = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_notes(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Records written before notes existed read back and write out byte-identical."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("notes"):
+            data.pop("notes", None)
+        return data
 
     @property
     def name(self) -> str:

@@ -5,6 +5,7 @@ import json
 import math
 import shutil
 import sys
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,9 +71,14 @@ def handle_summary(h: ModelHandle) -> str:
     if h.meta.get("left_out"):
         lines.append(f"checkpoint model weights from {h.meta.get('state_key')!r}; left out: "
                      + ", ".join(str(k) for k in h.meta["left_out"]) + " (not model weights)")
+    if h.meta.get("memory"):
+        lines.append(f"memory    {h.meta['memory']} to load and run one window (estimate)")
     caps = h.capabilities
     if not (caps.run and caps.compress) and caps.reason:
         lines.append(f"note      {caps.reason}")
+    for note in h.notes:
+        lines.append(textwrap.fill(note, width=120, initial_indent="note      ", subsequent_indent=" " * 10,
+                                   break_on_hyphens=False))
     return "\n".join(lines)
 
 
@@ -120,25 +126,55 @@ def _places(h: ModelHandle) -> str:
 
 
 def print_inspect(h: ModelHandle, rows: list[Any] | None, *, as_json: bool, limit: int,
-                  out: TextIO | None = None) -> None:
+                  out: TextIO | None = None, expand: bool = False) -> None:
+    """Summary, weight table and other tensors; repeated blocks print as one row each unless ``expand``."""
+    from slimline.core.layer_groups import group_blocks
+
     out = out or sys.stdout
     dicts = [_row_dict(r) for r in rows or []]
     constants = _constants(h)
+    groups = group_blocks(dicts)
     if as_json:
-        doc = {"model": h.model_dump(mode="json"), "layers": dicts, "constants": constants}
+        doc = {"model": h.model_dump(mode="json"), "layers": dicts, "constants": constants,
+               "groups": [{**g.model_dump(exclude={"names"}), "title": g.title} for g in groups]}
         print(json.dumps(_json_safe(doc), indent=1, default=str, allow_nan=False), file=out)
         return
     print(handle_summary(h), file=out)
     if places := _places(h):
         print(places, file=out)
     if dicts:
-        _print_weights(dicts, limit, out)
+        _print_weights(dicts, limit, out, [] if expand else groups)
     if constants:
         _print_constants(constants, limit, out)
 
 
-def _print_weights(dicts: list[dict[str, Any]], limit: int, out: TextIO) -> None:
-    print(f"\n{len(dicts)} weight tensors" + (f" (first {limit})" if len(dicts) > limit else ""), file=out)
+def _grouped(dicts: list[dict[str, Any]], groups: list[Any]) -> list[dict[str, Any]]:
+    """Rows with each group's tensors replaced by one summary row where its first tensor stood."""
+    from slimline.core.layer_groups import group_of, group_row
+
+    where = group_of(groups)
+    shown: list[dict[str, Any]] = []
+    done: set[int] = set()
+    for d in dicts:
+        g = where.get(str(d.get("name")))
+        if g is None:
+            shown.append(d)
+        elif g not in done:
+            done.add(g)
+            shown.append(group_row(groups[g], dicts).model_dump())
+    return shown
+
+
+def _print_weights(dicts: list[dict[str, Any]], limit: int, out: TextIO, groups: list[Any] | None = None) -> None:
+    groups = groups or []
+    dicts_all = dicts
+    in_groups = sum(len(g.names) for g in groups)
+    head = f"\n{len(dicts)} weight tensors"
+    if groups:
+        head += (f", {in_groups} of them in {len(groups)} group{'s' if len(groups) > 1 else ''} of repeated blocks "
+                 f"({'; '.join(f'{g.title}: {g.describe()}' for g in groups)}; --expand lists every tensor)")
+        dicts = _grouped(dicts, groups)
+    print(head + (f" (first {limit} rows)" if len(dicts) > limit else ""), file=out)
     has_stats = any(d.get("nan_count") is not None for d in dicts)
     has_where = any(d.get("location") not in (None, "", "initializer") for d in dicts)
     headers = ["name", "op", "shape", "dtype", "params"] + (["location"] if has_where else [])
@@ -157,6 +193,13 @@ def _print_weights(dicts: list[dict[str, Any]], limit: int, out: TextIO) -> None
                     f"{_num(d.get('nan_count'), 'd')}/{_num(d.get('inf_count'), 'd')}"]
         body.append(row)
     print(table(headers, body, "l" * n_left + "r" * (len(headers) - n_left)), file=out)
+    for g in groups:
+        first = {str(d.get("name")): d for d in dicts_all if str(d.get("name")).startswith(
+            f"{g.prefix}.{g.indices[0]}." if g.prefix else f"{g.indices[0]}.")}
+        parts = [f"{name.split('.', len(g.prefix.split('.')) + 1 if g.prefix else 1)[-1]} "
+                 f"{'x'.join(str(x) for x in d.get('shape', []))}" for name, d in first.items()]
+        print(textwrap.fill(f"each block of {g.title} ({g.describe()}, {fmt_count(g.params)} params): "
+                            f"{', '.join(parts)}", width=120, subsequent_indent="    "), file=out)
 
 
 def _print_constants(constants: list[dict[str, Any]], limit: int, out: TextIO) -> None:

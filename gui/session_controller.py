@@ -117,7 +117,9 @@ class SessionController(QObject):
     def open_model(self, path: str, trust: bool = False, then: Callable[[], None] | None = None) -> None:
         """Open in a worker; on success replace the current model, on failure change nothing."""
         self.opening = True
-        self.status.emit(f"Opening {Path(path).name}…", 0)
+        first_open = " (a GGUF is dequantized to float32 the first time: up to a minute)" \
+            if str(path).lower().endswith(".gguf") else ""
+        self.status.emit(f"Opening {Path(path).name}…{first_open}", 0)
         run_in_thread(_open_and_list, str(path), trust,
                       on_done=lambda res: self._on_model_opened(str(path), trust, res, then),
                       on_error=lambda e, tb: self._on_model_open_failed(str(path), e, tb))

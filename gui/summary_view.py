@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from slimline.gui.elided import ElidedLabel
 from slimline.gui.layer_table import fmt_bytes
+from slimline.gui.theme import warn_text
 
 
 class SummaryView(QWidget):
@@ -35,14 +36,18 @@ class SummaryView(QWidget):
         self._handle: Any = None
         self.fields: dict[str, QLabel] = {}
         facts = QFormLayout()
+        self._facts = facts
         for key, title in [("name", "File"), ("format", "Format"), ("family", "Kind"), ("producer", "Producer"),
                            ("opset", "Opset"), ("params", "Parameters"), ("bytes", "Bytes on disk"),
-                           ("capabilities", "Can do")]:
+                           ("memory", "Memory"), ("capabilities", "Can do"), ("notes", "Note")]:
             lab = ElidedLabel("—") if key == "name" else QLabel("—")
             if key != "name":
                 lab.setWordWrap(True)
             self.fields[key] = lab
             facts.addRow(f"{title}:", lab)
+        self.fields["notes"].setStyleSheet(f"color: {warn_text()};")
+        self.fields["memory"].setToolTip("Estimated from the config before loading: parameters × bytes per "
+                                         "parameter plus the activations of one evaluation window")
         self.io_table = QTableWidget(0, 4)
         self.io_table.setHorizontalHeaderLabels(["", "Name", "dtype", "Shape"])
         self.io_table.verticalHeader().hide()
@@ -75,6 +80,12 @@ class SummaryView(QWidget):
         if caps.reason:
             text += f" — {caps.reason}"
         f["capabilities"].setText(text)
+        memory = str(handle.meta.get("memory") or "")
+        f["memory"].setText(f"{memory} to load and run one window (estimate)" if memory else "—")
+        self._facts.setRowVisible(f["memory"], bool(memory))
+        notes = list(getattr(handle, "notes", []) or [])
+        f["notes"].setText("\n".join(notes))
+        self._facts.setRowVisible(f["notes"], bool(notes))
         specs = [("in", s) for s in handle.inputs] + [("out", s) for s in handle.outputs]
         self.io_table.setRowCount(len(specs))
         for r, (kind, s) in enumerate(specs):

@@ -28,3 +28,27 @@ def make_tiny_mlp(tmp_path):
         return path, data
 
     return build
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`real` tests outside tests/realmodels are skipped (not cached) or failed (bad checksum) the same way.
+
+    tests/realmodels/conftest.py does it for its own folder; LM tests elsewhere name corpus entries too.
+    """
+    if "realmodels" in item.path.parts or not any(item.iter_markers(name="real")):
+        return
+    from tests.realmodels.fetch import ENTRIES, cache_root, model_path, verified
+
+    for mark in item.iter_markers(name="real"):
+        for model_id in mark.args:
+            entry = ENTRIES.get(model_id)
+            if entry is None:
+                pytest.fail(f"@pytest.mark.real names unknown corpus entry {model_id!r} (tests/realmodels/manifest.py)")
+            if not model_path(entry).exists():
+                pytest.skip(f"real corpus entry {model_id} is not in the cache {cache_root()}; run `make realmodels`")
+            if not _VERIFIED.setdefault(model_id, verified(entry)):
+                pytest.fail(f"cached real corpus entry {model_path(entry)} does not match its sha256 in the manifest; "
+                            "run `make realmodels` to fetch it again")
+
+
+_VERIFIED: dict[str, bool] = {}

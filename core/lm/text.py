@@ -80,12 +80,23 @@ def load_tokenizer(folder: str | Path, subject: str = "") -> Any:
     except ImportError:
         raise DataError("text data needs the 'transformers' package", subject=subject or str(folder),
                         hint="pip install 'slimline[llm]'") from None
+    from slimline.core.models.hf import TOKENIZER_FILES, has_tokenizer
+
+    expected = ", ".join(TOKENIZER_FILES)
+    if Path(folder).is_dir() and not has_tokenizer(Path(folder)):
+        raise DataError(f"no usable tokenizer in {folder}: the folder has no tokenizer files, so text cannot be "
+                        f"turned into tokens (looked for: {expected})", subject=subject or str(folder),
+                        hint="copy the model's tokenizer files (tokenizer.json, tokenizer_config.json) from where the "
+                             "model came from into the folder; a GGUF of the model carries its tokenizer, so opening "
+                             "that works too")
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:
-        raise DataError(f"no usable tokenizer in {folder} ({type(exc).__name__})", subject=subject or str(folder),
-                        hint="put the tokenizer files (tokenizer.json, tokenizer_config.json) beside the model") \
-            from None
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise DataError(f"no usable tokenizer in {folder}: its tokenizer files cannot be loaded "
+                        f"({first or type(exc).__name__})",
+                        subject=subject or str(folder),
+                        hint=f"get the tokenizer files again; a loadable tokenizer is one of: {expected}") from None
 
 
 def text_windows(path: str | Path, tokenizer: Any, *, length: int = DEFAULT_LENGTH, count: int = DEFAULT_COUNT,

@@ -1,11 +1,11 @@
-"""Opening real models: ONNX, TorchScript, torch.export, checkpoints, safetensors, HF folders.
+"""Opening real models: ONNX, TorchScript, torch.export, checkpoints, safetensors, HF folders, GGUF.
 
 Formats are detected by content. Nothing here imports torch/onnx/transformers at
 module level; the per-format modules import them inside functions.
 
 Layers (imports only point down; tests/core/test_models_layering.py checks it):
-  tensors, safe_paths, handles          shared tensor primitives and handle helpers
-  sniff, onnx_files, onnx_fold, torch_files, safetensors_files, hf, archive   per-format modules
+  tensors, safe_paths, handles, memory  shared tensor primitives, handle helpers, memory estimates
+  sniff, onnx_files, onnx_fold, torch_files, safetensors_files, hf, archive, gguf   per-format modules
   formats                               the table of formats
   detect, loaders, weights              dispatch through the table
 """

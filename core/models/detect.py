@@ -13,7 +13,7 @@ from slimline.core.models.sniff import sniff_path
 
 
 def detect_format(path: str | Path) -> str:
-    """File format by content: onnx | torchscript | torch_export | state_dict | safetensors | hf | slimline_torch.
+    """Format by content: onnx | torchscript | torch_export | state_dict | safetensors | hf | slimline_torch | gguf.
 
     ``state_dict`` is reported for any torch checkpoint (zip or legacy); whether it really
     holds only tensors (or is a pickled module, ``pickle_module``) is decided when it is

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import ModelHandle
-from slimline.core.models import archive, hf, onnx_files, safetensors_files, torch_files
+from slimline.core.models import archive, gguf, hf, onnx_files, safetensors_files, torch_files
 from slimline.core.models.handles import WEIGHTS_ONLY_HINT, WEIGHTS_ONLY_REASON
 from slimline.core.models.tensors import WeightSource
 
@@ -90,6 +90,8 @@ FORMATS: dict[str, ModelFormat] = {f.name: f for f in (
                 weights=safetensors_files.safetensors_weights),
     ModelFormat("hf", ("hf_folder",), open=hf.hf_open, weights=hf.hf_weight_source, runnable=hf.load_hf_module,
                 eager=hf.load_hf_module, to_archive=hf.hf_to_archive),
+    # opens as the "hf" handle of its dequantized float folder, so every other operation is the hf row's
+    ModelFormat("gguf", ("gguf",), open=gguf.gguf_open),
 )}
 
 

@@ -7,11 +7,13 @@ enable running and compressing it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slimline.core.errors import ModelLoadError
 from slimline.core.handle import Capabilities, ModelHandle, TensorSpec
+from slimline.core.models import memory
 from slimline.core.models.sniff import hf_weight_files
 from slimline.core.models.tensors import WeightSource, file_size, safetensors_source, tensor_dict_source
 from slimline.core.models.torch_files import load_state_dict
@@ -20,6 +22,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 DEFAULT_SEQUENCE = 128
+# written by Slimline beside a folder it made from another format (a dequantized GGUF): notes for the handle
+SOURCE_FILE = "slimline_source.json"
+# any of these makes a folder's tokenizer loadable by AutoTokenizer (fast JSON, BPE pair, SentencePiece, WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model",
+                   "spiece.model", "vocab.txt")
 _AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
                  "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForSeq2SeqLM",
                  "AutoModelForImageClassification", "AutoModelForMultipleChoice", "AutoModelForPreTraining",
@@ -94,18 +101,53 @@ def _io_specs(cfg: dict[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec], 
     return inputs, outs, {"batch": 1, "sequence": seq}
 
 
+@dataclass(frozen=True)
+class ModuleFacts:
+    """What the model class built from a config says, with no weights loaded (meta device)."""
+
+    op_types: dict[str, str] = field(default_factory=dict)   # module path -> class name
+    tied: dict[str, str] = field(default_factory=dict)       # parameter name -> the name it shares storage with
+    params: int = 0                                          # unique parameters (tied ones counted once)
+
+
+def hf_module_facts(config: dict[str, Any], auto_class: str) -> ModuleFacts:
+    """Op types, tied parameters and the parameter count of the class built on the meta device; empty if
+    transformers cannot build it. Cached per config (building a 1B model on meta still takes a moment)."""
+    key = ("hf-module-facts", auto_class, json.dumps(config, sort_keys=True, default=str))
+
+    def build() -> ModuleFacts:
+        try:
+            import torch
+            import transformers
+
+            cfg = transformers.AutoConfig.for_model(**config)
+            with torch.device("meta"):
+                model = getattr(transformers, auto_class).from_config(cfg)
+        except Exception:  # noqa: BLE001 - facts are a nicety; the table works without them
+            return ModuleFacts()
+        first: dict[int, str] = {}
+        tied: dict[str, str] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in first:
+                tied[name] = first[id(p)]
+            else:
+                first[id(p)] = name
+        params = sum(p.numel() for p in model.parameters())
+        return ModuleFacts({p: type(m).__name__ for p, m in model.named_modules()}, tied, int(params))
+
+    if key not in _FACTS:
+        if len(_FACTS) >= 16:
+            _FACTS.pop(next(iter(_FACTS)))
+        _FACTS[key] = build()
+    return _FACTS[key]
+
+
+_FACTS: dict[tuple[str, str, str], ModuleFacts] = {}   # own cache: the weight-source LRU holds only 4 entries
+
+
 def hf_op_types_from_config(config: dict[str, Any], auto_class: str) -> dict[str, str]:
     """Class names of an HF model built on the meta device (no memory, no weights); {} if unavailable."""
-    try:
-        import torch
-        import transformers
-
-        cfg = transformers.AutoConfig.for_model(**config)
-        with torch.device("meta"):
-            model = getattr(transformers, auto_class).from_config(cfg)
-        return {p: type(m).__name__ for p, m in model.named_modules()}
-    except Exception:  # noqa: BLE001 - op types are a nicety; the table works without them
-        return {}
+    return hf_module_facts(config, auto_class).op_types
 
 
 def hf_tensors(folder: Path) -> WeightSource:
@@ -155,15 +197,65 @@ def open_hf(folder: Path) -> ModelHandle:
         reason="transformers is not installed: inspect yes; to run, measure or compress this Hugging Face "
                "model install it with pip install 'slimline[hf]'")
     auto = auto_class_for(cfg) if have_tf else "AutoModel"
-    params = sum(e.numel for e in src.entries if not e.name.endswith(("num_batches_tracked", "position_ids")))
+    counted = {e.name: e.numel for e in src.entries if not e.name.endswith(("num_batches_tracked", "position_ids"))}
+    facts = hf_module_facts(cfg, auto) if have_tf else ModuleFacts()
+    twins = tied_duplicates(list(counted), facts)
+    params = sum(n for name, n in counted.items() if name not in twins)
+    notes = source_notes(folder)
+    is_lm = _is_causal_lm(cfg)
+    if is_lm and not has_tokenizer(folder):
+        notes.append(f"no tokenizer files in the folder ({', '.join(TOKENIZER_FILES[:2])}, ...): the model can be "
+                     "inspected and run on token ids, but text data needs its tokenizer beside it")
+    est = memory.estimate(cfg, params)
+    meta: dict[str, Any] = {"model_type": cfg.get("model_type"), "architectures": cfg.get("architectures") or [],
+                            "auto_class": auto, "max_position_embeddings": cfg.get("max_position_embeddings"),
+                            "memory_bytes": est.total, "memory": est.describe()}
+    if twins:
+        meta["tied"] = sorted(twins)
+    if is_lm:
+        meta["tokenizer"] = has_tokenizer(folder)
     return ModelHandle(
         path=str(folder), format="hf", family="torch", files=[str(f) for f in all_files], inputs=inputs,
         outputs=outputs, dim_defaults=dims, param_count=params,
         bytes_on_disk=sum(file_size(f) for f in all_files),
         producer=f"transformers {cfg.get('transformers_version', '')}".strip(), trusted=True, capabilities=caps,
-        meta={"model_type": cfg.get("model_type"), "architectures": cfg.get("architectures") or [],
-              "auto_class": auto, "max_position_embeddings": cfg.get("max_position_embeddings")},
+        notes=notes, meta=meta,
     )
+
+
+def _is_causal_lm(cfg: dict[str, Any]) -> bool:
+    return any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or [])
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / n).is_file() for n in TOKENIZER_FILES)
+
+
+def tied_duplicates(names: list[str], facts: ModuleFacts) -> set[str]:
+    """Tensors stored in the files that are tied to another stored one (lm_head = embeddings): count them once.
+
+    Old checkpoints drop the base-model prefix ('transformer.'), so the names also match without it.
+    """
+    have = set(names)
+    out = set()
+    for alias, target in facts.tied.items():
+        for a, t in ((alias, target), (alias.split(".", 1)[-1], target.split(".", 1)[-1])):
+            if a in have and t in have and a != t:
+                out.add(a)
+    return out
+
+
+def source_notes(folder: Path) -> list[str]:
+    """Notes Slimline left beside a folder it made from another format (e.g. 'dequantized from GGUF ...')."""
+    path = folder / SOURCE_FILE
+    if not path.is_file():
+        return []
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    notes = record.get("notes") if isinstance(record, dict) else None
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def load_hf_module(handle: ModelHandle) -> "torch.nn.Module":
@@ -172,6 +264,20 @@ def load_hf_module(handle: ModelHandle) -> "torch.nn.Module":
     if not transformers_available():
         raise ModelLoadError("running this Hugging Face model needs the 'transformers' package",
                              subject=str(folder), hint="pip install 'slimline[hf]'")
+
+    cfg = read_config(folder)
+    est = memory.estimate(cfg, handle.param_count)
+    try:
+        memory.require_fits(est, subject=str(folder), doing="loading this model")
+    except ModelLoadError:
+        described = hf_module_facts(cfg, handle.meta.get("auto_class") or "AutoModel").params
+        if described > 2 * max(handle.param_count, 1):  # a config that does not describe these weights
+            raise ModelLoadError(
+                f"config.json describes a model of {described:,} parameters but the weight files hold "
+                f"{handle.param_count:,}: they do not belong together (loading would need {est.describe()})",
+                subject=str(folder), hint="check config.json and the weight files match "
+                                          "(re-save the model with save_pretrained)") from None
+        raise
 
     def build() -> Any:
         import transformers

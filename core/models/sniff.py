@@ -14,7 +14,7 @@ from pathlib import Path
 
 from slimline.core.errors import ModelLoadError
 
-MODEL_EXTENSIONS = (".onnx", ".pt", ".pth", ".pt2", ".safetensors", ".bin", ".ts", ".ckpt", ".jit")
+MODEL_EXTENSIONS = (".onnx", ".pt", ".pth", ".pt2", ".safetensors", ".bin", ".ts", ".ckpt", ".jit", ".gguf")
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
 # Formats we recognise but cannot open, with the advice to give.
@@ -23,8 +23,6 @@ _UNSUPPORTED_MAGIC: list[tuple[int, bytes, str, str]] = [
      "convert it to ONNX first (e.g. with tf2onnx) and open the .onnx file"),
     (4, b"TFL3", "a TensorFlow Lite flatbuffer",
      "convert it to ONNX first (e.g. with tf2onnx) and open the .onnx file"),
-    (0, b"GGUF", "a GGUF (llama.cpp) file",
-     "open the original Hugging Face folder or an ONNX export instead"),
     (0, b"\x93NUMPY", "a NumPy array file, not a model",
      "open a model file; datasets (.npz/.npy) go in the data panel"),
 ]
@@ -36,7 +34,8 @@ def _fail(path: Path, problem: str, hint: str) -> ModelLoadError:
 
 def _supported_hint() -> str:
     return ("Slimline opens ONNX (.onnx), TorchScript (.pt/.ts), torch.export (.pt2), PyTorch checkpoints "
-            "(.pt/.pth/.bin), safetensors files, Slimline archives and Hugging Face folders (config.json + weights)")
+            "(.pt/.pth/.bin), safetensors files, GGUF (.gguf), Slimline archives and Hugging Face folders "
+            "(config.json + weights)")
 
 
 def zip_kind(path: Path) -> str | None:
@@ -76,7 +75,7 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def sniff_file(path: Path) -> str:
-    """Format of a single file: onnx | torchscript | torch_export | torch_save | pickle | safetensors.
+    """Format of a single file: onnx | torchscript | torch_export | torch_save | pickle | safetensors | gguf.
 
     ``torch_save`` and ``pickle`` are refined to state_dict / pickle_module when opened,
     because telling them apart needs the (restricted) unpickler.
@@ -96,6 +95,8 @@ def sniff_file(path: Path) -> str:
             raise _fail(path, "a zip archive that is not a PyTorch, TorchScript or torch.export file",
                         "unpack it and open the model file or folder inside")
         return kind
+    if head[:4] == b"GGUF":
+        return "gguf"     # llama.cpp: dequantized through transformers when opened
     for offset, magic, what, hint in _UNSUPPORTED_MAGIC:
         if head[offset:offset + len(magic)] == magic:
             raise _fail(path, f"{what} is not supported", hint)

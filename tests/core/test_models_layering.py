@@ -13,8 +13,9 @@ PKG = "slimline.core.models"
 FOLDER = Path(__file__).resolve().parents[2] / "core" / "models"
 # lower number = lower layer; a module may import only its own layer or below
 LAYERS = {
-    "tensors": 0, "safe_paths": 0, "handles": 0,
+    "tensors": 0, "safe_paths": 0, "handles": 0, "memory": 0,
     "sniff": 1, "onnx_files": 1, "onnx_fold": 1, "torch_files": 1, "safetensors_files": 1, "hf": 1, "archive": 1,
+    "gguf": 1,
     "formats": 2,
     "detect": 3, "loaders": 3, "weights": 3,
     "__init__": 4,

@@ -2,6 +2,9 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/gui/screenshots.py [OUT_DIR] [--run] [--dark]
 
+--model PATH opens that model (a GGUF or HF folder of an LLM, say) instead of the demo and captures only the
+inspector: its layer table with the repeated blocks folded, then unfolded (``llm_inspect*.png``).
+
 --run runs the demo pipeline uncached (so the distillation loss curve fills live) and
 captures the run while training, the finished charts at both batch sizes, the step
 cards, the results with the Pareto front and the export dialog after a verified
@@ -65,6 +68,8 @@ def main() -> int:
     shot("01_start")
     got = []
     win.inspector.stats_ready.connect(lambda: got.append(1))
+    if "--model" in sys.argv:
+        return _model_shots(app, win, sys.argv[sys.argv.index("--model") + 1], got, shot, out)
     win.open_demo()
     wait(app, lambda: win.handle is not None and win.data_path != "", 60)
     wait(app, lambda: bool(got), 60)
@@ -113,6 +118,26 @@ def main() -> int:
         wait(app, lambda: False, 3.0)
         shot("10_inspect_after")
     win.tabs.setCurrentIndex(TAB_START)
+    print("saved to", out)
+    win.doc.undo_stack.setClean()
+    win.close()
+    return 0
+
+
+def _model_shots(app, win, path: str, got: list, shot, out: Path) -> int:
+    """The inspector on one model: blocks folded (as it opens), then the first group unfolded."""
+    from slimline.gui.main_window import TAB_INSPECT
+
+    win.open_model(path)
+    wait(app, lambda: win.handle is not None, 600)
+    wait(app, lambda: bool(got), 600)
+    win.tabs.setCurrentIndex(TAB_INSPECT)
+    shot("llm_inspect")
+    layers = win.inspector.layers
+    if layers.model.groups():
+        layers.set_group_expanded(0, True)
+        layers.table.scrollToTop()
+        shot("llm_inspect_expanded")
     print("saved to", out)
     win.doc.undo_stack.setClean()
     win.close()

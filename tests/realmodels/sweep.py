@@ -4,7 +4,8 @@
 
 Models nobody here made are the honest test of the engine: each runnable model (ONNX, TorchScript) goes
 through ``run_pipeline`` exactly as ``slimline run`` does (open, load data, run, measure), once per preset;
-weights-only files (state_dict, safetensors, GGUF) must be refused with a clear "cannot run" message. A case
+weights-only files (state_dict, safetensors) must be refused with a clear "cannot run" message; GGUF language
+models open as dequantized HF folders and are measured by the LM tests, not here. A case
 passes when it finishes or fails with a SlimlineError that has a message and a hint and names no Python
 exception type; an unexpected exception (a traceback) is a bug to fix in core/ or plugins/.
 
@@ -196,7 +197,7 @@ def inspect_summary(m: RealModel) -> tuple[bool, str]:
     text, errs = buf.getvalue(), err.getvalue()
     if "Traceback" in errs + text:
         return False, f"rc={rc}; traceback: " + errs.strip().splitlines()[-1][:300]
-    if rc == 2:  # a refused file (GGUF, not a model): the message and next action go to stderr, nothing to stdout
+    if rc == 2:  # a refused file (not a model): the message and next action go to stderr, nothing to stdout
         said = [ln.strip() for ln in errs.splitlines() if ln.strip()]
         clear = bool(said) and said[0].startswith("error:") and any(ln.startswith("→") for ln in said) \
             and not EXC_NAME.search(errs)
@@ -207,6 +208,10 @@ def inspect_summary(m: RealModel) -> tuple[bool, str]:
 
 
 def cases_for(m: RealModel) -> list[str]:
+    """Presets for runnable ONNX/TorchScript files, "(open)" for the rest; none for GGUF language models, which
+    open as runnable 135M-parameter LMs that the LM evaluation measures on text (tests/lm), not on random inputs."""
+    if m.exporter == "gguf":
+        return []
     return list(PRESETS) if m.exporter in RUNNABLE_EXPORTERS else ["(open)"]
 
 
