@@ -221,6 +221,16 @@ def genai_generate(model: Any, prompt_ids: list[int], max_new_tokens: int, *, th
                       engine=f"onnxruntime-genai {og.__version__} (KV cache)")
 
 
+def genai_generator(folder: str | Path, threads: int = 0) -> Callable[[list[int], int], Generation]:
+    """``(prompt ids, new tokens) -> Generation`` through the folder's model, loaded once."""
+    model = genai_model(folder, threads)
+
+    def generate(prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        return genai_generate(model, prompt_ids, max_new_tokens, threads=threads)
+
+    return generate
+
+
 # ------------------------------------------------------------- the KV-cache decoder as a full-sequence model
 
 PAST_PREFIXES = ("past_key_values.", "past_key_values_", "past.", "past_")

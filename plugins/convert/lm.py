@@ -38,7 +38,7 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
         hf_folder_for,
         tokenizer_folder,
     )
-    from slimline.core.lm.genai import GenaiError, genai_available
+    from slimline.core.lm.genai import GenaiError, genai_available, genai_generator
     from slimline.core.lm.parity import check_lm_parity, probe_set, session_lm_runner, torch_lm_runner
     from slimline.core.models import load_eager_module, open_model
     from slimline.core.onnx_export import OnnxExportFailed
@@ -108,7 +108,7 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
                            windows=params.lm_parity_windows)
         threads = int(ctx.threads or 0)
         session = open_session(handle, threads=threads)
-        generate = _generator(onnx_path.parent, threads) if handle.meta.get("kv_cache", {}).get("genai_folder") \
+        generate = genai_generator(onnx_path.parent, threads) if handle.meta.get("kv_cache", {}).get("genai_folder") \
             else None
 
         precision = params.lm_precision if method == "genai" else "fp32"
@@ -132,18 +132,6 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
     if parity.greedy.decode_tokens_per_s:
         metrics["genai_decode_tokens_per_s"] = parity.greedy.decode_tokens_per_s
     return StepOutput(model=handle, notes=notes, warnings=warnings, metrics=metrics)
-
-
-def _generator(folder: Path, threads: int) -> Any:
-    """Greedy generation through the generate API (KV cache) of the genai folder."""
-    from slimline.core.lm.genai import genai_generate, genai_model
-
-    og_model = genai_model(folder, threads)
-
-    def generate(prompt: list[int], n: int) -> Any:
-        return genai_generate(og_model, prompt, n, threads=threads)
-
-    return generate
 
 
 def _remove(folder: Path) -> None:
