@@ -141,9 +141,11 @@ def describe(rec: dict[str, Any]) -> str:
                      f"{p['mean_cosine']:.6f}{top1} — passed")
         g = p.get("greedy")
         if g:
-            speed = f", {g['decode_tokens_per_s']:.1f} tokens/s" if g.get("decode_tokens_per_s") else ""
-            lines.append(f"greedy   {g['matched']}/{g['new_tokens']} tokens identical on {g['prompts']} prompts "
-                         f"({g['engine']}{speed})")
+            from slimline.core.lm.parity import GreedyCheck
+
+            check = GreedyCheck.model_validate(g)
+            speed = f"; decode {check.decode_tokens_per_s:.1f} tokens/s" if check.decode_tokens_per_s else ""
+            lines.append(f"greedy   {check.summary().removeprefix('greedy ')}{speed}")
     for n in rec.get("notes", []):
         lines.append(f"note     {n}")
     return "\n".join(lines)

@@ -185,8 +185,9 @@ def card_markdown(card: dict[str, Any]) -> str:
             g = p.get("greedy")
             if g:
                 L.append("")
-                L.append(f"Greedy tokens ({g['engine']}): {g['matched']} of {g['new_tokens']} identical to the "
-                         f"variant's on {g['prompts']} prompts.")
+                from slimline.core.lm.parity import GreedyCheck
+
+                L.append(GreedyCheck.model_validate(g).summary().replace("greedy ", "Greedy tokens: ", 1) + ".")
     L += ["", "## Libraries", "", ", ".join(f"{k} {v}" for k, v in card["libraries"].items()), "",
           "## Use it", "", "```", "python -m venv .venv", ".venv/bin/pip install -r requirements.txt",
           *[f".venv/bin/{u}" for u in card.get("use") or ["python predict.py data.npz"]], "```", "",

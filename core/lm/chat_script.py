@@ -37,10 +37,19 @@ def load(model_dir, threads):
     return model, og.Tokenizer(model)
 
 
-def encode(tokenizer, text, template):
+def chat_template(model_dir):
+    """The template file transformers saves beside the tokenizer, if any (else the tokenizer's own)."""
+    path = os.path.join(model_dir, "chat_template.jinja")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    return None
+
+
+def encode(tokenizer, text, template, model_dir):
     if template:
         text = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": text}]),
-                                             add_generation_prompt=True)
+                                             template_str=chat_template(model_dir), add_generation_prompt=True)
     ids = [int(t) for t in tokenizer.encode(text)]
     if ADD_BOS and (not ids or ids[0] != BOS_ID):
         ids = [BOS_ID] + ids
@@ -91,14 +100,14 @@ def main(argv=None):
                 break
             if not text.strip():
                 break
-            tokens, prefill, speed = generate(model, tokenizer, encode(tokenizer, text, template),
+            tokens, prefill, speed = generate(model, tokenizer, encode(tokenizer, text, template, args.model),
                                               args.max_new, args.sample, echo=True)
             print(f"\\n[{len(tokens)} tokens, prefill {prefill:.0f} ms, {speed:.1f} tokens/s]", file=sys.stderr)
         return 0
     if args.prompt_ids:
         ids = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
     elif args.prompt is not None:
-        ids = encode(tokenizer, args.prompt, template)
+        ids = encode(tokenizer, args.prompt, template, args.model)
     else:
         parser.error("give a prompt, --prompt-ids or --chat")
     tokens, prefill, speed = generate(model, tokenizer, ids, args.max_new, args.sample, echo=not args.json)
