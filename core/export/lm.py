@@ -245,6 +245,7 @@ def _source_info(handle: ModelHandle) -> dict[str, Any]:
 def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, precision: str, data: Any,
             tok_dir: Path | None, cancel: Any, threads: int) -> Any:
     from slimline.core.errors import SlimlineError
+    from slimline.core.lm.convert import FP16_HINT
     from slimline.core.lm.genai import genai_folder_of, genai_generator
     from slimline.core.lm.parity import check_lm_parity, probe_set, session_lm_runner
     from slimline.core.models import open_model
@@ -264,8 +265,10 @@ def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, p
     except ParityError:
         raise
     except SlimlineError as exc:
+        hint = (FP16_HINT.format(fp32="--format onnx-genai (fp32)") if precision == "fp16"
+                else exc.hint or "report the model")
         raise ExportError(f"the exported LM could not be checked: {exc.message}", subject=str(onnx_path),
-                          hint=exc.hint or "report the model") from exc
+                          hint=hint) from exc
     finally:
         from slimline.core.runtime import clear_session_cache
 

@@ -21,6 +21,9 @@ CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 # what a tokenizer needs beside a model (the HF config and generation settings are not part of it)
 TOKENIZER_FILES = tuple(n for n in COMPANIONS if n not in (GENAI_CONFIG, "config.json", "generation_config.json"))
 EXAMPLE_TOKENS = 16
+# seen with onnxruntime 1.32 / onnxruntime-genai 0.18: the builder's fp16 CPU model fails in its first decode step
+FP16_HINT = ("fp16 KV-cache models are meant for GPU execution providers; onnxruntime-genai's CPU provider failed on "
+             "this one: use {fp32} on CPU (int4 for a smaller model)")
 
 
 class BuilderUnsupported(GenaiError):

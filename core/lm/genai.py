@@ -208,12 +208,17 @@ def genai_generate(model: Any, prompt_ids: list[int], max_new_tokens: int, *, th
     params.set_search_options(max_length=len(prompt_ids) + max_new_tokens, do_sample=False)
     gen = og.Generator(model, params)
     t0 = time.perf_counter()
-    gen.append_tokens(list(map(int, prompt_ids)))
-    t1 = time.perf_counter()
     tokens: list[int] = []
-    while not gen.is_done() and len(tokens) < max_new_tokens:
-        gen.generate_next_token()
-        tokens.append(int(gen.get_next_tokens()[0]))
+    try:
+        gen.append_tokens(list(map(int, prompt_ids)))
+        t1 = time.perf_counter()
+        while not gen.is_done() and len(tokens) < max_new_tokens:
+            gen.generate_next_token()
+            tokens.append(int(gen.get_next_tokens()[0]))
+    except Exception as exc:  # onnxruntime's kernel errors arrive as RuntimeError with its own words
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+        raise GenaiError(f"onnxruntime-genai failed while generating (after {len(tokens)} tokens): {first}") \
+            from None
     t2 = time.perf_counter()
     decode_s = max(t2 - t1, 1e-9)
     return Generation(prompt_tokens=len(prompt_ids), tokens=tokens, prefill_ms=(t1 - t0) * 1000.0,

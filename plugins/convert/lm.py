@@ -118,8 +118,11 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
                                  new_tokens=params.lm_new_tokens, cancel=ctx.cancel)
     except SlimlineError as exc:
         _remove(out_dir)
-        raise StepFailed(f"the converted LM could not be checked: {exc.message}", subject=SUBJECT,
-                         hint=exc.hint or "report the model") from exc
+        from slimline.core.lm.convert import FP16_HINT
+
+        hint = (FP16_HINT.format(fp32="lm_precision fp32") if method == "genai" and params.lm_precision == "fp16"
+                else exc.hint or "report the model")
+        raise StepFailed(f"the converted LM could not be checked: {exc.message}", subject=SUBJECT, hint=hint) from exc
     notes += parity.notes()
     if not parity.passed:
         _remove(out_dir)

@@ -134,3 +134,13 @@ def test_export_failure_shows_the_root_reason_first(llama: Path, tmp_path: Path)
     assert "Failed to export the model with torch.export: RuntimeError: Found <class" in first
     assert "DynamicCache" in first and "\x1b[" not in err.value.message and "Next steps" not in err.value.message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_that_the_cpu_runtime_cannot_run_is_a_clear_failure(llama: Path, tmp_path: Path) -> None:
+    """onnxruntime-genai 0.18's CPU provider fails on the builder's fp16 model: said so, nothing left behind."""
+    with pytest.raises(StepFailed) as err:
+        ConvertToOnnx().run(open_model(llama), P(lm_precision="fp16", lm_parity_windows=1, lm_new_tokens=2),
+                            StepContext(work_dir=tmp_path, threads=1))
+    assert "could not be checked: onnxruntime-genai failed while generating" in err.value.message
+    assert "GPU execution providers" in err.value.hint and "lm_precision fp32" in err.value.hint
+    assert not (tmp_path / "onnx").exists()
