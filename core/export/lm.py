@@ -119,7 +119,7 @@ def write_lm(handle: ModelHandle, fmt: str, dest: Path, folder: str, *, name: st
     else:
         precision = PRECISION[fmt]
         _report(progress, 0.2, f"onnxruntime-genai model builder ({precision})")
-        onnx_path = _build(handle, target, precision, tok_dir)
+        onnx_path = _build(handle, target, precision, tok_dir, cancel)
         notes.append(f"onnxruntime-genai model builder: {_arch(cfg)} → {precision} KV-cache ONNX in "
                      f"{time.perf_counter() - t0:.1f} s" + (" (the builder's default int4: RTN, block 32, "
                                                              "MatMulNBits)" if precision == "int4" else ""))
@@ -191,7 +191,7 @@ def _write_logits(handle: ModelHandle, target: Path, cfg: dict[str, Any] | None,
     return path
 
 
-def _build(handle: ModelHandle, target: Path, precision: Any, tok_dir: Path | None) -> Path:
+def _build(handle: ModelHandle, target: Path, precision: Any, tok_dir: Path | None, cancel: Any = None) -> Path:
     """The model builder's folder, built beside ``target`` and moved into it."""
     from slimline.core.lm.convert import BuilderUnsupported, build_genai_folder, hf_folder_for
     from slimline.core.lm.genai import GenaiError, genai_onnx_name
@@ -199,7 +199,7 @@ def _build(handle: ModelHandle, target: Path, precision: Any, tok_dir: Path | No
     scratch = Path(tempfile.mkdtemp(prefix=".lm-build-", dir=target.parent))
     try:
         hf_dir = hf_folder_for(handle, scratch, [tok_dir])
-        built = build_genai_folder(hf_dir, scratch / "genai", precision)
+        built = build_genai_folder(hf_dir, scratch / "genai", precision, cancel=cancel)
         for f in built.iterdir():
             shutil.move(str(f), target / f.name)
         return target / genai_onnx_name(target)

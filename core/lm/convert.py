@@ -107,7 +107,7 @@ def hf_folder_for(handle: ModelHandle, work_dir: Path, tokenizer_from: list[str 
 
 
 def build_genai_folder(hf_dir: Path, out_dir: Path, precision: GenaiPrecision, *,
-                       log: Callable[[str], None] | None = None) -> Path:
+                       log: Callable[[str], None] | None = None, cancel: Any = None) -> Path:
     """The builder's folder for ``hf_dir``, with the head size written into the cache dims and the tokenizer.
 
     Raises BuilderUnsupported when the builder does not know the architecture.
@@ -115,7 +115,7 @@ def build_genai_folder(hf_dir: Path, out_dir: Path, precision: GenaiPrecision, *
     from slimline.core.lm.genai import build_genai_model, genai_onnx_name, head_size_of, pin_head_size
 
     try:
-        folder = build_genai_model(hf_dir, out_dir, precision, log=log)
+        folder = build_genai_model(hf_dir, out_dir, precision, log=log, cancel=cancel)
     except GenaiError as exc:
         text = exc.message
         if "not currently supported" in text or "NotImplementedError" in text:

@@ -89,11 +89,12 @@ def copy_companions(src_model: str | Path, dst_dir: str | Path, onnx_name: str |
 
 def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiPrecision = "fp32", *,
                       extra_options: dict[str, str] | None = None, timeout_s: float = 3600,
-                      log: Callable[[str], None] | None = None) -> Path:
+                      log: Callable[[str], None] | None = None, cancel: Any = None) -> Path:
     """Run the model builder on ``hf_dir``; ``out_dir`` appears whole or not at all.
 
     Runs as a child process: the builder prints progress bars and may hold GBs while it
     works, and its failures (an unsupported architecture) must come back as a message.
+    ``cancel`` (a CancelToken) stops the child within half a second.
     """
     src, out = Path(hf_dir), Path(out_dir)
     if not (src / "config.json").is_file():
@@ -105,10 +106,11 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
            "-p", precision, "-e", "cpu", "-c", str(cache)]
     if extra_options:
         cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra_options.items()]]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0 or not (tmp / GENAI_CONFIG).is_file():
-            tail = _error_tail(proc.stderr or proc.stdout)
+        stdout, stderr = _wait(child, timeout_s, cancel, src.name)
+        if child.returncode != 0 or not (tmp / GENAI_CONFIG).is_file():
+            tail = _error_tail(stderr or stdout)
             raise GenaiError(f"the onnxruntime-genai model builder failed on {src.name} ({precision}): {tail}")
         if log is not None:
             log(f"model builder: {src.name} → {precision} KV-cache ONNX")
@@ -116,11 +118,25 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
             shutil.rmtree(out)
         tmp.rename(out)
         return out
-    except subprocess.TimeoutExpired:
-        raise GenaiError(f"the model builder did not finish within {timeout_s:.0f} s on {src.name}") from None
     finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def _wait(child: subprocess.Popen[str], timeout_s: float, cancel: Any, name: str) -> tuple[str, str]:
+    """The child's (stdout, stderr) once it ends; raises on timeout or cancel (the caller kills it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return child.communicate(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if time.monotonic() > deadline:
+                raise GenaiError(f"the model builder did not finish within {timeout_s:.0f} s on {name}") from None
 
 
 def _error_tail(text: str) -> str:

@@ -66,7 +66,7 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
         try:
             hf_dir = hf_folder_for(model, ctx.work_dir, [tok_dir, source_dir])
             try:
-                folder = build_genai_folder(hf_dir, out_dir, params.lm_precision, log=ctx.log)
+                folder = build_genai_folder(hf_dir, out_dir, params.lm_precision, log=ctx.log, cancel=ctx.cancel)
             finally:
                 if hf_dir != Path(model.path):  # the saved copy of an archive was only the builder's input
                     _remove(hf_dir)

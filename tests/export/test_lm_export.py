@@ -141,7 +141,7 @@ def test_parity_failure_writes_nothing(llama: Path, genai, tmp_path: Path, monke
     other = mf.hf_llama(tmp_path / "src" / "other", seed=1, train_steps=0)
     good = genai[1] / "tiny-genai"
 
-    def wrong_build(handle: object, target: Path, precision: str, tok_dir: object) -> Path:
+    def wrong_build(handle: object, target: Path, precision: str, tok_dir: object, cancel: object = None) -> Path:
         for f in good.iterdir():
             if f.name not in ("chat.py", "README.md", "requirements.txt"):
                 shutil.copyfile(f, target / f.name)

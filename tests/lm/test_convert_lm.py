@@ -144,3 +144,18 @@ def test_fp16_that_the_cpu_runtime_cannot_run_is_a_clear_failure(llama: Path, tm
     assert "could not be checked: onnxruntime-genai failed while generating" in err.value.message
     assert "GPU execution providers" in err.value.hint and "lm_precision fp32" in err.value.hint
     assert not (tmp_path / "onnx").exists()
+
+
+def test_cancel_stops_the_model_builder_and_leaves_nothing(llama: Path, tmp_path: Path) -> None:
+    import time
+
+    from slimline.core.errors import Cancelled
+    from slimline.core.lm.genai import build_genai_model
+    from slimline.core.plugin import CancelToken
+
+    token = CancelToken()
+    token.cancel()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        build_genai_model(llama, tmp_path / "out", "fp32", cancel=token)
+    assert time.monotonic() - t0 < 5 and list(tmp_path.iterdir()) == []
