@@ -115,7 +115,7 @@ def main(argv=None):
         print(json.dumps({"prompt_tokens": len(ids), "tokens": tokens, "text": tokenizer.decode(tokens),
                           "prefill_ms": prefill, "decode_tokens_per_s": speed}))
     else:
-        print()
+        print(flush=True)
     print(f"[{len(ids)} prompt tokens, {len(tokens)} new, prefill {prefill:.0f} ms, {speed:.1f} tokens/s]",
           file=sys.stderr)
     return 0
