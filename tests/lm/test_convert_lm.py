@@ -159,3 +159,19 @@ def test_cancel_stops_the_model_builder_and_leaves_nothing(llama: Path, tmp_path
     with pytest.raises(Cancelled):
         build_genai_model(llama, tmp_path / "out", "fp32", cancel=token)
     assert time.monotonic() - t0 < 5 and list(tmp_path.iterdir()) == []
+
+
+def test_quantize_guardrail_feeds_a_kv_decoder_an_empty_past(converted, corpus: Path) -> None:
+    """The quantize steps' own evaluation rows for the genai ONNX: the text's ids, empty past, full mask."""
+    from slimline.core.runtime import ort_inference_session
+    from slimline.plugins.quantize.evaluate import dataset_feeds, random_feeds
+
+    sess = ort_inference_session(converted.model.path, threads=1)
+    ds = load_dataset(corpus, converted.model, tokenizer=Path(converted.model.path).parent)
+    feeds, _ = dataset_feeds(ds, sess, 3, "eval")
+    past = feeds["past_key_values.0.key"]
+    assert past.shape == (3, 2, 0, 16) and feeds["attention_mask"].shape == feeds["input_ids"].shape
+    logits = sess.run(["logits"], feeds)[0]
+    assert logits.shape[:2] == feeds["input_ids"].shape and np.isfinite(logits).all()
+    rnd = random_feeds(sess, converted.model.dim_defaults, 2, 0)
+    assert rnd["past_key_values.1.value"].shape[2] == 0 and rnd["attention_mask"].shape == rnd["input_ids"].shape
