@@ -247,7 +247,7 @@ def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, p
     from slimline.core.errors import SlimlineError
     from slimline.core.lm.convert import FP16_HINT
     from slimline.core.lm.genai import genai_folder_of, genai_generator
-    from slimline.core.lm.parity import check_lm_parity, probe_set, session_lm_runner
+    from slimline.core.lm.parity import check_lm_parity, probe_set, quantized_kernels, session_lm_runner
     from slimline.core.models import open_model
     from slimline.core.runtime import open_session
 
@@ -261,7 +261,8 @@ def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, p
         runtime = "onnxruntime" + (" + onnxruntime-genai generate" if folder is not None else "")
         parity = check_lm_parity(source, session_lm_runner(open_session(exported, threads=threads)), probes,
                                  precision=precision, runtime=runtime, source_runtime=source_rt,
-                                 generate=generate, cancel=cancel)
+                                 generate=generate, cancel=cancel,
+                                 quantized=quantized_kernels(onnx_path))
     except ParityError:
         raise
     except SlimlineError as exc:

@@ -39,7 +39,13 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
         tokenizer_folder,
     )
     from slimline.core.lm.genai import GenaiError, genai_available, genai_generator
-    from slimline.core.lm.parity import check_lm_parity, probe_set, session_lm_runner, torch_lm_runner
+    from slimline.core.lm.parity import (
+        check_lm_parity,
+        probe_set,
+        quantized_kernels,
+        session_lm_runner,
+        torch_lm_runner,
+    )
     from slimline.core.models import load_eager_module, open_model
     from slimline.core.onnx_export import OnnxExportFailed
     from slimline.core.runtime import open_session
@@ -115,7 +121,8 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
         parity = check_lm_parity(torch_lm_runner(module), session_lm_runner(session), probes, precision=precision,
                                  runtime="onnxruntime" + (" + onnxruntime-genai generate" if generate else ""),
                                  source_runtime="torch (eager, no cache)", generate=generate,
-                                 new_tokens=params.lm_new_tokens, cancel=ctx.cancel)
+                                 new_tokens=params.lm_new_tokens, cancel=ctx.cancel,
+                                 quantized=quantized_kernels(onnx_path))
     except SlimlineError as exc:
         _remove(out_dir)
         from slimline.core.lm.convert import FP16_HINT
