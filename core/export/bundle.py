@@ -197,6 +197,12 @@ def export_bundle(target: Any, out_dir: str | Path, *, force: bool = False, data
         card = build_card(name=name, exported=exported, export_record=rec.model_dump(mode="json"), variant=variant,
                           dataset=dataset, pipeline_file=pipeline_file, pipeline_sha=pipeline_sha,
                           versions=library_versions(), requirements=reqs, use=use)
+        kv = exported.meta.get("kv_cache")
+        if kv:  # the table shows the full-sequence view; say what else the graph takes
+            card["preprocessing"]["notes"].append(
+                f"KV-cache decoder: the graph also takes {len(kv['past_inputs'])} past_key_values.* tensors "
+                f"({kv['layers']} layers, head size {kv['head_size']}) and returns present.*; onnxruntime-genai "
+                "(chat.py) feeds them — for one full pass give them sequence length 0")
         (stage / "model_card.json").write_text(json.dumps(card, indent=1, default=str) + "\n", encoding="utf-8")
         (stage / "MODEL_CARD.md").write_text(card_markdown(card), encoding="utf-8")
         if lm_fmt:
