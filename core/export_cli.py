@@ -8,7 +8,8 @@ from typing import Any
 
 from slimline.core.errors import SlimlineError
 
-FORMAT_CHOICES = ("onnx", "torchscript", "pt2", "safetensors", "bundle")
+FORMAT_CHOICES = ("onnx", "torchscript", "pt2", "safetensors", "onnx-genai", "onnx-genai-fp16", "onnx-genai-int4",
+                  "onnx-logits", "bundle")
 
 HELP = """\
 Every export is verified: the written file is loaded back with its own runtime and
@@ -19,10 +20,24 @@ random inputs otherwise). Tolerances by precision (abs limit × max(1, max|outpu
   int8  5e-2, mean cosine ≥ 0.99,   top-1 agreement ≥ 0.97
 A failed check is an error and nothing is written. Existing files need --force.
 
+Language models (causal LMs, and the onnxruntime-genai folders made from them):
+  onnx-genai[-fp16|-int4]  the onnxruntime-genai model builder's folder (KV cache, generate API):
+                           model.onnx + genai_config.json + tokenizer + chat.py + README.md;
+                           int4 is the builder's default (RTN, block 32). A variant that already is
+                           a genai folder (e.g. after weight-only quantization) is copied, not rebuilt.
+  onnx-logits              a plain logits ONNX (no cache), for evaluation
+  bundle                   the genai folder + model card + SHA256SUMS (--precision fp32|fp16|int4)
+  Checked against the variant: logits on token windows of --data (a text file; else random token
+  ids) within fp32 1e-3 / fp16 2e-2 of max |logit|, next-token agreement ≥ 0.99 / 0.97, greedy
+  tokens identical except at near-ties; int4 only guards against a broken model (agreement ≥ 0.5)
+  and reports the rest. chat.py is run once in a child process and must print the same tokens.
+
 Examples:
   slimline export runs/<run_id> --format onnx --out deploy/
   slimline export runs/<run_id> --step s2 --format torchscript --out deploy/
   slimline export runs/<run_id> --format bundle --zip --triton --out digits-bundle/
+  slimline export SmolLM2-folder/ --format onnx-genai-int4 --data text.txt --out deploy/
+  slimline export runs/<run_id> --step s1 --format bundle --precision int4 --out smollm2-bundle/
 """
 
 
@@ -43,6 +58,8 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--zip", action="store_true", help="bundle: also write <out>.zip")
     e.add_argument("--triton", action="store_true", help="bundle: add an NVIDIA Triton model repository")
     e.add_argument("--max-batch", type=int, default=64, help="bundle --triton: max_batch_size (default 64)")
+    e.add_argument("--precision", choices=("fp32", "fp16", "int4"),
+                   help="bundle of a language model: precision the model builder writes (default fp32)")
     e.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
     e.add_argument("--json", action="store_true", help="print the export record as JSON")
 
@@ -52,6 +69,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from slimline.core.export.variants import resolve_variant
     from slimline.core.plugin import CancelToken
 
+    if args.precision and args.format != "bundle":
+        raise SlimlineError("--precision applies to --format bundle", subject="--precision",
+                            hint=f"for {args.format} leave it out; choose onnx-genai, onnx-genai-fp16 or "
+                                 "onnx-genai-int4 as the format instead")
     variant = resolve_variant(args.variant, step=args.step, trust=args.trust)
     cancel = CancelToken()
     try:
@@ -59,7 +80,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                   data=args.data or variant.data_path, force=args.force, cancel=cancel,
                                   progress=_printer(), zip_bundle=args.zip, triton=args.triton,
                                   max_batch_size=args.max_batch,
-                                  external_data=True if args.external_data else None)
+                                  external_data=True if args.external_data else None, lm_precision=args.precision)
         record = exported.model_dump(mode="json")
     except KeyboardInterrupt:
         cancel.cancel()
@@ -103,7 +124,7 @@ def describe(rec: dict[str, Any]) -> str:
             lines.append(f"triton   {rec['triton_dir']}")
         rec = rec["model_export"]
     lines.append(f"{rec['format']:<8} {rec['path']}  ({rec['bytes'] / 1e6:.2f} MB, sha256 {rec['sha256'][:16]}…)")
-    for f in rec.get("files", [])[1:]:
+    for f in [f for f in rec.get("files", []) if f["path"] != rec["path"]]:
         lines.append(f"         + {f['path']}  ({f['bytes'] / 1e6:.2f} MB)")
     p = rec.get("parity") or {}
     if p.get("kind") == "weights":
@@ -112,9 +133,19 @@ def describe(rec: dict[str, Any]) -> str:
         top1 = f", top-1 agreement {p['top1_agreement']:.4f}" if p.get("top1_agreement") is not None else ""
         kind = "rows of " + p.get("dataset", "") if p.get("input_kind") == "dataset" else \
             "RANDOM rows (smoke check only)"
-        lines.append(f"parity   {p['precision']} via {p['runtime']} on {p['n']} {kind}: max abs error "
+        n = f"{p['n']} "
+        if p.get("kind") == "lm":  # the dataset text names the windows and their count
+            n, kind = "", p.get("dataset", "") + ("" if p.get("input_kind") == "dataset" else " (smoke check only)")
+        lines.append(f"parity   {p['precision']} via {p['runtime']} on {n}{kind}: max abs error "
                      f"{p['max_abs_error']:.3g} (allowed {p['max_abs_allowed']:.3g}), mean cosine "
                      f"{p['mean_cosine']:.6f}{top1} — passed")
+        g = p.get("greedy")
+        if g:
+            from slimline.core.lm.parity import GreedyCheck
+
+            check = GreedyCheck.model_validate(g)
+            speed = f"; decode {check.decode_tokens_per_s:.1f} tokens/s" if check.decode_tokens_per_s else ""
+            lines.append(f"greedy   {check.summary().removeprefix('greedy ')}{speed}")
     for n in rec.get("notes", []):
         lines.append(f"note     {n}")
     return "\n".join(lines)

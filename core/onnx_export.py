@@ -10,9 +10,11 @@ export the model with torch.export") rarely names the real reason.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -70,18 +72,49 @@ def param_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# torch.onnx's generic advice around the real reason ("Next steps: modify the model code …"): noise here
+_BOILERPLATE = ("Next steps:", "- Modify the model code", "- Debug `torch.export", "- Create an issue",
+                "(Refer to the full stack trace", "## Exception summary")
+_STEP = re.compile(r"\s*(This is step \d+/\d+ of exporting the model to ONNX\.?|Next steps:\s*$)")
+
+
+def _clean(text: str) -> list[str]:
+    """Lines of an exporter message without colour codes, boilerplate advice or blank runs."""
+    lines = []
+    for raw in _ANSI.sub("", text).splitlines():
+        line = _STEP.sub("", raw).rstrip()
+        if line.strip() and not line.lstrip().startswith(_BOILERPLATE):
+            lines.append(line)
+    return lines
+
+
 def exporter_message(exc: BaseException) -> str:
-    """The exporter's full message plus every distinct cause below it (the real reason is often there)."""
-    parts: list[str] = []
-    seen: set[int] = set()
+    """The exporter's message with the innermost reason on its first line, then every distinct cause.
+
+    torch.onnx's first line ("Failed to export the model with torch.export") names the stage,
+    not the reason; the reason is the root of the exception chain. Whoever shows only one line
+    (a status bar, a table cell) still shows why.
+    """
+    chain: list[BaseException] = []
     cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        text = str(cur).strip() or type(cur).__name__
-        if not any(text in p for p in parts):
-            parts.append(text if cur is exc else f"caused by {type(cur).__name__}: {text}")
+    while cur is not None and all(cur is not c for c in chain):
+        chain.append(cur)
         cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
-    return "\n".join(parts)
+    texts = [_clean(str(e)) or [type(e).__name__] for e in chain]
+    head, rest = texts[0][0], texts[0][1:]
+    root = chain[-1]
+    if root is not exc:
+        reason = texts[-1][0]
+        head = f"{head.rstrip(' .:')}: {type(root).__name__}: {reason}"
+        rest = [ln for ln in rest if reason not in ln]  # the summary repeats the root's words
+    lines = [head, *rest]
+    for e, text in zip(chain[1:], texts[1:]):
+        body = text[1:] if e is root else text
+        if e is not root:
+            body = [f"caused by {type(e).__name__}: {body[0]}", *body[1:]]
+        lines += [ln for ln in body if not any(ln in seen for seen in lines)]
+    return "\n".join(lines)
 
 
 def _batch_of_two(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -95,13 +128,15 @@ def _batch_of_two(inputs: dict[str, Any]) -> dict[str, Any]:
 def export_torch_to_onnx(module: Any, inputs: dict[str, Any], path: str | Path, *, input_names: Sequence[str],
                          output_names: Sequence[str] | None = None, opset: int = 18,
                          exporter: Exporter = "dynamo", dynamic_batch: bool | Sequence[str] = True,
+                         dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
                          external_data: bool | None = False) -> OnnxExportResult:
     """Export ``module`` called positionally with ``inputs[n] for n in input_names`` to ``path``.
 
     ``dynamic_batch``: True = dim 0 of every input (and output) is dynamic, False = none,
-    a list = only those inputs. ``external_data``: False = one file, True = weights in
-    ``<stem>.data``, None = only when the model is too big for one protobuf. Examples of one
-    row are doubled (the torch.export-based exporter needs ≥ 2 to keep a batch dim dynamic).
+    a list = only those inputs. ``dynamic_dims``: more dynamic dims by input and axis, named
+    (``{"input_ids": {1: "sequence"}}``; one name = one shared dim). ``external_data``: False =
+    one file, True = weights in ``<stem>.data``, None = only when the model is too big for one
+    protobuf. Examples of one row are doubled (the torch.export-based exporter needs ≥ 2 to keep a batch dim dynamic).
     Nothing is left at ``path`` on failure; raises OnnxExportFailed with the full message.
     """
     import logging
@@ -118,6 +153,7 @@ def export_torch_to_onnx(module: Any, inputs: dict[str, Any], path: str | Path, 
         dynamic = []
     else:
         dynamic = [n for n in names if n in set(dynamic_batch)]
+    extra = {n: {int(a): str(d) for a, d in axes.items()} for n, axes in (dynamic_dims or {}).items() if n in names}
     example = _batch_of_two(inputs) if dynamic else inputs
     args = tuple(example[n] for n in names)
     big = param_bytes(module) > EXTERNAL_DATA_LIMIT
@@ -135,15 +171,22 @@ def export_torch_to_onnx(module: Any, inputs: dict[str, Any], path: str | Path, 
     try:
         try:
             if exporter == "legacy":
-                axes = {n: {0: "batch"} for n in dynamic + ((outs or []) if dynamic else [])} or None
+                axes = {n: {0: "batch"} for n in dynamic + ((outs or []) if dynamic else [])}
+                for n, more in extra.items():
+                    axes[n] = {**axes.get(n, {}), **more}
                 torch.onnx.export(module, args, str(tmp), input_names=names, output_names=outs,
-                                  opset_version=opset, dynamic_axes=axes, dynamo=False)
+                                  opset_version=opset, dynamic_axes=axes or None, dynamo=False)
             else:
-                batch = torch.export.Dim("batch")
-                dyn = tuple({0: batch} if n in dynamic else None for n in names) if dynamic else None
-                torch.onnx.export(module, args, str(tmp), input_names=names, output_names=outs,
-                                  opset_version=opset, dynamic_shapes=dyn, dynamo=True, external_data=big,
-                                  verbose=False)
+                dims = {"batch": torch.export.Dim("batch")}
+                per_input = [{**({0: "batch"} if n in dynamic else {}), **extra.get(n, {})} for n in names]
+                dyn = tuple({a: dims.setdefault(d, torch.export.Dim(d)) for a, d in ax.items()} or None
+                            for ax in per_input) if any(per_input) else None
+                with warnings.catch_warnings():  # dim renaming and pytree deprecation notices: not the user's
+                    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
+                    warnings.filterwarnings("ignore", category=FutureWarning)
+                    torch.onnx.export(module, args, str(tmp), input_names=names, output_names=outs,
+                                      opset_version=opset, dynamic_shapes=dyn, dynamo=True, external_data=big,
+                                      verbose=False)
         except Exception as exc:  # noqa: BLE001 - the exporter raises assorted types
             other = "legacy" if exporter == "dynamo" else "dynamo"
             raise OnnxExportFailed(f"torch.onnx export ({exporter} exporter, opset {opset}) failed: "

@@ -335,8 +335,10 @@ def write_run_outputs(record: RunRecord | dict[str, Any], out_dir: Path) -> None
     record = as_run(record)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = record.final_model or record.results[-1].model
-    for f in final.files or [final.path]:
-        src = Path(f)
+    from slimline.core.lm.genai import companion_paths
+
+    # a genai LM folder runs only with its config and tokenizer beside the ONNX
+    for src in [*map(Path, final.files or [final.path]), *companion_paths(final.path)]:
         if src.is_file():
             from slimline.core.fsutil import atomic_path
 

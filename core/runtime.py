@@ -234,8 +234,22 @@ def _ort_session(handle: ModelHandle, device: str, threads: int) -> Session:
     out_names = [o.name for o in sess.get_outputs()]
     device_name = _gpu_name() if provider == "CUDAExecutionProvider" else cpu_name()
 
+    fill: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    kv = handle.meta.get("kv_cache")
+    if kv:  # a KV-cache decoder runs full sequences with an empty past (core.lm.genai)
+        from slimline.core.lm.genai import full_sequence_feeds
+
+        hidden, head, all_inputs = set(kv["filled_inputs"]), kv.get("head_size"), sess.get_inputs()
+        specs = [declared.get(s.name, s) for s in specs if s.name not in hidden]
+        out_names = [o for o in out_names if o not in set(kv["present_outputs"])] or out_names[:1]
+
+        def with_past(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return full_sequence_feeds(feeds, all_inputs, head)
+
+        fill = with_past
+
     def runner(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return sess.run(out_names, feeds)
+        return sess.run(out_names, feeds if fill is None else fill(feeds))
 
     session = Session(input_specs=specs, output_names=out_names, provider=provider, device_name=device_name,
                       threads=n_threads, runner=runner, handle=handle)

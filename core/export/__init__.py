@@ -10,12 +10,17 @@ __all__ = ["FORMATS", "ExportError", "ExportRecord", "FileEntry", "Parity", "Par
            "formats_for", "export_variant"]
 
 
-def formats_for(family: str) -> list[str]:
-    """Export formats that fit a model family (what the GUI's format list offers)."""
+def formats_for(family: str, *, language_model: str = "") -> list[str]:
+    """Export formats that fit a model family (what the GUI's format list offers).
+
+    ``language_model``: ``core.export.lm.lm_kind(handle)`` — "torch" (a causal LM: every genai
+    precision and the logits export), "genai" (a genai folder's ONNX: copied as onnx-genai).
+    """
     if family == "torch":
-        return ["onnx", "torchscript", "pt2", "safetensors", "bundle"]
+        lm = ["onnx-genai", "onnx-genai-fp16", "onnx-genai-int4", "onnx-logits"] if language_model == "torch" else []
+        return ["onnx", *lm, "torchscript", "pt2", "safetensors", "bundle"]
     if family == "onnx":
-        return ["onnx", "safetensors", "bundle"]
+        return ["onnx", *(["onnx-genai"] if language_model == "genai" else []), "safetensors", "bundle"]
     return ["safetensors"]
 
 

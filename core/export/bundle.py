@@ -58,6 +58,36 @@ def write_sums(folder: Path) -> Path:
     return path
 
 
+LM_USE = ["python chat.py \"Once upon a time\"   (greedy continuation; tokens/s on stderr)",
+          "python chat.py --chat   (interactive)"]
+LM_README_TAIL = """
+## In this bundle too
+
+- `MODEL_CARD.md` / `model_card.json`: where the model came from, the pipeline and what each step measured
+- `SHA256SUMS`: every file's checksum (`sha256sum -c SHA256SUMS`)
+"""
+
+
+def lm_bundle_format(handle: ModelHandle, precision: str | None) -> str:
+    """The LM export format a bundle of ``handle`` uses ("" when it is not a language model)."""
+    from slimline.core.export.lm import lm_kind
+
+    kind = lm_kind(handle)
+    if kind == "genai":
+        if precision not in (None, "fp32"):
+            raise ExportError(f"this variant is already an onnxruntime-genai folder; --precision {precision} "
+                              "needs the torch model", subject=handle.path,
+                              hint="leave out --precision (the folder is copied as it is), or bundle the torch step")
+        return "onnx-genai"
+    if kind == "torch":
+        return {None: "onnx-genai", "fp32": "onnx-genai", "fp16": "onnx-genai-fp16",
+                "int4": "onnx-genai-int4"}[precision]
+    if precision is not None:
+        raise ExportError("--precision applies to language-model bundles only", subject=handle.path,
+                          hint="leave out --precision")
+    return ""
+
+
 def _as_variant(target: Any) -> Any:
     if isinstance(target, ModelHandle):
         from slimline.core.export.formats import default_name
@@ -105,8 +135,13 @@ def _smoke_predict(folder: Path, model_file: str, dataset: Any, reference: Any) 
 
 def export_bundle(target: Any, out_dir: str | Path, *, force: bool = False, data: Any = None,
                   cancel: Any = None, name: str | None = None, zip_bundle: bool = False, triton: bool = False,
-                  max_batch_size: int = 64, progress: Progress | None = None) -> BundleRecord:
-    """Build a deployment bundle for a Variant (or a bare ModelHandle) in ``out_dir``."""
+                  max_batch_size: int = 64, progress: Progress | None = None,
+                  lm_precision: str | None = None) -> BundleRecord:
+    """Build a deployment bundle for a Variant (or a bare ModelHandle) in ``out_dir``.
+
+    A causal LM's bundle is an onnxruntime-genai folder (built at ``lm_precision``, default
+    fp32, or the variant's own genai folder copied) with chat.py instead of predict.py.
+    """
     from slimline.core.export import parity as par
     from slimline.core.export.card import build_card, card_markdown
     from slimline.core.export.formats import safe_name, write_verified
@@ -134,27 +169,48 @@ def export_bundle(target: Any, out_dir: str | Path, *, force: bool = False, data
         def inner(fraction: float, message: str) -> None:
             step(0.7 * fraction, message)
 
-        rec = write_verified(handle, "onnx", stage, name, data=data, cancel=cancel, progress=inner)
+        lm_fmt = lm_bundle_format(handle, lm_precision)
+        if lm_fmt:  # a language model: the bundle is an onnxruntime-genai folder with chat.py
+            from slimline.core.export.lm import write_lm
+
+            rec = write_lm(handle, lm_fmt, stage, "", name=name, data=data, cancel=cancel, progress=inner)
+        else:
+            rec = write_verified(handle, "onnx", stage, name, data=data, cancel=cancel, progress=inner)
         rec.source.update({k: v for k, v in {
             "run_id": variant.run.run_id if variant.run else None,
             "step_id": variant.step.step_id if variant.step else None,
             "step_title": variant.step.title if variant.step else None}.items() if v})
         step(0.72, "writing the model card")
         exported = open_model(stage / rec.path)
-        dataset = par.parity_data(handle, data)
+        dataset = None if lm_fmt else par.parity_data(handle, data)
         pipeline_file = pipeline_sha = None
         if variant.run is not None and variant.run.pipeline:
             pipeline_file = "pipeline.json"
             (stage / pipeline_file).write_text(json.dumps(variant.run.pipeline, indent=2) + "\n", encoding="utf-8")
             pipeline_sha = sha256_file(stage / pipeline_file)
-        reqs = requirements()
+        if lm_fmt:
+            from slimline.core.export.lm import requirements as lm_requirements
+
+            reqs, use = lm_requirements(), LM_USE
+        else:
+            reqs, use = requirements(), None
         card = build_card(name=name, exported=exported, export_record=rec.model_dump(mode="json"), variant=variant,
                           dataset=dataset, pipeline_file=pipeline_file, pipeline_sha=pipeline_sha,
-                          versions=library_versions(), requirements=reqs)
+                          versions=library_versions(), requirements=reqs, use=use)
+        kv = exported.meta.get("kv_cache")
+        if kv:  # the table shows the full-sequence view; say what else the graph takes
+            card["preprocessing"]["notes"].append(
+                f"KV-cache decoder: the graph also takes {len(kv['past_inputs'])} past_key_values.* tensors "
+                f"({kv['layers']} layers, head size {kv['head_size']}) and returns present.*; onnxruntime-genai "
+                "(chat.py) feeds them — for one full pass give them sequence length 0")
         (stage / "model_card.json").write_text(json.dumps(card, indent=1, default=str) + "\n", encoding="utf-8")
         (stage / "MODEL_CARD.md").write_text(card_markdown(card), encoding="utf-8")
-        (stage / "predict.py").write_text(render(rec.path), encoding="utf-8")
-        os.chmod(stage / "predict.py", 0o755)
+        if lm_fmt:
+            readme = stage / "README.md"
+            readme.write_text(readme.read_text(encoding="utf-8") + LM_README_TAIL, encoding="utf-8")
+        else:
+            (stage / "predict.py").write_text(render(rec.path), encoding="utf-8")
+            os.chmod(stage / "predict.py", 0o755)
         (stage / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
         triton_dir = None
         if triton:
@@ -163,9 +219,12 @@ def export_bundle(target: Any, out_dir: str | Path, *, force: bool = False, data
 
             triton_dir = write_triton_repo(stage / rec.path, stage / "triton", name,
                                            max_batch_size=max_batch_size).relative_to(stage)
-        step(0.82, "smoke-testing predict.py")
-        ref, _ = par.source_outputs(exported, dataset.take(16), cancel)
-        check = _smoke_predict(stage, rec.path, dataset, ref[0])
+        if lm_fmt or dataset is None:  # write_lm already ran chat.py in a child process and compared its tokens
+            check = {"ran": True, "script": "chat.py", "notes": [n for n in rec.notes if n.startswith("chat.py")]}
+        else:
+            step(0.82, "smoke-testing predict.py")
+            ref, _ = par.source_outputs(exported, dataset.take(16), cancel)
+            check = _smoke_predict(stage, rec.path, dataset, ref[0])
         step(0.9, "writing SHA256SUMS")
         write_sums(stage)
         for p in stage.rglob("*"):

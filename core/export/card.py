@@ -67,7 +67,7 @@ def preprocessing_notes(source_meta: dict[str, Any], observed: dict[str, Any],
 
 def build_card(*, name: str, exported: ModelHandle, export_record: dict[str, Any], variant: Any,
                dataset: Any, pipeline_file: str | None, pipeline_sha: str | None,
-               versions: dict[str, str], requirements: list[str]) -> dict[str, Any]:
+               versions: dict[str, str], requirements: list[str], use: list[str] | None = None) -> dict[str, Any]:
     from slimline.core import __version__
 
     run: RunRecord | None = getattr(variant, "run", None)
@@ -104,7 +104,8 @@ def build_card(*, name: str, exported: ModelHandle, export_record: dict[str, Any
         "parity": export_record.get("parity"),
         "libraries": versions,
         "requirements": requirements,
-        "usage": "python predict.py data.npz   (see predict.py --help)",
+        "usage": (use or ["python predict.py data.npz   (see predict.py --help)"])[0],
+        "use": use or ["python predict.py data.npz"],
     }
 
 
@@ -181,8 +182,14 @@ def card_markdown(card: dict[str, Any]) -> str:
             L.append(f"Loaded back with {p['runtime']} and compared with the variant ({p['source_runtime']}) on "
                      f"{p['n']} {kind}: max abs error {p['max_abs_error']:.3g} (allowed {p['max_abs_allowed']:.3g}),"
                      f" mean cosine {p['mean_cosine']:.6f}{top1}.")
+            g = p.get("greedy")
+            if g:
+                L.append("")
+                from slimline.core.lm.parity import GreedyCheck
+
+                L.append(GreedyCheck.model_validate(g).summary().replace("greedy ", "Greedy tokens: ", 1) + ".")
     L += ["", "## Libraries", "", ", ".join(f"{k} {v}" for k, v in card["libraries"].items()), "",
           "## Use it", "", "```", "python -m venv .venv", ".venv/bin/pip install -r requirements.txt",
-          ".venv/bin/python predict.py data.npz", "```", "",
+          *[f".venv/bin/{u}" for u in card.get("use") or ["python predict.py data.npz"]], "```", "",
           "`SHA256SUMS` lists every file of this bundle (`sha256sum -c SHA256SUMS`).", ""]
     return "\n".join(L)

@@ -20,6 +20,7 @@ from typing import Any
 from slimline.core.export import parity as par
 from slimline.core.export.records import (
     FORMATS,
+    LM_FORMATS,
     ExportError,
     ExportRecord,
     Parity,
@@ -33,7 +34,9 @@ from slimline.core.onnx_export import EXTERNAL_DATA_LIMIT, OnnxExportFailed, exp
 
 ALIASES = {"torchscript": "torchscript", "ts": "torchscript", "jit": "torchscript", "pt2": "pt2",
            "torch_export": "pt2", "torch.export": "pt2", "onnx": "onnx", "safetensors": "safetensors",
-           "weights": "safetensors"}
+           "weights": "safetensors", "onnx-genai": "onnx-genai", "genai": "onnx-genai", "onnx-genai-fp32": "onnx-genai",
+           "onnx-genai-fp16": "onnx-genai-fp16", "genai-fp16": "onnx-genai-fp16", "onnx-genai-int4": "onnx-genai-int4",
+           "genai-int4": "onnx-genai-int4", "onnx-logits": "onnx-logits", "logits": "onnx-logits"}
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "safetensors": ".safetensors"}
 Progress = Callable[[float, str], None]
 
@@ -58,6 +61,10 @@ def default_name(handle: ModelHandle) -> str:
 
 
 def output_names(fmt: str, name: str, external: bool = False) -> list[str]:
+    if fmt in LM_FORMATS:  # a folder: the genai model (or logits ONNX) with its tokenizer
+        from slimline.core.export.lm import folder_name
+
+        return [folder_name(fmt, name)]
     names = [name + SUFFIX[fmt]]
     if fmt == "onnx" and external:
         names.append(f"{name}.data")
@@ -70,6 +77,11 @@ def _editable(handle: ModelHandle) -> bool:
 
 def check_fits(handle: ModelHandle, fmt: str) -> None:
     """Refuse combinations that cannot work, before anything is computed."""
+    if fmt in LM_FORMATS:
+        from slimline.core.export.lm import check_lm_fits
+
+        check_lm_fits(handle, fmt)
+        return
     if not handle.capabilities.run and fmt != "safetensors":
         raise ExportError(f"this model cannot be run, so it cannot be exported as {fmt} and verified "
                           f"({handle.capabilities.reason or 'weights only'})", subject=handle.path,
@@ -133,6 +145,11 @@ def write_verified(handle: ModelHandle, fmt: str, dest: Path, name: str, *, data
     """Write into ``dest`` (a staging folder) and verify; file paths in the record are relative to it."""
     fmt = normalize_format(fmt)
     check_fits(handle, fmt)
+    if fmt in LM_FORMATS:
+        from slimline.core.export.lm import folder_name, write_lm
+
+        return write_lm(handle, fmt, dest, folder_name(fmt, name), name=name, data=data, cancel=cancel,
+                        progress=progress)
     _report(progress, 0.02, "preparing parity data")
     dataset = par.parity_data(handle, data) if handle.capabilities.run else None
     ref: list[Any] = []
@@ -261,11 +278,15 @@ def _write_onnx(handle: ModelHandle, dest: Path, name: str, dataset: Any, extern
 
 def _torch_to_onnx(handle: ModelHandle, path: Path, dataset: Any, external: bool | None) -> str:
     """torch variant → ONNX with the torch.export-based exporter (legacy tracer for TorchScript)."""
+    from slimline.core.lm.convert import causal_lm_config
     from slimline.core.models import load_torch_runnable
 
-    module = load_torch_runnable(handle)
     names = [s.name for s in handle.inputs]
     legacy = handle.format == "torchscript"
+    cfg = causal_lm_config(handle) if not legacy else None
+    if cfg is not None:  # a causal LM: its logits without the cache object torch.export cannot trace
+        return _lm_logits_to_onnx(handle, path, cfg, external)
+    module = load_torch_runnable(handle)
     # the legacy tracer marks every batch dim; torch.export only the dims the model declares symbolic
     dynamic = names if legacy else [s.name for s in handle.inputs if s.shape and isinstance(s.shape[0], str)]
     try:
@@ -278,6 +299,20 @@ def _torch_to_onnx(handle: ModelHandle, path: Path, dataset: Any, external: bool
                           hint="export as torchscript or pt2 instead, or replace the unsupported op") from exc
     return (f"exported from torch with the {'legacy TorchScript' if legacy else 'torch.export-based'} "
             f"exporter (opset 18, dynamic batch)")
+
+
+def _lm_logits_to_onnx(handle: ModelHandle, path: Path, cfg: dict[str, Any], external: bool | None) -> str:
+    from slimline.core.lm.convert import export_logits_onnx
+    from slimline.core.models import load_eager_module
+
+    try:
+        export_logits_onnx(load_eager_module(handle), path, vocab_size=int(cfg.get("vocab_size") or 2),
+                           external_data=external)
+    except OnnxExportFailed as exc:
+        raise ExportError(exc.message, subject=handle.path, hint="export as onnx-genai (the model builder) "
+                                                                 "instead") from exc
+    return ("causal language model: exported its logits (use_cache=False, batch and sequence dynamic) with the "
+            "torch.export-based exporter, opset 18; for a KV-cache model that generates fast, export onnx-genai")
 
 
 # --------------------------------------------------------------------------- torch

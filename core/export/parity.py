@@ -108,7 +108,10 @@ def ort_runner(path: Path, input_specs: list[Any]) -> Runner:
 
     sess = ort_inference_session(path)
     types = {i.name: ort_numpy_dtype(i.type) for i in sess.get_inputs()}
-    names = [i.name for i in sess.get_inputs()]
+    kv = _kv_layout(path)
+    hidden = set(kv.filled_inputs) if kv is not None else set()
+    names = [i.name for i in sess.get_inputs() if i.name not in hidden]
+    outs = [o.name for o in sess.get_outputs() if kv is None or o.name not in kv.present_outputs]
     by_pos = [s.name for s in input_specs]
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -116,9 +119,21 @@ def ort_runner(path: Path, input_specs: list[Any]) -> Runner:
             f = {n: np.ascontiguousarray(feeds[n], dtype=types[n]) for n in names}
         else:  # exporter renamed inputs: feed by position
             f = {n: np.ascontiguousarray(feeds[s], dtype=types[n]) for n, s in zip(names, by_pos)}
-        return sess.run(None, f)
+        if kv is not None:  # a KV-cache decoder: one full pass with an empty past
+            from slimline.core.lm.genai import full_sequence_feeds
+
+            f = full_sequence_feeds(f, sess.get_inputs(), kv.head_size)
+        return sess.run(outs, f)
 
     return run
+
+
+def _kv_layout(path: Path) -> Any:
+    """The KV-cache layout of an ONNX decoder (run with an empty past), or None."""
+    from slimline.core.lm.genai import kv_cache_layout
+    from slimline.core.models.onnx_files import parse_onnx
+
+    return kv_cache_layout(parse_onnx(path), path)
 
 
 def torch_runner(module: Any, input_names: list[str], *, by_keyword: bool = False,

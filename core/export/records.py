@@ -13,9 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from slimline.core.errors import SlimlineError
+from slimline.core.lm.parity import GreedyCheck
 
-ExportFormat = Literal["onnx", "torchscript", "pt2", "safetensors"]
-FORMATS: tuple[str, ...] = ("onnx", "torchscript", "pt2", "safetensors")
+ExportFormat = Literal["onnx", "torchscript", "pt2", "safetensors", "onnx-genai", "onnx-genai-fp16", "onnx-genai-int4",
+                       "onnx-logits"]
+# language models only: onnxruntime-genai folders (KV cache, generate API) and a plain logits ONNX
+LM_FORMATS: tuple[str, ...] = ("onnx-genai", "onnx-genai-fp16", "onnx-genai-int4", "onnx-logits")
+FORMATS: tuple[str, ...] = ("onnx", "torchscript", "pt2", "safetensors", *LM_FORMATS)
 Precision = Literal["fp32", "fp16", "int8", "mixed", "other"]
 
 
@@ -38,7 +42,7 @@ class Tolerance(BaseModel):
 class Parity(BaseModel):
     """Measured agreement between the exported file and its source model."""
 
-    kind: Literal["outputs", "weights"] = "outputs"
+    kind: Literal["outputs", "weights", "lm"] = "outputs"   # lm: logits on token windows + greedy tokens
     runtime: str                    # what loaded the exported file (onnxruntime, torch.jit, …)
     source_runtime: str = ""        # what ran the source model
     precision: str = "fp32"
@@ -53,6 +57,7 @@ class Parity(BaseModel):
     tolerance: Tolerance | None = None
     passed: bool = True
     failures: list[str] = Field(default_factory=list)
+    greedy: GreedyCheck | None = None     # language models: greedy tokens of the export vs the source's
 
 
 class FileEntry(BaseModel):

@@ -285,6 +285,12 @@ def _exports_section(exports: list[dict[str, Any]]) -> str:
         p = rec.get("parity") or {}
         if p.get("kind") == "weights":
             par = f"{p.get('n')} tensors bit-exact"
+        elif p.get("kind") == "lm":  # a language model: logits on token windows + greedy tokens
+            g = p.get("greedy") or {}
+            par = (f"{p.get('precision')}, {p.get('runtime')}: logits max abs {p.get('max_abs_error', 0):.3g} "
+                   f"(≤ {p.get('max_abs_allowed', 0):.3g}), next-token agr. {_num(p.get('top1_agreement'), '.4f')} "
+                   f"on {p.get('dataset')}{'' if p.get('input_kind') == 'dataset' else ' (RANDOM)'}; greedy "
+                   f"{g.get('matched')}/{g.get('new_tokens')} tokens as the source")
         elif p:
             par = (f"{p.get('precision')}, {p.get('runtime')}: max abs {p.get('max_abs_error', 0):.3g} "
                    f"(≤ {p.get('max_abs_allowed', 0):.3g}), cos {_num(p.get('mean_cosine'), '.6f')}, "

@@ -47,14 +47,15 @@ def write_run_report(spec: dict[str, Any], progress: Any = None) -> dict[str, An
 def export_variant(variant: Any, fmt: str, out_dir: str | Path, *, name: str, data: Any = None,
                    force: bool = False, cancel: Any = None, progress: Any = None, zip_bundle: bool = False,
                    triton: bool = False, max_batch_size: int | None = None,
-                   external_data: bool | None = None) -> Any:
+                   external_data: bool | None = None, lm_precision: str | None = None) -> Any:
     """Write one verified export of ``variant`` (a file format or a bundle) and list it with its run."""
     if fmt == "bundle":
         from slimline.core.export.bundle import export_bundle
 
         extra = {} if max_batch_size is None else {"max_batch_size": max_batch_size}
         rec: Any = export_bundle(variant, out_dir, force=force, data=data, cancel=cancel, name=name,
-                            zip_bundle=zip_bundle, triton=triton, progress=progress, **extra)
+                                 zip_bundle=zip_bundle, triton=triton, progress=progress, lm_precision=lm_precision,
+                                 **extra)
     else:
         from slimline.core.export.formats import export_model
 
@@ -86,7 +87,7 @@ def run_export(spec: dict[str, Any], progress: Any = None, cancel: Any = None) -
     out_dir = Path(spec["out_dir"]) / f"{name}-bundle" if fmt == "bundle" else spec["out_dir"]
     rec = export_variant(variant, fmt, out_dir, name=name, data=data, force=spec.get("force", False),
                          cancel=cancel, progress=progress, zip_bundle=spec.get("zip", False),
-                         triton=spec.get("triton", False))
+                         triton=spec.get("triton", False), lm_precision=spec.get("lm_precision"))
     return dict(rec.model_dump(mode="json"))
 
 

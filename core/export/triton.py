@@ -85,8 +85,27 @@ def write_triton_repo(model_path: str | Path, repo_dir: str | Path, name: str, *
     version = model_dir / "1"
     version.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, version / "model.onnx")
-    data = model_path.with_suffix(".data")
-    if data.is_file():  # external data keeps its file name: the graph refers to it by name
+    for data in external_files(model_path):  # keep their names: the graph refers to them by name
         shutil.copyfile(data, version / data.name)
+    from slimline.core.lm.genai import GENAI_CONFIG, companion_paths, copy_companions
+
+    if companion_paths(model_path):  # an LM's genai folder: config + tokenizer for clients (and the generate API)
+        copy_companions(model_path, version, onnx_name="model.onnx")
+        (model_dir / "README.md").write_text(LM_NOTE.format(config=GENAI_CONFIG), encoding="utf-8")
     (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
     return model_dir
+
+
+LM_NOTE = """This is a decoder with a KV cache. Triton's onnxruntime backend runs one forward pass per request:
+the client feeds input_ids, attention_mask (past + new tokens) and every past_key_values.* tensor
+(sequence length 0 on the first call) and gets logits plus the present.* tensors to feed back.
+1/ also holds {config} and the tokenizer, so the same folder runs with onnxruntime-genai
+(`onnxruntime_genai.Model("1")`), which manages the cache itself.
+"""
+
+
+def external_files(model_path: Path) -> list[Path]:
+    """The external data files an ONNX file's tensors point at (the builder names it ``model.onnx.data``)."""
+    from slimline.core.models.onnx_files import check_external_data, parse_onnx
+
+    return check_external_data(parse_onnx(model_path), model_path)

@@ -57,6 +57,14 @@ def genai_onnx_name(folder: Path) -> str:
     return str(cfg["model"]["decoder"]["filename"])
 
 
+def companion_paths(model_path: str | Path) -> list[Path]:
+    """The genai config and tokenizer files beside a genai folder's ONNX ([] for any other model)."""
+    folder = genai_folder_of(model_path)
+    if folder is None:
+        return []
+    return [folder / n for n in COMPANIONS if (folder / n).is_file()]
+
+
 def copy_companions(src_model: str | Path, dst_dir: str | Path, onnx_name: str | None = None) -> list[str]:
     """Copy the genai config and tokenizer files beside ``src_model`` into ``dst_dir``.
 
@@ -81,11 +89,12 @@ def copy_companions(src_model: str | Path, dst_dir: str | Path, onnx_name: str |
 
 def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiPrecision = "fp32", *,
                       extra_options: dict[str, str] | None = None, timeout_s: float = 3600,
-                      log: Callable[[str], None] | None = None) -> Path:
+                      log: Callable[[str], None] | None = None, cancel: Any = None) -> Path:
     """Run the model builder on ``hf_dir``; ``out_dir`` appears whole or not at all.
 
     Runs as a child process: the builder prints progress bars and may hold GBs while it
     works, and its failures (an unsupported architecture) must come back as a message.
+    ``cancel`` (a CancelToken) stops the child within half a second.
     """
     src, out = Path(hf_dir), Path(out_dir)
     if not (src / "config.json").is_file():
@@ -97,10 +106,11 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
            "-p", precision, "-e", "cpu", "-c", str(cache)]
     if extra_options:
         cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra_options.items()]]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0 or not (tmp / GENAI_CONFIG).is_file():
-            tail = _error_tail(proc.stderr or proc.stdout)
+        stdout, stderr = _wait(child, timeout_s, cancel, src.name)
+        if child.returncode != 0 or not (tmp / GENAI_CONFIG).is_file():
+            tail = _error_tail(stderr or stdout)
             raise GenaiError(f"the onnxruntime-genai model builder failed on {src.name} ({precision}): {tail}")
         if log is not None:
             log(f"model builder: {src.name} → {precision} KV-cache ONNX")
@@ -108,11 +118,25 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
             shutil.rmtree(out)
         tmp.rename(out)
         return out
-    except subprocess.TimeoutExpired:
-        raise GenaiError(f"the model builder did not finish within {timeout_s:.0f} s on {src.name}") from None
     finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def _wait(child: subprocess.Popen[str], timeout_s: float, cancel: Any, name: str) -> tuple[str, str]:
+    """The child's (stdout, stderr) once it ends; raises on timeout or cancel (the caller kills it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return child.communicate(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if time.monotonic() > deadline:
+                raise GenaiError(f"the model builder did not finish within {timeout_s:.0f} s on {name}") from None
 
 
 def _error_tail(text: str) -> str:
@@ -200,14 +224,159 @@ def genai_generate(model: Any, prompt_ids: list[int], max_new_tokens: int, *, th
     params.set_search_options(max_length=len(prompt_ids) + max_new_tokens, do_sample=False)
     gen = og.Generator(model, params)
     t0 = time.perf_counter()
-    gen.append_tokens(list(map(int, prompt_ids)))
-    t1 = time.perf_counter()
     tokens: list[int] = []
-    while not gen.is_done() and len(tokens) < max_new_tokens:
-        gen.generate_next_token()
-        tokens.append(int(gen.get_next_tokens()[0]))
+    try:
+        gen.append_tokens(list(map(int, prompt_ids)))
+        t1 = time.perf_counter()
+        while not gen.is_done() and len(tokens) < max_new_tokens:
+            gen.generate_next_token()
+            tokens.append(int(gen.get_next_tokens()[0]))
+    except Exception as exc:  # onnxruntime's kernel errors arrive as RuntimeError with its own words
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+        raise GenaiError(f"onnxruntime-genai failed while generating (after {len(tokens)} tokens): {first}") \
+            from None
     t2 = time.perf_counter()
     decode_s = max(t2 - t1, 1e-9)
     return Generation(prompt_tokens=len(prompt_ids), tokens=tokens, prefill_ms=(t1 - t0) * 1000.0,
                       decode_tokens_per_s=len(tokens) / decode_s, threads=threads,
                       engine=f"onnxruntime-genai {og.__version__} (KV cache)")
+
+
+def genai_generator(folder: str | Path, threads: int = 0) -> Callable[[list[int], int], Generation]:
+    """``(prompt ids, new tokens) -> Generation`` through the folder's model, loaded once."""
+    model = genai_model(folder, threads)
+
+    def generate(prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        return genai_generate(model, prompt_ids, max_new_tokens, threads=threads)
+
+    return generate
+
+
+# ------------------------------------------------------------- the KV-cache decoder as a full-sequence model
+
+PAST_PREFIXES = ("past_key_values.", "past_key_values_", "past.", "past_")
+FILLED_INPUTS = ("position_ids",)   # filled with 0..T-1 when the caller does not give them
+
+
+class KVCacheLayout(BaseModel):
+    """How a KV-cache decoder ONNX runs one full sequence: every past input empty, all logits back.
+
+    Slimline shows such a model with the inputs a plain causal LM has (``input_ids``,
+    ``attention_mask``); the session fills the rest, so evaluation, latency, export parity
+    and the data tools all run it like any other ONNX LM.
+    """
+
+    past_inputs: list[str]
+    filled_inputs: list[str]          # past_* and position_ids: fed by the session, hidden from the handle
+    present_outputs: list[str]
+    head_size: int | None
+    layers: int
+    genai_folder: bool                # genai_config.json beside it (generate API ready)
+    context_length: int | None = None
+
+
+def kv_cache_layout(model: Any, path: str | Path) -> KVCacheLayout | None:
+    """The layout of a KV-cache decoder (an ``onnx.ModelProto`` without weights), or None for other graphs.
+
+    Head size: a static last past dim, else ``head_size`` from ``genai_config.json``.
+    """
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    names = [i.name for i in g.input if i.name not in inits]
+    past = [n for n in names if n.startswith(PAST_PREFIXES)]
+    if not past or "input_ids" not in names:
+        return None
+    first = next(i for i in g.input if i.name == past[0])
+    dims = list(first.type.tensor_type.shape.dim)
+    head = int(dims[3].dim_value) if len(dims) == 4 and dims[3].dim_value > 0 else None
+    folder = genai_folder_of(path)
+    context = None
+    if folder is not None:
+        try:
+            cfg = json.loads((folder / GENAI_CONFIG).read_text(encoding="utf-8")).get("model", {})
+        except (OSError, ValueError):
+            cfg = {}
+        head = head or (int(cfg["decoder"]["head_size"]) if "head_size" in cfg.get("decoder", {}) else None)
+        context = int(cfg["context_length"]) if cfg.get("context_length") else None
+    presents = [o.name for o in g.output if o.name.startswith(("present", "present_key_values"))]
+    filled = past + [n for n in names if n in FILLED_INPUTS]
+    return KVCacheLayout(past_inputs=past, filled_inputs=filled, present_outputs=presents, head_size=head,
+                         layers=max(1, len(past) // 2), genai_folder=folder is not None, context_length=context)
+
+
+def kv_view_specs(inputs: list[Any], outputs: list[Any], layout: KVCacheLayout,
+                  default_sequence: int = 128) -> tuple[list[Any], list[Any], dict[str, int]]:
+    """(inputs, outputs, dim defaults) a handle shows for a KV-cache decoder run with an empty past.
+
+    The attention mask covers past + new tokens (``total_sequence_length``); with an empty past
+    that is the sequence itself, so it is shown with the ids' dims.
+    """
+    shown = [s for s in inputs if s.name not in layout.filled_inputs]
+    ids = next(s for s in shown if s.name == "input_ids")
+    shown = [s.model_copy(update={"shape": list(ids.shape)}) if s.name == "attention_mask" else s for s in shown]
+    outs = [s for s in outputs if s.name not in layout.present_outputs] or outputs[:1]
+    seq = min(default_sequence, layout.context_length or default_sequence)
+    dims: dict[str, int] = {}
+    for s in shown + outs:
+        for i, d in enumerate(s.shape):
+            if isinstance(d, str):
+                dims.setdefault(d, 1 if i == 0 else seq)
+    return shown, outs, dims
+
+
+def full_sequence_feeds(feeds: dict[str, np.ndarray], session_inputs: list[Any],
+                        head_size: int | None) -> dict[str, np.ndarray]:
+    """The caller's feeds plus what a KV-cache decoder also needs for one full pass (empty past, positions)."""
+    ids = np.asarray(feeds["input_ids"])
+    out = empty_past_feeds(session_inputs, ids, head_size)
+    out.update({k: v for k, v in feeds.items() if k in out})
+    return out
+
+
+def pin_head_size(onnx_path: str | Path, head_size: int) -> bool:
+    """Write the head size into the past/present dims the builder leaves symbolic (``kv_cache_dim``).
+
+    Why: a step that rewrites the ONNX without its genai_config.json (dynamic INT8, say)
+    keeps a file that still says how to feed its cache. Only the graph's declarations change
+    (the weights file is untouched); returns whether anything changed.
+    """
+    import onnx
+
+    from slimline.core.fsutil import atomic_path
+
+    path = Path(onnx_path)
+    model = onnx.load(str(path), load_external_data=False)
+    changed = False
+    for v in list(model.graph.input) + list(model.graph.output):
+        if not v.name.startswith(PAST_PREFIXES + ("present",)):
+            continue
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) == 4 and not dims[3].dim_value:
+            dims[3].Clear()
+            dims[3].dim_value = int(head_size)
+            changed = True
+    if changed:
+        with atomic_path(path) as tmp:
+            onnx.save_model(model, str(tmp))
+    return changed
+
+
+def kv_view_meta(layout: KVCacheLayout, path: str | Path, outputs: list[Any]) -> dict[str, Any]:
+    """Handle metadata of a KV-cache decoder: the layout, and what the task guess and random inputs need."""
+    meta: dict[str, Any] = {"kv_cache": layout.model_dump()}
+    folder = genai_folder_of(path)
+    if folder is not None:
+        try:
+            cfg = json.loads((folder / GENAI_CONFIG).read_text(encoding="utf-8")).get("model", {})
+        except (OSError, ValueError):
+            cfg = {}
+        if cfg.get("vocab_size"):
+            meta["vocab_size"] = int(cfg["vocab_size"])
+        if cfg.get("type"):
+            meta["model_type"] = str(cfg["type"])
+        meta["genai_folder"] = str(folder)
+    logits = next((o for o in outputs if o.name == "logits"), None)
+    if "vocab_size" not in meta and logits is not None and logits.shape and isinstance(logits.shape[-1], int):
+        meta["vocab_size"] = int(logits.shape[-1])
+    meta["task"] = "token_logits"
+    return meta

@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _open(path: Path, trust: bool) -> ModelHandle:
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "genai_config.json").is_file():
+        from slimline.core.lm.genai import genai_onnx_name
+
+        path = path / genai_onnx_name(path)  # an onnxruntime-genai folder: its decoder ONNX is the model
     fmt = format_for_kind(sniff_path(path), path)
     if fmt.open is None:  # pragma: no cover - every detectable format has an opener
         raise ModelLoadError(f"no opener for format {fmt.name!r}", subject=str(path))

@@ -315,15 +315,25 @@ def open_onnx(path: Path) -> ModelHandle:
                                    "onnx.version_converter.convert_version(model, 13) and open the result")
     files = [str(path)] + [str(f) for f in data_files]
     producer = f"{model.producer_name} {model.producer_version}".strip()
+    meta: dict[str, Any] = {
+        "ir_version": int(model.ir_version), "opsets": opsets, "has_subgraphs": has_sub,
+        "initializers_as_inputs": sum(1 for i in g.input if i.name in init_names),
+        "external_data": [Path(f).name for f in data_files], "nodes": len(g.node),
+        "weights_by_place": places, "tensors": sum(1 for f in found if f.kind == WEIGHT), "other_tensors": other}
+    from slimline.core.lm.genai import kv_cache_layout, kv_view_meta, kv_view_specs
+
+    kv = kv_cache_layout(model, path)
+    if kv is not None:  # a KV-cache decoder: shown (and run) as a full-sequence LM with an empty past
+        inputs, outputs, dims = kv_view_specs(inputs, outputs, kv)
+        meta.update(kv_view_meta(kv, path, outputs))
+        if kv.head_size is None:
+            caps = Capabilities(run=False, compress=True,
+                                reason="a KV-cache decoder whose head size is unknown (symbolic past dims and no "
+                                       "genai_config.json beside it): keep its genai_config.json next to it")
     return ModelHandle(
         path=str(path), format="onnx", family="onnx", files=files, inputs=inputs, outputs=outputs,
         dim_defaults=dims, param_count=params, bytes_on_disk=sum(file_size(f) for f in files),
-        producer=producer, opset=opset, trusted=True, capabilities=caps,
-        meta={"ir_version": int(model.ir_version), "opsets": opsets, "has_subgraphs": has_sub,
-              "initializers_as_inputs": sum(1 for i in g.input if i.name in init_names),
-              "external_data": [Path(f).name for f in data_files], "nodes": len(g.node),
-              "weights_by_place": places, "tensors": sum(1 for f in found if f.kind == WEIGHT),
-              "other_tensors": other},
+        producer=producer, opset=opset, trusted=True, capabilities=caps, meta=meta,
     )
 
 

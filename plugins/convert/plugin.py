@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from slimline.core.errors import StepFailed
+from slimline.core.errors import SlimlineError, StepFailed
 from slimline.core.handle import Family, ModelHandle
 from slimline.core.plugin import Category, Plugin, PluginParams, Problem, StepContext, StepOutput
 
@@ -26,6 +26,17 @@ class ConvertParams(PluginParams):
     parity_atol: float = Field(1e-3, gt=0, le=10,
                                description="Max abs difference allowed between torch and ONNX outputs")
     parity_samples: int = Field(16, ge=1, le=4096, description="Rows used for the parity check")
+    lm_method: Literal["genai", "logits"] = Field(
+        "genai", description="Causal language models: 'genai' = onnxruntime-genai model builder (KV cache and "
+                             "generate API: the form that deploys), 'logits' = torch.onnx export of a logits-only "
+                             "wrapper (no cache; for evaluation). Unsupported architectures fall back to 'logits'")
+    lm_precision: Literal["fp32", "fp16"] = Field(
+        "fp32", description="Causal language models, 'genai' method: precision the model builder writes")
+    lm_parity_windows: int = Field(4, ge=1, le=64,
+                                   description="Causal language models: token windows whose logits are compared "
+                                               "with torch (from the evaluation text, else random token ids)")
+    lm_new_tokens: int = Field(16, ge=1, le=256,
+                               description="Causal language models: greedy tokens per prompt compared with torch")
 
 
 class ConvertToOnnx(Plugin):
@@ -35,13 +46,22 @@ class ConvertToOnnx(Plugin):
     category: ClassVar[Category] = "convert"
     description: ClassVar[str] = (
         "Exports a torch model to ONNX with torch.onnx and verifies it: the ONNX file is run with "
-        "onnxruntime on the evaluation data (or labelled random inputs) and compared with torch.")
+        "onnxruntime on the evaluation data (or labelled random inputs) and compared with torch. Causal "
+        "language models go through the onnxruntime-genai model builder (KV cache, generate API) or a "
+        "logits-only export, checked on token windows (logits) and greedy tokens.")
     input_formats: ClassVar[tuple[Family, ...]] = ("torch",)
     output_format: ClassVar[Family] = "onnx"
     Params: ClassVar[type[PluginParams]] = ConvertParams
 
     def check(self, model: ModelHandle, params: PluginParams) -> list[Problem]:
         problems = self.check_format(model)
+        if not problems and _lm_config(model) is not None:
+            from slimline.core.lm.genai import genai_available
+
+            if getattr(params, "lm_method", "genai") == "genai" and not genai_available():
+                problems.append(Problem("the onnxruntime-genai model builder is not installed",
+                                        fix="pip install 'slimline[llm]', or set lm_method to 'logits'"))
+            return problems
         if not problems and not model.inputs:
             problems.append(Problem("the model's input shapes are unknown",
                                     fix="give the input shape when opening the model"))
@@ -49,6 +69,12 @@ class ConvertToOnnx(Plugin):
 
     def run(self, model: ModelHandle, params: ConvertParams, ctx: StepContext) -> StepOutput:  # type: ignore[override]
         import torch
+
+        cfg = _lm_config(model)
+        if cfg is not None:
+            from slimline.plugins.convert.lm import convert_lm
+
+            return convert_lm(model, params, ctx, cfg)
 
         from slimline.core.export.parity import ort_runner
         from slimline.core.fidelity import max_abs_error, row_cosines
@@ -100,6 +126,16 @@ class ConvertToOnnx(Plugin):
             warnings.append(f"requested opset {params.opset} but the exporter wrote opset {got_opset}")
         return StepOutput(model=handle, notes=notes, warnings=warnings,
                           metrics={"parity_max_abs": max_abs, "parity_min_cosine": cos, "opset": float(got_opset)})
+
+
+def _lm_config(model: ModelHandle) -> dict[str, Any] | None:
+    """The HF config when the model is a causal LM (task token_logits), else None."""
+    from slimline.core.lm.convert import causal_lm_config
+
+    try:
+        return causal_lm_config(model)
+    except SlimlineError:
+        return None
 
 
 def _example_feeds(model: ModelHandle, ctx: StepContext, n: int) -> tuple[dict[str, Any], str]:

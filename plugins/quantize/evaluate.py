@@ -114,7 +114,10 @@ def dataset_feeds(dataset: Any, sess: OrtSession, limit: int,
         arrays = {meta[0][0]: next(iter(arrays.values()))}
     feeds: dict[str, np.ndarray] = {}
     axes = feed_axes(sess)
+    filled = kv_filled(sess) if "input_ids" in arrays else set()
     for name, shape, dtype in meta:
+        if name in filled:  # a KV-cache decoder's past: empty (one full pass), see with_empty_past
+            continue
         if name not in arrays:
             raise StepFailed(
                 f"the {role} dataset has no array for model input '{name}' (it has {sorted(arrays)})",
@@ -128,7 +131,30 @@ def dataset_feeds(dataset: Any, sess: OrtSession, limit: int,
     labels = getattr(dataset, "labels", None)
     if labels is not None:
         labels = np.asarray(labels)[:limit]
-    return feeds, labels
+    return with_empty_past(sess, feeds), labels
+
+
+def kv_filled(sess: OrtSession) -> set[str]:
+    """Inputs of a KV-cache decoder that a full-sequence pass feeds itself (past_*, position_ids)."""
+    from slimline.core.lm.genai import FILLED_INPUTS, PAST_PREFIXES
+
+    names = [i.name for i in sess.get_inputs()]
+    if "input_ids" not in names or not any(n.startswith(PAST_PREFIXES) for n in names):
+        return set()
+    return {n for n in names if n.startswith(PAST_PREFIXES) or n in FILLED_INPUTS}
+
+
+def with_empty_past(sess: OrtSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A KV-cache decoder's feeds for one full pass: empty past, mask over the ids (core.lm.genai)."""
+    if not kv_filled(sess):
+        return feeds
+    from slimline.core.lm.genai import full_sequence_feeds
+
+    given = {"input_ids": feeds["input_ids"]}
+    mask = feeds.get("attention_mask")
+    if mask is not None and mask.shape == feeds["input_ids"].shape:
+        given["attention_mask"] = mask
+    return full_sequence_feeds(given, sess.get_inputs(), None)
 
 
 def random_feeds(sess: OrtSession, dims: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
@@ -170,7 +196,7 @@ def random_feeds(sess: OrtSession, dims: dict[str, int], n: int, seed: int) -> d
         else:
             arr = rng.integers(0, 100, size=concrete).astype(dtype)
         feeds[name] = arr
-    return feeds
+    return with_empty_past(sess, feeds)
 
 
 def build_eval_set(data: Any, sess: OrtSession, dims: dict[str, int], limit: int, seed: int) -> EvalSet:

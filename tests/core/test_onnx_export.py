@@ -73,4 +73,23 @@ def test_exporter_message_walks_causes_once():
             raise RuntimeError("outer\nmore") from e
     except RuntimeError as exc:
         text = exporter_message(exc)
-    assert text.splitlines() == ["outer", "more", "caused by KeyError: 'inner'"]
+    assert text.splitlines() == ["outer: KeyError: 'inner'", "more"]
+
+
+def test_exporter_message_puts_the_root_reason_first_without_boilerplate():
+    """torch.onnx's own wording: stage first, advice, colour codes, the reason at the end."""
+    outer_text = ("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m of exporting the "
+                  "model to ONNX. Next steps:\n- Modify the model code for `torch.export.export` to succeed.\n"
+                  "- Debug `torch.export.export` and submit a PR to PyTorch.\n- Create an issue in the PyTorch "
+                  "GitHub repository against the \x1b[96m*torch.export*\x1b[0m component\n\n## Exception summary"
+                  "\n\n<class 'RuntimeError'>: Found <class 'DynamicCache'> in output, which is not a known type."
+                  "\n\n(Refer to the full stack trace above for more information.)")
+    try:
+        try:
+            raise RuntimeError("Found <class 'DynamicCache'> in output, which is not a known type.")
+        except RuntimeError as e:
+            raise ValueError(outer_text) from e
+    except ValueError as exc:
+        text = exporter_message(exc)
+    assert text == ("Failed to export the model with torch.export: RuntimeError: Found <class 'DynamicCache'> in "
+                    "output, which is not a known type.")

@@ -37,9 +37,11 @@ PIPELINES = {
 COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck"}
 EXPORTS = [("s4", "torchscript"), ("s4", "pt2"), ("s4", "safetensors"), ("s4", "onnx"), (None, "onnx"),
            (None, "bundle")]
+# Language-model formats, exported from a tiny Llama folder (the model builder runs as `slimline -m ...`).
+LM_EXPORTS = ["onnx-genai", "onnx-genai-fp16", "onnx-genai-int4", "onnx-logits", "bundle"]
 # Figures that differ from run to run by nature (timings) or by place (paths).
 # flags/warnings: some are latency verdicts ("slower"); the figures behind the others are compared.
-VOLATILE = ("latency", "duration", "seconds", "elapsed", "_ms", "load_avg", "cached", "created", "run_id",
+VOLATILE = ("latency", "duration", "seconds", "elapsed", "_ms", "per_s", "load_avg", "cached", "created", "run_id",
             "path", "files", "notes", "environment", "workspace", "out", "folder", "zip", "sha256", "cpu",
             "flags", "warnings")
 # The torch.export-based exporter writes each node's Python stack trace (file paths of the install)
@@ -289,6 +291,54 @@ def test_bundle_exports_every_format_like_dev(runs, sides):
         predictions[side] = json.loads(proc.stdout)
     assert predictions["bundle"]["predictions"] == predictions["dev"]["predictions"]
     assert predictions["bundle"]["n"] == 449
+
+
+def test_every_export_format_is_exercised():
+    """A new export format must be added to EXPORTS or LM_EXPORTS (and so run from the bundle)."""
+    from slimline.core.export.records import FORMATS
+
+    covered = {fmt for _, fmt in EXPORTS} | set(LM_EXPORTS)
+    assert set(FORMATS) | {"bundle"} <= covered, f"formats not exported from the bundle: " \
+                                                 f"{sorted(set(FORMATS) - covered)} (add them to tests/installer/)"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_bundle_exports_language_models_like_dev(sides, tmp_path_factory):
+    """onnx-genai (builder as a child of the bundle's executable), logits and the LM bundle, figures as dev's."""
+    from tests.core import modelfiles as mf
+
+    root = tmp_path_factory.mktemp("lm")
+    llama = mf.hf_llama(root / "llama", train_steps=40)
+    corpus = root / "llama-corpus.txt"
+    records: dict[str, dict[str, Any]] = {"bundle": {}, "dev": {}}
+    for side in ("bundle", "dev"):
+        for fmt in LM_EXPORTS:
+            out = sides[side].tmp / f"lm-export-{fmt}"
+            proc = sides[side].run("export", str(llama), "--format", fmt, "--data", str(corpus), "--out", str(out),
+                                   "--name", "tiny", "--json", timeout=900)
+            records[side][fmt] = json.loads(proc.stdout)
+    for fmt in LM_EXPORTS:
+        rec, dev_rec = records["bundle"][fmt], records["dev"][fmt]
+        if "model_export" in rec:
+            assert rec["predict_check"]["script"] == "chat.py" == dev_rec["predict_check"]["script"]
+            rec, dev_rec = rec["model_export"], dev_rec["model_export"]
+        assert rec["parity"]["passed"] and dev_rec["parity"]["passed"] and rec["parity"]["kind"] == "lm"
+        fb, fd = figures(rec["parity"]), figures(dev_rec["parity"])
+        fb.pop("dataset", None), fd.pop("dataset", None)
+        diffs = differences(fb, fd)
+        assert not diffs, f"LM export {fmt}: " + "\n".join(diffs[:30])
+    # the bundle's chat.py, run by the bundle's own executable (it acts as python), prints the same tokens
+    tokens = {}
+    for side in ("bundle", "dev"):
+        script = sides[side].tmp / "lm-export-bundle" / "chat.py"
+        python = sides["bundle"].argv if side == "bundle" else [sys.executable]
+        proc = subprocess.run([*python, str(script), "--prompt-ids", "1,60,61,62", "--max-new", "6", "--json",
+                               "--threads", "1"], capture_output=True, text=True, env=sides[side].env,
+                              cwd=sides[side].tmp, timeout=300)
+        assert proc.returncode == 0, f"{side}: chat.py → rc {proc.returncode}: {proc.stderr[-3000:]}"
+        tokens[side] = json.loads(proc.stdout)["tokens"]
+    assert tokens["bundle"] == tokens["dev"] and tokens["dev"]
 
 
 @pytest.mark.slow
