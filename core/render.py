@@ -213,6 +213,10 @@ def fidelity_cell(fid: Any) -> str:
 def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     record = as_run(record)
     results = record.results
+    if any(r.lm is not None for r in results):  # a language model on text: perplexity and generation columns
+        from slimline.core.lm.render import lm_rows
+
+        return lm_rows(results)
     batches = list((results[0].latency or {}).keys()) if results else []
     headers = ["step", "size", "zip", "params"] + [f"p50 b{b} ms" for b in batches] + \
               [f"p90 b{b}" for b in batches[:1]] + ["top-1", fidelity_header(record), "flags"]
@@ -254,7 +258,14 @@ def print_run(record: RunRecord | dict[str, Any], out: TextIO | None = None) -> 
     print(f"\nrun {record.run_id} — {record.status}", file=out)
     print(table(headers, rows), file=out)
     results = record.results
-    if results:
+    lm_lines: list[str] = []
+    if any(r.lm is not None for r in results):
+        from slimline.core.lm.render import lm_footer
+
+        lm_lines = lm_footer(results)
+    if lm_lines:
+        print("\n".join([*lm_lines, f"machine: {record.environment.get('cpu', '?')}"]), file=out)
+    elif results:
         r0 = results[0]
         lat = next(iter((r0.latency or {}).values()), None)
         acc, fid = r0.accuracy, r0.fidelity
