@@ -118,6 +118,11 @@ def lm_footer(results: list[Any]) -> list[str]:
     return lines
 
 
+def visible(text: str) -> str:
+    """A continuation on one line: line breaks and tabs shown as ↵ and ⇥ (a run of newlines stays readable)."""
+    return text.replace("\r\n", "\n").replace("\n", "↵").replace("\t", "⇥")
+
+
 def _threads(n: int) -> str:
     return f"{n} thread{'s' if n != 1 else ''}"
 
@@ -127,4 +132,4 @@ def _top_k(results: list[Any]) -> int:
 
 
 __all__ = ["LM_HEADERS", "fmt_agreement", "fmt_decode", "fmt_increase", "fmt_kl",
-           "fmt_perplexity", "fmt_prefill", "fmt_same", "lm_footer", "lm_rows"]
+           "fmt_perplexity", "fmt_prefill", "fmt_same", "lm_footer", "lm_rows", "visible"]
