@@ -32,6 +32,12 @@ def fmt_bytes(n: float | None) -> str:
     return f"{int(n)} B"
 
 
+def fmt_zip(size: Any) -> str:
+    """Compressed bytes; '≈' when estimated from samples of a big file (SizeReport.zip_sampled_bytes)."""
+    text = fmt_bytes(size.zip_bytes)
+    return f"≈{text}" if size.zip_bytes is not None and size.zip_sampled_bytes else text
+
+
 def fmt_count(n: float | None) -> str:
     if n is None:
         return "-"
@@ -229,7 +235,7 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
         if base is not None and r is not base and base.size.bytes_on_disk:
             ratio = f" ({size.bytes_on_disk / base.size.bytes_on_disk:.2f}×)"
         row = [f"{r.step_id}: {r.title}" + (" [cached]" if r.cached else ""),
-               fmt_bytes(size.bytes_on_disk) + ratio, fmt_bytes(size.zip_bytes), fmt_count(size.param_count)]
+               fmt_bytes(size.bytes_on_disk) + ratio, fmt_zip(size), fmt_count(size.param_count)]
         for b in batches:
             rep = lat.get(b)
             base_rep = (base.latency or {}).get(b) if base is not None else None

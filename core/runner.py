@@ -262,4 +262,7 @@ def _noise_flags(m: Measurement) -> tuple[list[str], list[str]]:
     """The original has no input to compare with, but its own timing can still be noisy: say so."""
     reasons = [f"latency at batch {b} is noisy ({'; '.join(rep.noise_reasons)})"
                for b, rep in (m.latency or {}).items() if rep.noisy]
+    gen = m.lm.generation if m.lm is not None else None
+    if gen is not None and gen.noise:
+        reasons.append(f"decode speed is noisy ({'; '.join(gen.noise)})")
     return (["noisy"] if reasons else []), reasons

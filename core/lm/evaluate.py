@@ -276,12 +276,35 @@ class LMEvaluator:
 
     # --- generation ------------------------------------------------------------------
     def _generate(self, runner: Any, cancel: Any) -> GenerationReport:
+        from slimline.core.metrics import CpuWatch, machine_noise, usable_cores
+
         prompts, ids = self.data.prompts, self.data.prompt_ids
         max_new = self.settings.max_new_tokens
         runner.generate(ids[0], min(WARMUP_TOKENS, max_new))
         samples: list[GenerationSample] = []
-        gens = []
+        gens: list[Any] = []
         t0 = time.perf_counter()
+        with CpuWatch() as watch:
+            self._generate_all(runner, cancel, samples, gens, t0)
+        cond, cores = watch.cond, usable_cores()
+        noise = machine_noise(load_before=cond.load_before, load_after=cond.load_after,
+                              others_busy_cores=cond.others_busy_cores, cores=cores, threads=runner.threads)
+        if self.reference_tokens is None:
+            self.reference_tokens = [s.tokens for s in samples]
+        pre = np.array([g.prefill_ms for g in gens])
+        dec = np.array([g.decode_tokens_per_s for g in gens])
+        return GenerationReport(engine=gens[0].engine, kv_cache=bool(runner.kv_cache), threads=gens[0].threads,
+                                max_new_tokens=max_new, prompts_source=prompts.source, samples=samples,
+                                prefill_ms=float(np.median(pre)), prefill_ms_min=float(pre.min()),
+                                prefill_ms_max=float(pre.max()), decode_tokens_per_s=float(np.median(dec)),
+                                decode_tokens_per_s_min=float(dec.min()), decode_tokens_per_s_max=float(dec.max()),
+                                load_avg=cond.load_before, others_busy_cores=cond.others_busy_cores, cores=cores,
+                                noise=noise)
+
+    def _generate_all(self, runner: Any, cancel: Any, samples: list[GenerationSample], gens: list[Any],
+                      t0: float) -> None:
+        prompts, ids = self.data.prompts, self.data.prompt_ids
+        max_new = self.settings.max_new_tokens
         for k, (text, pids) in enumerate(zip(prompts.texts, ids)):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -300,15 +323,6 @@ class LMEvaluator:
             self._say(0.7 + 0.3 * (k + 1) / len(ids), f"generating: prompt {k + 1}/{len(ids)}, "
                                                        f"{g.decode_tokens_per_s:.1f} tok/s, "
                                                        f"ETA {dt / (k + 1) * left:.0f} s")
-        if self.reference_tokens is None:
-            self.reference_tokens = [s.tokens for s in samples]
-        pre = np.array([g.prefill_ms for g in gens])
-        dec = np.array([g.decode_tokens_per_s for g in gens])
-        return GenerationReport(engine=gens[0].engine, kv_cache=bool(runner.kv_cache), threads=gens[0].threads,
-                                max_new_tokens=max_new, prompts_source=prompts.source, samples=samples,
-                                prefill_ms=float(np.median(pre)), prefill_ms_min=float(pre.min()),
-                                prefill_ms_max=float(pre.max()), decode_tokens_per_s=float(np.median(dec)),
-                                decode_tokens_per_s_min=float(dec.min()), decode_tokens_per_s_max=float(dec.max()))
 
 
 def first_divergence(reference: list[int], got: list[int]) -> int | None:
@@ -347,7 +361,10 @@ def lm_flags(step: LMReport, before: LMReport | None, budgets: Budgets) -> tuple
             flags.append("over_budget")
             reasons.append("language model: " + "; ".join(fails) + f" ({where}, n={step.tokens} tokens)")
     g, g0 = step.generation, before.generation if before is not None else None
-    if g is not None and g0 is not None:
+    if g is not None and g.noise:
+        flags.append("noisy")
+        reasons.append(f"decode speed is noisy, no slower/faster conclusion ({'; '.join(g.noise)})")
+    if g is not None and g0 is not None and not g.noise and not g0.noise:
         if g.kv_cache != g0.kv_cache:
             reasons.append(f"decode speed not comparable with the step's input: {g.engine} vs {g0.engine}")
         elif g.decode_tokens_per_s_max < g0.decode_tokens_per_s_min * (1 - SLOWER_MARGIN):

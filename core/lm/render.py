@@ -52,7 +52,7 @@ def fmt_decode(lm: LMReport | None) -> str:
     g = lm.generation if lm is not None else None
     if g is None:
         return "-"
-    return f"{g.decode_tokens_per_s:.1f}" + ("" if g.kv_cache else "*")
+    return f"{g.decode_tokens_per_s:.1f}" + ("" if g.kv_cache else "*") + ("?" if g.noise else "")
 
 
 def fmt_prefill(lm: LMReport | None) -> str:
@@ -77,11 +77,11 @@ def lm_rows(results: list[Any]) -> tuple[list[str], list[list[Any]]]:
         ratio = ""
         if base is not None and r is not base and base.size.bytes_on_disk:
             ratio = f" ({size.bytes_on_disk / base.size.bytes_on_disk:.2f}×)"
-        from slimline.core.render import fmt_count
+        from slimline.core.render import fmt_count, fmt_zip
 
         lm = r.lm
         rows.append([f"{r.step_id}: {r.title}" + (" [cached]" if r.cached else ""), _bytes(size.bytes_on_disk) + ratio,
-                     _bytes(size.zip_bytes), fmt_count(size.param_count), fmt_perplexity(lm), fmt_increase(lm),
+                     fmt_zip(size), fmt_count(size.param_count), fmt_perplexity(lm), fmt_increase(lm),
                      fmt_agreement(lm), fmt_kl(lm), fmt_decode(lm), fmt_prefill(lm), fmt_same(lm, r is base),
                      _bytes(lm.peak_rss_bytes) if lm is not None and lm.peak_rss_bytes else "-",
                      ",".join(f.upper() if f == "noisy" else f for f in r.flags) or "ok"])
@@ -110,11 +110,17 @@ def lm_footer(results: list[Any]) -> list[str]:
         if lm.generation is not None and lm.generation.engine != (g.engine if g else ""):
             lines.append(f"{r.step_id}: {lm.generation.speed_words()}")
         lines += [f"{r.step_id}: {n}" for n in lm.notes]
+    sampled = next((r.size.zip_sampled_bytes for r in results if r.size.zip_sampled_bytes), None)
+    if sampled:
+        lines.append(f"≈ zip: zlib-6 size estimated from {sampled / 2**20:.0f} MiB of evenly spaced samples "
+                     "(zipping a whole LLM costs about a minute of CPU)")
     if first.memory_method:
         lines.append(f"peak RSS: resident memory high-water mark of the job process while each model was loaded "
                      f"and measured ({first.memory_method})")
     if any(r.lm is not None and r.lm.generation is not None and not r.lm.generation.kv_cache for r in results):
         lines.append("* no KV cache: the whole sequence is re-run for every new token; not a deployable speed")
+    if any(r.lm is not None and r.lm.generation is not None and r.lm.generation.noise for r in results):
+        lines.append("? the machine was busy while generating (NOISY): tokens/s and prefill are not representative")
     return lines
 
 

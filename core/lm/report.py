@@ -62,6 +62,11 @@ class GenerationReport(BaseModel):
     decode_tokens_per_s: float      # median over prompts: new tokens / seconds after the prompt pass
     decode_tokens_per_s_min: float
     decode_tokens_per_s_max: float
+    # what the machine was doing meanwhile (slimline.core.metrics.CpuWatch); non-empty noise: not representative
+    load_avg: float | None = None
+    others_busy_cores: float | None = None
+    cores: int | None = None
+    noise: list[str] = Field(default_factory=list)
 
     @property
     def same_as_original(self) -> int:
@@ -70,6 +75,8 @@ class GenerationReport(BaseModel):
     def speed_words(self) -> str:
         """'decode 16.2 tok/s (15.8–16.9), prefill 41 ms; torch … 2 threads' for footers and tooltips."""
         cache = "" if self.kv_cache else " — no KV cache: the whole sequence re-run per token, not a deployable speed"
+        if self.noise:
+            cache += f" — NOISY: {'; '.join(self.noise)}"
         return (f"decode {self.decode_tokens_per_s:.1f} tok/s ({self.decode_tokens_per_s_min:.1f}–"
                 f"{self.decode_tokens_per_s_max:.1f}), prefill {_ms(self.prefill_ms)} "
                 f"({self.prefill_ms_min:.1f}–{self.prefill_ms_max:.1f}), median over {len(self.samples)} prompts; "
