@@ -194,6 +194,7 @@ class LMEvaluator:
     progress: Progress | None = field(default=None, repr=False)
     reference: list[WindowSummary] | None = field(default=None, repr=False)
     reference_tokens: list[list[int]] | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list, repr=False)  # said while measuring the current model
 
     def _say(self, fraction: float, message: str) -> None:
         if self.progress is not None:
@@ -207,6 +208,7 @@ class LMEvaluator:
 
         threads = resolve_threads(self.threads)
         is_original = self.reference is None
+        self.notes = []
         with PeakRSS() as mem:
             runner = open_runner(handle, threads=threads, device=self.device, eos=self.data.eos,
                                  pad_id=self.data.pad_id)
@@ -218,7 +220,7 @@ class LMEvaluator:
                 gen = self._generate(runner, cancel)
             finally:
                 runner.close()
-        notes = list(report.notes) + [n for n in getattr(runner, "notes", []) if n not in report.notes]
+        notes = list(report.notes) + [n for n in [*getattr(runner, "notes", []), *self.notes] if n not in report.notes]
         return report.model_copy(update={"generation": gen, "peak_rss_bytes": mem.peak,
                                          "rss_before_bytes": mem.before, "memory_method": mem.method,
                                          "notes": notes})
@@ -291,8 +293,9 @@ class LMEvaluator:
                               others_busy_cores=cond.others_busy_cores, cores=cores, threads=runner.threads)
         if self.reference_tokens is None:
             self.reference_tokens = [s.tokens for s in samples]
-        pre = np.array([g.prefill_ms for g in gens])
-        dec = np.array([g.decode_tokens_per_s for g in gens])
+        timed = [g for g in gens if g.tokens] or gens  # a prompt longer than a fixed-length ONNX gives no tokens
+        pre = np.array([g.prefill_ms for g in timed])
+        dec = np.array([g.decode_tokens_per_s for g in timed])
         return GenerationReport(engine=gens[0].engine, kv_cache=bool(runner.kv_cache), threads=gens[0].threads,
                                 max_new_tokens=max_new, prompts_source=prompts.source, samples=samples,
                                 prefill_ms=float(np.median(pre)), prefill_ms_min=float(pre.min()),
@@ -310,6 +313,10 @@ class LMEvaluator:
                 cancel.raise_if_cancelled()
             g = runner.generate(pids, max_new)
             gens.append(g)
+            if not g.tokens:
+                self.notes.append(f"prompt {k + 1} ({len(pids)} tokens) got no continuation: {g.engine}"
+                                  + (f" takes at most {runner.max_len} tokens" if getattr(runner, "max_len", None)
+                                     else ""))
             ref = self.reference_tokens[k] if self.reference_tokens is not None else None
             div = first_divergence(ref, g.tokens) if ref is not None else None
             decode = self.data.tokenizer.decode

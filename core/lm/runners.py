@@ -219,6 +219,7 @@ class OnnxLogitsRunner:
         shape = list(inputs["input_ids"].shape or [])
         self.fixed_batch = shape[0] if len(shape) > 0 and isinstance(shape[0], int) and shape[0] > 0 else None
         self.fixed_seq = shape[1] if len(shape) > 1 and isinstance(shape[1], int) and shape[1] > 0 else None
+        self.max_len = self.fixed_seq
         outs = [o.name for o in self.session.get_outputs()]
         self.output = "logits" if "logits" in outs else outs[0]
         self.engine = f"onnxruntime {_ort_version()} ({self.path.name}, logits only)"
@@ -259,7 +260,7 @@ class OnnxLogitsRunner:
 
     def generate(self, prompt_ids: list[int], max_new: int) -> Generation:
         return generate_by_rerun(lambda seq: self.logits(np.asarray([seq]))[0, -1], prompt_ids, max_new, self.eos,
-                                 threads=self.threads, engine=f"onnxruntime {_ort_version()}", max_len=self.fixed_seq)
+                                 threads=self.threads, engine=f"onnxruntime {_ort_version()}", max_len=self.max_len)
 
     def close(self) -> None:
         self.session = None
