@@ -30,6 +30,7 @@ class GenerationsView(QWidget):
         self.title = QLabel("Generations")
         self.title.setObjectName("generationsTitle")
         self.browser = QTextBrowser()
+        self.browser.setMinimumHeight(self.fontMetrics().lineSpacing() * 12)
         self.browser.setOpenLinks(False)
         self.browser.setPlaceholderText("Greedy continuations of the prompts appear here for language models")
         lay = QVBoxLayout(self)
@@ -76,9 +77,10 @@ class GenerationsView(QWidget):
                 where = "" if r is self.results[0] else ("same as the original" if s.first_divergence is None
                                                          else f"differs from token {s.first_divergence}")
                 marked = f"<span style='background:{mark}'>{_h(visible(rest))}</span>" if rest else ""
-                rows.append(f"<tr><td><b>{_h(r.step_id)}</b></td><td style='font-family:monospace'>"
-                            f"{_h(visible(same))}{marked}</td><td style='color:{muted}'>{where}"
-                            f"<br>{s.decode_tokens_per_s:.1f} tok/s</td></tr>")
+                rows.append(f"<tr><td width='7%'><b>{_h(r.step_id)}</b></td><td width='75%' "
+                            f"style='font-family:monospace'>{_h(visible(same))}{marked}</td>"
+                            f"<td style='color:{muted}'>{where}{' · ' if where else ''}"
+                            f"{s.decode_tokens_per_s:.1f} tok/s</td></tr>")
             parts.append(f"<p><b>Prompt {k + 1}:</b> <span style='font-family:monospace'>{_h(sample.prompt)}</span>"
                          f"</p><table cellspacing='0' cellpadding='3' width='100%'>{''.join(rows)}</table>")
         bar = self.browser.verticalScrollBar()

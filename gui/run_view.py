@@ -72,6 +72,8 @@ class RunView(QWidget):
         split.addWidget(self.charts)
         split.addWidget(self.generations)
         split.addWidget(self.log)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.message)

@@ -259,7 +259,8 @@ class StepCharts(QWidget):
                              f"{html.escape('; '.join(why))}</span>")
             if neutral:
                 reasons = noise_reasons(r, list(r.warnings))
-                lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(r.step_id)}: latency noisy, "
+                what = "decode speed" if r.lm is not None else "latency"
+                lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(r.step_id)}: {what} noisy, "
                              "no faster/slower conclusion</span>")
                 noisy_tips.append(f"{r.step_id}: " + ("; ".join(reasons) or "noisy timing"))
         self.note.setText("<br>".join(lines))
@@ -309,8 +310,9 @@ class StepCharts(QWidget):
                                                       else ("", "")) for f, g in zip(flagged, gens)]
         self.series_points["latency"] = self.lat_chart.update(med, labels, flagged, notes, tops=tops)
         g0 = next((g for g in gens if g), None)
+        threads = f"{g0.threads} thread{'s' if g0 and g0.threads != 1 else ''}" if g0 else ""
         self.lat_plot.setTitle(f"Decode tokens/s (median of {len(g0.samples)} prompts, whisker to the fastest), "
-                               f"{g0.threads} threads" if g0 else "Decode tokens/s")
+                               f"{threads}" if g0 else "Decode tokens/s")
 
     def _redraw_loss(self) -> None:
         import pyqtgraph as pg
