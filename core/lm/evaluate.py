@@ -209,6 +209,7 @@ class LMEvaluator:
         threads = resolve_threads(self.threads)
         is_original = self.reference is None
         self.notes = []
+        t0, c0 = time.perf_counter(), time.process_time()
         with PeakRSS() as mem:
             runner = open_runner(handle, threads=threads, device=self.device, eos=self.data.eos,
                                  pad_id=self.data.pad_id)
@@ -223,7 +224,8 @@ class LMEvaluator:
         notes = list(report.notes) + [n for n in [*getattr(runner, "notes", []), *self.notes] if n not in report.notes]
         return report.model_copy(update={"generation": gen, "peak_rss_bytes": mem.peak,
                                          "rss_before_bytes": mem.before, "memory_method": mem.method,
-                                         "notes": notes})
+                                         "notes": notes, "measure_s": time.perf_counter() - t0,
+                                         "cpu_s": time.process_time() - c0})
 
     # --- perplexity ------------------------------------------------------------------
     def _score(self, runner: Any, cancel: Any) -> LMReport:

@@ -110,6 +110,10 @@ def lm_footer(results: list[Any]) -> list[str]:
         if lm.generation is not None and lm.generation.engine != (g.engine if g else ""):
             lines.append(f"{r.step_id}: {lm.generation.speed_words()}")
         lines += [f"{r.step_id}: {n}" for n in lm.notes]
+    if first.measure_s is not None and first.cpu_s is not None:
+        busy = f"; {'; '.join(g.noise)}" if g is not None and g.noise else ""
+        lines.append(f"measuring the original took {first.measure_s:.1f} s ({first.cpu_s:.1f} s of CPU in this "
+                     f"process{busy})")
     sampled = next((r.size.zip_sampled_bytes for r in results if r.size.zip_sampled_bytes), None)
     if sampled:
         lines.append(f"≈ zip: zlib-6 size estimated from {sampled / 2**20:.0f} MiB of evenly spaced samples "

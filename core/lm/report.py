@@ -101,6 +101,8 @@ class LMReport(BaseModel):
     engine: str                     # what computed the logits (torch / onnxruntime + form of the model)
     threads: int
     eval_s: float                   # seconds of the perplexity pass
+    measure_s: float | None = None  # seconds of the whole measurement (load, perplexity, generations)
+    cpu_s: float | None = None      # CPU seconds this process spent on it (all threads; spin-waits included)
     generation: GenerationReport | None = None
     peak_rss_bytes: int | None = None     # resident-set high-water mark of the job process during the measurement
     rss_before_bytes: int | None = None   # resident set just before the model was loaded

@@ -15,7 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.gui.screenshots import wait
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: `tests` from the repo root
+
+from tests.gui.screenshots import wait  # noqa: E402
 
 
 def main() -> int:
