@@ -37,6 +37,7 @@ from slimline.core.tasks import TaskGuess, infer_task
 
 TEXT_SUFFIXES = (".txt", ".text")
 LOGITS_BYTES = 256 << 20     # logits held at once (a batch of windows) before they are summarised
+MAX_BATCH = 4                # windows per forward pass: bigger batches gain little on a CPU, and cancel/ETA lag
 TRAIN_WINDOWS = 4096         # windows cut from a training text (calibration / distillation)
 REUSED = ("perplexity and agreement reused from the cache (same model, text and settings); "
           "generations and speed measured again")
@@ -248,7 +249,8 @@ class LMEvaluator:
                     logps.append(log_probs_of(logits[j], scored[j], self.reference[done + j].top_ids))
             done += len(ids)
             if batch == 1:  # the vocabulary is known now: as many windows per pass as fit the logits budget
-                batch = max(1, int(LOGITS_BYTES // max(logits.shape[1] * logits.shape[2] * 4, 1)))
+                fit = int(LOGITS_BYTES // max(logits.shape[1] * logits.shape[2] * 4, 1))
+                batch = max(1, min(MAX_BATCH, fit))
             del logits
             dt = time.perf_counter() - t0
             rate = done / max(dt, 1e-9)
