@@ -821,6 +821,11 @@ class DataBundle:
     calibration: Dataset | None = None
     train: Dataset | None = None
     notes: list[str] = field(default_factory=list)
+    # Language models on a text file (slimline.core.lm.evaluate.text_bundle): the token windows
+    # (slimline.core.lm.text.TextWindows) of the evaluation and training texts; eval/train/calibration
+    # then hold the same windows as input_ids/attention_mask rows.
+    text: Any = None
+    train_text: Any = None
 
     CALIBRATION_ROWS = 128
     EVAL_FRACTION = 0.2

@@ -39,6 +39,9 @@ class Evaluator:
     device: str = "cpu"
     task: TaskGuess | None = None   # decided on the original (its config survives conversion only there)
     progress: Callable[[float, str], None] | None = field(default=None, repr=False)
+    # A language model on a text file (slimline.core.lm.evaluate.LMEvaluator): perplexity, generations and
+    # prefill/decode timing replace rows, fidelity and per-batch latency.
+    lm: Any = None
     _random: Any = field(default=None, repr=False)
     _capped: Any = field(default=None, repr=False)
     # path -> ({batch: seconds for one run}, seconds the evaluation pass took): caps timing of big models
@@ -78,14 +81,25 @@ class Evaluator:
         batch = 64 if n <= 4096 else 256
         return predict(session, data, batch_size=batch, progress=on_progress)[0]
 
-    def evaluate(self, handle: ModelHandle, cancel: Any = None, *, latency: bool = True) -> Measurement:
-        """Size, fidelity, accuracy and (unless ``latency=False``: the runner times it against the input) latency."""
+    def evaluate(self, handle: ModelHandle, cancel: Any = None, *, latency: bool = True,
+                 reuse: Measurement | None = None) -> Measurement:
+        """Size, fidelity, accuracy and (unless ``latency=False``: the runner times it against the input) latency.
+
+        A language model (``self.lm``) gets its LM report instead; ``reuse`` (a cached measurement
+        of the same model) spares its perplexity pass, never its timing.
+        """
         from slimline.core.metrics import fidelity, measure_size
         from slimline.core.runtime import open_session
 
-        size = measure_size(handle)
+        if self.lm is not None and reuse is not None and reuse.lm is not None:
+            size = reuse.size
+        else:
+            size = measure_size(handle)
         if not handle.capabilities.run:
             return Measurement(size=size, note=handle.capabilities.reason)
+        if self.lm is not None:
+            self.lm.progress = self.progress
+            return Measurement(size=size, lm=self.lm.measure(handle, cancel, reuse=reuse.lm if reuse else None))
         data, kind = self.data_for(handle)
         session = open_session(handle, device=self.device, threads=self.threads)
         t_eval = time.perf_counter()
@@ -216,6 +230,11 @@ def flags_for(step_eval: Measurement, input_eval: Measurement, original_eval: Me
     _size_flags(input_eval, step_eval, flags, reasons)
     _latency_flags(input_eval, step_eval, flags, reasons)
     budgets = settings.budgets
+    if step_eval.lm is not None:  # a language model: perplexity (by its interval), agreement, KL, decode speed
+        from slimline.core.lm.evaluate import lm_flags
+
+        lm_flag_list, lm_reasons = lm_flags(step_eval.lm, input_eval.lm, budgets)
+        return flags + [f for f in lm_flag_list if f not in flags], reasons + lm_reasons
     acc, acc0 = step_eval.accuracy, original_eval.accuracy
     if acc and acc0:
         drop = acc0.top1 - acc.top1

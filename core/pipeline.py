@@ -87,6 +87,30 @@ class Budgets(BaseModel):
         "Generic outputs: maximum relative L2 error vs the original"))
 
 
+class LMSettings(BaseModel):
+    """Language models on a text file (task token_logits + a .txt evaluation file): what is measured.
+
+    Defaults keep the original of a 135M model to seconds, not minutes: 24 windows × 128
+    tokens for perplexity and a few short greedy continuations for speed and side by side.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_length: int = Field(128, ge=8, le=32768, description=(
+        "Text tokens per perplexity window (a BOS token is put in front when the tokenizer starts texts with one)"))
+    window_count: int = Field(24, ge=1, le=100_000, description=(
+        "Windows of the text file scored (at most; a short file gives fewer)"))
+    stride: int | None = Field(None, ge=1, le=32768, description=(
+        "Tokens between window starts (empty = the window length, no overlap; smaller = overlapping windows, "
+        "each token scored once, with more context)"))
+    prompts: str | None = Field(None, description=(
+        "Prompts for the generations side by side: a .txt file (one prompt per line) or a .json list of strings, "
+        "relative to the pipeline file (empty = the first sentences of the evaluation text)"))
+    prompt_count: int = Field(4, ge=1, le=64, description=(
+        "Without a prompt file: how many first sentences of the evaluation text serve as prompts"))
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="Greedy tokens generated per prompt")
+
+
 class Evaluation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +128,8 @@ class Evaluation(BaseModel):
     max_rows: int | None = Field(
         None, ge=1, le=10_000_000, description="Evaluate on at most this many rows of the evaluation data "
                                                "(empty = all rows)")
+    lm: LMSettings = Field(default_factory=LMSettings, description=(
+        "Language models with a text file: perplexity windows, prompts and generation length"))
 
 
 class Pipeline(BaseModel):
@@ -253,6 +279,8 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
         value = getattr(ev, attr)
         if value and not Path(value).is_absolute():
             setattr(ev, attr, str((p.parent / value).resolve()))
+    if ev.lm.prompts and not Path(ev.lm.prompts).is_absolute():
+        ev.lm.prompts = str((p.parent / ev.lm.prompts).resolve())
     return pipe
 
 

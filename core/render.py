@@ -33,6 +33,12 @@ def fmt_bytes(n: float | None) -> str:
     return f"{int(n)} B"
 
 
+def fmt_zip(size: Any) -> str:
+    """Compressed bytes; '≈' when estimated from samples of a big file (SizeReport.zip_sampled_bytes)."""
+    text = fmt_bytes(size.zip_bytes)
+    return f"≈{text}" if size.zip_bytes is not None and size.zip_sampled_bytes else text
+
+
 def fmt_count(n: float | None) -> str:
     if n is None:
         return "-"
@@ -256,6 +262,10 @@ def fidelity_cell(fid: Any) -> str:
 def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     record = as_run(record)
     results = record.results
+    if any(r.lm is not None for r in results):  # a language model on text: perplexity and generation columns
+        from slimline.core.lm.render import lm_rows
+
+        return lm_rows(results)
     batches = list((results[0].latency or {}).keys()) if results else []
     headers = ["step", "size", "zip", "params"] + [f"p50 b{b} ms" for b in batches] + \
               [f"p90 b{b}" for b in batches[:1]] + ["top-1", fidelity_header(record), "flags"]
@@ -268,7 +278,7 @@ def result_rows(record: RunRecord | dict[str, Any]) -> tuple[list[str], list[lis
         if base is not None and r is not base and base.size.bytes_on_disk:
             ratio = f" ({size.bytes_on_disk / base.size.bytes_on_disk:.2f}×)"
         row = [f"{r.step_id}: {r.title}" + (" [cached]" if r.cached else ""),
-               fmt_bytes(size.bytes_on_disk) + ratio, fmt_bytes(size.zip_bytes), fmt_count(size.param_count)]
+               fmt_bytes(size.bytes_on_disk) + ratio, fmt_zip(size), fmt_count(size.param_count)]
         for b in batches:
             rep = lat.get(b)
             base_rep = (base.latency or {}).get(b) if base is not None else None
@@ -297,7 +307,14 @@ def print_run(record: RunRecord | dict[str, Any], out: TextIO | None = None) -> 
     print(f"\nrun {record.run_id} — {record.status}", file=out)
     print(table(headers, rows), file=out)
     results = record.results
-    if results:
+    lm_lines: list[str] = []
+    if any(r.lm is not None for r in results):
+        from slimline.core.lm.render import lm_footer
+
+        lm_lines = lm_footer(results)
+    if lm_lines:
+        print("\n".join([*lm_lines, f"machine: {record.environment.get('cpu', '?')}"]), file=out)
+    elif results:
         r0 = results[0]
         lat = next(iter((r0.latency or {}).values()), None)
         acc, fid = r0.accuracy, r0.fidelity

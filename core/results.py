@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
 
 from slimline.core.handle import ModelHandle
+from slimline.core.lm.report import LMReport
 from slimline.core.metrics import AccuracyReport, FidelityReport, LatencyReport, SizeReport
 
 RUN_SCHEMA_VERSION = 2
@@ -80,13 +81,16 @@ class Fidelity(FidelityReport):
 class Measurement(_Json):
     """What :class:`slimline.core.evaluate.Evaluator` measures for one model (every step alike)."""
 
-    _omit_if_none: ClassVar[tuple[str, ...]] = ("note", "fidelity", "accuracy", "latency")
+    _omit_if_none: ClassVar[tuple[str, ...]] = ("note", "fidelity", "accuracy", "latency", "lm")
 
     size: SizeReport
     note: str | None = None                          # why the model could not be run (size only)
     fidelity: Fidelity | None = None
     accuracy: AccuracyReport | None = None           # only with labelled evaluation data
     latency: dict[str, LatencyReport] | None = None  # by batch size (as a string: JSON keys)
+    # Language models on a text file: perplexity, vs-original scores, generations, speed, memory
+    # (absent in other runs and in records from before LM support: no schema change needed).
+    lm: LMReport | None = None
 
 
 class StepResult(Measurement):

@@ -59,6 +59,10 @@ def load_data(pipeline: Pipeline, model: ModelHandle, data_path: str | None,
     train_path = train_path or pipeline.evaluation.train_data
     if not eval_path and not train_path:
         return None
+    from slimline.core.lm.evaluate import lm_text_task, text_bundle
+
+    if model.capabilities.run and lm_text_task(pipeline.evaluation, model, eval_path) is not None:
+        return text_bundle(pipeline.evaluation, model, str(eval_path), train_path)  # token windows, not lines
     bundle = DataBundle.from_paths(eval=eval_path, train=train_path, model=model)
     if model.capabilities.run:
         for ds in (bundle.eval, bundle.train, bundle.calibration):
@@ -88,23 +92,34 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
     ev_data = getattr(data, "eval", None)
     evaluator = Evaluator(pipeline.evaluation, eval_data=ev_data, threads=threads,
                           device=pipeline.evaluation.device)
+    if getattr(data, "text", None) is not None:  # a language model on a text file
+        from slimline.core.lm.evaluate import LMEvaluator, lm_text_task, prepare
+
+        lm = pipeline.evaluation.lm
+        evaluator.lm = LMEvaluator(prepare(model, lm, data.text), lm, device=pipeline.evaluation.device,
+                                   threads=pipeline.evaluation.latency.threads or threads)
+        evaluator.task = lm_text_task(pipeline.evaluation, model, data.text.source)
     data_fp = canonical([file_fingerprint(p) for p in data_paths])
     eval_key = step_key("eval", "", "", pipeline.evaluation.model_dump(mode="json"), data_fp, threads)
 
-    def measure(handle: ModelHandle, input_handle: ModelHandle, key: str, index: int) -> tuple[Measurement, bool]:
+    def measure(handle: ModelHandle, input_handle: ModelHandle, key: str, index: int,
+                sid: str) -> tuple[Measurement, bool]:
         """Size/accuracy (from the eval cache when present) plus latency timed now against the input.
 
         Latency is never reused from the cache: a figure from another moment (a busy
         machine, other threads) would be compared with a fresh one. The cache keeps the
         last figures with their conditions, for the record only.
         """
-        progress(ProgressEvent(overall=index / total, step_id=key or "original", fraction=0.9,
+        progress(ProgressEvent(overall=index / total, step_id=sid, fraction=0.9,
                                message="measuring size, latency and accuracy"), force=True)
         cached = _cached_eval(cache.load_eval(key, eval_key)) if use_cache else None
         evaluator.progress = lambda f, m: progress(ProgressEvent(  # rows/s and ETA while evaluating
-            overall=(index + 0.9 + 0.1 * f) / total, step_id=key, fraction=0.9 + 0.1 * f, message=m))
-        result = cached if cached is not None else evaluator.evaluate(handle, cancel, latency=False)
-        if handle.capabilities.run:
+            overall=(index + 0.9 + 0.1 * f) / total, step_id=sid, fraction=0.9 + 0.1 * f, message=m))
+        if evaluator.lm is not None:  # language model: generation timing replaces per-batch latency
+            result = evaluator.evaluate(handle, cancel, reuse=cached)
+        else:
+            result = cached if cached is not None else evaluator.evaluate(handle, cancel, latency=False)
+        if handle.capabilities.run and evaluator.lm is None:
             lat = evaluator.latency(handle, input_handle if input_handle.capabilities.run else None, cancel)
             result = result.model_copy(update={"latency": lat})
         cache.save_eval(key, eval_key, result.to_dict())
@@ -196,7 +211,7 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                                      hint="free disk space or choose another workspace folder, "
                                           "then run again") from None
             new_handle = handle_from_record(rec)
-            step_eval, eval_cached = measure(new_handle, current, key, i)
+            step_eval, eval_cached = measure(new_handle, current, key, i, step.id)
             flags, reasons = flags_for(step_eval, current_eval, original_eval, pipeline.evaluation)
             notes = list(rec.get("notes", []))
             if eval_cached and step_eval.latency:
@@ -247,4 +262,7 @@ def _noise_flags(m: Measurement) -> tuple[list[str], list[str]]:
     """The original has no input to compare with, but its own timing can still be noisy: say so."""
     reasons = [f"latency at batch {b} is noisy ({'; '.join(rep.noise_reasons)})"
                for b, rep in (m.latency or {}).items() if rep.noisy]
+    gen = m.lm.generation if m.lm is not None else None
+    if gen is not None and gen.noise:
+        reasons.append(f"decode speed is noisy ({'; '.join(gen.noise)})")
     return (["noisy"] if reasons else []), reasons

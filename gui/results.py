@@ -17,9 +17,9 @@ from slimline.core.export.variants import Variant
 from slimline.core.metrics import LatencyReport
 from slimline.core.results import Measurement, RunRecord
 
-__all__ = ["NEUTRAL_FLAGS", "Quality", "fmt_ms", "latency_batches", "latency_ms", "latency_report", "load_history",
-           "model_key", "noise_reasons", "pareto_front", "quality", "run_model", "size_bytes", "split_flags",
-           "task_line", "variant_label"]
+__all__ = ["NEUTRAL_FLAGS", "Quality", "decode_ms", "fmt_ms", "latency_batches", "latency_ms", "latency_report",
+           "load_history", "model_key", "noise_reasons", "pareto_front", "quality", "run_model", "size_bytes",
+           "speed_cells", "split_flags", "task_line", "variant_label"]
 
 
 def latency_report(result: Measurement | None, batch: int | None = None) -> LatencyReport | None:
@@ -38,6 +38,21 @@ def latency_batches(result: Measurement | None) -> list[int]:
     return sorted(int(k) for k in lat if str(k).isdigit())
 
 
+def decode_ms(result: Measurement | None) -> float | None:
+    """A language model's decode time per generated token (ms, median over prompts); None if not generated."""
+    gen = result.lm.generation if result is not None and result.lm is not None else None
+    return 1000.0 / gen.decode_tokens_per_s if gen is not None and gen.decode_tokens_per_s > 0 else None
+
+
+def speed_cells(result: Measurement | None) -> tuple[str, str]:
+    """(p50 cell, p90 cell); a language model shows decode tokens/s and prefill instead (units in the cell)."""
+    gen = result.lm.generation if result is not None and result.lm is not None else None
+    if gen is not None:
+        speed = f"{gen.decode_tokens_per_s:.1f} tok/s" + ("" if gen.kv_cache else "*")
+        return speed, f"prefill {fmt_ms(gen.prefill_ms)}"
+    return fmt_ms(latency_ms(result, "p50")), fmt_ms(latency_ms(result, "p90"))
+
+
 def latency_ms(result: Measurement | None, percentile: str = "p50") -> float | None:
     """p50 or p90 (ms) at the smallest batch measured; None when the model was not timed."""
     rep = latency_report(result)
@@ -48,14 +63,25 @@ def latency_ms(result: Measurement | None, percentile: str = "p50") -> float | N
 
 @dataclass
 class Quality:
-    """What the y axis shows: top-1 on a named dataset, or fidelity when there are no labels."""
+    """What the y axis shows: top-1 on a named dataset, fidelity when there are no labels, or perplexity (LMs)."""
 
     value: float | None
     label: str          # e.g. "top-1 on digits_eval (n=449)" or "mean cosine vs original (n=64, random inputs)"
-    kind: str           # accuracy | fidelity | none
+    kind: str           # accuracy | fidelity | perplexity | none
+    higher_is_better: bool = True
+
+    def text(self) -> str:
+        if self.value is None:
+            return "—"
+        return f"{self.value:.3f}" if self.kind == "perplexity" else f"{self.value:.4f}"
 
 
 def quality(result: Measurement | None) -> Quality:
+    lm = getattr(result, "lm", None)
+    if lm is not None:  # a language model on text: perplexity, lower is better
+        name = lm.dataset.split(":")[0]
+        return Quality(float(lm.perplexity.value), f"perplexity on {name} (n={lm.tokens} tokens; lower is better)",
+                       "perplexity", higher_is_better=False)
     acc = result.accuracy if result is not None else None
     if acc is not None:
         return Quality(float(acc.top1), f"top-1 on {acc.dataset} (n={acc.n})", "accuracy")
@@ -90,6 +116,11 @@ def noise_reasons(result: Measurement | None, warnings: list[str] | None = None)
 
 def task_line(results: list[Any]) -> tuple[str, str]:
     """("task: embedding (HF config …); fidelity = pooled cosine", tooltip) from the run's results; ("", "") if none."""
+    lm = next((r.lm for r in results if getattr(r, "lm", None) is not None), None)
+    if lm is not None:
+        return (f"task: token logits (language model); perplexity on {lm.dataset}; logits by {lm.engine}",
+                "A causal language model with a text file: perplexity over token windows, next-token agreement and "
+                "KL (a lower bound) vs the original, greedy generations timed for decode tokens/s.")
     fid = next((r.fidelity for r in results if getattr(r, "fidelity", None) is not None
                 and getattr(r.fidelity, "task", None)), None)
     if fid is None:
@@ -138,8 +169,10 @@ def load_history(workspace: str | Path) -> list[RunRecord]:
     return list_runs(Path(workspace))
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated when x is minimised and y maximised."""
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[int]:
+    """Indices of points not dominated when x is minimised and y maximised (minimised: ``higher_is_better=False``)."""
+    if not higher_is_better:
+        return pareto_front([(x, -y) for x, y in points])
     front = []
     for i, (x, y) in enumerate(points):
         dominated = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)

@@ -1,4 +1,5 @@
-"""Run and watch: progress, current message, cancel, the log one click away, live charts.
+"""Run and watch: progress, current message, cancel, the log one click away, live charts
+(and, for a language model, its generations side by side).
 
 The view only displays; RunController owns the job. Progress bars show the
 overall run and the current step; the charts gain a point per finished step.
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from slimline.core.results import FailedEvent, FinalEvent, StepStartedEvent
+from slimline.gui.generations_view import GenerationsView
 from slimline.gui.step_charts import StepCharts
 from slimline.gui.theme import muted_text
 
@@ -60,6 +62,7 @@ class RunView(QWidget):
         top.addWidget(self.step_bar, 1)
         top.addWidget(self.log_button)
         self.charts = StepCharts()
+        self.generations = GenerationsView()  # shown once a language model's continuations arrive
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(MAX_LOG_BLOCKS)
@@ -67,7 +70,10 @@ class RunView(QWidget):
         self.log.hide()
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.charts)
+        split.addWidget(self.generations)
         split.addWidget(self.log)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.message)
@@ -84,6 +90,7 @@ class RunView(QWidget):
 
     def reset(self, context: str = "") -> None:
         self.charts.clear()
+        self.generations.clear()
         self.overall.setValue(0)
         self.step_bar.setValue(0)
         self.step_bar.setFormat("Step %p%")

@@ -88,6 +88,10 @@ class SessionModel(QObject):
     # --- data ----------------------------------------------------------------------------
     def set_data(self, path: str, dataset: Any) -> None:
         self.data_path, self.dataset = path, dataset
+        if hasattr(dataset, "scored_tokens"):  # a language model's text as token windows (slimline.core.lm.text)
+            self.data_info = f"{dataset.describe()} (language model text)"
+            self.data_changed.emit()
+            return
         n = len(dataset) if hasattr(dataset, "__len__") else "?"
         kind = getattr(dataset, "kind", "real")
         labels = "labelled" if getattr(dataset, "labels", None) is not None else "no labels (fidelity only)"

@@ -46,9 +46,14 @@ def _open_and_list(path: str, trust: bool) -> tuple[Any, list[Any]]:
     return handle, layer_inventory(handle)
 
 
-def _load_data(path: str, handle: Any) -> Any:
+def _load_data(path: str, handle: Any, evaluation: Any = None) -> Any:
+    """The dataset, or for a language model and a text file its token windows (as the run will cut them)."""
     from slimline.core.data import check_dataset, load_dataset
+    from slimline.core.lm.evaluate import lm_text_task, text_bundle
 
+    if evaluation is not None and handle is not None and handle.capabilities.run \
+            and lm_text_task(evaluation, handle, path) is not None:
+        return text_bundle(evaluation, handle, path, None).text
     ds = load_dataset(path, handle)
     if handle is not None and handle.capabilities.run:
         check_dataset(ds, handle)
@@ -173,7 +178,8 @@ class SessionController(QObject):
     # --- data and pipelines --------------------------------------------------------------
     def open_data(self, path: str) -> None:
         self.status.emit(f"Loading {Path(path).name}…", 0)
-        run_in_thread(_load_data, path, self.session.handle, on_done=lambda ds: self._on_data_loaded(path, ds),
+        run_in_thread(_load_data, path, self.session.handle, self.session.doc.pipeline.evaluation.model_copy(deep=True),
+                      on_done=lambda ds: self._on_data_loaded(path, ds),
                       on_error=self._on_data_failed)
 
     def _on_data_failed(self, exc: BaseException, tb: str) -> None:

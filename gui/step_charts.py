@@ -259,7 +259,8 @@ class StepCharts(QWidget):
                              f"{html.escape('; '.join(why))}</span>")
             if neutral:
                 reasons = noise_reasons(r, list(r.warnings))
-                lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(r.step_id)}: latency noisy, "
+                what = "decode speed" if r.lm is not None else "latency"
+                lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(r.step_id)}: {what} noisy, "
                              "no faster/slower conclusion</span>")
                 noisy_tips.append(f"{r.step_id}: " + ("; ".join(reasons) or "noisy timing"))
         self.note.setText("<br>".join(lines))
@@ -270,6 +271,9 @@ class StepCharts(QWidget):
         self.task_label.setVisible(bool(text))
 
     def _draw_latency(self, labels: list[str]) -> None:
+        if any(r.lm is not None for r in self.results):
+            self._draw_decode(labels)
+            return
         batch = self.batch
         reps = [latency_report(r, batch) for r in self.results]
         p50 = [rep.p50_ms if rep else None for rep in reps]
@@ -295,6 +299,20 @@ class StepCharts(QWidget):
             self.lat_plot.setTitle(f"Latency p50 (ms), whisker to p90 — batch {rep0.batch}, {rep0.runs} runs, {kind}")
         else:
             self.lat_plot.setTitle("Latency p50 (ms), whisker to p90")
+
+    def _draw_decode(self, labels: list[str]) -> None:
+        """A language model: decode tokens/s per step (median over prompts, whisker to the fastest prompt)."""
+        gens = [r.lm.generation if r.lm is not None else None for r in self.results]
+        med = [g.decode_tokens_per_s if g else None for g in gens]
+        tops = [g.decode_tokens_per_s_max if g else None for g in gens]
+        flagged = ["slower" in r.flags for r in self.results]
+        notes = [("⚑ slower", flag_text()) if f else (("no KV cache", OTHER_FLAG_COLOR) if g and not g.kv_cache
+                                                      else ("", "")) for f, g in zip(flagged, gens)]
+        self.series_points["latency"] = self.lat_chart.update(med, labels, flagged, notes, tops=tops)
+        g0 = next((g for g in gens if g), None)
+        threads = f"{g0.threads} thread{'s' if g0 and g0.threads != 1 else ''}" if g0 else ""
+        self.lat_plot.setTitle(f"Decode tokens/s (median of {len(g0.samples)} prompts, whisker to the fastest), "
+                               f"{threads}" if g0 else "Decode tokens/s")
 
     def _redraw_loss(self) -> None:
         import pyqtgraph as pg

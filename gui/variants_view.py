@@ -27,7 +27,16 @@ from PySide6.QtWidgets import (
 from slimline.core.export.variants import Variant, variants_of
 from slimline.core.results import RunRecord
 from slimline.gui.layer_table import fmt_bytes
-from slimline.gui.results import fmt_ms, latency_ms, pareto_front, quality, run_model, size_bytes, split_flags
+from slimline.gui.results import (
+    decode_ms,
+    latency_ms,
+    pareto_front,
+    quality,
+    run_model,
+    size_bytes,
+    speed_cells,
+    split_flags,
+)
 from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_text, muted_text
 
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
@@ -70,8 +79,8 @@ class VariantTableModel(QAbstractTableModel):
             size = size_bytes(v.step)
             status = v.run.status if v.run is not None else ""
             return [v.run_id, v.step_id, v.title, "—" if size is None else fmt_bytes(size),
-                    fmt_ms(latency_ms(v.step, "p50")), fmt_ms(latency_ms(v.step, "p90")),
-                    "—" if q.value is None else f"{q.value:.4f}", ", ".join(v.flags),
+                    *speed_cells(v.step),
+                    q.text(), ", ".join(v.flags),
                     status + (" · Pareto" if v.key in self.pareto_keys else "")][col]
         if role == Qt.ItemDataRole.ToolTipRole:
             tips = [quality(v.step).label] + (list(v.step.warnings) if v.step is not None else [])
@@ -209,19 +218,24 @@ class VariantsView(QWidget):
         runs = self.shown_runs()
         self.variants = [v for r in runs for v in variants_of(r)]
         front_keys: set[str] = set()
+        qs = [quality(v.step) for v in self.variants]
+        higher = all(q.higher_is_better for q in qs if q.value is not None)  # perplexity: lower is better
         for key in ("size", "latency"):
             pts, idx = self._points(key)
-            front = pareto_front(pts)
+            front = pareto_front(pts, higher)
             front_keys |= {self.variants[idx[i]].key for i in front}
             self._draw_scatter(key, pts, idx, set(front))
         self.model.set_variants(self.variants, front_keys)
         self.pareto_keys = front_keys
-        qs = [quality(v.step) for v in self.variants]
         qlabels = {q.label for q in qs if q.value is not None}
         mixed = "quality (top-1 or fidelity, see table)" if qlabels else "quality"
         ylabel = qlabels.pop() if len(qlabels) == 1 else mixed
         for plot in (self.size_plot, self.lat_plot):
             plot.setLabel("left", ylabel)
+        lm_only = bool(qs) and all(q.kind == "perplexity" for q in qs)  # language models: time per generated token
+        self.lat_plot.setLabel("bottom", "decode ms per token (median over prompts)" if lm_only else "p50 latency (ms)")
+        self.lat_plot.setTitle("Decode time per token vs perplexity" if lm_only else "Latency p50 vs quality")
+        self.size_plot.setTitle("Size vs perplexity" if lm_only else "Size vs quality")
         n = len(self.variants)
         self.info.setText(f"{n} variants from {len(runs)} runs; Pareto front (green): {len(front_keys)}. "
                           "Click a point or a row to select a variant." if n else
@@ -240,7 +254,8 @@ class VariantsView(QWidget):
         pts, idx = [], []
         for i, v in enumerate(self.variants):
             size = size_bytes(v.step)
-            x = (size / 1e6 if size is not None else None) if key == "size" else latency_ms(v.step)
+            x = (size / 1e6 if size is not None else None) if key == "size" else (
+                latency_ms(v.step) if latency_ms(v.step) is not None else decode_ms(v.step))
             y = quality(v.step).value
             if x is not None and y is not None:
                 pts.append((float(x), float(y)))

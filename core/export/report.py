@@ -17,6 +17,7 @@ from typing import Any
 from slimline.core.export import svg
 from slimline.core.fsutil import atomic_write_text
 from slimline.core.handle import ModelHandle
+from slimline.core.lm import html as lm_html
 from slimline.core.metrics import SizeReport
 from slimline.core.render import fidelity_cell, fmt_bytes
 from slimline.core.results import RunRecord, StepResult, as_run
@@ -148,6 +149,7 @@ def _headline(results: list[StepResult]) -> str:
     if aa and ab:
         tiles.append(("top-1", f"{(ab.top1 - aa.top1) * 100:+.2f} pt",
                       f"{aa.top1:.4f} → {ab.top1:.4f} (n={ab.n})"))
+    tiles += lm_html.headline_tiles(results)
     fb = b.fidelity
     if fb is not None and fb.task and fb.value is not None:
         tiles.append((f"{fb.metric} vs original", fidelity_cell(fb), f"task {fb.task} "
@@ -174,6 +176,8 @@ def _pipeline_section(record: RunRecord) -> str:
 
 
 def _results_section(results: list[StepResult]) -> str:
+    if lm_html.is_lm_run(results):  # perplexity, agreement, KL, decode tok/s, prefill, memory
+        return lm_html.results_section(results)
     batches = list((results[0].latency or {}).keys()) if results else []
     head = ["step", "size", "zip", "params"] + [f"p50 / p90 ms b{b}" for b in batches] + \
         ["top-1 (95% CI)", _fidelity_head(results), "flags", "time"]
@@ -214,6 +218,7 @@ def _charts(results: list[StepResult]) -> str:
                                      ("zip-compressed", [s.zip_bytes / 1e6 if s.zip_bytes is not None
                                                          else None for s in sizes])],
                             unit="MB", title="Size")]
+    parts += lm_html.charts(results)
     batches = list((results[0].latency or {}).keys()) if results else []
     for b in batches:
         reps = [(r.latency or {}).get(b) for r in results]
@@ -316,6 +321,7 @@ def _environment(record: RunRecord, results: list[StepResult]) -> str:
                   f"thread{'s' if lat.threads != 1 else ''}, {_h(lat.provider)} on {_h(lat.device_name)}, "
                   f"{_h(lat.input_kind)} inputs. Bars are p50; whiskers run from the fastest run to p90.</p>")
     vers = ", ".join(f"{_h(k)} {_h(v)}" for k, v in (env.get("versions") or {}).items())
+    method += lm_html.method_line(results)
     return (f"<h2>Where and how this was measured</h2>{method}<p>{_h(env.get('cpu'))}, "
             f"{_h(env.get('cores_usable') or env.get('cores_logical'))} usable cores, {_h(env.get('os'))}, "
             f"Python {_h(env.get('python'))}; {vers}.</p><p class='muted'>Accuracy intervals are 95% Wilson "
@@ -380,13 +386,14 @@ def write_report(run_record: RunRecord | dict[str, Any], path: str | Path, *,
         _pipeline_section(run_record),
         _results_section(results) if results else "<p>No results.</p>",
         _charts(results) if results else "",
+        lm_html.generations_section(results),
         _warnings(results, run_record),
         _layers_section(before, after, same),
         _exports_section(exports or []),
         _environment(run_record, results),
     ]
     html = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>Slimline report {_h(run_record.run_id)}</title><style>{CSS}</style></head><body>"
+            f"<title>Slimline report {_h(run_record.run_id)}</title><style>{CSS}{lm_html.CSS}</style></head><body>"
             + "".join(body) + "</body></html>\n")
     out = Path(path)
     atomic_write_text(out, html)

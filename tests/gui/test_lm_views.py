@@ -1,0 +1,104 @@
+"""A language model in the window: its text as windows, perplexity / tokens/s / size per step, generations."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.core import modelfiles as mf
+from tests.lm.helpers import SMALL, run_inline
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import torch
+
+    torch.set_num_threads(1)
+    folder = mf.hf_llama(tmp_path_factory.mktemp("guilm") / "llama", train_steps=40)
+    return folder, folder.parent / "llama-corpus.txt"
+
+
+@pytest.fixture(scope="module")
+def lm_run(lm: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    folder, text = lm
+    return run_inline(folder, text, tmp_path_factory.mktemp("ws"),
+                      [{"id": "s1", "plugin": "builtin.prune_magnitude", "params": {"sparsity": 0.3}}])
+
+
+def _diverging(result, at: int = 2):  # noqa: ANN001, ANN202
+    """The step's result with the first prompt's continuation changed from token ``at`` on."""
+    gen = result.lm.generation
+    s = gen.samples[0]
+    changed = s.model_copy(update={"tokens": s.tokens[:at] + [7, 8], "text": "same part|changed part",
+                                   "first_divergence": at, "common_text": "same part"})
+    new_gen = gen.model_copy(update={"samples": [changed, *gen.samples[1:]]})
+    return result.model_copy(update={"step_id": "s2", "lm": result.lm.model_copy(update={"generation": new_gen})})
+
+
+def test_step_charts_show_perplexity_and_decode_tokens_per_s(qtbot, lm_run) -> None:  # noqa: ANN001
+    from slimline.gui.step_charts import StepCharts
+
+    charts = StepCharts()
+    qtbot.addWidget(charts)
+    for r in lm_run.results:
+        charts.add_result(r)
+    charts.flush()
+    assert charts.series_points == {"size": 2, "latency": 2, "quality": 2}
+    assert charts.acc_plot.plotItem.titleLabel.text.startswith("perplexity on llama-corpus.txt (n=192 tokens")
+    assert "Decode tokens/s (median of 4 prompts" in charts.lat_plot.plotItem.titleLabel.text
+    assert charts.task_label.text().startswith("task: token logits (language model); perplexity on llama-corpus")
+    assert not charts.batch_combo.isVisible()
+
+
+def test_generations_panel_highlights_the_first_divergence(qtbot, lm_run) -> None:  # noqa: ANN001
+    from slimline.gui.generations_view import MARK_LIGHT, GenerationsView
+
+    view = GenerationsView()
+    qtbot.addWidget(view)
+    assert view.isHidden()
+    for r in [*lm_run.results, _diverging(lm_run.results[1])]:
+        view.add_result(r)
+    assert not view.isHidden() and view.marked_count() == 1
+    html = view.browser.toHtml()
+    assert "Prompt 4:" in html and "differs from token 2" in html and "same as the original" in html
+    assert MARK_LIGHT.lstrip("#") in html.lower() and "changed part" in view.browser.toPlainText()
+    assert "4 sentences of llama-corpus.txt" in view.title.text()
+    view.clear()
+    assert view.isHidden() and view.results == []
+
+
+def test_results_table_shows_perplexity_and_tokens_per_s(qtbot, lm_run) -> None:  # noqa: ANN001
+    from slimline.gui.variants_view import VariantsView
+
+    v = VariantsView()
+    qtbot.addWidget(v)
+    v.set_runs([lm_run])
+    m = v.model
+    assert m.rowCount() == 2
+    cells = [m.index(1, c).data() for c in range(m.columnCount())]
+    assert cells[4].endswith("tok/s") and cells[5].startswith("prefill") and "." in cells[6]
+    assert v.lat_plot.plotItem.titleLabel.text == "Decode time per token vs perplexity"
+    assert v.pareto_keys  # lower perplexity, smaller size: the front is computed the right way round
+    assert "perplexity on llama-corpus.txt" in v.size_plot.getAxis("left").labelText
+
+
+def test_window_runs_an_lm_and_shows_its_figures(window, qtbot, lm, tmp_path) -> None:  # noqa: ANN001
+    folder, text = lm
+    with qtbot.waitSignal(window.model_opened, timeout=60000):
+        window.open_model(str(folder))
+    with qtbot.waitSignal(window.data_loaded, timeout=60000):
+        window.open_data(str(text))
+    assert "windows × 128 tokens" in window.session.data_info and "(language model text)" in window.session.data_info
+    pipe = tmp_path / "pipe.json"
+    pipe.write_text(json.dumps({"format": "slimline.pipeline", "schema_version": 1, "name": "lm",
+                                "steps": [{"id": "s1", "plugin": "builtin.prune_magnitude",
+                                           "params": {"sparsity": 0.3}}],
+                                "evaluation": {"lm": SMALL, "latency": {"threads": 1}}}))
+    window.open_pipeline(str(pipe))
+    with qtbot.waitSignal(window.controller.finished, timeout=240000):
+        window.run_pipeline()
+    rv = window.run_view
+    rv.charts.flush()
+    assert rv.charts.series_points["quality"] == 2 and not rv.generations.isHidden()
+    assert len(rv.generations.results) == 2
