@@ -1,0 +1,72 @@
+"""Mixed precision: how many of the most sensitive layers to keep at 8 bits to meet a perplexity budget.
+
+Candidates are prefixes of the layers in sensitivity order (a layer that would break the size cap
+is skipped, so a huge LM head cannot take the whole allowance). The perplexity of a prefix is
+measured, not predicted: doubling until the budget is met, then bisection between the last miss
+and the first hit — a handful of measured models however many layers there are.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from slimline.core.lm.score import LMComparison
+from slimline.plugins.weight_only.record import SearchTrial
+
+MAX_TRIALS = 12
+
+
+def greedy_order(errors: dict[str, float], sizes: dict[str, int], share: float) -> list[str]:
+    """Layers by falling sensitivity that fit together within ``share`` of all quantized weights."""
+    total = sum(sizes.values())
+    budget = share * total
+    used = 0
+    order: list[str] = []
+    for name in sorted(errors, key=lambda n: (-errors[n], n)):
+        if used + sizes[name] <= budget:
+            order.append(name)
+            used += sizes[name]
+    return order
+
+
+def search_high_bits(order: list[str], sizes: dict[str, int], measure: Callable[[int], LMComparison],
+                     budget: float, progress: Callable[[float], Any] | None = None) -> tuple[int, list[SearchTrial]]:
+    """(number of leading layers of ``order`` to keep at 8 bits, every measured candidate)."""
+    total = sum(sizes.values()) or 1
+    trials: dict[int, SearchTrial] = {}
+
+    def trial(k: int) -> SearchTrial:
+        if k not in trials:
+            c = measure(k)
+            trials[k] = SearchTrial(high_bits_layers=k, high_bits_share=sum(sizes[n] for n in order[:k]) / total,
+                                    perplexity_increase=c.increase, agreement=c.agreement,
+                                    within_budget=c.increase <= budget)
+            if progress is not None:
+                progress(min(len(trials) / MAX_TRIALS, 1.0))
+        return trials[k]
+
+    def ordered() -> list[SearchTrial]:
+        return list(trials.values())
+
+    if trial(0).within_budget or not order:
+        return 0, ordered()
+    lo, hi, k = 0, None, 1
+    while len(trials) < MAX_TRIALS:
+        k = min(k, len(order))
+        if trial(k).within_budget:
+            hi = k
+            break
+        lo = k
+        if k == len(order):
+            break
+        k *= 2
+    if hi is None:  # the cap is reached without meeting the budget: the best measured candidate
+        best = min(trials.values(), key=lambda t: t.perplexity_increase)
+        return best.high_bits_layers, ordered()
+    while hi - lo > 1 and len(trials) < MAX_TRIALS:
+        mid = (lo + hi) // 2
+        if trial(mid).within_budget:
+            hi = mid
+        else:
+            lo = mid
+    return hi, ordered()
