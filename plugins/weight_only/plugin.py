@@ -317,6 +317,9 @@ class _Run:
 
         atomic_write_text(out_path.parent / "weight_only.json", record.model_dump_json(indent=1))
         handle = onnxio.onnx_output_handle(out_path, files, self.model, out_model)
+        kept = {k: v for k, v in self.model.dim_defaults.items() if k in handle.dim_defaults}
+        if kept:  # the dims the user set (--dim) hold for the quantized model too: same inputs, same meaning
+            handle = handle.with_dims(**kept)
         return _output(handle, record, self.notes, self.warnings, trials, s)
 
     def _layer_rows(self, lmg: LMGraph, plan: Plan, errors: dict[str, float]) -> list[LayerBits]:
