@@ -218,7 +218,7 @@ class Plan:
 def assemble(lmg: LMGraph, plan: Plan) -> Any:
     """A new ModelProto: chosen MatMuls as MatMulNBits, the embedding as GatherBlockQuantized."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     src = lmg.model
     out = onnx.ModelProto()

@@ -259,8 +259,8 @@ class LMRunner:
             seqs[:, t] = [rng.choice(p.shape[-1], p=row) for row in p]
         return seqs
 
-    def time_prefill(self, ids: np.ndarray, runs: int = 3) -> float:
-        """Median seconds of one prefill of ``ids`` [T] (after one warm-up)."""
+    def time_prefill(self, ids: np.ndarray, runs: int = 3) -> list[float]:
+        """Seconds of each timed prefill of ``ids`` [T] (after one warm-up)."""
         x = np.asarray(ids, dtype=np.int64)[None, :]
         self.run(x)
         times = []
@@ -268,10 +268,11 @@ class LMRunner:
             t0 = time.perf_counter()
             self.run(x)
             times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+        return times
 
-    def time_decode(self, ids: np.ndarray, steps: int = 16) -> float | None:
-        """Median seconds per decoded token after a prefill of ``ids`` (KV-cache models), else None."""
+    def time_decode(self, ids: np.ndarray, steps: int = 16) -> list[float] | None:
+        """Seconds of each decoded token (the first, a warm-up, left out) after a prefill of ``ids``
+        (KV-cache models), else None."""
         if self.sig.kind != "kv_cache" or not all(p.present for p in self.sig.pasts):
             return None
         x = np.asarray(ids, dtype=np.int64)[None, :]
@@ -283,7 +284,7 @@ class LMRunner:
             t0 = time.perf_counter()
             logits, past = self.run(nxt, past, n + k)
             times.append(time.perf_counter() - t0)
-        return float(np.median(times[1:] if len(times) > 2 else times))
+        return times[1:] if len(times) > 2 else times
 
 
 def sampled_windows(runner: LMRunner, *, count: int, length: int, first_token: int, seed: int,

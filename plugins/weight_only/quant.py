@@ -139,7 +139,6 @@ def run_quantizer(model: Any, nodes: list[str], *, algorithm: Algorithm, bits: i
 
 def weights_graph(layers: list[tuple[str, str, np.ndarray]]) -> Any:
     """A graph of bare MatMuls (node name, output name, weight [K, N]): all a data-free quantizer reads."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, inputs, outputs = [], [], [], []

@@ -52,8 +52,9 @@ class Timing(BaseModel):
     prefill_tokens: int
     prefill_ms_before: float
     prefill_ms_after: float
-    decode_ms_before: float | None = None   # per token, KV-cache models
+    decode_ms_before: float | None = None   # per token (median), KV-cache models
     decode_ms_after: float | None = None
+    slower: str = ""                        # what is slower beyond the timing noise, or ""
 
 
 class WeightOnlyRecord(BaseModel):

@@ -134,7 +134,8 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(lm, tmp_path)
     from slimline.plugins.weight_only.search import greedy_order
 
     sizes = {r["name"]: int(np.prod([int(d) for d in r["shape"].split("×")])) for r in rows}
-    order = greedy_order({r["name"]: r["sensitivity"] for r in rows}, sizes, 0.5)
+    order = greedy_order({r["name"]: r["sensitivity"] for r in rows}, sizes, 0.5, first=("/lm_head/MatMul",))
+    assert order[0] == "/lm_head/MatMul"
     assert {r["name"] for r in high} == set(order[:len(high)])
     assert sum(sizes[r["name"]] for r in high) <= 0.5 * sum(sizes.values())
     assert all("8 bits" in r["why"] for r in high)
@@ -151,6 +152,7 @@ def test_sensitivity_order_drives_the_search():
     sizes = {"a": 10, "b": 10, "c": 10, "head": 100}
     order = greedy_order(errors, sizes, 0.25)
     assert order == ["b", "c", "a"]          # the head does not fit 25 % of 130 and is skipped, not the rest
+    assert greedy_order(errors, sizes, 0.9, first=("head",)) == ["head", "b"]   # first when it fits
     p = Perplexity(value=1.0, low=1.0, high=1.0, nll=0.0, tokens=1, windows=1)
 
     def measure(k: int) -> LMComparison:
@@ -306,7 +308,8 @@ def test_dequantize_matches_the_kernel_and_zero_points_round_trip():
                                 block_size=32)
         g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [2, 80])],
                               [helper.make_tensor_value_info("y", 1, [2, 24])], inits)
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21),
+                                                    helper.make_opsetid("com.microsoft", 1)])
         y = ort_inference_session(model.SerializeToString(), threads=1).run(None, {"x": x})[0]
         np.testing.assert_allclose(y, x @ q.dequantize(), rtol=1e-4, atol=1e-4)
         assert np.abs(q.dequantize() - w).mean() < (0.15 if bits == 4 else 0.01) * np.abs(w).mean()
