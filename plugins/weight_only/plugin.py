@@ -151,6 +151,7 @@ class _Run:
         ctx.progress(0.15, "finding the linear layers, the embedding and the LM head")
         lmg = prepare(proto, sig.logits, sig.vocab, sig.input_ids)
         targets = self._targets(lmg)
+        self._padding_note(lmg, targets)
         low, high, emb_q = self._quantize(lmg, sig, targets, cal)
 
         errors: dict[str, float] = {}
@@ -215,6 +216,20 @@ class _Run:
             raise StepFailed("no linear layer left to quantize", subject=self.plugin.id,
                              hint="exclude fewer layers (nodes_to_exclude)")
         return out
+
+    def _padding_note(self, lmg: LMGraph, targets: list[str]) -> None:
+        """Blocks that do not divide a layer's input size are padded with zeros, which are stored too."""
+        b = self.settings.block_size
+        lins = [_lin(lmg, t) for t in targets]
+        real = sum(lin.k * lin.n for lin in lins)
+        padded = sum(-(-lin.k // b) * b * lin.n for lin in lins)
+        waste = padded / max(real, 1) - 1
+        if waste > 0.02:
+            sizes = sorted({lin.k for lin in lins if lin.k % b})
+            msg = (f"block {b} does not divide the input size of some layers ({', '.join(map(str, sizes[:4]))}): "
+                   f"{100 * waste:.0f} % more packed weights than values (zero padding); a block size that divides "
+                   "them packs tighter")
+            (self.warnings if waste > 0.05 else self.notes).append(msg)
 
     def _quantize(self, lmg: LMGraph, sig: LMSignature, targets: list[str], cal: TextWindows
                   ) -> tuple[dict[str, QuantLayer], dict[str, QuantLayer], QuantLayer | None]:

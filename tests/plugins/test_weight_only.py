@@ -316,3 +316,14 @@ def test_dequantize_matches_the_kernel_and_zero_points_round_trip():
         if q.zero_points is not None and q.integer_zero_points:
             unpacked = quant.unpack_zero_points(q.zero_points, 24, 3, bits)
             np.testing.assert_array_equal(quant.pack_zero_points(unpacked, bits), q.zero_points)
+
+
+def test_benchmark_skips_with_a_message_without_the_corpus(tmp_path, monkeypatch, capsys):
+    from benchmarks import bench_llm_weight_only
+
+    monkeypatch.setenv("SLIMLINE_REALMODELS", str(tmp_path / "empty"))
+    monkeypatch.setenv("SLIMLINE_BENCH_CACHE", str(tmp_path / "cache"))
+    bench_llm_weight_only.main()
+    out = capsys.readouterr().out
+    assert "SKIPPED" in out and "smollm2-135m-q4_1" in out and "make realmodels" in out
+    assert not (tmp_path / "cache").exists()
