@@ -212,6 +212,7 @@ class Plan:
     layers: dict[str, QuantLayer | None]
     embedding: QuantLayer | None = None        # the embedding table [H, V] quantized (untied), if any
     accuracy_level: int = 0
+    node_accuracy: dict[str, int] = field(default_factory=dict)   # per-layer accuracy_level overrides
     tied_embedding: bool = True                # a tied embedding reads the quantized head (else stays float)
 
 
@@ -241,8 +242,9 @@ def assemble(lmg: LMGraph, plan: Plan) -> Any:
             names = head_names if head is not None and lin.node == head.node else \
                 _add_quant_inits(new_inits, lin.weight, q)
             attrs: dict[str, Any] = {"K": q.k, "N": q.n, "bits": q.bits, "block_size": q.block_size}
-            if plan.accuracy_level:
-                attrs["accuracy_level"] = plan.accuracy_level
+            level = plan.node_accuracy.get(node.name, plan.accuracy_level)
+            if level:
+                attrs["accuracy_level"] = level
             inputs = [lin.input, names["packed"], names["scales"]] + ([names["zp"]] if "zp" in names else [])
             nodes.append(helper.make_node("MatMulNBits", inputs, [lin.output], name=f"{node.name}_Q{q.bits}",
                                           domain="com.microsoft", **attrs))

@@ -31,8 +31,9 @@ from slimline.plugins.weight_only.lm import LMRunner, LMSignature, lm_feeds, rea
 from slimline.plugins.weight_only.params import Settings, WeightOnlyParams
 from slimline.plugins.weight_only.quant import QuantLayer, quantize_gptq, quantize_weights
 from slimline.plugins.weight_only.record import LayerBits, SearchTrial, Timing, WeightOnlyRecord
-from slimline.plugins.weight_only.search import greedy_order, search_high_bits
-from slimline.plugins.weight_only.sensitivity import input_power, relative_error
+from slimline.plugins.weight_only.search import greedy_order, search_promotions
+from slimline.plugins.weight_only.sensitivity import activation_error, input_stats, relative_error
+from slimline.plugins.weight_only.smooth import smooth
 
 _PROTO_LIMIT = 1_800_000_000
 DECODE_STEPS = 16
@@ -152,41 +153,57 @@ class _Run:
         lmg = prepare(proto, sig.logits, sig.vocab, sig.input_ids)
         targets = self._targets(lmg)
         self._padding_note(lmg, targets)
-        low, high, emb_q = self._quantize(lmg, sig, targets, cal)
+        mode = self._mode()
+        stats = None
+        if s.smooth_alpha > 0:
+            ctx.progress(0.16, "activation ranges on the calibration windows (smoothing)")
+            stats = self._stats(lmg, sig, cal)
+            done = smooth(lmg, set(targets), {k: v.max_abs for k, v in stats.items()}, s.smooth_alpha)
+            self.notes.append(f"activation smoothing (α {s.smooth_alpha}): {len(done)} layer input(s) evened out, "
+                              f"{sum(len(d.layers) for d in done)} layer(s) carry the scales (exact in float)")
+            if done:
+                stats = None  # the inputs changed: measured again if the search needs them
+        low, high, emb_q = self._quantize(lmg, sig, targets, cal, mode)
 
         errors: dict[str, float] = {}
         trials: list[SearchTrial] = []
         chosen: set[str] = set()
-        if high:
+        if mode is not None:
             ctx.progress(0.5, "sensitivity of each layer on the calibration windows")
-            power = input_power(lmg, sig, cal, threads=threads, session_source=self.source, cancel=ctx.cancel)
-            errors = {t: relative_error(lmg.weight(_lin(lmg, t).weight), low[t], power.get(_lin(lmg, t).input))
-                      for t in targets}
+            stats = stats or self._stats(lmg, sig, cal)
+            if mode == "bits":
+                errors = {t: relative_error(lmg.weight(_lin(lmg, t).weight), low[t],
+                                            stats[_lin(lmg, t).input].power) for t in targets}
+            else:
+                errors = {t: activation_error(lmg.weight(_lin(lmg, t).weight), stats[_lin(lmg, t).input])
+                          for t in targets}
             head = lmg.lm_head
-            order = greedy_order(errors, {t: _lin(lmg, t).params for t in targets}, s.max_high_bits_share,
-                                 first=(head.node,) if head is not None else ())
+            sizes = {t: _lin(lmg, t).params for t in targets}
+            order = greedy_order(errors, sizes, s.max_promoted_share,
+                                 first=(head.node,) if head is not None and mode == "bits" else ())
 
             def measure(k: int) -> LMComparison:
                 ctx.cancel.raise_if_cancelled()
-                plan = self._plan(lmg, targets, low, high, set(order[:k]), emb_q)
+                plan = self._plan(lmg, targets, low, high, set(order[:k]), emb_q, mode)
                 runner = LMRunner(self.source(assemble(lmg, plan)), sig, threads=threads)
                 got = runner.score(cal, ref_cal, cancel=ctx.cancel)
                 return compare(ref_cal, got.summaries, got.logp_of_ref_top)
 
-            ctx.progress(0.55, f"mixed precision: searching for a {100 * s.perplexity_budget:.1f} % budget")
-            k, trials = search_high_bits(order, {t: _lin(lmg, t).params for t in targets}, measure,
-                                         s.perplexity_budget, progress=lambda f: ctx.progress(0.55 + 0.3 * f, ""))
+            what = "8 bits" if mode == "bits" else "float activations (accuracy_level 0)"
+            ctx.progress(0.55, f"mixed precision: layers at {what} for a {100 * s.perplexity_budget:.1f} % budget")
+            k, trials = search_promotions(order, sizes, measure, s.perplexity_budget,
+                                         progress=lambda f: ctx.progress(0.55 + 0.3 * f, ""))
             chosen = set(order[:k])
-            if trials and not trials[-1].within_budget and not any(t.within_budget for t in trials):
+            if not any(t.within_budget for t in trials):
                 self.warnings.append(
                     f"perplexity budget {100 * s.perplexity_budget:.1f} % not met on the calibration windows with "
-                    f"{100 * s.max_high_bits_share:.0f} % of the weights at 8 bits (best "
-                    f"{100 * min(t.perplexity_increase for t in trials):+.2f} %): raise max_high_bits_share, use "
-                    "smaller blocks or the int8 preset")
+                    f"up to {100 * s.max_promoted_share:.0f} % of the weights at {what} (best "
+                    f"{100 * min(t.perplexity_increase for t in trials):+.2f} %): raise max_promoted_share, use "
+                    "smaller blocks" + (" or the int8 preset" if mode == "bits" else ""))
         elif s.bits == 4:
             errors = {t: relative_error(lmg.weight(_lin(lmg, t).weight), low[t], None) for t in targets}
 
-        plan = self._plan(lmg, targets, low, high, chosen, emb_q)
+        plan = self._plan(lmg, targets, low, high, chosen, emb_q, mode)
         out_model = assemble(lmg, plan)
         del lmg.model  # the float weights are no longer needed
         ctx.progress(0.86, f"checking the result on {chk.describe()}")
@@ -231,7 +248,21 @@ class _Run:
                    "them packs tighter")
             (self.warnings if waste > 0.05 else self.notes).append(msg)
 
-    def _quantize(self, lmg: LMGraph, sig: LMSignature, targets: list[str], cal: TextWindows
+    def _mode(self) -> str | None:
+        """What the mixed-precision search spares layers with: 8-bit weights (4-bit runs), float activations
+        (8-bit runs with int8 activations), or nothing (no budget)."""
+        s = self.settings
+        if s.perplexity_budget <= 0 or s.max_promoted_share <= 0:
+            return None
+        if s.bits == 4:
+            return "bits"
+        return "accuracy" if s.accuracy_level == 4 else None
+
+    def _stats(self, lmg: LMGraph, sig: LMSignature, cal: TextWindows) -> dict[str, Any]:
+        return input_stats(lmg, sig, cal, threads=self.ctx.threads, block=self.settings.block_size,
+                           session_source=self.source, cancel=self.ctx.cancel)
+
+    def _quantize(self, lmg: LMGraph, sig: LMSignature, targets: list[str], cal: TextWindows, mode: str | None
                   ) -> tuple[dict[str, QuantLayer], dict[str, QuantLayer], QuantLayer | None]:
         s, ctx = self.settings, self.ctx
         by = {lin.node: lin for lin in lmg.linears}
@@ -271,16 +302,19 @@ class _Run:
             emb_q = quantize_weights(["embedding"], lambda _: lmg.embedding_table(), algorithm=algo, bits=s.bits,
                                      block_size=s.block_size, symmetric=s.symmetric)["embedding"]
         high: dict[str, QuantLayer] = {}
-        if s.bits == 4 and s.perplexity_budget > 0 and s.max_high_bits_share > 0:
+        if mode == "bits":
             ctx.progress(0.4, "8-bit versions for mixed precision")
             high = quantize_weights(targets, weight, algorithm="rtn", bits=8, block_size=s.block_size,
                                     symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(0.4, 0.5))
         return low, high, emb_q
 
     def _plan(self, lmg: LMGraph, targets: list[str], low: dict[str, QuantLayer], high: dict[str, QuantLayer],
-              chosen: set[str], emb_q: QuantLayer | None) -> Plan:
-        layers: dict[str, QuantLayer | None] = {t: (high[t] if t in chosen else low[t]) for t in targets}
+              chosen: set[str], emb_q: QuantLayer | None, mode: str | None) -> Plan:
+        """The model to assemble: ``chosen`` layers at 8 bits (mode "bits") or with float activations."""
+        bits = mode == "bits"
+        layers: dict[str, QuantLayer | None] = {t: (high[t] if bits and t in chosen else low[t]) for t in targets}
         return Plan(layers=layers, embedding=emb_q, accuracy_level=self.settings.accuracy_level,
+                    node_accuracy={} if bits else {t: 0 for t in chosen},
                     tied_embedding=self.params.quantize_embeddings)
 
     def _time(self, runner: LMRunner, chk: TextWindows) -> tuple[list[float], list[float] | None]:
@@ -318,7 +352,7 @@ class _Run:
                 f"the quantized LM is too far from the input: {figures}, above the allowed "
                 f"{100 * self.params.max_perplexity_increase:.0f} %; the model was not passed on",
                 subject=self.plugin.id,
-                hint="raise perplexity_budget / max_high_bits_share (more layers at 8 bits), use smaller blocks, "
+                hint="raise perplexity_budget / max_promoted_share (more layers at 8 bits), use smaller blocks, "
                      "another algorithm or the int8 preset; or raise max_perplexity_increase if this is acceptable")
 
     def _write(self, out_model: Any, sig: LMSignature, lmg: LMGraph, plan: Plan, errors: dict[str, float],
@@ -351,10 +385,13 @@ class _Run:
         for lin in lmg.linears:
             q = plan.layers.get(lin.node)
             why = self.why.get(lin.node, "")
+            level = plan.node_accuracy.get(lin.node, plan.accuracy_level) if q else None
             if q is not None and q.bits == 8 and self.settings.bits == 4:
                 why = why or "kept at 8 bits (among the most sensitive on the calibration windows)"
+            if q is not None and lin.node in plan.node_accuracy:
+                why = why or "float activations (accuracy_level 0): among the most sensitive to int8 activations"
             rows.append(LayerBits(name=lin.node, kind=lin.role, decoder_block=lin.block, shape=(lin.k, lin.n),
-                                  bits=q.bits if q else None, algorithm=q.algorithm if q else "",
+                                  bits=q.bits if q else None, accuracy_level=level, algorithm=q.algorithm if q else "",
                                   block_size=q.block_size if q else None, sensitivity=errors.get(lin.node),
                                   bytes=q.nbytes if q else lin.params * 4, why=why))
         emb = lmg.embedding
@@ -397,7 +434,7 @@ def _output(handle: ModelHandle, record: WeightOnlyRecord, notes: list[str], war
     notes.append(f"layers: {record.bits_summary()}")
     high = [r for r in record.layers if r.bits == 8 and s.bits == 4 and r.kind != "embedding"]
     if trials:
-        best = next((tr for tr in trials if tr.high_bits_layers == len(high) and tr.within_budget), None)
+        best = next((tr for tr in trials if tr.promoted_layers == len(high) and tr.within_budget), None)
         notes.append(f"mixed precision: {len(high)} layer(s) kept at 8 bits after {len(trials)} measured "
                      f"candidate(s) for a {100 * s.perplexity_budget:.1f} % budget on {record.calibration}"
                      + (f" (calibration increase {100 * best.perplexity_increase:+.2f} %)" if best else ""))
@@ -412,7 +449,7 @@ def _output(handle: ModelHandle, record: WeightOnlyRecord, notes: list[str], war
         "perplexity_before": c.original.value, "perplexity_after": c.perplexity.value,
         "perplexity_increase": c.increase, "perplexity_increase_low": c.increase_low,
         "perplexity_increase_high": c.increase_high, "next_token_agreement": c.agreement, "kl_topk": c.kl_topk,
-        "check_tokens": float(c.perplexity.tokens), "high_bits_layers": float(len(high)),
+        "check_tokens": float(c.perplexity.tokens), "promoted_layers": float(len(high)),
         "quantized_layers": float(sum(1 for r in record.layers if r.bits)),
     }
     if t is not None:

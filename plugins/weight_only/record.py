@@ -24,6 +24,7 @@ class LayerBits(BaseModel):
     decoder_block: int | None
     shape: tuple[int, int]          # [K, N] of a MatMul; [vocab, hidden] of the embedding
     bits: int | None                # None: left in float
+    accuracy_level: int | None = None  # MatMulNBits accuracy_level (0 = float activations, 4 = int8)
     algorithm: str                  # "" when left in float
     block_size: int | None
     sensitivity: float | None       # relative output error at the low bit width (calibration windows)
@@ -36,8 +37,8 @@ class SearchTrial(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    high_bits_layers: int           # the most sensitive layers kept at 8 bits
-    high_bits_share: float          # their share of the quantized weights
+    promoted_layers: int            # the most sensitive layers spared (at 8 bits, or with float activations)
+    promoted_share: float           # their share of the quantized weights
     perplexity_increase: float
     agreement: float
     within_budget: bool

@@ -125,7 +125,7 @@ def test_plain_logits_export_with_tied_weights(plain, lm, tmp_path):
 
 def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(lm, tmp_path):
     out = _run(lm["builder"], tmp_path / "w", text_file=str(lm["text"]), perplexity_budget=0.00001,
-               max_high_bits_share=0.5, **FAST)
+               max_promoted_share=0.5, **FAST)
     rows = [r for r in out.tables["weight_only_layers"] if r["kind"] != "embedding"]
     high = [r for r in rows if r["bits"] == 8]
     low = [r for r in rows if r["bits"] == 4]
@@ -140,13 +140,13 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(lm, tmp_path)
     assert sum(sizes[r["name"]] for r in high) <= 0.5 * sum(sizes.values())
     assert all("8 bits" in r["why"] for r in high)
     trials = out.tables["mixed_precision_search"]
-    assert trials[0]["high_bits_layers"] == 0 and len(trials) >= 2
-    assert out.metrics["high_bits_layers"] == len(high)
+    assert trials[0]["promoted_layers"] == 0 and len(trials) >= 2
+    assert out.metrics["promoted_layers"] == len(high)
 
 
 def test_sensitivity_order_drives_the_search():
     from slimline.core.lm.score import LMComparison, Perplexity
-    from slimline.plugins.weight_only.search import greedy_order, search_high_bits
+    from slimline.plugins.weight_only.search import greedy_order, search_promotions
 
     errors = {"a": 0.1, "b": 0.5, "c": 0.3, "head": 0.9}
     sizes = {"a": 10, "b": 10, "c": 10, "head": 100}
@@ -160,9 +160,9 @@ def test_sensitivity_order_drives_the_search():
         return LMComparison(perplexity=p, original=p, increase=inc, increase_low=inc, increase_high=inc,
                             agreement=1 - inc, kl_topk=inc)
 
-    k, trials = search_high_bits(order, sizes, measure, 0.05)
-    assert k == 2 and [t.high_bits_layers for t in trials] == [0, 1, 2]
-    k, trials = search_high_bits(order, sizes, measure, 0.001)   # never met: the best candidate, flagged by caller
+    k, trials = search_promotions(order, sizes, measure, 0.05)
+    assert k == 2 and [t.promoted_layers for t in trials] == [0, 1, 2]
+    k, trials = search_promotions(order, sizes, measure, 0.001)   # never met: the best candidate, flagged by caller
     assert k == 3 and not any(t.within_budget for t in trials)
 
 
@@ -327,3 +327,47 @@ def test_benchmark_skips_with_a_message_without_the_corpus(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert "SKIPPED" in out and "smollm2-135m-q4_1" in out and "make realmodels" in out
     assert not (tmp_path / "cache").exists()
+
+
+def test_smoothing_is_exact_in_float_and_leaves_the_tied_head_alone(lm):
+    import onnx
+
+    from slimline.plugins.weight_only.graph import prepare
+    from slimline.plugins.weight_only.lm import LMRunner, read_signature
+    from slimline.plugins.weight_only.sensitivity import input_stats
+    from slimline.plugins.weight_only.smooth import smooth
+    path = lm["builder"]
+    model = onnx.load(str(path))
+    sig = read_signature(model, path.parent)
+    lmg = prepare(model, sig.logits, sig.vocab, sig.input_ids)
+    from slimline.core.lm.text import load_tokenizer, text_windows
+
+    w = text_windows(lm["text"], load_tokenizer(path.parent), length=32, count=2)
+    before = LMRunner(path, sig, threads=1).logits(w.ids[0])
+    stats = input_stats(lmg, sig, w, threads=1, block=32, session_source=lambda m: m.SerializeToString())
+    head_weight = lmg.weight(lmg.lm_head.weight).copy()
+    done = smooth(lmg, {lin.node for lin in lmg.linears}, {k: v.max_abs for k, v in stats.items()}, 0.5)
+    # per block: the attention input (qkv), the MLP input (gate + up), the down projection's input
+    assert len(done) == 6 and sorted(len(d.layers) for d in done) == [1, 1, 1, 1, 2, 2]
+    assert all(lmg.lm_head.node not in d.layers for d in done)
+    np.testing.assert_array_equal(lmg.weight(lmg.lm_head.weight), head_weight)
+    after = LMRunner(lmg.model.SerializeToString(), sig, threads=1).logits(w.ids[0])
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
+    moved = [d for d in done if "up_proj" in d.folded_into]
+    assert len(moved) == 2   # Mul(act(gate), up) → down: the division went into the up projection's columns
+
+
+def test_int8_spares_layers_from_int8_activations_to_meet_the_budget(lm, tmp_path):
+    import onnx
+
+    out = _run(lm["builder"], tmp_path / "w", text_file=str(lm["text"]), preset="int8", block_size=32,
+               perplexity_budget=1e-6, max_promoted_share=0.3, **FAST)
+    rows = [r for r in out.tables["weight_only_layers"] if r["kind"] != "embedding"]
+    spared = [r for r in rows if r["accuracy_level"] == 0]
+    assert spared and all("float activations" in r["why"] for r in spared)
+    assert all(r["bits"] == 8 for r in rows)
+    m = onnx.load(out.model.path, load_external_data=False)
+    levels = {n.name.removesuffix("_Q8"): next((a.i for a in n.attribute if a.name == "accuracy_level"), 0)
+              for n in m.graph.node if n.op_type == "MatMulNBits"}
+    assert {r["name"] for r in spared} == {k for k, v in levels.items() if v == 0}
+    assert any("activation smoothing" in n for n in out.notes)
