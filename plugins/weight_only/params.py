@@ -61,8 +61,9 @@ class WeightOnlyParams(PluginParams):
     """Weight-only block-wise quantization of an ONNX language model (MatMulNBits / GatherBlockQuantized)."""
 
     preset: Preset = Field("int4", description=(
-        "Defaults for every field left empty. int4: 4-bit RTN, blocks of 32, smoothed int8 activations, the most sensitive "
-        "layers (the LM head first) kept at 8 bits to meet a 5 % perplexity budget, at most 25 % of the weights. "
+        "Defaults for every field left empty. int4: 4-bit RTN, blocks of 32, smoothed int8 activations, the most "
+        "sensitive layers (the LM head first) kept at 8 bits to meet a 5 % perplexity budget, at most 25 % of the "
+        "weights. "
         "int8: 8-bit symmetric, blocks of 64, int8 activations after smoothing, the layers most hurt by them "
         "run with float activations to meet a 0.5 % budget (about a quarter of fp32, embeddings included)."))
     bits: Literal[4, 8] | None = Field(None, description="Bits per weight (empty: the preset's).")
