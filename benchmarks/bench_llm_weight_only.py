@@ -144,10 +144,12 @@ def _save(model: Any, folder: Path, like: Path) -> Path:
 def peers(fp32: Path, work: Path) -> dict[str, Path]:
     """onnxruntime's own tools on the fp32 folder, with their defaults."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from slimline.plugins.weight_only.quant import quiet
+
+    with quiet():  # the quantizer configures the root logger at INFO when imported
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     out: dict[str, Path] = {}
     dyn = work / "ort-dynamic-int8"

@@ -371,3 +371,21 @@ def test_int8_spares_layers_from_int8_activations_to_meet_the_budget(lm, tmp_pat
               for n in m.graph.node if n.op_type == "MatMulNBits"}
     assert {r["name"] for r in spared} == {k for k, v in levels.items() if v == 0}
     assert any("activation smoothing" in n for n in out.notes)
+
+
+def test_an_untied_embedding_gets_its_own_quantized_table(tmp_path):
+    import onnx
+
+    from tests.core import modelfiles as mf
+
+    hf = mf.hf_llama(tmp_path / "untied", tie=False, train_steps=30)
+    path = lm_onnx.builder_onnx(hf, tmp_path / "builder")
+    out = _run(path, tmp_path / "w", text_file=str(tmp_path / "untied-corpus.txt"), perplexity_budget=0.0, **FAST)
+    assert out.metrics["perplexity_increase"] < 0.05, out.metrics
+    m = onnx.load(out.model.path)
+    gather = next(n for n in m.graph.node if n.op_type == "GatherBlockQuantized")
+    table = next(t for t in m.graph.initializer if t.name == gather.input[0])
+    assert table.data_type == onnx.TensorProto.UINT8 and list(table.dims) == [512, 32]   # 64 values, 4 bits
+    assert _largest_float(out.model.path) <= 256 * 8   # only the rotary cos/sin caches are left in float
+    rows = {r["kind"]: r for r in out.tables["weight_only_layers"]}
+    assert rows["embedding"]["bits"] == 4 and rows["embedding"]["bytes"] > 0 and rows["lm_head"]["bits"] == 4
