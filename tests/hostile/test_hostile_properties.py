@@ -38,7 +38,7 @@ KNOWN_KEYS = ["format", "schema_version", "name", "steps", "evaluation", "pipeli
               "placeholder_reason"]
 PLUGIN_IDS = ["builtin.convert_onnx", "builtin.quantize_dynamic", "builtin.quantize_static",
               "builtin.quantize_fp16", "builtin.prune_magnitude", "builtin.prune_structured", "builtin.lowrank",
-              "builtin.distill", "acme.unknown"]
+              "builtin.distill", "builtin.quantize_weight_only", "acme.unknown"]
 
 scalars = st.one_of(
     st.none(), st.booleans(),
