@@ -33,6 +33,9 @@ PIPELINES = {
     "int8": HERE / "pipeline_plugins_int8.json",
     "fp16": HERE / "pipeline_plugins_fp16.json",
 }
+# Pipelines on a causal LM (a tiny Llama folder + text files): they need transformers in the bundle
+# (SLIMLINE_BUNDLE_HF=1 bash installers/build_bundle.sh); without it their test skips, the guard still counts them.
+LM_PIPELINES = {"llm": HERE / "pipeline_plugins_llm.json"}
 # Subcommands exercised below (gui: test_bundle_starts_gui_offscreen / test_startup_times).
 COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck"}
 EXPORTS = [("s4", "torchscript"), ("s4", "pt2"), ("s4", "safetensors"), ("s4", "onnx"), (None, "onnx"),
@@ -247,6 +250,40 @@ def test_bundle_pipeline_figures_equal_dev(runs, name):
     assert not diffs, f"{name}: {len(diffs)} figures differ:\n" + "\n".join(diffs[:40])
 
 
+@pytest.fixture(scope="module")
+def lm_files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny trained Llama folder and two text files cut from its corpus (training, evaluation)."""
+    from tests.core import modelfiles as mf
+
+    d = tmp_path_factory.mktemp("lm")
+    model = mf.hf_llama(d / "llama", layers=4, train_steps=80)
+    paragraphs = (d / "llama-corpus.txt").read_text(encoding="utf-8").split("\n\n")
+    cut = int(len(paragraphs) * 0.8)
+    (d / "train.txt").write_text("\n\n".join(paragraphs[:cut]), encoding="utf-8")
+    (d / "eval.txt").write_text("\n\n".join(paragraphs[cut:]), encoding="utf-8")
+    return {"model": model, "train": d / "train.txt", "eval": d / "eval.txt"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("name", list(LM_PIPELINES))
+def test_bundle_lm_pipeline_figures_equal_dev(sides, bundle, lm_files, name):
+    if not (bundle / "_internal" / "transformers").is_dir():
+        pytest.skip("bundle built without transformers (SLIMLINE_BUNDLE_HF=1 bundles it)")
+    records = {}
+    for side in ("bundle", "dev"):
+        ws = sides[side].tmp / f"ws-{name}"
+        sides[side].run("run", str(LM_PIPELINES[name]), str(lm_files["model"]), "--data", str(lm_files["eval"]),
+                        "--train-data", str(lm_files["train"]), "--workspace", str(ws), "--threads", "1")
+        (run_dir,) = (ws / "runs").iterdir()
+        records[side] = _record(run_dir)
+    assert records["bundle"]["status"] == records["dev"]["status"] == "done", records["bundle"].get("error")
+    fb, _ = model_figures(records["bundle"])
+    fd, _ = model_figures(records["dev"])
+    diffs = differences(fb, fd)
+    assert not diffs, f"{name}: {len(diffs)} figures differ:\n" + "\n".join(diffs[:40])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_bundle_exports_every_format_like_dev(runs, sides):
@@ -320,7 +357,7 @@ def test_every_plugin_and_subcommand_is_exercised(sides):
     dev = {p["id"] for p in json.loads(sides["dev"].run("plugins", "--json").stdout)}
     assert set(found) == dev
     used: set[str] = set()
-    for pipe in PIPELINES.values():
+    for pipe in [*PIPELINES.values(), *LM_PIPELINES.values()]:
         doc = json.loads(((DEMO / "demo_pipeline.json") if pipe is None else pipe).read_text(encoding="utf-8"))
         used |= {s["plugin"] for s in doc["steps"]}
     assert dev <= used, f"plugins no bundle pipeline uses: {sorted(dev - used)} (add them to tests/installer/)"
