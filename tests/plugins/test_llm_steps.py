@@ -194,6 +194,11 @@ def test_non_lm_models_are_refused_in_check(make_tiny_mlp):
     assert problems and "causal language models" in problems[0].message
 
 
+def test_calibrating_on_the_evaluation_text_is_flagged(lm):
+    out = LLMPrune().run(lm["handle"], P(method="blocks", blocks=1, **CAL), _ctx(lm, "leak-cal", train=lm["eval"]))
+    assert any("calibrating on the evaluation text" in w for w in out.warnings)
+
+
 # --- structured ----------------------------------------------------------------------------------
 def test_block_removal_drops_the_least_influential_block_and_reloads(lm):
     from transformers import AutoModelForCausalLM
@@ -268,6 +273,14 @@ def test_data_aware_lowrank_on_llm_linears_with_text(lm):
     near_full = LowRankFactorize().run(lm["handle"], LowRankFactorize.Params(
         data_aware=True, energy=0.9999, calibration_windows=8, window_length=64), _ctx(lm, "lowrank-full"))
     assert any("would not save parameters" in r["reason"] for r in near_full.tables["lowrank"])
+
+
+def test_structured_pruning_after_lowrank_is_refused_before_running(lm):
+    lr = LowRankFactorize().run(lm["handle"], LowRankFactorize.Params(rank_mode="ratio", ratio=0.25),
+                                _ctx(lm, "lr-first"))
+    problems = LLMPrune().check(lr.model, P(method="blocks", blocks=1))
+    assert problems and "structured pruning must come first" in problems[0].message
+    assert LLMPrune().check(lr.model, P(method="wanda")) == []   # unstructured works on the factors too
 
 
 # --- distillation --------------------------------------------------------------------------------
