@@ -221,8 +221,8 @@ def _unstructured(original: Any, data: Any, windows: Any, base: Any, work: Path,
 
 def _blocks(original: Any, data: Any, windows: Any, base: Any, work: Path, args: Any, prune: Any, distill: Any,
             tok: Any, print_table: Any) -> dict[str, Any]:
-    from slimline.plugins.prune.llm import _weight_files
     from slimline.plugins._shared.common import files_bytes
+    from slimline.plugins.prune.llm import _weight_files
 
     t0 = time.perf_counter()
     cut = run_step(prune, original, {"method": "blocks", "block_ratio": 0.25}, work / "blocks", data, original,
