@@ -48,6 +48,19 @@ class DistillParams(PluginParams):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for the split, shuffling and dropout (deterministic).")
     max_batches_per_epoch: int = Field(0, ge=0, le=10**7,
                                        description="Cap on optimizer steps per epoch; 0 = all batches.")
+    # --- language models (a causal LM student with a text file as training data) ---------------
+    lm_window_length: int = Field(128, ge=8, le=8192,
+                                  description="Language models: tokens per training window cut from the text file.")
+    lm_windows: int = Field(256, ge=2, le=1_000_000,
+                            description="Language models: most windows cut from the text file (training + "
+                                        "validation; batch_size counts windows).")
+    lm_micro_batch: int = Field(0, ge=0, le=4096,
+                                description="Language models: windows per forward pass, gradients accumulated up "
+                                            "to batch_size; 0 = auto (4 on CPU, 16 on CUDA). Bounds memory: the "
+                                            "logits of one window are tokens × vocabulary floats.")
+    lm_eval_every: int = Field(0, ge=0, le=10**6,
+                               description="Language models: validation perplexity every this many optimizer "
+                                           "steps (and after each epoch); 0 = about 10 times per run.")
 
     @field_validator("teacher", "student")
     @classmethod

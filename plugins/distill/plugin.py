@@ -36,7 +36,9 @@ class Distill(Plugin):
         "low-rank) to match a teacher's softened outputs, L = α·CE(student, labels) + "
         "(1−α)·T²·KL(softmax(t/T) ‖ softmax(s/T)); pure soft-target KD when the data has no labels. "
         "The teacher defaults to the pipeline's input model and may be ONNX. Early stopping on a "
-        "validation split keeps the best weights.")
+        "validation split keeps the best weights. A causal language model with a text file as training data "
+        "is distilled token by token (KL on softened next-token distributions) with validation perplexity "
+        "on held-out windows of that text.")
     input_formats = ("torch",)
     output_format = "torch"
     Params: ClassVar[type[PluginParams]] = DistillParams
@@ -78,6 +80,10 @@ class Distill(Plugin):
         if problems:
             pr = problems[0]
             raise StepFailed(pr.message, subject=pr.field or self.id, hint=pr.fix)
+        from slimline.plugins.distill import lm as lm_distill
+
+        if lm_distill.applies(model, ctx):  # causal LM + text file: token-level KD (plugins/distill/lm.py)
+            return lm_distill.run(model, p, ctx, _pick_device(p.device))
         dataset, warnings = _training_set(ctx)
         device = _pick_device(p.device)
         notes: list[str] = []

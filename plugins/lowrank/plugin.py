@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle
 from slimline.core.plugin import Plugin, PluginParams, Problem, StepContext, StepOutput
-from slimline.plugins._shared import common, onnxio
+from slimline.plugins._shared import common, lm, onnxio
 from slimline.plugins._shared.layers import layer_patterns, matches_any, selection_problems
 from slimline.plugins.lowrank.svd import Factorization, RankRule
 
@@ -36,6 +36,9 @@ class LowRankParams(PluginParams):
         "per feature only (cheaper, ignores correlations)")
     calibration_batches: int = Field(8, ge=1, le=1000, description="Batches of calibration data for data_aware")
     batch_size: int = Field(32, ge=1, le=4096, description="Batch size for data_aware statistics")
+    calibration_windows: int = Field(16, ge=1, le=4096, description="Causal LMs with a text file: token windows "
+                                     "of calibration text for data_aware (instead of batches of rows)")
+    window_length: int = Field(128, ge=8, le=8192, description="Causal LMs with a text file: tokens per window")
 
     @field_validator("overrides")
     @classmethod
@@ -142,11 +145,14 @@ class LowRankFactorize(Plugin):
             raise StepFailed("no layers to factorize" + left,
                              subject=f"{self.id}.skip", hint="check skip / include_conv, or use another step")
         scales: dict[str, Any] = {}
+        extra_notes: list[str] = []
         if p.data_aware:
             ctx.progress(0.02, "collecting activation statistics")
-            ds = _calibration(ctx, self.id)
-            scales = torch_lr.input_stats(module, targets, _torch_batches(model, ds, p),
-                                          ctx.cancel.raise_if_cancelled, method=p.data_aware_method)
+            batches = _lm_text_batches(model, p, ctx, extra_notes)
+            if batches is None:
+                batches = _torch_batches(model, _calibration(ctx, self.id), p)
+            scales = torch_lr.input_stats(module, targets, batches, ctx.cancel.raise_if_cancelled,
+                                          method=p.data_aware_method)
         rows: list[dict[str, Any]] = []
         replacements: dict[str, Any] = {}
         done = 0
@@ -168,7 +174,7 @@ class LowRankFactorize(Plugin):
         ctx.progress(0.9, "saving")
         out = common.save_module(module, model, ctx.output_path("lowrank.safetensors"),
                                  replacements=replacements)
-        return self._report(out, rows, params_before, params_after, done, p, ctx)
+        return self._report(out, rows, params_before, params_after, done, p, ctx, extra_notes)
 
     # --- onnx -------------------------------------------------------------------------------
     def _run_onnx(self, model: ModelHandle, p: LowRankParams, ctx: StepContext) -> StepOutput:
@@ -221,7 +227,7 @@ class LowRankFactorize(Plugin):
 
     # --- report -----------------------------------------------------------------------------
     def _report(self, out: ModelHandle, rows: list[dict[str, Any]], before: int, after: int, done: int,
-                p: LowRankParams, ctx: StepContext) -> StepOutput:
+                p: LowRankParams, ctx: StepContext, extra_notes: list[str] | None = None) -> StepOutput:
         ratio = after / before if before else 1.0
         fact = [r for r in rows if r["status"] == "factorized"]
         metrics = {"params_before": float(before), "params_after": float(after), "param_ratio": ratio,
@@ -237,7 +243,7 @@ class LowRankFactorize(Plugin):
                  ("Kept energy is measured on the data-weighted spectrum (the layer's output energy on the "
                   "calibration inputs), not on the raw weights." if p.data_aware else
                   "Kept energy is a weight-space measure, not accuracy: low energy on trained layers breaks the "
-                  "model; try data_aware, or recover with a Distill step.")]
+                  "model; try data_aware, or recover with a Distill step.")] + list(extra_notes or [])
         warnings = []
         skipped = [r for r in rows if r["status"] == "skipped"]
         if skipped:
@@ -275,6 +281,18 @@ def _calibration(ctx: StepContext, plugin_id: str) -> Any:
             return ds
     raise StepFailed("data_aware SVD needs calibration data", subject=f"{plugin_id}.data_aware",
                      hint="add a calibration dataset to the run, or turn data_aware off")
+
+
+def _lm_text_batches(handle: ModelHandle, p: LowRankParams, ctx: StepContext, notes: list[str]) -> Any:
+    """Calibration token windows for a causal LM when the run's data is a text file; None otherwise."""
+    if not lm.is_causal_lm(handle) or lm.text_source(ctx, ("calibration", "train", "eval")) is None:
+        return None
+    win, src = lm.windows(ctx, handle, ("calibration", "train", "eval"), length=p.window_length,
+                          count=p.calibration_windows, what="data-aware SVD")
+    notes.append(f"data-aware statistics from {win.describe()} (the {src.role} data)"
+                 + ("; this is also the evaluation text, so the figures after this step are optimistic"
+                    if src.same_as_eval else ""))
+    return ({"input_ids": ids} for ids in lm.id_batches(win.ids, 4))
 
 
 def _torch_batches(handle: ModelHandle, ds: Any, p: LowRankParams) -> Iterator[Any]:

@@ -93,14 +93,16 @@ def unstructured_masks(slots: list[WeightSlot], *, sparsity: float, scope: str, 
     return res
 
 
-def nm_masks(slots: list[WeightSlot], *, n: int, m: int, criterion: str, seed: int) -> MaskResult:
+def nm_masks(slots: list[WeightSlot], *, n: int, m: int, criterion: str, seed: int,
+             scores: dict[str, np.ndarray] | None = None) -> MaskResult:
     """N:M semi-structured: in every run of M consecutive input weights keep the N best.
 
     The input axis is moved last (conv weights [out, in, kh, kw] → [out, kh, kw, in], the
-    layout sparse tensor cores expect), so groups run along input channels.
+    layout sparse tensor cores expect), so groups run along input channels. ``scores``
+    (same shapes as the weights) replaces the criterion, e.g. Wanda's |W|·‖X‖.
     """
     res = MaskResult()
-    scores = scores_for(slots, criterion, seed)
+    scores = scores if scores is not None else scores_for(slots, criterion, seed)
     for s in slots:
         sc = scores[s.name]
         n_in = sc.shape[s.in_axis]
@@ -114,6 +116,25 @@ def nm_masks(slots: list[WeightSlot], *, n: int, m: int, criterion: str, seed: i
         np.put_along_axis(keep_g, order[:, : m - n], False, axis=1)
         keep = np.moveaxis(keep_g.reshape(moved.shape), -1, s.in_axis)
         res.keep[s.name] = keep
+        res.threshold[s.name] = float("nan")
+    return res
+
+
+def row_masks(slots: list[WeightSlot], *, sparsity: float, scores: dict[str, np.ndarray]) -> MaskResult:
+    """Per output row (axis 0), drop exactly round(sparsity·row length) lowest scores.
+
+    Wanda compares weights within each output row rather than across the layer: rows
+    differ in scale, and a layer-wide cut would empty some outputs while leaving others dense.
+    """
+    res = MaskResult()
+    for s in slots:
+        sc = scores[s.name].reshape(s.array.shape[0], -1)
+        k = int(round(sparsity * sc.shape[1]))
+        keep = np.ones(sc.shape, dtype=bool)
+        if k > 0:
+            idx = np.argpartition(sc, k - 1, axis=1)[:, :k]
+            np.put_along_axis(keep, idx, False, axis=1)
+        res.keep[s.name] = keep.reshape(s.array.shape)
         res.threshold[s.name] = float("nan")
     return res
 

@@ -38,6 +38,10 @@ PIPELINES = {
 # genai builder's KV-cache folder. No text file: the bundle leaves out transformers/tokenizers, and the
 # weight-only step then checks on the model's own samples. The dims let the evaluator run the KV-cache inputs.
 LM_PIPELINES = {"llm"}
+# Pipelines on a causal LM folder with text files (LLM pruning, LM distillation, low-rank): they need
+# transformers in the bundle (SLIMLINE_BUNDLE_HF=1 bash installers/build_bundle.sh); without it their test
+# skips, the guard still counts them.
+LM_TEXT_PIPELINES = {"llm_prune": HERE / "pipeline_plugins_llm_prune.json"}
 LM_DIMS = ["--dim", "kv_cache_dim=16", "--dim", "past_sequence_length=0", "--dim", "sequence_length=16",
            "--dim", "total_sequence_length=16"]
 # Subcommands exercised below (gui: test_bundle_starts_gui_offscreen / test_startup_times).
@@ -317,6 +321,40 @@ def test_bundle_exports_every_format_like_dev(runs, sides):
     assert predictions["bundle"]["n"] == 449
 
 
+@pytest.fixture(scope="module")
+def lm_files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny trained Llama folder and two text files cut from its corpus (training, evaluation)."""
+    from tests.core import modelfiles as mf
+
+    d = tmp_path_factory.mktemp("lm")
+    model = mf.hf_llama(d / "llama", layers=4, train_steps=80)
+    paragraphs = (d / "llama-corpus.txt").read_text(encoding="utf-8").split("\n\n")
+    cut = int(len(paragraphs) * 0.8)
+    (d / "train.txt").write_text("\n\n".join(paragraphs[:cut]), encoding="utf-8")
+    (d / "eval.txt").write_text("\n\n".join(paragraphs[cut:]), encoding="utf-8")
+    return {"model": model, "train": d / "train.txt", "eval": d / "eval.txt"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("name", list(LM_TEXT_PIPELINES))
+def test_bundle_lm_pipeline_figures_equal_dev(sides, bundle, lm_files, name):
+    if not (bundle / "_internal" / "transformers").is_dir():
+        pytest.skip("bundle built without transformers (SLIMLINE_BUNDLE_HF=1 bundles it)")
+    records = {}
+    for side in ("bundle", "dev"):
+        ws = sides[side].tmp / f"ws-{name}"
+        sides[side].run("run", str(LM_TEXT_PIPELINES[name]), str(lm_files["model"]), "--data", str(lm_files["eval"]),
+                        "--train-data", str(lm_files["train"]), "--workspace", str(ws), "--threads", "1")
+        (run_dir,) = (ws / "runs").iterdir()
+        records[side] = _record(run_dir)
+    assert records["bundle"]["status"] == records["dev"]["status"] == "done", records["bundle"].get("error")
+    fb, _ = model_figures(records["bundle"])
+    fd, _ = model_figures(records["dev"])
+    diffs = differences(fb, fd)
+    assert not diffs, f"{name}: {len(diffs)} figures differ:\n" + "\n".join(diffs[:40])
+
+
 def test_every_export_format_is_exercised():
     """A new export format must be added to EXPORTS or LM_EXPORTS (and so run from the bundle)."""
     from slimline.core.export.records import FORMATS
@@ -394,7 +432,7 @@ def test_every_plugin_and_subcommand_is_exercised(sides):
     dev = {p["id"] for p in json.loads(sides["dev"].run("plugins", "--json").stdout)}
     assert set(found) == dev
     used: set[str] = set()
-    for pipe in PIPELINES.values():
+    for pipe in [*PIPELINES.values(), *LM_TEXT_PIPELINES.values()]:
         doc = json.loads(((DEMO / "demo_pipeline.json") if pipe is None else pipe).read_text(encoding="utf-8"))
         used |= {s["plugin"] for s in doc["steps"]}
     assert dev <= used, f"plugins no bundle pipeline uses: {sorted(dev - used)} (add them to tests/installer/)"
