@@ -39,8 +39,8 @@ class Subcommand:
 
 
 def subcommands() -> tuple[Subcommand, ...]:
-    """The engine's subcommands, in help order (export/report are imported here, explicitly)."""
-    from slimline.core import export_cli, report_cli
+    """The engine's subcommands, in help order (export/report/sweep are imported here, explicitly)."""
+    from slimline.core import export_cli, report_cli, sweep_cli
 
     return (
         Subcommand("inspect", _add_inspect, cmd_inspect),
@@ -49,6 +49,7 @@ def subcommands() -> tuple[Subcommand, ...]:
         Subcommand("plugins", _add_plugins, cmd_plugins),
         Subcommand("export", export_cli.add_parser, export_cli.cmd_export),
         Subcommand("report", report_cli.add_parser, report_cli.cmd_report),
+        Subcommand("sweep", sweep_cli.add_parser, sweep_cli.cmd_sweep),
     )
 
 

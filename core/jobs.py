@@ -42,6 +42,28 @@ _EXIT = {"type": "_exit"}  # pipe sentinel after the last event (not an event)
 CANCEL_GRACE_S = 0.5  # cooperative cancel first, then terminate
 
 
+def run_spec_inline(spec: dict[str, Any], emit: Any, cancel: Any) -> Any:
+    """Run one job spec (see :func:`start_pipeline_job`) in this process; returns the RunRecord.
+
+    The body of every pipeline job: the job's child process calls it, and so does a Ray
+    worker running a sweep variant (slimline.core.engines), so both run a spec the same way.
+    """
+    from slimline.core.models import open_model
+    from slimline.core.pipeline import parse_pipeline
+    from slimline.core.runner import load_data, run_pipeline
+
+    emit(LogEvent(message=f"worker {os.getpid()} opening {spec['model_path']}"))
+    pipeline = parse_pipeline(spec["pipeline"])
+    model = open_model(spec["model_path"], trust=spec.get("trust", False))
+    if spec.get("dims"):
+        model = model.with_dims(**spec["dims"])
+    data = load_data(pipeline, model, spec.get("data_path"), spec.get("train_path"))
+    return run_pipeline(pipeline, model, workspace=Path(spec["workspace"]), emit=emit, cancel=cancel, data=data,
+                        run_id=spec["run_id"], threads=spec.get("threads", 0), use_cache=spec.get("use_cache", True),
+                        data_paths=(spec.get("data_path") or pipeline.evaluation.data,
+                                    spec.get("train_path") or pipeline.evaluation.train_data))
+
+
 def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
     """Entry point of the worker process: run the pipeline, report everything as events."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about cancelling
@@ -63,21 +85,7 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
     try:
         if spec.get("threads"):
             os.environ.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
-        from slimline.core.models import open_model
-        from slimline.core.pipeline import parse_pipeline
-        from slimline.core.runner import load_data, run_pipeline
-
-        emit(LogEvent(message=f"worker {os.getpid()} opening {spec['model_path']}"))
-        pipeline = parse_pipeline(spec["pipeline"])
-        model = open_model(spec["model_path"], trust=spec.get("trust", False))
-        if spec.get("dims"):
-            model = model.with_dims(**spec["dims"])
-        data = load_data(pipeline, model, spec.get("data_path"), spec.get("train_path"))
-        record = run_pipeline(pipeline, model, workspace=Path(spec["workspace"]), emit=emit,
-                              cancel=CancelToken(cancel_event), data=data, run_id=spec["run_id"],
-                              threads=spec.get("threads", 0), use_cache=spec.get("use_cache", True),
-                              data_paths=(spec.get("data_path") or pipeline.evaluation.data,
-                                          spec.get("train_path") or pipeline.evaluation.train_data))
+        record = run_spec_inline(spec, emit, CancelToken(cancel_event))
         emit(DoneEvent(run=RunSummary(run_id=record.run_id, status=record.status)))
     except Cancelled:
         emit(CancelledEvent())
