@@ -134,7 +134,3 @@ def write_unit(unit: FileUnit, dest: Path, fetch: Callable[[str], bytes]) -> Non
 
 def read_shared(shared: Path) -> Callable[[str], bytes]:
     return lambda digest: blob_path(shared, digest).read_bytes()
-
-
-def read_sources(sources: dict[str, Path]) -> Callable[[str], bytes]:
-    return lambda digest: Path(sources[digest]).read_bytes()
