@@ -90,6 +90,8 @@ class SweepDialog(QDialog):
         self.grid = QTableWidget(0, 3)
         self.grid.setHorizontalHeaderLabels(["Step", "Parameter", "Values (comma-separated)"])
         self.grid.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.grid.setColumnWidth(0, 230)
+        self.grid.setColumnWidth(1, 190)
         self.grid.verticalHeader().hide()
         add, remove = QPushButton("Add parameter"), QPushButton("Remove")
         add.clicked.connect(lambda: self.add_row())
@@ -112,6 +114,7 @@ class SweepDialog(QDialog):
         self.engine_note = QLabel(ray_problem)
         self.engine_note.setWordWrap(True)
         self.engine_note.setStyleSheet(f"color: {muted_text()};")
+        self.engine_note.setVisible(bool(ray_problem))
         self.address_edit = QLineEdit()
         self.address_edit.setPlaceholderText("HOST:PORT of `ray start --head`, or auto; empty = a private local Ray")
         self.workers_spin = QSpinBox()
@@ -120,7 +123,8 @@ class SweepDialog(QDialog):
         self.workers_spin.setToolTip("Variants at once (auto: one per core locally; as many as Ray schedules)")
         form = QFormLayout()
         form.addRow("Engine:", self.engine_combo)
-        form.addRow("", self.engine_note)
+        if ray_problem:
+            form.addRow("", self.engine_note)
         form.addRow("Ray address:", self.address_edit)
         form.addRow("Workers:", self.workers_spin)
         self.table = QTableWidget(0, len(COLS))
@@ -128,6 +132,13 @@ class SweepDialog(QDialog):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        for col, tip in ((C_QUALITY, "top-1 on the evaluation data, or fidelity to the original without labels "
+                                     "(see each cell's tooltip)"),
+                         (C_P50, "p50 latency at the smallest batch; variants were timed while others ran beside "
+                                 "them: compare with care")):
+            header = self.table.horizontalHeaderItem(col)
+            if header is not None:
+                header.setToolTip(tip)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
