@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -66,6 +67,9 @@ def engine_problem(name: str) -> str:
     if name not in ENGINES:
         return f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}"
     if name == "ray" and not ray_available():
+        if getattr(sys, "frozen", False):  # the desktop bundle leaves Ray out (installers/bundle_config.py)
+            return ("the Ray engine is not part of this desktop bundle: run the sweep from a Python install "
+                    "of Slimline with `pip install slimline[ray]`")
         return f"the Ray engine needs the ray package: {RAY_INSTALL_HINT}"
     return ""
 

@@ -116,6 +116,8 @@ def torchrun(args: list[str]) -> int:
     """``--torchrun ARGS``: torch.distributed.run, ended when the process that launched it dies."""
     import runpy
 
+    import torch.distributed.run  # noqa: F401 - named here so the bundle's module list holds torchrun
+
     die_with_parent()
     sys.argv = ["torchrun", *args]
     try:

@@ -1,6 +1,7 @@
 """The engine layer without running anything: grids checked against plugin Params, specs, file units, remap."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,12 @@ def test_cli_refuses_a_bad_grid_before_starting_anything(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "--grid s1.pruning_ratio: s1.pruning_ratio=1.5: Input should be less than or equal to 0.95" in proc.stderr
     assert not (tmp_path / "runs").exists() and proc.stdout == ""
+
+
+def test_the_engine_layer_and_sweep_cli_import_neither_ray_nor_torch():
+    code = ("import sys, json\nimport slimline.core.engines, slimline.core.engines.sweep, slimline.core.engines.local, "
+            "slimline.core.engines.ray_engine, slimline.core.engines.ray_worker, slimline.core.sweep_cli\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    mods = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert not {"ray", "torch", "onnxruntime", "PySide6"} & mods
