@@ -95,7 +95,8 @@ class _Sweep:
         self.cancel = cancel
         self.outcomes: dict[int, VariantOutcome] = {}
         self.workers: dict[int, str] = {}
-        self.started: dict[int, float] = {}
+        self.submitted: dict[int, float] = {}      # when the task was handed to Ray
+        self.started: dict[int, float] = {}        # when its worker said it started
         self.roots: dict[str, Path] = {}           # unit key → the folder it stands for here
         self.blobs: dict[str, Any] = {}            # sha256 → ObjectRef (object-store mode)
 
@@ -127,7 +128,7 @@ class _Sweep:
                     needed = {d: self.blobs[d] for u in payloads[i]["units"].values() for d in
                               (f["sha256"] for f in u["files"]) if d in self.blobs}
                     refs[task.options(**opts).remote(payloads[i], needed, events)] = i
-                    self.started[i] = time.perf_counter()
+                    self.submitted[i] = time.perf_counter()
                 ready, _ = self.ray.wait(list(refs), num_returns=1, timeout=POLL_S)
                 self._drain(events)
                 for ref in ready:
@@ -183,6 +184,8 @@ class _Sweep:
             ev = VariantEvent.model_validate(item)
             if ev.worker:
                 self.workers[ev.index] = ev.worker
+            if ev.kind == "started":
+                self.started.setdefault(ev.index, time.perf_counter())
             if ev.index not in self.outcomes:
                 self.emit(ev)
 
@@ -266,9 +269,11 @@ class _Sweep:
     def _outcome(self, i: int, status: str, *, payload: dict[str, Any] | None = None, **fields: Any) -> VariantOutcome:
         """A typed outcome; a variant that ran but sent no record still gets one in the history."""
         spec = self.specs[i]
-        wall = time.perf_counter() - self.started[i] if i in self.started else 0.0
+        t0 = self.started.get(i, self.submitted.get(i))
+        wall = time.perf_counter() - t0 if t0 is not None else 0.0
         record = fields.pop("record", None)
-        if record is None and payload is not None and status != "done" and i in self.started:
+        ran = i in self.started or (status == "failed" and i in self.submitted)
+        if record is None and payload is not None and status != "done" and ran:
             record = self._stub_record(spec, payload, status, fields.get("reason", ""), fields.get("hint", ""))
         return VariantOutcome(index=i, label=spec.title, settings=dict(spec.settings), status=status,
                               run_id=record.run_id if record is not None else "", record=record, wall_s=wall,
