@@ -107,7 +107,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     get_engine(req.engine, workers=req.workers, address=req.address, shared_dir=req.shared_dir)
     cancel = CancelToken()
     printer = _Progress(len(specs), sys.stderr)
-    print(f"sweep: {len(specs)} variants on the {req.engine} engine", file=sys.stderr)
+    print(f"sweep: {len(specs)} variant{'s' if len(specs) != 1 else ''} on the {req.engine} engine",
+          file=sys.stderr)
 
     def on_sigint(_sig: int, _frame: Any) -> None:
         if cancel.cancelled:  # a second Ctrl-C: stop waiting at once

@@ -73,6 +73,8 @@ class RayEngine:
 
     def _connect(self, ray: Any) -> None:
         common = {"log_to_driver": False, "configure_logging": False}
+        if self.address:
+            _check_reachable(self.address)
         try:
             if self.address:
                 ray.init(address=self.address, **common)
@@ -290,6 +292,21 @@ class _Sweep:
                            else None)
         save_run(self.workspace, record)
         return record
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once when nothing listens at HOST:PORT (ray.init would retry for minutes)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise EngineError(f"nothing answers at {address} ({exc.strerror or exc})", subject="--address",
+                          hint="check the address `ray start --head` printed (HOST:6379), that the head runs "
+                               "and that this machine can reach it") from None
 
 
 def remap(obj: Any, mapping: list[tuple[str, str]]) -> Any:

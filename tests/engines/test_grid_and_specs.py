@@ -128,3 +128,18 @@ def test_the_engine_layer_and_sweep_cli_import_neither_ray_nor_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     mods = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert not {"ray", "torch", "onnxruntime", "PySide6"} & mods
+
+
+def test_an_unreachable_ray_address_fails_at_once_with_what_to_check(tmp_path):
+    import time
+
+    pytest.importorskip("ray")
+    from slimline.core.engines.sweep import build_specs
+    from sweep_helpers import demo_request
+
+    specs = build_specs(demo_request(tmp_path, "ray", grid=["s1.sparsity=0.3"]))[2]
+    t0 = time.monotonic()
+    with pytest.raises(EngineError) as err:
+        get_engine("ray", address="127.0.0.1:1").map(specs, workspace=tmp_path)
+    assert time.monotonic() - t0 < 15
+    assert "nothing answers at 127.0.0.1:1" in err.value.message and "ray start --head" in err.value.hint
