@@ -134,8 +134,9 @@ def test_an_unreachable_ray_address_fails_at_once_with_what_to_check(tmp_path):
     import time
 
     pytest.importorskip("ray")
-    from slimline.core.engines.sweep import build_specs
     from sweep_helpers import demo_request
+
+    from slimline.core.engines.sweep import build_specs
 
     specs = build_specs(demo_request(tmp_path, "ray", grid=["s1.sparsity=0.3"]))[2]
     t0 = time.monotonic()
