@@ -103,6 +103,21 @@ def test_ray_sweep_on_a_two_node_cluster_gives_the_local_figures(local_sweep, ra
     assert {r.run_id for r in list_runs(tmp_path)} == {o.run_id for o in record.outcomes}
 
 
+def test_ray_sweep_through_a_shared_folder(ray_cluster, local_sweep, tmp_path):
+    from slimline.core.engines.sweep import run_sweep
+
+    shared = tmp_path / "shared"
+    record = run_sweep(demo_request(tmp_path / "ws", "ray", grid=["s1.sparsity=0.1", "s1.scope=global"],
+                                    address=ray_cluster.address, shared_dir=str(shared)))
+    (o,) = record.outcomes
+    assert o.status == "done", o.reason
+    blobs = list((shared / "blobs").rglob("*"))
+    # the model and the data went through the folder, and the pruned model came back through it
+    assert len([b for b in blobs if b.is_file()]) == 3
+    local = next(x for x in local_sweep[1].outcomes if x.label == o.label)
+    assert same(figures(local), figures(o)) == []
+
+
 def test_a_killed_ray_worker_fails_its_variant_and_the_others_complete(ray_cluster, tmp_path):
     from slimline.core.engines.sweep import run_sweep
 
