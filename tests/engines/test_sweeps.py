@@ -171,7 +171,7 @@ def test_ctrl_c_cancels_a_local_sweep_cleanly(tmp_path):
         while "started" not in seen and time.monotonic() < deadline:
             seen += proc.stderr.readline()
         assert "started" in seen, seen
-        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        children = psutil.Process(proc.pid).children(recursive=True)
         time.sleep(2)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -182,4 +182,5 @@ def test_ctrl_c_cancels_a_local_sweep_cleanly(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert time.monotonic() - t0 < 20
     assert "cancelling the sweep" in err and "cancelled" in out
-    assert not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    _, alive = psutil.wait_procs(children, timeout=10)  # multiprocessing's helper exits once its pipe closes
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline()[:4] for p in alive]

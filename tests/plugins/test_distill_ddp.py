@@ -21,7 +21,7 @@ pytest.importorskip("torch.distributed.run")
 
 IN = [TensorSpec(name="x", dtype="float32", shape=["batch", 64])]
 OUT = [TensorSpec(name="logits", dtype="float32", shape=["batch", 10])]
-PARAMS = {"epochs": 6, "batch_size": 64, "learning_rate": 5e-3, "device": "cpu", "patience": 10}
+PARAMS = {"epochs": 10, "batch_size": 64, "learning_rate": 5e-3, "device": "cpu", "patience": 20}
 
 
 class Digits:
@@ -46,6 +46,8 @@ def setup(tmp_path_factory):
     from slimline.core.torchmodel import save_torch_module
 
     d, data = tmp_path_factory.mktemp("ddp"), Digits()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same teacher whatever the machine's core count (the figures are compared)
     torch.manual_seed(0)
     teacher = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     opt = torch.optim.Adam(teacher.parameters(), lr=1e-2)
@@ -55,6 +57,7 @@ def setup(tmp_path_factory):
         opt.zero_grad()
         loss.backward()
         opt.step()
+    torch.set_num_threads(threads)
     torch.manual_seed(1)
     student = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
                                   torch.nn.Dropout(0.1), torch.nn.Linear(32, 10))
@@ -66,7 +69,7 @@ def setup(tmp_path_factory):
 def run(setup, tmp_path: Path, events: list | None = None, cancel: CancelToken | None = None, **params):
     ctx = StepContext(work_dir=tmp_path / f"work-{len(list(tmp_path.glob('work-*')))}", cancel=cancel or CancelToken(),
                       data=SimpleNamespace(train=setup["data"], eval=None, calibration=None),
-                      source_model=setup["teacher"], threads=2,
+                      source_model=setup["teacher"], threads=1,
                       event_cb=(lambda k, p: events.append((k, p))) if events is not None else None)
     t0 = time.perf_counter()
     out = Distill().run(setup["student"], DistillParams(**{**PARAMS, **params}), ctx)
@@ -97,7 +100,7 @@ def test_torchrun_with_one_process_trains_the_same_student_as_in_process(setup, 
     assert diff < 1e-5 and acc == acc0, (diff, acc, acc0)
     # rank 0's progress reached the step: a loss point per optimizer step and a validation per epoch
     assert sum(k == "loss" for k, _ in events) == out.metrics["steps"] > 0
-    assert [p["epoch"] for k, p in events if k == "validation"] == list(range(1, 7))
+    assert [p["epoch"] for k, p in events if k == "validation"] == list(range(1, 11))
     assert out.metrics["processes"] == 1.0 and any("torchrun" in n for n in out.notes)
 
 
@@ -106,7 +109,7 @@ def test_two_processes_give_the_one_process_accuracy_within_half_a_point(setup, 
     _, acc = weights_and_accuracy(out, setup["data"])
     acc0 = one_process[3]
     print(f"\ndistill, digits 8x8 test rows n={len(setup['data'].yte)}: 1 process top-1 {acc0:.4f} "
-          f"({one_process[0].metrics['seconds_per_epoch']:.3f} s/epoch, 2 threads); torchrun 2 processes top-1 "
+          f"({one_process[0].metrics['seconds_per_epoch']:.3f} s/epoch, 1 thread); torchrun 2 processes top-1 "
           f"{acc:.4f} ({out.metrics['seconds_per_epoch']:.3f} s/epoch, 1 thread each)")
     assert abs(acc - acc0) <= 0.005 and acc > 0.9
     assert out.metrics["processes"] == 2.0
