@@ -4,7 +4,8 @@ The demo pipeline's first two steps (structured prune 50 %, then distillation fr
 12 epochs, batch 64, lr 0.002, early stopping on a 10 % validation split), run one after the
 other (never side by side) with the job's thread budget = all cores (one process uses them all,
 torchrun's 2 processes get half each), and in one process with 1 thread. Reported: top-1 of the
-distilled model on digits_eval.npz (n=449, never trained on), time per epoch (mean over the epochs run), epochs run, wall time.
+distilled model on digits_eval.npz (n=449, never trained on), time per epoch (mean over the
+epochs run), epochs run, wall time.
 Target: 2 processes within 0.5 point of 1 process. On a small, shared machine two threads in one
 process can be much slower than one (each op waits for both threads), hence the 1-thread row.
 
