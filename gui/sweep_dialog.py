@@ -117,6 +117,8 @@ class SweepDialog(QDialog):
         self.engine_note.setVisible(bool(ray_problem))
         self.address_edit = QLineEdit()
         self.address_edit.setPlaceholderText("HOST:PORT of `ray start --head`, or auto; empty = a private local Ray")
+        self.shared_edit = QLineEdit()
+        self.shared_edit.setPlaceholderText("optional: a folder every Ray node can read; empty = Ray's object store")
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(0, 4096)
         self.workers_spin.setSpecialValueText("auto")
@@ -126,6 +128,7 @@ class SweepDialog(QDialog):
         if ray_problem:
             form.addRow("", self.engine_note)
         form.addRow("Ray address:", self.address_edit)
+        form.addRow("Shared folder:", self.shared_edit)
         form.addRow("Workers:", self.workers_spin)
         self.table = QTableWidget(0, len(COLS))
         self.table.setHorizontalHeaderLabels(COLS)
@@ -234,6 +237,7 @@ class SweepDialog(QDialog):
         return SweepRequest(pipeline=self.pipeline, model_path=self.model_path, data_path=self.data_path,
                             grid=self.grid_entries(), engine=engine,
                             address=(self.address_edit.text().strip() or None) if engine == "ray" else None,
+                            shared_dir=(self.shared_edit.text().strip() or None) if engine == "ray" else None,
                             workers=self.workers_spin.value() or None, workspace=self.workspace, trust=self.trust,
                             dims=self.dims, threads=self.threads)
 
@@ -257,7 +261,8 @@ class SweepDialog(QDialog):
         return n
 
     def _on_engine_changed(self, *_: Any) -> None:
-        self.address_edit.setEnabled(self.engine_combo.currentData() == "ray")
+        for w in (self.address_edit, self.shared_edit):
+            w.setEnabled(self.engine_combo.currentData() == "ray")
 
     # --- running -----------------------------------------------------------------------
     @property
@@ -296,7 +301,7 @@ class SweepDialog(QDialog):
     def _set_busy(self, busy: bool) -> None:
         self.cancel_button.setEnabled(busy)
         self.run_button.setEnabled(not busy and self.validate() > 0)
-        for w in (self.grid, self.engine_combo, self.address_edit, self.workers_spin):
+        for w in (self.grid, self.engine_combo, self.address_edit, self.shared_edit, self.workers_spin):
             w.setEnabled(not busy)
         if not busy:
             self._on_engine_changed()

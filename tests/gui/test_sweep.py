@@ -75,3 +75,26 @@ def test_cancel_in_the_sweep_dialog_stops_running_variants(window, qtbot, tiny_m
     assert time.monotonic() - t0 < 15
     assert [dlg.status_of(i) for i in range(3)] == ["cancelled"] * 3
     assert "cancelled" in dlg.status.text() and dlg.run_button.isEnabled()
+
+
+def test_without_ray_the_dialog_says_what_to_install(qtbot, monkeypatch, tmp_path):
+    from PySide6.QtGui import QStandardItemModel
+
+    from slimline.core.pipeline import parse_pipeline
+    from slimline.gui import sweep_dialog
+
+    monkeypatch.setattr(sweep_dialog, "engine_problem",
+                        lambda name: "the Ray engine needs the ray package: pip install slimline[ray]" if name == "ray"
+                        else "")
+    pipe = parse_pipeline({"format": "slimline.pipeline", "schema_version": 1, "name": "p",
+                           "steps": [{"id": "s1", "plugin": "builtin.quantize_dynamic", "params": {}}]})
+    dlg = sweep_dialog.SweepDialog(pipe, str(tmp_path / "m.onnx"), data_path=None, workspace=str(tmp_path))
+    qtbot.addWidget(dlg)
+    model = dlg.engine_combo.model()
+    assert isinstance(model, QStandardItemModel) and not model.item(1).isEnabled()
+    assert "pip install slimline[ray]" in model.item(1).toolTip() and "pip install" in dlg.engine_note.text()
+    assert not dlg.address_edit.isEnabled() and not dlg.shared_edit.isEnabled()
+    # a switch starts with both of its values
+    dlg.grid.removeRow(0)
+    dlg.add_row("s1", "per_channel")
+    assert dlg.grid_entries() == ["s1.per_channel=true, false"] and dlg.validate() == 2
