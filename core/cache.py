@@ -77,7 +77,12 @@ class StepCache:
         if final.exists():  # another run produced it meanwhile: keep theirs
             shutil.rmtree(work_dir, ignore_errors=True)
         else:
-            os.replace(work_dir, final)
+            try:
+                os.replace(work_dir, final)
+            except OSError:  # lost a race with a concurrent run (a sweep's variants share prefixes)
+                if not (final / "step.json").is_file():
+                    raise
+                shutil.rmtree(work_dir, ignore_errors=True)
         out = self.load(key)
         assert out is not None
         return out

@@ -39,8 +39,8 @@ class Subcommand:
 
 
 def subcommands() -> tuple[Subcommand, ...]:
-    """The engine's subcommands, in help order (export/report are imported here, explicitly)."""
-    from slimline.core import export_cli, report_cli
+    """The engine's subcommands, in help order (export/report/sweep are imported here, explicitly)."""
+    from slimline.core import export_cli, report_cli, sweep_cli
 
     return (
         Subcommand("inspect", _add_inspect, cmd_inspect),
@@ -49,6 +49,7 @@ def subcommands() -> tuple[Subcommand, ...]:
         Subcommand("plugins", _add_plugins, cmd_plugins),
         Subcommand("export", export_cli.add_parser, export_cli.cmd_export),
         Subcommand("report", report_cli.add_parser, report_cli.cmd_report),
+        Subcommand("sweep", sweep_cli.add_parser, sweep_cli.cmd_sweep),
     )
 
 
@@ -122,6 +123,8 @@ def _add_run(sub: Any) -> None:
     r.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
                    help="value for a dynamic input dim (e.g. --dim sequence=64)")
     r.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
+    r.add_argument("--set", action="append", default=[], dest="settings", metavar="STEP.PARAM=VALUE",
+                   help="set a step parameter for this run (e.g. --set s2.engine=torchrun --set s2.nproc=2)")
     r.add_argument("--json", action="store_true", help="print the run record as JSON")
 
 
@@ -247,6 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SlimlineError("run needs a PIPELINE and a MODEL (or --demo)",
                             hint="slimline run pipeline.json model.onnx --data eval.npz")
     pipeline = load_pipeline(pipeline_path)
+    if args.settings:
+        from slimline.core.engines.grid import parse_settings
+        from slimline.core.engines.spec import apply_settings
+
+        pipeline = apply_settings(pipeline, parse_settings(pipeline, args.settings))
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     job = start_pipeline_job(pipeline, model_path, data_path=data_path, train_path=train_path,
                              workspace=workspace, trust=args.trust, threads=args.threads,

@@ -42,42 +42,48 @@ _EXIT = {"type": "_exit"}  # pipe sentinel after the last event (not an event)
 CANCEL_GRACE_S = 0.5  # cooperative cancel first, then terminate
 
 
-def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
-    """Entry point of the worker process: run the pipeline, report everything as events."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about cancelling
-    from slimline.core.errors import Cancelled, SlimlineError
-    from slimline.core.plugin import CancelToken
+def run_spec_inline(spec: dict[str, Any], emit: Any, cancel: Any) -> Any:
+    """Run one job spec (see :func:`start_pipeline_job`) in this process; returns the RunRecord.
 
-    def emit(event: Any) -> None:
-        events.put(event_to_dict(event))
+    The body of every pipeline job: the job's child process calls it, and so does a Ray
+    worker running a sweep variant (slimline.core.engines), so both run a spec the same way.
+    """
+    from slimline.core.models import open_model
+    from slimline.core.pipeline import parse_pipeline
+    from slimline.core.runner import load_data, run_pipeline
 
+    emit(LogEvent(message=f"worker {os.getpid()} opening {spec['model_path']}"))
+    pipeline = parse_pipeline(spec["pipeline"])
+    model = open_model(spec["model_path"], trust=spec.get("trust", False))
+    if spec.get("dims"):
+        model = model.with_dims(**spec["dims"])
+    data = load_data(pipeline, model, spec.get("data_path"), spec.get("train_path"))
+    return run_pipeline(pipeline, model, workspace=Path(spec["workspace"]), emit=emit, cancel=cancel, data=data,
+                        run_id=spec["run_id"], threads=spec.get("threads", 0), use_cache=spec.get("use_cache", True),
+                        data_paths=(spec.get("data_path") or pipeline.evaluation.data,
+                                    spec.get("train_path") or pipeline.evaluation.train_data))
+
+
+def capture_warnings(emit: Any) -> None:
+    """Library warnings go to the run's log (as LogEvents), not to the terminal that started the app."""
     import warnings
 
     def show_warning(message: Any, category: type, filename: str, lineno: int,
                      file: Any = None, line: Any = None) -> None:
-        """Library warnings go to the run's log, not to the terminal that started the app."""
         emit(LogEvent(level="warning", message=f"{category.__name__}: {message}"))
 
     warnings.showwarning = show_warning
 
-    try:
-        if spec.get("threads"):
-            os.environ.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
-        from slimline.core.models import open_model
-        from slimline.core.pipeline import parse_pipeline
-        from slimline.core.runner import load_data, run_pipeline
 
-        emit(LogEvent(message=f"worker {os.getpid()} opening {spec['model_path']}"))
-        pipeline = parse_pipeline(spec["pipeline"])
-        model = open_model(spec["model_path"], trust=spec.get("trust", False))
-        if spec.get("dims"):
-            model = model.with_dims(**spec["dims"])
-        data = load_data(pipeline, model, spec.get("data_path"), spec.get("train_path"))
-        record = run_pipeline(pipeline, model, workspace=Path(spec["workspace"]), emit=emit,
-                              cancel=CancelToken(cancel_event), data=data, run_id=spec["run_id"],
-                              threads=spec.get("threads", 0), use_cache=spec.get("use_cache", True),
-                              data_paths=(spec.get("data_path") or pipeline.evaluation.data,
-                                          spec.get("train_path") or pipeline.evaluation.train_data))
+def report_spec(spec: dict[str, Any], emit: Any, cancel: Any) -> None:
+    """Run one spec and end with its final event (done, failed or cancelled); never raises.
+
+    Shared by the one-run job child and the local engine's reusable worker processes.
+    """
+    from slimline.core.errors import Cancelled, SlimlineError
+
+    try:
+        record = run_spec_inline(spec, emit, cancel)
         emit(DoneEvent(run=RunSummary(run_id=record.run_id, status=record.status)))
     except Cancelled:
         emit(CancelledEvent())
@@ -87,6 +93,21 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
     except BaseException as exc:  # never die silently: the parent shows this with details
         emit(FailedEvent(message=f"{type(exc).__name__}: {exc}", hint="see details", subject="", step_id="",
                          details=traceback.format_exc()))
+
+
+def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
+    """Entry point of the worker process: run the pipeline, report everything as events."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about cancelling
+    from slimline.core.plugin import CancelToken
+
+    def emit(event: Any) -> None:
+        events.put(event_to_dict(event))
+
+    capture_warnings(emit)
+    try:
+        if spec.get("threads"):
+            os.environ.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
+        report_spec(spec, emit, CancelToken(cancel_event))
     finally:
         events.put(_EXIT)
         events.close()
@@ -143,7 +164,7 @@ class Job:
                 break
             if ev == _EXIT:
                 continue
-            ev = _typed(ev)
+            ev = typed_event(ev)
             if isinstance(ev, StepStartedEvent):
                 self._step = ev.step_id
             out.append(ev)
@@ -156,7 +177,7 @@ class Job:
                 out.append(self._finish(CancelledEvent(forced=True)))
             elif not self._process.is_alive() and self._events.empty():
                 code = self._process.exitcode
-                out.append(self._finish(_crash_event(code, self._step)))
+                out.append(self._finish(crash_event(code, self._step)))
         return out
 
     def wait(self, timeout: float | None = None) -> list[JobEvent]:
@@ -185,11 +206,11 @@ class Job:
 
         StepCache(self.workspace / "cache").clean_temp(self._process.pid)
         if event.type in ("cancelled", "failed"):
-            _mark_run(self.workspace, self.run_id, event)
+            mark_run(self.workspace, self.run_id, event)
         return event
 
 
-def _typed(doc: Any) -> Any:
+def typed_event(doc: Any) -> Any:
     """The typed event for a dict from the pipe; a malformed one is logged, never fatal."""
     try:
         return event_from_dict(doc)
@@ -197,7 +218,7 @@ def _typed(doc: Any) -> Any:
         return LogEvent(level="warning", message=f"unreadable event from the worker: {str(doc)[:300]}")
 
 
-def _crash_event(code: int | None, step_id: str = "") -> FailedEvent:
+def crash_event(code: int | None, step_id: str = "") -> FailedEvent:
     sig = ""
     if code is not None and code < 0:
         try:
@@ -211,7 +232,7 @@ def _crash_event(code: int | None, step_id: str = "") -> FailedEvent:
                        subject=f"step {step_id}" if step_id else "worker", step_id=step_id)
 
 
-def _mark_run(workspace: Path, run_id: str, event: Any) -> None:
+def mark_run(workspace: Path, run_id: str, event: Any) -> None:
     """Record how the run ended even when the child could not (killed, crashed)."""
     path = run_dir(workspace, run_id) / "run.json"
     try:

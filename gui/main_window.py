@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
@@ -34,6 +34,9 @@ from slimline.gui.start_view import StartView
 from slimline.gui.theme import paint_in_stages
 from slimline.gui.variants_view import VariantsView
 from slimline.gui.workers import run_in_thread, warm_imports
+
+if TYPE_CHECKING:
+    from slimline.gui.sweep_dialog import SweepDialog
 
 TAB_START, TAB_INSPECT, TAB_PIPELINE, TAB_RUN, TAB_RESULTS = range(5)
 WARM_AFTER_MS = 300
@@ -64,6 +67,7 @@ class MainWindow(QMainWindow):
     act_redo: QAction
     act_run: QAction
     act_cancel: QAction
+    act_sweep: QAction
     act_log: QAction
     act_about: QAction
     recent_menu: QMenu
@@ -83,6 +87,7 @@ class MainWindow(QMainWindow):
         self.trust_box: QMessageBox | None = None
         self.restore_box: QMessageBox | None = None
         self.export_dialog: ExportDialog | None = None
+        self.sweep_dialog: SweepDialog | None = None
         self.banner = MessageBanner()
         self.start = StartView()
         self.inspector = InspectorView()
@@ -358,6 +363,12 @@ class MainWindow(QMainWindow):
         dlg = parts.open_export_dialog(self, key)
         if dlg is not None:
             self.export_dialog = dlg
+        return dlg
+
+    def open_sweep(self) -> SweepDialog | None:
+        dlg = parts.open_sweep_dialog(self)
+        if dlg is not None:
+            self.sweep_dialog = dlg
         return dlg
 
     def save_report_dialog(self) -> None:

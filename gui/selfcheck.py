@@ -50,6 +50,9 @@ LAZY_PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("onnxruntime_genai", ()),
 )
 LIST_FILE = "selfcheck_modules.json"  # next to the frozen app's modules (sys._MEIPASS)
+# Optional extras the app runs without: reported when missing, never a failure.
+OPTIONAL = {"ray": "the Ray engine for sweeps on a cluster (pip install slimline[ray]; the desktop bundle leaves it "
+                   "out, its sweeps run on the local process pool)"}
 
 
 def slimline_modules() -> list[str]:
@@ -202,13 +205,16 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     else:
         modules, source = reachable_modules(), "this installation"
     failures = import_all(modules)
-    result = {"checked": len(modules), "failed": failures, "source": source,
+    optional = {name: why for name, why in OPTIONAL.items() if not _is_module(name)}
+    result = {"checked": len(modules), "failed": failures, "source": source, "optional_missing": optional,
               "seconds": round(time.perf_counter() - t0, 1)}
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         for name, err in sorted(failures.items()):
             print(f"FAIL {name}: {err}")
+        for name, why in sorted(optional.items()):
+            print(f"optional, not installed: {name} — {why}")
         print(f"selfcheck: {len(modules) - len(failures)}/{len(modules)} modules import ({source}, "
               f"{result['seconds']} s)")
     return 1 if failures else 0

@@ -348,6 +348,16 @@ class SessionController(QObject):
         self.session.add_run(record)
         self.run_recorded.emit(record)
 
+    def add_recorded_run(self, run_id: str) -> None:
+        """A run another job wrote into the workspace (a sweep's variant): into Results and the Pareto chart.
+
+        Read on a worker thread; unlike a run of the window it is not selected (a sweep ends many)."""
+        from slimline.core.history import load_run, run_dir
+
+        if run_id:
+            run_in_thread(load_run, run_dir(self.prefs.workspace_path(), run_id), on_done=self.session.add_run,
+                          on_error=lambda _e, _tb: None)
+
     def load_history(self) -> None:
         """Every run of the workspace is a variant too, also those made with `slimline run`."""
         ws = self.prefs.workspace_path()

@@ -83,6 +83,8 @@ class VariantTableModel(QAbstractTableModel):
                     q.text(), ", ".join(v.flags),
                     status + (" · Pareto" if v.key in self.pareto_keys else "")][col]
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == 0 and v.run is not None:  # the pipeline as run (a sweep's variant names its settings)
+                return v.run.pipeline_name
             tips = [quality(v.step).label] + (list(v.step.warnings) if v.step is not None else [])
             return "\n".join(tips)
         if role == Qt.ItemDataRole.ForegroundRole and col == 7 and v.flags:

@@ -72,6 +72,8 @@ def build_actions(win: MainWindow) -> None:
     w.addAction(w.act_redo)
     w.act_run = _action(w, "&Run pipeline", ctl.run_pipeline, "Ctrl+R")
     w.act_cancel = _action(w, "&Cancel run", w.cancel_run, "Esc")
+    w.act_sweep = _action(w, "S&weep settings…", w.open_sweep, "Ctrl+Shift+R",
+                          "Run a grid of step settings as separate runs (local process pool or a Ray cluster)")
     w.act_log = _action(w, "Show &log", w.show_log, "Ctrl+L")
     w.act_about = _action(w, "&About Slimline", w.open_about)
     mb = w.menuBar()
@@ -92,7 +94,7 @@ def build_actions(win: MainWindow) -> None:
     m.addAction(w.act_undo)
     m.addAction(w.act_redo)
     m = mb.addMenu("&Run")
-    for a in (w.act_run, w.act_cancel, w.act_log, w.act_refresh):
+    for a in (w.act_run, w.act_cancel, w.act_sweep, w.act_log, w.act_refresh):
         m.addAction(a)
     mb.addMenu("&Help").addAction(w.act_about)
 
@@ -283,3 +285,24 @@ def ask_report(w: Any) -> None:
     path, _ = QFileDialog.getSaveFileName(w, "Save report", str(default), "HTML (*.html)")
     if path:
         w.ctl.save_report(path, run_id)
+
+
+def open_sweep_dialog(w: Any) -> Any:
+    """Run → Sweep settings…: a grid over the open pipeline's steps, on the open model and data; None if not ready."""
+    from slimline.gui.messages import UserMessage
+    from slimline.gui.sweep_dialog import SweepDialog
+
+    s, ctl = w.session, w.ctl
+    if s.handle is None:
+        w.show_message(UserMessage("no model open", "open a model (or the demo) first", level="info"))
+        return None
+    if not s.doc.pipeline.enabled_steps():
+        w.show_message(UserMessage("the pipeline has no enabled steps", "add steps from the palette first",
+                                   level="info"))
+        return None
+    dlg = SweepDialog(ctl.run_spec_pipeline(), s.model_path, data_path=s.effective_data(w.prefs.default_data),
+                      workspace=str(w.prefs.workspace_path()), trust=s.trusted, dims=s.dims,
+                      threads=w.prefs.threads, parent=w)
+    dlg.variant_recorded.connect(ctl.add_recorded_run)
+    dlg.open()
+    return dlg

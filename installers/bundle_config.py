@@ -23,6 +23,9 @@ WITH_HF = os.environ.get("SLIMLINE_BUNDLE_HF") == "1"
 EXCLUDES = ["tkinter", "matplotlib", "IPython", "sklearn", "scipy", "PyInstaller",
             "pytest", "_pytest", "pytestqt", "pluggy", "iniconfig", "hypothesis",
             "mypy", "mypyc", "librt", "ast_serialize",
+            # the Ray engine is an optional extra (pip install slimline[ray]): hundreds of MB, its own
+            # binaries; the bundle's sweeps run on the local engine and `selfcheck` says Ray is left out
+            "ray",
             # Qt modules the app and pyqtgraph do not need (pyqtgraph imports QtTest/QtSvg in try/except)
             "PySide6.QtNetwork", "PySide6.QtTest", "PySide6.QtDBus"]
 if not WITH_HF:

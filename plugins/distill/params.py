@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from slimline.core.plugin import PluginParams
 
@@ -61,8 +61,29 @@ class DistillParams(PluginParams):
     lm_eval_every: int = Field(0, ge=0, le=10**6,
                                description="Language models: validation perplexity every this many optimizer "
                                            "steps (and after each epoch); 0 = about 10 times per run.")
+    engine: Literal["local", "torchrun"] = Field(
+        "local", description="Where training runs: 'local' = in the job's process; 'torchrun' = data-parallel over "
+                             "nproc processes launched with torch.distributed.run (gloo on CPU, nccl on CUDA): each "
+                             "global batch is split across the processes, gradients are averaged (DDP) and rank 0 "
+                             "writes the result. The same seed gives the same global batches as one process.")
+    nproc: int = Field(2, ge=1, le=256, description="torchrun: training processes on this machine (one per GPU "
+                                                    "on CUDA).")
+    nnodes: int = Field(1, ge=1, le=1024, description="torchrun: machines taking part; above 1 the same launch must "
+                                                      "run on every other machine (see the docs), with job_dir "
+                                                      "shared and rdzv_endpoint set.")
+    rdzv_endpoint: str = Field("", description="torchrun, several machines: HOST:PORT where the machines meet "
+                                               "(this machine's address and a free port).")
+    job_dir: str = Field("", description="torchrun, several machines: a folder every machine can read (the "
+                                         "training data and the result travel through it); empty = a "
+                                         "temporary folder on this machine.")
 
-    @field_validator("teacher", "student")
+    @field_validator("teacher", "student", "rdzv_endpoint", "job_dir")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @model_validator(mode="after")
+    def _multinode_needs_a_meeting_point(self) -> DistillParams:
+        if self.nnodes > 1 and (self.engine != "torchrun" or not self.rdzv_endpoint or not self.job_dir):
+            raise ValueError("nnodes > 1 needs engine 'torchrun', rdzv_endpoint (HOST:PORT) and a shared job_dir")
+        return self

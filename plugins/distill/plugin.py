@@ -99,7 +99,7 @@ class Distill(Plugin):
 
     def _run(self, model: ModelHandle, p: DistillParams, ctx: StepContext, dataset: Any, device: str,
              notes: list[str], warnings: list[str], trainer: Any) -> StepOutput:
-        student_handle, student = _load_student(model, p, device)
+        student_handle, student = load_student(model, p, device)
         teacher_handle = resolve_teacher(p.teacher, model, ctx.source_model)
         if not p.student and Path(teacher_handle.path) == Path(model.path):
             warnings.append("the teacher and the student are the same model (self-distillation)")
@@ -119,14 +119,25 @@ class Distill(Plugin):
         n_classes = _check_shapes(student, inputs, teach, labels, device)
 
         train_idx, val_idx = _split(n, p.validation_fraction, p.seed)
-        data = trainer.to_tensors(inputs, labels, teach, train_idx, val_idx, device)
-        result = trainer.train(student, data, p, ctx, device, progress_start=0.1)
+        if p.engine == "torchrun":
+            from slimline.plugins.distill.launch import train_distributed
+
+            arrays = {"inputs": inputs, "labels": labels, "teacher": teach, "train_idx": train_idx,
+                      "val_idx": val_idx}
+            result = train_distributed(student, model, p, ctx, device, arrays, progress_start=0.1)
+            data = None
+        else:
+            data = trainer.to_tensors(inputs, labels, teach, train_idx, val_idx, device)
+            result = trainer.train(student, data, p, ctx, device, progress_start=0.1)
 
         ctx.cancel.raise_if_cancelled()
         out = _save(student, student_handle, ctx, teacher_handle, p)
         ctx.progress(1.0, "done")
 
         metrics, more_notes = _report(result, data, teach, labels, p, val_idx, n_classes)
+        epoch_seconds = [float(r["seconds"]) for r in result.history if "seconds" in r]
+        metrics.update(seconds_per_epoch=sum(epoch_seconds) / max(len(epoch_seconds), 1),
+                       processes=float(p.nproc * p.nnodes if p.engine == "torchrun" else 1))
         metrics.update(seconds_teacher_outputs=teacher_seconds, device_cuda=float(device == "cuda"),
                        train_rows=float(len(train_idx)), val_rows=float(len(val_idx)),
                        student_params=float(sum(t.numel() for t in student.parameters())))
@@ -137,7 +148,13 @@ class Distill(Plugin):
         notes.append(f"teacher: {teacher_handle.name} ({teacher_handle.format}); student: {student_handle.name}"
                      + (" (user-supplied file)" if p.student else " (this step's input model)"))
         notes.append(f"device: {device}" + ("" if device == "cuda" or p.device == "cpu" else " (CUDA not available)")
-                     + f"; {result.steps} optimizer steps, {result.seconds_per_step * 1000:.1f} ms per step")
+                     + f"; {result.steps} optimizer steps, {result.seconds_per_step * 1000:.1f} ms per step, "
+                     f"{metrics['seconds_per_epoch']:.2f} s per epoch")
+        if p.engine == "torchrun":
+            notes.append(f"data-parallel with torchrun: {p.nproc} process(es) × {p.nnodes} machine(s), gradients "
+                         f"averaged (DDP, {'nccl' if device == 'cuda' else 'gloo'}); each global batch of "
+                         f"{p.batch_size} rows split across them; BatchNorm statistics per process; rank 0 wrote "
+                         "the result")
         notes.extend(more_notes)
         if labels is None:
             notes.append("the data has no labels: pure soft-target distillation (T²·KL only), alpha is ignored")
@@ -202,7 +219,7 @@ def _pick_device(choice: str) -> str:
     return "cpu"
 
 
-def _load_student(model: ModelHandle, p: DistillParams, device: str) -> tuple[ModelHandle, "torch.nn.Module"]:
+def load_student(model: ModelHandle, p: DistillParams, device: str) -> tuple[ModelHandle, "torch.nn.Module"]:
     if p.student:
         handle = open_model_file(Path(p.student).expanduser(), "student")
     else:

@@ -14,6 +14,7 @@ import numpy as np
 
 from slimline.core.errors import StepFailed
 from slimline.plugins.distill.loss import IGNORE_INDEX, distillation_loss
+from slimline.plugins.distill.parallel import Parallel
 from slimline.plugins.distill.params import DistillParams
 from slimline.plugins.distill.torchio import call_module
 
@@ -123,14 +124,16 @@ def evaluate(student: "torch.nn.Module", data: Tensors, idx: "torch.Tensor", par
     return Evaluation(loss=total_loss / max(rows, 1), accuracy=correct / max(counted, 1), n=counted)
 
 
-def _epoch_batches(data: Tensors, params: DistillParams, gen: "torch.Generator") -> list["torch.Tensor"]:
+def _epoch_batches(data: Tensors, params: DistillParams, gen: "torch.Generator",
+                   min_rows: int = 2) -> list["torch.Tensor"]:
+    """The epoch's global batches (the same for one process and for N ranks, which split each one)."""
     import torch
 
     n = len(data.train_idx)
     perm = data.train_idx[torch.randperm(n, generator=gen).to(data.train_idx.device)]
     bs = params.batch_size
     batches = [perm[i:i + bs] for i in range(0, n, bs)]
-    if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on a single row
+    if len(batches) > 1 and len(batches[-1]) < min_rows:  # BatchNorm cannot train on a single row (per rank)
         batches.pop()
     if params.max_batches_per_epoch:
         batches = batches[:params.max_batches_per_epoch]
@@ -144,45 +147,56 @@ def _better(ev: Evaluation, best: Evaluation | None) -> bool:
 
 
 def train(student: "torch.nn.Module", data: Tensors, params: DistillParams, ctx: "StepContext",
-          device: str, *, progress_start: float = 0.0) -> TrainResult:
-    """Distil into ``student`` in place; on return it holds the best-validation weights."""
+          device: str, *, progress_start: float = 0.0, parallel: Parallel | None = None) -> TrainResult:
+    """Distil into ``student`` in place; on return it holds the best-validation weights.
+
+    ``parallel`` (torchrun ranks, see :mod:`.parallel`): every rank trains its share of each
+    batch; rank 0 validates, reports and ends up with the best weights. The global RNG is
+    seeded here, so dropout depends on the seed alone, not on what was built before.
+    """
     import torch
 
+    par = parallel or Parallel()
+    torch.manual_seed(params.seed)
+    net = par.wrap(student, device)
     has_val = len(data.val_idx) > 0
+    main_val = has_val and par.is_main
     optimizer = make_optimizer(params, student)
     gen = torch.Generator().manual_seed(params.seed)
-    before = evaluate(student, data, data.val_idx, params, device) if has_val else None
+    before = evaluate(student, data, data.val_idx, params, device) if main_val else None
     best, best_epoch = before, 0
-    best_state = _snapshot(student) if has_val else None
-    n_batches = len(_epoch_batches(data, params, torch.Generator().manual_seed(params.seed)))
+    best_state = _snapshot(student) if main_val else None
+    min_rows = par.min_batch()
+    n_batches = len(_epoch_batches(data, params, torch.Generator().manual_seed(params.seed), min_rows))
     total_steps = max(1, n_batches * params.epochs)
     step, train_seconds, epochs_run, stopped_early = 0, 0.0, 0, False
     history: list[dict[str, Any]] = []
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for epoch in range(1, params.epochs + 1):
-        student.train()
-        batches = _epoch_batches(data, params, gen)
+        net.train()
+        batches = _epoch_batches(data, params, gen, min_rows)
         loss_sum, rows = 0.0, 0
         sync()
         t0 = time.perf_counter()
         for b, idx in enumerate(batches, start=1):
             ctx.cancel.raise_if_cancelled()
-            feeds, labels, teach = _batch(data, idx, device)
-            parts = distillation_loss(call_module(student, feeds), teach, labels,
+            feeds, labels, teach = _batch(data, par.shard(idx), device)
+            parts = distillation_loss(call_module(net, feeds), teach, labels,
                                       alpha=params.alpha, temperature=params.temperature)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             optimizer.step()
             step += 1
             terms = (parts.total, parts.kd) + ((parts.ce,) if parts.ce is not None else ())
-            vals = torch.stack([p.detach() for p in terms]).tolist()
+            vals = par.mean(torch.stack([p.detach() for p in terms])).tolist()
             if not math.isfinite(vals[0]):
                 raise StepFailed(f"the loss became {vals[0]} at epoch {epoch}, batch {b}",
                                  subject="learning_rate", hint="lower learning_rate or temperature and run again")
-            ctx.emit("loss", epoch=epoch, batch=b, step=step, value=vals[0],
-                     ce=vals[2] if len(vals) > 2 else None, kd=vals[1])
-            ctx.progress(progress_start + (1 - progress_start) * step / total_steps,
-                         f"epoch {epoch}/{params.epochs}, batch {b}/{len(batches)}")
+            if par.is_main:
+                ctx.emit("loss", epoch=epoch, batch=b, step=step, value=vals[0],
+                         ce=vals[2] if len(vals) > 2 else None, kd=vals[1])
+                ctx.progress(progress_start + (1 - progress_start) * step / total_steps,
+                             f"epoch {epoch}/{params.epochs}, batch {b}/{len(batches)}")
             loss_sum += vals[0] * len(idx)
             rows += len(idx)
         sync()
@@ -192,12 +206,16 @@ def train(student: "torch.nn.Module", data: Tensors, params: DistillParams, ctx:
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(rows, 1), "seconds": seconds}
         if has_val:
             ctx.cancel.raise_if_cancelled()
-            ev = evaluate(student, data, data.val_idx, params, device)
-            row.update(val_loss=ev.loss, val_accuracy=ev.accuracy, val_n=ev.n)
-            ctx.emit("validation", epoch=epoch, accuracy=ev.accuracy, loss=ev.loss, n=ev.n)
-            if _better(ev, best):
-                best, best_epoch, best_state = ev, epoch, _snapshot(student)
-            elif epoch - best_epoch >= params.patience:
+            stop = False
+            if par.is_main:
+                ev = evaluate(student, data, data.val_idx, params, device)
+                row.update(val_loss=ev.loss, val_accuracy=ev.accuracy, val_n=ev.n)
+                ctx.emit("validation", epoch=epoch, accuracy=ev.accuracy, loss=ev.loss, n=ev.n)
+                if _better(ev, best):
+                    best, best_epoch, best_state = ev, epoch, _snapshot(student)
+                elif epoch - best_epoch >= params.patience:
+                    stop = True
+            if par.agree(stop):
                 history.append(row)
                 stopped_early = epoch < params.epochs
                 break

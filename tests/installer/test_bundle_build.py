@@ -10,7 +10,8 @@ What "everything" means here, each time against the development install (this in
 - every export format from those runs, the deployment bundle's predict.py run by the bundle's
   executable, `bench` and `report`;
 - a guard: a plugin or a subcommand that none of the above exercises fails the test, so new
-  ones (weight-only INT4, `sensitivity`, `sweep`) must be added here when they arrive.
+  ones (weight-only INT4, `sensitivity`) must be added here when they arrive; `sweep` runs in
+  test_bundle_sweep_and_torchrun_like_dev (local engine; torchrun from the bundle's executable).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ LM_TEXT_PIPELINES = {"llm_prune": HERE / "pipeline_plugins_llm_prune.json"}
 LM_DIMS = ["--dim", "kv_cache_dim=16", "--dim", "past_sequence_length=0", "--dim", "sequence_length=16",
            "--dim", "total_sequence_length=16"]
 # Subcommands exercised below (gui: test_bundle_starts_gui_offscreen / test_startup_times).
-COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck"}
+COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck", "sweep"}
+SWEEP_PIPELINE = HERE / "pipeline_sweep.json"   # test_bundle_sweep_and_torchrun_like_dev
 EXPORTS = [("s4", "torchscript"), ("s4", "pt2"), ("s4", "safetensors"), ("s4", "onnx"), (None, "onnx"),
            (None, "bundle")]
 # Language-model formats, exported from a tiny Llama folder (the model builder runs as `slimline -m ...`).
@@ -423,6 +425,35 @@ def test_bundle_bench_inspect_report(runs, sides):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_bundle_sweep_and_torchrun_like_dev(sides):
+    """`slimline sweep` on the local engine, each variant distilled data-parallel by torchrun (2 processes,
+    gloo) started from the bundle's own executable; the figures equal the development install's."""
+    out = {}
+    for side in ("bundle", "dev"):
+        s = sides[side]
+        proc = s.run("sweep", str(SWEEP_PIPELINE), str(DEMO / "digits_cnn.safetensors"),
+                     "--data", str(DEMO / "digits_eval.npz"), "--train-data", str(DEMO / "digits_train.npz"),
+                     "--grid", "s1.pruning_ratio=0.25,0.5", "--workers", "1", "--threads", "1",
+                     "--workspace", str(s.tmp / "ws-sweep"), "--json", timeout=1800)
+        doc = json.loads(proc.stdout)
+        assert [v["status"] for v in doc["variants"]] == ["done", "done"], doc["variants"]
+        out[side] = [figures({k: v for k, v in var.items() if k not in ("p50_ms", "wall_s", "worker", "run_id")})
+                     for var in doc["variants"]]
+        runs = [json.loads((s.tmp / "ws-sweep" / "runs" / v["run_id"] / "run.json").read_text())
+                for v in doc["variants"]]
+        assert all(r["results"][2]["metrics"]["processes"] == 2.0 for r in runs)  # s2 really ran on 2 ranks
+    for b, d in zip(out["bundle"], out["dev"]):
+        diffs = differences(b, d)
+        assert not diffs, "\n".join(diffs)
+    # the bundle leaves the Ray engine out and says so
+    ray = sides["bundle"].run("sweep", "--demo", "--grid", "s1.pruning_ratio=0.25", "--engine", "ray", check=False)
+    assert ray.returncode == 2 and "not part of this desktop bundle" in ray.stderr, ray.stderr[-2000:]
+    check = json.loads(sides["bundle"].run("selfcheck", "--json", timeout=600).stdout)
+    assert "ray" in check["optional_missing"]
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_plugin_and_subcommand_is_exercised(sides):
     """A new plugin or subcommand must be added to this test (and run from the bundle) when it arrives."""
@@ -432,7 +463,7 @@ def test_every_plugin_and_subcommand_is_exercised(sides):
     dev = {p["id"] for p in json.loads(sides["dev"].run("plugins", "--json").stdout)}
     assert set(found) == dev
     used: set[str] = set()
-    for pipe in [*PIPELINES.values(), *LM_TEXT_PIPELINES.values()]:
+    for pipe in [*PIPELINES.values(), *LM_TEXT_PIPELINES.values(), SWEEP_PIPELINE]:
         doc = json.loads(((DEMO / "demo_pipeline.json") if pipe is None else pipe).read_text(encoding="utf-8"))
         used |= {s["plugin"] for s in doc["steps"]}
     assert dev <= used, f"plugins no bundle pipeline uses: {sorted(dev - used)} (add them to tests/installer/)"
