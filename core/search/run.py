@@ -1,0 +1,269 @@
+"""Budgeted search: the most compact per-layer settings whose end metric stays within the task's budget.
+
+1. The sensitivity ranking of the step on the user's data (cached; slimline.core.sensitivity).
+2. The greedy path from it (slimline.core.search.path): ever more compression, least damage per byte first.
+3. End-to-end verification of candidates on the path: the uniform presets (every layer at one level, what
+   the step does with plain parameters), a binary search for the last point on the path within the budget,
+   then a refinement that skips the move that broke the budget and keeps adding the next ones.
+4. The most compact verified candidate within the budget is chosen; if none is, the search says the budget
+   is unreachable and shows how close the gentlest candidate came.
+
+Every candidate is a variant: one run record (``runs/<run_id>/run.json``) holds the original and each
+candidate as a step, so the Results tab's Pareto chart shows them with their settings; ``search.json``
+beside it holds the ranking, the path and the verdict for the report.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slimline.core.handle import ModelHandle
+from slimline.core.pipeline import Evaluation, LatencySettings
+from slimline.core.plugin import CancelToken
+from slimline.core.results import RunData, RunRecord, StepResult
+from slimline.core.search.evaluate import CandidateEvaluator, CandidateSpec, evaluate_candidate
+from slimline.core.search.models import SEARCH_FILE, Candidate, CandidateKind, Objective, SearchResult, SearchSettings
+from slimline.core.search.path import damages, greedy_path, settings_after
+from slimline.core.sensitivity.analyze import analyze
+from slimline.core.sensitivity.models import SensitivitySettings
+from slimline.core.sensitivity.prepare import prepare, step_id
+
+Progress = Callable[[float, str], None]
+CandidateCallback = Callable[[Candidate], None]
+# Steps whose savings only show once compressed (zeros stay in a dense file).
+COMPRESSED_STEPS = ("builtin.prune_magnitude",)
+
+
+def default_objective(step: str) -> Objective:
+    return "compressed" if step_id(step) in COMPRESSED_STEPS else "size"
+
+
+def default_modes(step: str) -> list[str]:
+    """Quantize: each layer alone and each layer alone left out; prune/low-rank: each layer alone per level."""
+    return ["alone", "all_but"] if "quantize" in step_id(step) else ["alone"]
+
+
+def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace: Path,
+           evaluation: Evaluation | None = None, cancel: CancelToken | None = None, progress: Progress | None = None,
+           on_candidate: CandidateCallback | None = None, data_paths: tuple[str | None, str | None] = (None, None),
+           run_id: str | None = None) -> SearchResult:
+    """Run the search; the run record and ``search.json`` are written to ``workspace/runs/<run_id>/``."""
+    from slimline.core.history import new_run_id, run_dir, save_run
+    from slimline.core.metrics import environment
+
+    t0 = time.perf_counter()
+    cancel = cancel or CancelToken()
+    say = progress or (lambda f, m: None)
+    evaluation = evaluation or Evaluation()
+    settings = settings.model_copy(update={"step": step_id(settings.step)})
+    objective = settings.objective or default_objective(settings.step)
+    sens = analyze(model, data, SensitivitySettings(
+        step=settings.step, params=settings.params, levels=settings.levels, modes=default_modes(settings.step),
+        top_k=settings.top_k, max_rows=settings.sensitivity_rows, seed=settings.seed, threads=settings.threads),
+        workspace=workspace, evaluation=evaluation, cancel=cancel, progress=lambda f, m: say(0.4 * f, m))
+    prep = prepare(model, data, settings.step, settings.params, workspace=workspace, evaluation=evaluation,
+                   max_rows=settings.sensitivity_rows, threads=settings.threads, seed=settings.seed, cancel=cancel)
+    run_id = run_id or new_run_id()
+    try:
+        lw = prep.layerwise()
+        try:
+            ev = evaluation.model_copy(update={"latency": LatencySettings(
+                batch_sizes=[settings.latency_batch], runs=settings.latency_runs, warmup=3,
+                threads=settings.threads)})
+            say(0.42, "measuring the original")
+            cev = CandidateEvaluator(prep, lw, ev, workspace, objective, cancel)
+            record = RunRecord(run_id=run_id, created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running",
+                               pipeline=_recipe(settings, prep, ev, None, objective), model=model,
+                               data=RunData(eval=data_paths[0], train=data_paths[1]), environment=environment(),
+                               results=[cev.original_result()])
+            save_run(workspace, record)
+            walk = _Walk(cev, lw, record, workspace, settings.max_candidates, cancel, say, on_candidate)
+            levels = [lv for lv in lw.levels if settings.levels is None or lv.key in settings.levels]
+            moves = greedy_path([ly.name for ly in lw.layers], levels, damages(sens), lw.saved_bytes)
+            walk.explore(moves, levels)
+            result = _verdict(walk.candidates, settings, sens, prep, objective, ev, cev)
+            for c in walk.candidates:
+                c.chosen = c.index == result.chosen
+            _finish(record, walk.results, result, settings, prep, ev, objective)
+            save_run(workspace, record)
+        finally:
+            lw.close()
+    finally:
+        prep.close()
+    result = result.model_copy(update={"run_id": run_id, "model": model.path, "seconds": time.perf_counter() - t0,
+                                       "candidates": walk.candidates})
+    from slimline.core.fsutil import atomic_write_text
+
+    atomic_write_text(run_dir(workspace, run_id) / SEARCH_FILE, json.dumps(result.model_dump(mode="json"), indent=1))
+    say(1.0, result.verdict)
+    return result
+
+
+class _Walk:
+    """The candidates, evaluated in order, each recorded as it arrives (a killed search keeps its variants)."""
+
+    def __init__(self, cev: CandidateEvaluator, lw: Any, record: RunRecord, workspace: Path, limit: int,
+                 cancel: CancelToken, say: Progress, on_candidate: CandidateCallback | None) -> None:
+        self.cev, self.lw, self.record, self.workspace, self.limit = cev, lw, record, workspace, limit
+        self.cancel, self.say, self.on_candidate = cancel, say, on_candidate
+        self.candidates: list[Candidate] = []
+        self.results: list[StepResult] = []
+        self._seen: dict[frozenset[tuple[str, str]], Candidate] = {}
+
+    @property
+    def left(self) -> int:
+        return self.limit - len(self.candidates)
+
+    def try_(self, settings: dict[str, str], kind: CandidateKind, label: str) -> Candidate | None:
+        from slimline.core.history import save_run
+
+        key = frozenset(settings.items())
+        if key in self._seen:
+            return self._seen[key]
+        if self.left <= 0 or not settings:
+            return None
+        self.cancel.raise_if_cancelled()
+        index = len(self.candidates) + 1
+        self.say(0.45 + 0.53 * (index - 1) / self.limit, f"candidate {index}/{self.limit}: {label}")
+        result, cand = evaluate_candidate(CandidateSpec(index=index, kind=kind, label=label, settings=settings),
+                                          self.cev)
+        self.candidates.append(cand)
+        self.results.append(result)
+        self._seen[key] = cand
+        self.record.results.append(result)
+        save_run(self.workspace, self.record)
+        if self.on_candidate is not None:
+            self.on_candidate(cand)
+        return cand
+
+    def explore(self, moves: list[Any], levels: list[Any]) -> None:
+        names = [ly.name for ly in self.lw.layers]
+        for lv in sorted(levels, key=lambda lv: lv.strength):   # the step's plain presets, for comparison
+            self.try_({n: lv.key for n in names}, "uniform", f"uniform: every layer at {lv.label}")
+        total = len(moves)
+        if not total:
+            return
+
+        def at(i: int) -> Candidate | None:
+            s = settings_after(moves, i)
+            return self.try_(s, "path", f"path {i}/{total}: {_count(s, self.lw)}")
+
+        lo, hi = 0, total
+        end = at(total)
+        if end is not None and end.within_budget:
+            return
+        while hi - lo > 1 and self.left > 0:
+            mid = (lo + hi) // 2
+            c = at(mid)
+            if c is None:
+                break
+            lo, hi = (mid, hi) if c.within_budget else (lo, mid)
+        skip = {lo}   # the move that broke the budget: leave it out, keep adding the next ones
+        n = lo + 1
+        while n < total and self.left > 0:
+            n += 1
+            s = settings_after(moves, n, frozenset(skip))
+            c = self.try_(s, "refine", f"refine: {_count(s, self.lw)} (skipping {len(skip)} move(s))")
+            if c is None:
+                break
+            if not c.within_budget:
+                skip.add(n - 1)
+
+
+def _count(settings: dict[str, str], lw: Any) -> str:
+    labels = {lv.key: lv.label for lv in lw.levels}
+    by: dict[str, int] = {}
+    for lv in settings.values():
+        by[labels.get(lv, lv)] = by.get(labels.get(lv, lv), 0) + 1
+    return ", ".join(f"{n} layer{'s' if n != 1 else ''} at {k}" for k, n in by.items()) or "no layer changed"
+
+
+def budget_words(task: str, labelled: bool, ev: Evaluation) -> str:
+    b = ev.budgets
+    if labelled:
+        return f"top-1 drop ≤ {b.max_accuracy_drop * 100:.2f} points"
+    return {"classification": f"mean output cosine ≥ {b.min_cosine}",
+            "embedding": f"pooled cosine ≥ {b.embedding_min_cosine}",
+            "dense_map": f"relative L2 ≤ {b.dense_map_max_rel_l2} (positives IoU ≥ {b.dense_map_min_positives_iou})",
+            "token_logits": f"next-token agreement ≥ {b.token_min_agreement}, KL ≤ {b.token_max_kl}, perplexity "
+                            f"increase ≤ {b.token_max_perplexity_increase * 100:.1f} %",
+            }.get(task, f"relative L2 ≤ {b.generic_max_rel_l2}")
+
+
+def _fmt(value: float, objective: Objective) -> str:
+    from slimline.core.render import fmt_bytes
+
+    return f"{value:.3f} ms p50" if objective == "latency" else fmt_bytes(value)
+
+
+def _verdict(cands: list[Candidate], settings: SearchSettings, sens: Any, prep: Any, objective: Objective,
+             ev: Evaluation, cev: CandidateEvaluator) -> SearchResult:
+    within = [c for c in cands if c.within_budget]
+    labelled = cev.original.accuracy is not None
+    task = (cev.original.fidelity.task if cev.original.fidelity is not None else None) or prep.probe.task.task
+    budget = f"{budget_words(task, labelled, ev)} vs the original on {cev.metric_name.split(' on ', 1)[-1]}"
+    uniform = [c for c in within if c.kind == "uniform"]
+    best_uniform = min(uniform, key=lambda c: (c.objective, c.metric.loss)) if uniform else None
+    chosen = min(within, key=lambda c: (c.objective, c.metric.loss)) if within else None
+    unit = "ms" if objective == "latency" else "bytes"
+    base = SearchResult(step=settings.step, step_title=prep.plugin_cls.title, objective=objective,
+                        objective_unit=unit, budget=budget, metric=cev.metric_name, baseline=cev.baseline,
+                        higher_is_better=cev.higher_is_better,
+                        settings=settings, sensitivity=sens,
+                        chosen=chosen.index if chosen else None,
+                        best_uniform=best_uniform.index if best_uniform else None, reachable=chosen is not None,
+                        notes=[f"verified on {getattr(prep.bundle.eval, 'name', 'random inputs')} "
+                               f"({'all rows' if not ev.max_rows else f'≤ {ev.max_rows} rows'}); the ranking on "
+                               f"{sens.n} rows", *sens.notes])
+    if chosen is None:
+        gentlest = min(cands, key=lambda c: c.metric.loss) if cands else None
+        how = (f"; the gentlest candidate ({gentlest.label}) gives {gentlest.metric.value:.4f} "
+               f"({gentlest.reason or 'over budget'})") if gentlest else ""
+        base.verdict = (f"budget unreachable: none of the {len(cands)} candidates of {prep.plugin_cls.title} "
+                        f"meets {budget}{how}. Loosen the budget, or try another step.")
+        return base
+    cmp = ""
+    if best_uniform is not None and best_uniform.index != chosen.index:
+        cmp = (f"; {chosen.objective / best_uniform.objective:.2f}× the best uniform preset within budget "
+               f"({best_uniform.label}: {_fmt(best_uniform.objective, objective)})")
+    elif best_uniform is not None:
+        cmp = "; the uniform preset itself is the most compact candidate within budget"
+    else:
+        cmp = "; no uniform preset meets the budget"
+    base.verdict = (f"budget met: {chosen.label} — {objective} {_fmt(chosen.objective, objective)}, "
+                    f"{cev.metric_name.split(' (n=')[0]} {chosen.metric.value:.4f}{cmp}")
+    return base
+
+
+def _recipe(settings: SearchSettings, prep: Any, ev: Evaluation, chosen: Candidate | None,
+            objective: Objective) -> dict[str, Any]:
+    """The pipeline that makes the chosen variant (convert first when the step needed it)."""
+    steps = []
+    if prep.step_input.path != prep.model.path:
+        steps.append({"id": "s1", "plugin": "builtin.convert_onnx", "plugin_version": "1", "enabled": True,
+                      "params": {}})
+    if chosen is not None:
+        steps.append({"id": f"s{len(steps) + 1}", "plugin": settings.step,
+                      "plugin_version": str(prep.plugin_cls.version), "enabled": True, "params": chosen.params})
+    what = chosen.label if chosen is not None else "running"
+    return {"format": "slimline.pipeline", "schema_version": 1,
+            "name": f"budgeted search: {prep.plugin_cls.title}, objective {objective} ({what})",
+            "steps": steps, "evaluation": ev.model_dump(mode="json")}
+
+
+def _finish(record: RunRecord, results: list[StepResult], result: SearchResult, settings: SearchSettings,
+            prep: Any, ev: Evaluation, objective: Objective) -> None:
+    chosen = result.candidate(result.chosen)
+    record.status = "done"
+    record.pipeline = _recipe(settings, prep, ev, chosen, objective)
+    for r in results:
+        if chosen is not None and r.step_id == chosen.step_id:
+            r.metrics["search_chosen"] = 1.0
+            r.notes.insert(0, f"chosen by the budgeted search: {result.verdict}")
+            record.final_model = r.model
+
+
+__all__ = ["budget_words", "default_modes", "default_objective", "search"]
