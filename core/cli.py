@@ -40,7 +40,7 @@ class Subcommand:
 
 def subcommands() -> tuple[Subcommand, ...]:
     """The engine's subcommands, in help order (export/report are imported here, explicitly)."""
-    from slimline.core import export_cli, report_cli
+    from slimline.core import export_cli, report_cli, search_cli, sensitivity_cli
 
     return (
         Subcommand("inspect", _add_inspect, cmd_inspect),
@@ -49,6 +49,8 @@ def subcommands() -> tuple[Subcommand, ...]:
         Subcommand("plugins", _add_plugins, cmd_plugins),
         Subcommand("export", export_cli.add_parser, export_cli.cmd_export),
         Subcommand("report", report_cli.add_parser, report_cli.cmd_report),
+        Subcommand("sensitivity", sensitivity_cli.add_parser, sensitivity_cli.cmd_sensitivity),
+        Subcommand("search", search_cli.add_parser, search_cli.cmd_search),
     )
 
 

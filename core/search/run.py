@@ -87,14 +87,14 @@ def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace
             result = _verdict(walk.candidates, settings, sens, prep, objective, ev, cev)
             for c in walk.candidates:
                 c.chosen = c.index == result.chosen
+            result.candidates = walk.candidates
             _finish(record, walk.results, result, settings, prep, ev, objective)
             save_run(workspace, record)
         finally:
             lw.close()
     finally:
         prep.close()
-    result = result.model_copy(update={"run_id": run_id, "model": model.path, "seconds": time.perf_counter() - t0,
-                                       "candidates": walk.candidates})
+    result = result.model_copy(update={"run_id": run_id, "model": model.path, "seconds": time.perf_counter() - t0})
     from slimline.core.fsutil import atomic_write_text
 
     atomic_write_text(run_dir(workspace, run_id) / SEARCH_FILE, json.dumps(result.model_dump(mode="json"), indent=1))

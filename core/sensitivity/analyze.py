@@ -135,7 +135,7 @@ def _rank(prep: Prepared, lw: Layerwise, settings: SensitivitySettings, cancel: 
     return SensitivityResult(
         model=prep.model.path, model_hash="", step=prep.plugin_cls.id, step_title=prep.plugin_cls.title,
         step_input=prep.step_input.path, settings=settings, dataset=str(getattr(prep.dataset, "name", "")),
-        n=len(prep.dataset), input_kind=prep.kind,  # type: ignore[arg-type]
+        n=len(prep.dataset), input_kind=prep.kind,
         task=prep.probe.task.task, task_reason=prep.probe.task.reason, metric=prep.probe.name,
         higher_is_better=prep.probe.higher_is_better, baseline=prep.probe.baseline, default_level=head,
         uniform=uniform, rows=rows, ranked_by=_ranked_by(settings, head, k, len(rows)),
@@ -171,7 +171,7 @@ def _row(ly: Any, levels: dict[str, LevelResult], head: str, uniform: EndMetric 
     else:
         score, source = (c.weight_error or 0.0) if c is not None else 0.0, "weight_error"
     return LayerSensitivity(rank=rank, layer=ly.name, tensor=ly.tensor, op=ly.op, params=ly.params, score=score,
-                            source=source, fidelity_score=fid, levels=list(levels.values()))  # type: ignore[arg-type]
+                            source=source, fidelity_score=fid, levels=list(levels.values()))
 
 
 _SOURCE_ORDER = {"end_metric": 0, "output_error": 1, "weight_error": 2}

@@ -63,7 +63,7 @@ class SensitivitySettings(BaseModel):
     step: str                                   # plugin id
     params: dict[str, Any] = Field(default_factory=dict)
     levels: list[str] | None = None             # None: every level the step offers
-    modes: list[Mode] = Field(default_factory=lambda: ["alone"])
+    modes: list[Mode] = Field(default_factory=lambda: list[Mode](["alone"]))
     top_k: int = Field(8, ge=-1, description="layers measured end to end (-1: all, 0: cheap scores only)")
     max_rows: int = Field(256, ge=1, le=1_000_000)
     seed: int = 0

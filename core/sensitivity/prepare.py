@@ -100,7 +100,15 @@ def prepare(model: ModelHandle, data: Any, step: str, params: dict[str, Any], *,
     except Exception as exc:  # unknown id: name the choices
         raise SlimlineError(f"no step {step!r}", subject="--step",
                             hint=f"choose one of {', '.join(sorted(STEP_NAMES))} or a plugin id") from exc
-    validated = plugin_cls.Params.model_validate(params or {})
+    if not hasattr(plugin_cls, "layerwise"):
+        raise SlimlineError(f"{plugin_cls.id} cannot be applied layer by layer", subject="--step",
+                            hint=f"choose one of {', '.join(sorted(STEP_NAMES))}")
+    try:
+        validated = plugin_cls.Params.model_validate(params or {})
+    except ValueError as exc:   # pydantic's ValidationError names the field
+        first = str(exc).splitlines()
+        raise SlimlineError(f"invalid parameters for {plugin_cls.id}: {' '.join(first[1:3]) or first[0]}",
+                            subject="--params", hint="`slimline plugins` lists each step's parameters") from None
     if not model.capabilities.run:
         raise SlimlineError(model.capabilities.reason or "this model cannot be run", subject=model.path,
                             hint="open a runnable model (ONNX, a torch archive, an HF folder)")
