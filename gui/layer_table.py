@@ -56,7 +56,10 @@ COLUMNS: list[Column] = [
     Column("outlier_frac", "Outliers", "pct", "Fraction with |w − mean| > 6 std"),
     Column("nan_count", "NaN", "int"),
     Column("inf_count", "Inf", "int"),
+    Column("sensitivity", "Sensitivity", "sens", "Rank and score from the last sensitivity analysis (Sensitivity "
+           "panel): the metric lost when the step changes this layer, or its cheap score (error at the layer)"),
 ]
+SENS_SOURCE = {"end_metric": "end metric", "output_error": "output error (cheap)", "weight_error": "weight error (cheap)"}
 
 
 def fmt_bytes(n: float | int | None) -> str:
@@ -99,6 +102,14 @@ class LayerTableModel(QAbstractTableModel):
     def __init__(self, rows: Sequence[Any] = (), parent: Any = None) -> None:
         super().__init__(parent)
         self._rows: list[Any] = list(rows)
+        self._sens: dict[str, Any] = {}   # tensor name -> slimline.core.sensitivity.LayerSensitivity
+
+    def set_sensitivity(self, by_tensor: dict[str, Any]) -> None:
+        """Show a sensitivity ranking in its column (``{}`` clears it)."""
+        self._sens = dict(by_tensor)
+        col = next(i for i, c in enumerate(COLUMNS) if c.key == "sensitivity")
+        if self._rows:
+            self.dataChanged.emit(self.index(0, col), self.index(len(self._rows) - 1, col))
 
     # --- data access -------------------------------------------------------------------
     def set_rows(self, rows: Sequence[Any]) -> None:
@@ -150,6 +161,8 @@ class LayerTableModel(QAbstractTableModel):
         if not index.isValid() or role not in _ROLES:  # views ask ~10 roles per cell; answer the rest fast
             return None
         row, col = self._rows[index.row()], COLUMNS[index.column()]
+        if col.kind == "sens":
+            return self._sens_data(self._sens.get(str(_get(row, "name"))), role)
         value = _get(row, col.key)
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(value, col.kind)
@@ -167,6 +180,19 @@ class LayerTableModel(QAbstractTableModel):
             return QColor(220, 53, 69, 90) if bad else QColor(255, 193, 7, 90)
         if role == Qt.ItemDataRole.ToolTipRole and reasons:
             return "Unusual: " + "; ".join(reasons)
+        return None
+
+    @staticmethod
+    def _sens_data(sens: Any, role: int) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole:
+            return "" if sens is None else f"#{sens.rank}  {sens.score:.4g}"
+        if role == SORT_ROLE:
+            return -math.inf if sens is None else (2 - ["end_metric", "output_error", "weight_error"].index(
+                sens.source)) * 1e6 + float(sens.score)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole and sens is not None:
+            return f"rank {sens.rank}: {SENS_SOURCE.get(sens.source, sens.source)} {sens.score:.4g} ({sens.layer})"
         return None
 
     @staticmethod
