@@ -182,7 +182,7 @@ def _onnx_outputs(handle: ModelHandle, dataset: Any, tensors: list[str]) -> dict
     dq = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input}
     want: dict[str, str] = {}
     for t in tensors:
-        names = {t, dq.get(t, "")} - {""}
+        names: set[str] = {t, dq.get(t, "")} - {""}
         for node in model.graph.node:
             if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose", "MatMulInteger", "ConvInteger",
                                 "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits") \
@@ -196,7 +196,7 @@ def _onnx_outputs(handle: ModelHandle, dataset: Any, tensors: list[str]) -> dict
         model.graph.output.append(onnx.ValueInfoProto(name=out))
     sess = ort_inference_session(model.SerializeToString(), threads=0, optimize=False,
                                  external_data_dir=Path(handle.path).parent)
-    names = [o.name for o in sess.get_outputs()]
+    out_names = [o.name for o in sess.get_outputs()]
     inputs = {i.name for i in sess.get_inputs()}
     feeds = {k: v for k, v in dataset.inputs.items() if k in inputs}
     if len(feeds) != len(inputs) and len(inputs) == 1 and len(dataset.inputs) == 1:
@@ -205,7 +205,7 @@ def _onnx_outputs(handle: ModelHandle, dataset: Any, tensors: list[str]) -> dict
 
     feeds = {i.name: np.asarray(feeds[i.name]).astype(ort_numpy_dtype(i.type) or np.float32)
              for i in sess.get_inputs() if i.name in feeds}
-    got = dict(zip(names, sess.run(None, feeds)))
+    got = dict(zip(out_names, sess.run(None, feeds)))
     return {t: np.asarray(got[o]) for t, o in want.items() if o in got}
 
 

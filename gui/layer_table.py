@@ -59,7 +59,8 @@ COLUMNS: list[Column] = [
     Column("sensitivity", "Sensitivity", "sens", "Rank and score from the last sensitivity analysis (Sensitivity "
            "panel): the metric lost when the step changes this layer, or its cheap score (error at the layer)"),
 ]
-SENS_SOURCE = {"end_metric": "end metric", "output_error": "output error (cheap)", "weight_error": "weight error (cheap)"}
+SENS_SOURCE = {"end_metric": "end metric", "output_error": "output error (cheap)",
+               "weight_error": "weight error (cheap)"}
 
 
 def fmt_bytes(n: float | int | None) -> str:

@@ -35,7 +35,7 @@ from slimline.gui.theme import paint_in_stages
 from slimline.gui.variants_view import VariantsView
 from slimline.gui.workers import run_in_thread, warm_imports
 
-TAB_START, TAB_INSPECT, TAB_PIPELINE, TAB_RUN, TAB_RESULTS = range(5)
+TAB_START, TAB_INSPECT, TAB_PIPELINE, TAB_RUN, TAB_RESULTS, TAB_COMPARE = range(6)
 WARM_AFTER_MS = 300
 SIGNALS = ("model_opened", "model_open_failed", "data_loaded", "pipeline_loaded", "run_finished", "report_saved",
            "autosaved", "restore_offered", "session_restored")
@@ -108,6 +108,10 @@ class MainWindow(QMainWindow):
         parts.build_actions(self)
         parts.fill_recent_menu(self)
         self._connect()
+        from slimline.gui import diff_view, sensitivity_controller
+
+        self.diff_view = diff_view.attach(self)                  # the Compare tab (TAB_COMPARE)
+        self.sensitivity = sensitivity_controller.attach(self)   # the Inspect tab's Sensitivity panel
         self.start.set_recent(st.recent_files())
         self._update_title()
         self._update_actions()

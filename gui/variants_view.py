@@ -37,6 +37,11 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
+def chosen(v: Variant) -> bool:
+    """The candidate a budgeted search chose (slimline.core.search): drawn as a star, said in the table."""
+    return bool(v.step is not None and v.step.metrics.get("search_chosen"))
+
+
 class VariantTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -72,7 +77,8 @@ class VariantTableModel(QAbstractTableModel):
             return [v.run_id, v.step_id, v.title, "—" if size is None else fmt_bytes(size),
                     fmt_ms(latency_ms(v.step, "p50")), fmt_ms(latency_ms(v.step, "p90")),
                     "—" if q.value is None else f"{q.value:.4f}", ", ".join(v.flags),
-                    status + (" · Pareto" if v.key in self.pareto_keys else "")][col]
+                    status + (" · Pareto" if v.key in self.pareto_keys else "")
+                    + (" · ★ chosen by search" if chosen(v) else "")][col]
         if role == Qt.ItemDataRole.ToolTipRole:
             tips = [quality(v.step).label] + (list(v.step.warnings) if v.step is not None else [])
             return "\n".join(tips)
@@ -255,7 +261,8 @@ class VariantsView(QWidget):
             v = self.variants[i]
             color = OK_COLOR if j in front else (FLAG_COLOR if split_flags(list(v.flags))[0] else "#999999")
             spots.append({"pos": (x, y), "data": v.key, "brush": pg.mkBrush(color),
-                          "symbol": "s" if v.step_id == "original" else "o"})
+                          "symbol": "s" if v.step_id == "original" else ("star" if chosen(v) else "o"),
+                          "size": 18 if chosen(v) else 12})
         sc = self.scatters[key]
         sc.setData(spots, tip=lambda x, y, data: f"{data}\n({x:.4g}, {y:.4f})")
         fp = sorted(pts[j] for j in front)
