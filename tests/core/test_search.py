@@ -52,6 +52,14 @@ def test_quantize_search_excludes_the_sensitive_layer_and_records_every_candidat
     saved = SearchResult.model_validate(json.loads((run_dir(tmp_path, res.run_id) / SEARCH_FILE).read_text()))
     assert saved.chosen == res.chosen and saved.sensitivity is not None and saved.sensitivity.rows[0].layer == \
         OUTLIER_LAYER
+    # `slimline report RUN` shows the verdict, the path (chosen marked) and the ranking it started from
+    from slimline.core.cli import run
+
+    assert run(["report", str(run_dir(tmp_path, res.run_id)), "--no-stats", "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "<h2>Budgeted search</h2>" in html and res.verdict.split(" — ")[0] in html and "★ chosen" in html
+    assert "<h2>Sensitivity ranking: Quantize: dynamic INT8</h2>" in html and "<code>fc2</code>" in html
+    assert html.index("<h2>Budgeted search</h2>") < html.index("<h2>Sensitivity ranking")
 
 
 def test_prune_search_beats_the_uniform_preset_within_the_same_budget(mlp, tmp_path: Path) -> None:
