@@ -319,7 +319,7 @@ def linear_output_error(weight: np.ndarray, changed: np.ndarray, gram: np.ndarra
     w, d = _f64(weight), _f64(weight) - _f64(changed)
     if gram is not None:
         g = _f64(gram)
-        num, den = float(np.einsum("ij,jk,ik->", d, g, d)), float(np.einsum("ij,jk,ik->", w, g, w))
+        num, den = float(np.sum((d @ g) * d)), float(np.sum((w @ g) * w))
     else:
         s = np.ones(w.shape[1]) if rms is None else _f64(rms).reshape(-1)
         num, den = float(((d * s) ** 2).sum()), float(((w * s) ** 2).sum())
