@@ -34,7 +34,8 @@ PIPELINES = {
     "fp16": HERE / "pipeline_plugins_fp16.json",
 }
 # Subcommands exercised below (gui: test_bundle_starts_gui_offscreen / test_startup_times).
-COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck"}
+COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck", "sensitivity",
+                    "search"}
 EXPORTS = [("s4", "torchscript"), ("s4", "pt2"), ("s4", "safetensors"), ("s4", "onnx"), (None, "onnx"),
            (None, "bundle")]
 # Figures that differ from run to run by nature (timings) or by place (paths).
@@ -306,6 +307,30 @@ def test_bundle_bench_inspect_report(runs, sides):
         assert html.is_file() and html.stat().st_size > 10_000
         out[side] = (figures(json.loads(ins.stdout)), figures(json.loads(bench.stdout)))
     for i, what in enumerate(("inspect", "bench")):
+        diffs = differences(out["bundle"][i], out["dev"][i])
+        assert not diffs, f"{what}: " + "\n".join(diffs[:30])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_bundle_sensitivity_and_search(sides):
+    """`sensitivity` and `search` (child-process jobs) from the bundle give the dev install's ranking and path."""
+    model, data = str(DEMO / "digits_cnn.safetensors"), str(DEMO / "digits_eval.npz")
+    common = ["--data", data, "--step", "prune", "--levels", "0.7", "--rows", "64", "--threads", "1", "--json"]
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for side in ("bundle", "dev"):
+        s = sides[side]
+        ws = str(s.tmp / "ws-sensitivity")
+        sens = json.loads(s.run("sensitivity", model, *common, "--top-k", "2", "--workspace", ws).stdout)
+        proc = s.run("search", model, *common, "--top-k", "1", "--max-candidates", "3", "--workspace", ws,
+                     check=False)
+        assert proc.returncode in (0, 3), f"{side}: search → rc {proc.returncode}: {proc.stderr[-3000:]}"
+        found = json.loads(proc.stdout)
+        assert found["candidates"] and found["verdict"]
+        out[side] = (figures({k: v for k, v in sens.items() if k not in ("model", "step_input", "notes")}),
+                     figures({"candidates": [{k: c[k] for k in ("label", "settings", "metric", "within_budget")}
+                                             for c in found["candidates"]], "reachable": found["reachable"]}))
+    for i, what in enumerate(("sensitivity", "search")):
         diffs = differences(out["bundle"][i], out["dev"][i])
         assert not diffs, f"{what}: " + "\n".join(diffs[:30])
 
