@@ -78,7 +78,7 @@ def main() -> None:
                              "candidates": [c.model_dump(mode="json") for c in res.candidates],
                              "chosen": res.chosen, "best_uniform": res.best_uniform, "latency_p50_ms": lat}
 
-            def fig(c: Any) -> str:
+            def fig(c: Any, objective: str = objective) -> str:
                 if c is None:
                     return "none within budget"
                 size = c.zip_bytes if objective == "compressed" else c.bytes_on_disk
