@@ -23,7 +23,7 @@ class SearchSettings(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     objective: Objective | None = None      # None: the step's natural one (compressed size for zeros)
     levels: list[str] | None = None         # None: every level the step offers
-    max_candidates: int = Field(12, ge=2, le=200, description="end-to-end evaluations, uniform presets included")
+    max_candidates: int = Field(14, ge=2, le=200, description="end-to-end evaluations, uniform presets included")
     top_k: int = Field(8, ge=-1, description="layers the sensitivity analysis measures end to end")
     sensitivity_rows: int = Field(256, ge=1, le=1_000_000)
     latency_batch: int = Field(1, ge=1, le=65536)

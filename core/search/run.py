@@ -35,6 +35,7 @@ Progress = Callable[[float, str], None]
 CandidateCallback = Callable[[Candidate], None]
 # Steps whose savings only show once compressed (zeros stay in a dense file).
 COMPRESSED_STEPS = ("builtin.prune_magnitude",)
+UNIFORM_BISECT = 3   # halvings of the uniform preset's setting, for the fairest uniform baseline
 
 
 def default_objective(step: str) -> Objective:
@@ -143,6 +144,7 @@ class _Walk:
         names = [ly.name for ly in self.lw.layers]
         for lv in sorted(levels, key=lambda lv: lv.strength):   # the step's plain presets, for comparison
             self.try_({n: lv.key for n in names}, "uniform", f"uniform: every layer at {lv.label}")
+        self.bisect_uniform(levels, names)
         total = len(moves)
         if not total:
             return
@@ -171,6 +173,28 @@ class _Walk:
                 break
             if not c.within_budget:
                 skip.add(n - 1)
+
+
+    def bisect_uniform(self, levels: list[Any], names: list[str], rounds: int = UNIFORM_BISECT) -> None:
+        """The strongest uniform preset within the budget, to ``rounds`` halvings between the last one in budget
+        and the first one over it (steps with a continuous setting only): the fair baseline for the search."""
+        level_for = getattr(self.lw, "level_for", None)
+        if level_for is None:
+            return
+        strength = {lv.key: lv.strength for lv in levels}
+        done = [(strength[next(iter(c.settings.values()))], c.within_budget) for c in self.candidates
+                if c.kind == "uniform" and next(iter(c.settings.values()), None) in strength]
+        lo = max([s for s, ok in done if ok], default=0.0)
+        over = [s for s, ok in done if not ok and s > lo]
+        if not over:
+            return
+        hi = min(over)
+        for _ in range(rounds):
+            lv = level_for((lo + hi) / 2)
+            c = self.try_({n: lv.key for n in names}, "uniform", f"uniform: every layer at {lv.label}")
+            if c is None:
+                return
+            lo, hi = (lv.strength, hi) if c.within_budget else (lo, lv.strength)
 
 
 def _count(settings: dict[str, str], lw: Any) -> str:

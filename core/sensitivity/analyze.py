@@ -45,7 +45,7 @@ def analyze(model: ModelHandle, data: Any, settings: SensitivitySettings, *, wor
     cancel = cancel or CancelToken()
     say = progress or (lambda f, m: None)
     evaluation = evaluation or Evaluation()
-    settings = settings.model_copy(update={"step": step_id(settings.step)})
+    settings = _normalized(settings)
     t0 = time.perf_counter()
     say(0.0, "hashing the model and the data")
     model_hash = model.content_hash()
@@ -73,6 +73,19 @@ def analyze(model: ModelHandle, data: Any, settings: SensitivitySettings, *, wor
     store.save(workspace, result)
     say(1.0, "done")
     return result
+
+
+def _normalized(settings: SensitivitySettings) -> SensitivitySettings:
+    """The step as its plugin id and its params with every default written out, so the same analysis has one
+    cache key however it was asked for (the window passes the form's full params, the CLI only what was typed)."""
+    from slimline.core.registry import get_plugin
+
+    sid = step_id(settings.step)
+    try:
+        params = get_plugin(sid).Params.model_validate(settings.params).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - an unknown step or bad params fail in prepare() with a clear message
+        params = settings.params
+    return settings.model_copy(update={"step": sid, "params": params})
 
 
 def _rank(prep: Prepared, lw: Layerwise, settings: SensitivitySettings, cancel: CancelToken, say: Progress,

@@ -83,6 +83,9 @@ class Layerwise(Protocol):
         """Remove the step's temporary files."""
         ...
 
+    # Optional, for steps with a continuous setting (a sparsity, a rank fraction): ``level_for(strength) -> Level``
+    # gives a level at any strength, which lets the search find the strongest uniform preset within the budget.
+
 
 def layerwise_for(plugin: Any, model: ModelHandle, params: Any, ctx: Any) -> Layerwise:
     """The plugin's layer-wise view of ``model``; a clear error when the step has none."""

@@ -44,6 +44,10 @@ class LowRankLayerwise(WeightLayerwise):
             return False
         return name != self._out_layer and not matches(name, list(self.params.skip))
 
+    def level_for(self, strength: float) -> Level:
+        f = round(min(max(1.0 - strength, 0.01), 1.0), 3)
+        return Level(level_key(f), f"rank ×{f:g}", 1.0 - f)
+
     def rank(self, layer: WeightLayer, level: str) -> int:
         return max(1, int(round(float(level) * min(layer.matrix.shape))))
 

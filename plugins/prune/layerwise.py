@@ -35,6 +35,11 @@ class MagnitudeLayerwise(WeightLayerwise):
     def _candidate(self, name: str, op: str) -> bool:
         return not matches(name, list(self.params.skip), f"{name}.weight")
 
+    def level_for(self, strength: float) -> Level:
+        """Any sparsity (the search bisects the uniform preset with it)."""
+        v = round(min(max(strength, 0.01), 0.99), 3)
+        return Level(level_key(v), f"{v:.1%} zeros", v)
+
     def _apply(self, layer: WeightLayer, level: str) -> np.ndarray:
         from slimline.plugins.prune.sparsity import WeightSlot, unstructured_masks
 
@@ -80,6 +85,10 @@ class StructuredLayerwise(WeightLayerwise):
 
     def _candidate(self, name: str, op: str) -> bool:
         return name != self._out_layer and not matches(name, list(self.params.ignored_layers))
+
+    def level_for(self, strength: float) -> Level:
+        v = round(min(max(strength, 0.01), 0.95), 3)
+        return Level(level_key(v), f"{v:.1%} channels", v)
 
     def _apply(self, layer: WeightLayer, level: str) -> np.ndarray:
         if level == KEEP:

@@ -124,3 +124,20 @@ def test_lowrank_layerwise_ranks_are_fractions_of_full_rank(mlp, tmp_path: Path)
     assert set(doc["skip"]) >= {"fc1", "fc3"}
     w = np.asarray(lw._weights["fc2"].matrix)
     assert np.linalg.matrix_rank(lw._apply(lw._weights["fc2"], "0.25"), tol=1e-4) == 2 and w.shape == (48, 8)
+
+
+def test_structured_layerwise_on_a_torch_model(make_tiny_mlp, tmp_path: Path) -> None:
+    from slimline.core.data import load_dataset
+    from slimline.core.torchmodel import load_torch_module
+
+    path, data = make_tiny_mlp(hidden=32)
+    model = open_model(path)
+    cls = get_plugin("builtin.prune_structured")
+    lw = cls().layerwise(model, cls.Params(importance="magnitude"), _ctx(tmp_path))
+    assert [ly.name for ly in lw.layers] == ["0"] and lw.exclusion_field == "ignored_layers"   # output layer kept
+    assert lw.level_for(0.33).key == "0.33"
+    built = load_torch_module(lw.build({"0": "0.75"}, tmp_path / "b"))
+    assert built[0].out_features == 8 and built[2].in_features == 8
+    cheap = lw.cheap_scores(load_dataset(data, model), CancelToken())
+    errs = {c.level: c.output_error for c in cheap}
+    assert errs["0.25"] is not None and errs["0.25"] < errs["0.5"] < errs["0.75"]   # more channels, more error
