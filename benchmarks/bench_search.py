@@ -28,11 +28,11 @@ CASES = [("prune", "compressed", {}), ("quantize_static", "size", {}), ("prune_s
                                                                         {"importance": "magnitude"})]
 
 
-def _latency(handles: list[Any], data: Any) -> list[float]:
+def _latency(handles: list[Any], data: Any) -> tuple[list[float], bool]:
     from slimline.core.metrics import measure_interleaved
 
     reps = measure_interleaved(handles, batch=1, runs=60, warmup=10, threads=THREADS, dataset=data)
-    return [r.p50_ms for r in reps]
+    return [r.p50_ms for r in reps], any(r.noisy for r in reps)
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
         for step, objective, params in CASES:
             t0 = time.perf_counter()
             res = search(model, data, SearchSettings(step=step, objective=objective, params=params, threads=THREADS,
-                                                     max_candidates=14, latency_runs=20), workspace=Path(tmp),
+                                                     max_candidates=16, latency_runs=20), workspace=Path(tmp),
                          evaluation=ev, data_paths=(str(p["eval"]), str(p["train"])))
             seconds = time.perf_counter() - t0
             chosen, uniform = res.candidate(res.chosen), res.candidate(res.best_uniform)
@@ -70,10 +70,18 @@ def main() -> None:
                 from slimline.core.history import load_run, run_dir
 
                 record = load_run(run_dir(Path(tmp), res.run_id))
-                handles = {"original": record.results[0].model, "chosen": record.step(chosen.step_id).model}
+                handles = {"original": record.results[0].model}
+                if res.sensitivity is not None and res.sensitivity.step_input != model.path:
+                    from slimline.core.models import open_model as _open
+
+                    handles["float ONNX"] = _open(res.sensitivity.step_input)   # what the step started from
+                handles["chosen"] = record.step(chosen.step_id).model
                 if uniform is not None:
                     handles["best uniform"] = record.step(uniform.step_id).model
-                lat = dict(zip(handles, _latency(list(handles.values()), data.eval)))
+                times, noisy = _latency(list(handles.values()), data.eval)
+                lat = dict(zip(handles, times))
+                if noisy:
+                    lat["noisy"] = 1.0
             results[step] = {"verdict": res.verdict, "objective": objective, "seconds": seconds,
                              "candidates": [c.model_dump(mode="json") for c in res.candidates],
                              "chosen": res.chosen, "best_uniform": res.best_uniform, "latency_p50_ms": lat}
@@ -87,7 +95,8 @@ def main() -> None:
             ratio = "—"
             if chosen is not None and uniform is not None:
                 ratio = f"{chosen.objective / uniform.objective:.2f}×"
-            lat_txt = " / ".join(f"{k} {v:.3f}" for k, v in lat.items()) or "—"
+            lat_txt = " / ".join(f"{k} {v:.3f}" for k, v in lat.items() if k != "noisy") or "—"
+            lat_txt += " (noisy machine)" if lat.get("noisy") else ""
             rows.append([res.step_title, objective, fig(chosen), fig(uniform), ratio, lat_txt,
                          "yes" if res.reachable else "unreachable"])
     print_table(f"budgeted search vs the best uniform preset within the same budget (top-1 drop ≤ {BUDGET * 100:.0f} "

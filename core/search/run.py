@@ -84,7 +84,12 @@ def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace
             walk = _Walk(cev, lw, record, workspace, settings.max_candidates, cancel, say, on_candidate)
             levels = [lv for lv in lw.levels if settings.levels is None or lv.key in settings.levels]
             moves = greedy_path([ly.name for ly in lw.layers], levels, damages(sens), lw.saved_bytes)
-            walk.explore(moves, levels)
+            try:
+                walk.explore(moves, levels)
+            except BaseException as exc:   # a cancelled or failed search keeps the candidates it verified
+                _ended(record, exc)
+                save_run(workspace, record)
+                raise
             result = _verdict(walk.candidates, settings, sens, prep, objective, ev, cev)
             for c in walk.candidates:
                 c.chosen = c.index == result.chosen
@@ -276,6 +281,18 @@ def _recipe(settings: SearchSettings, prep: Any, ev: Evaluation, chosen: Candida
     return {"format": "slimline.pipeline", "schema_version": 1,
             "name": f"budgeted search: {prep.plugin_cls.title}, objective {objective} ({what})",
             "steps": steps, "evaluation": ev.model_dump(mode="json")}
+
+
+def _ended(record: RunRecord, exc: BaseException) -> None:
+    from slimline.core.errors import Cancelled
+    from slimline.core.results import RunError
+
+    if isinstance(exc, Cancelled):
+        record.status = "cancelled"
+        return
+    record.status = "failed"
+    record.error = RunError(message=str(getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"),
+                            hint=str(getattr(exc, "hint", "") or "see the log"), subject="budgeted search")
 
 
 def _finish(record: RunRecord, results: list[StepResult], result: SearchResult, settings: SearchSettings,

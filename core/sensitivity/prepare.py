@@ -90,7 +90,6 @@ def prepare(model: ModelHandle, data: Any, step: str, params: dict[str, Any], *,
     """Resolve the step, convert the model if the step needs it, load the rows and the original's outputs."""
     from slimline.core.data import DataBundle, random_dataset
     from slimline.core.registry import get_plugin
-    from slimline.core.tasks import resolve_task
 
     cancel = cancel or CancelToken()
     say = progress or (lambda f, m: None)
@@ -128,6 +127,19 @@ def prepare(model: ModelHandle, data: Any, step: str, params: dict[str, Any], *,
     if bundle.calibration is None and plugin_cls.needs_data:
         bundle = DataBundle(eval=dataset, calibration=dataset.take(DataBundle.CALIBRATION_ROWS), train=bundle.train)
         notes.append("calibrated on the evaluation rows (no calibration data given): optimistic for static INT8")
+    try:
+        return _prepared(model, plugin_cls, validated, bundle, dataset, kind, notes, work, workspace, evaluation,
+                         threads, seed, cancel, say)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _prepared(model: ModelHandle, plugin_cls: Any, validated: Any, bundle: Any, dataset: Any, kind: str,
+              notes: list[str], work: Path, workspace: Path, evaluation: Evaluation, threads: int, seed: int,
+              cancel: CancelToken, say: Progress) -> Prepared:
+    from slimline.core.tasks import resolve_task
+
     say(0.02, "opening the step's input")
     step_input = convert_if_needed(plugin_cls, model, bundle, Path(workspace), cancel, threads)
     if step_input.path != model.path:

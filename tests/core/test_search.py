@@ -101,3 +101,18 @@ def test_greedy_path_takes_the_least_damage_per_byte_and_climbs_levels_in_order(
     # skipping a move blocks that layer's later levels but not the others'
     assert settings_after(moves, 4, frozenset({2})) == {"a": "0.9"}
     assert settings_after([Move("a", "0.5", 0, 1), Move("b", "0.5", 0, 1)], 2, frozenset({0})) == {"b": "0.5"}
+
+
+def test_a_cancelled_search_keeps_the_candidates_it_verified(mlp, tmp_path: Path) -> None:
+    from slimline.core.errors import Cancelled
+    from slimline.core.history import list_runs
+    from slimline.core.plugin import CancelToken
+
+    model, data, _ = mlp
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        search(model, data, SearchSettings(step="quantize_dynamic", threads=1, top_k=0), workspace=tmp_path,
+               cancel=token, on_candidate=lambda c: token.cancel())
+    (record,) = list_runs(tmp_path)
+    assert record.status == "cancelled" and [r.step_id for r in record.results] == ["original", "c01"]
+    assert not [p for p in (tmp_path / "sensitivity").iterdir() if p.name.startswith(".work")]
