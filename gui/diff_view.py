@@ -226,8 +226,9 @@ class DiffView(QWidget):
         bars.sort(key=lambda b: -b.value)
         what = "output error on the data" if by_output else "weight error"
         self.chart.set_unit(f"relative {what}")
-        self.chart.set_bars(bars, f"Sorted by relative {what}" + (f" ({diff.dataset}, n={diff.n})" if by_output
-                                                                   else " (no data: weights only)"))
+        self.chart.set_bars(bars, f"Sorted by relative {what}" + (
+            f" ({diff.dataset}, n={diff.n}); a layer's output error includes what the layers before it changed"
+            if by_output else " (no data: weights only)") + ". Grey: weights unchanged.")
         changed = sum(1 for r in diff.rows if r.status != "same")
         odd = [r for r in diff.rows if r.status in ("missing", "reshaped")]
         self.status.setText(f"{changed} of {len(diff.rows)} weight tensors differ"

@@ -8,6 +8,7 @@ engines: ``set_bars`` takes plain (key, label, value, kind) tuples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 from slimline.gui.theme import SERIES, cache_axes
 
 MAX_BARS = 24
+# fills by kind; the selected bar keeps its fill and gets a thick outline (an excluded layer stays grey)
 KIND_COLOURS = {"measured": SERIES[0], "cheap": "#9bb7d4", "excluded": "#b8b8b8", "selected": SERIES[1]}
 
 
@@ -25,6 +27,7 @@ class Bar:
     value: float      # bar length
     kind: str = "measured"   # measured | cheap | excluded
     tip: str = ""
+    value_text: str = ""     # written at the bar's end (default: the value)
 
 
 class RankChart(QWidget):
@@ -48,6 +51,7 @@ class RankChart(QWidget):
         cache_axes(self.plot)
         self.item = pg.BarGraphItem(x0=[], y=[], height=[], width=[], brushes=[])
         self.plot.addItem(self.item)
+        self._labels: list[Any] = []   # value text at each bar's end (tiny bars stay readable)
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
         lay = QVBoxLayout(self)
@@ -83,14 +87,24 @@ class RankChart(QWidget):
         n = len(self.bars)
         ys = [float(-i) for i in range(n)]
         widths = [max(float(b.value), 0.0) for b in self.bars]
-        brushes = [pg.mkBrush(KIND_COLOURS["selected"] if b.key == self.selected else KIND_COLOURS.get(b.kind,
-                                                                                                     SERIES[0]))
-                   for b in self.bars]
-        self.item.setOpts(x0=[0.0] * n, y=ys, height=[0.7] * n, width=widths, brushes=brushes)
+        brushes = [pg.mkBrush(KIND_COLOURS.get(b.kind, SERIES[0])) for b in self.bars]
+        pens = [pg.mkPen(KIND_COLOURS["selected"], width=4) if b.key == self.selected else pg.mkPen("#555", width=1)
+                for b in self.bars]
+        # pyqtgraph 0.13 fails on an empty ``pens`` list: no bars, no per-bar pens
+        self.item.setOpts(x0=[0.0] * n, y=ys, height=[0.7] * n, width=widths, brushes=brushes, pens=pens or None)
         self.plot.getAxis("left").setTicks([[(y, b.label) for y, b in zip(ys, self.bars)]])
+        for label in self._labels:
+            self.plot.removeItem(label)
+        self._labels = []
+        top = max(widths + [1e-12])
+        for y, w, b in zip(ys, widths, self.bars):
+            text = pg.TextItem(b.value_text or f"{b.value:.3g}", color="#333", anchor=(0, 0.5))
+            text.setPos(w, y)
+            self.plot.addItem(text)
+            self._labels.append(text)
         if n:
             self.plot.setYRange(-n + 0.4, 0.6, padding=0)
-            self.plot.setXRange(0, max(widths + [1e-12]) * 1.05, padding=0)
+            self.plot.setXRange(0, top * 1.18, padding=0)
 
     def _on_scene_clicked(self, ev: object) -> None:
         vb = self.plot.getPlotItem().vb

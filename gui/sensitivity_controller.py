@@ -174,7 +174,7 @@ class SensitivityController(QObject):
     # --- exclusions ----------------------------------------------------------------------
     def exclude(self, key: str, layers: list[str]) -> None:
         """Add ``layers`` to the step's exclusion list: one undoable pipeline edit."""
-        from slimline.core.sensitivity.protocol import with_excluded
+        from slimline.core.sensitivity.protocol import exclusion_field, with_excluded
 
         try:
             cls, params, sid = self._resolve(key)
@@ -192,7 +192,9 @@ class SensitivityController(QObject):
             doc.set_params(sid, new)
         self.refresh()
         self.view.select_step(sid)
-        self.view.status.setText(f"{', '.join(layers)} excluded from {sid} ({cls.title}); Undo reverts it.")
+        names = ", ".join(f"'{n}'" for n in layers)
+        self.view.status.setText(f"Layer {names} excluded from step {sid} ({cls.title}, "
+                                 f"{exclusion_field(cls)}); Undo reverts it.")
 
 
 def attach(win: Any) -> SensitivityController:

@@ -41,9 +41,11 @@ def bars_for(result: Any, excluded: set[str]) -> tuple[list[Bar], str, str]:
         label = f"{r.rank}. {r.layer}" + (" (excluded)" if r.layer in excluded else "")
         tip = (f"{r.layer} ({r.tensor}, {r.op}, {r.params:,} values)\n{SOURCE_WORDS.get(r.source, r.source)}: "
                f"{r.score:.4g}; Δ fidelity {r.fidelity_score:.3g}")
-        out.append(Bar(r.tensor, label, value(r) if r.source == "end_metric" else r.score * scale, kind, tip))
+        shown = r.fidelity_score if by_fidelity and r.source == "end_metric" else r.score
+        text = f"{shown:+.3g}" + ("" if r.source == "end_metric" else " (cheap)")
+        out.append(Bar(r.tensor, label, value(r) if r.source == "end_metric" else r.score * scale, kind, tip, text))
     unit = "loss of output fidelity (1 − cosine)" if by_fidelity else f"{what} lost"
-    caption = (f"{result.step_title} at level {result.default_level}: {result.ranked_by}. "
+    caption = (f"{result.step_title}: {result.ranked_by}. "
                + (f"No layer moved the {what}, so bars show the output fidelity each costs. " if by_fidelity else "")
                + ("Pale bars: cheap score only, scaled to the measured ones." if cheap else ""))
     return out, caption, unit

@@ -141,9 +141,14 @@ class VariantsView(QWidget):
         self.export_button.setEnabled(False)
         self.inspect_button = QPushButton("Compare histograms in Inspect")
         self.inspect_button.setEnabled(False)
+        self.size_combo = QComboBox()   # zeros only pay once compressed: magnitude pruning compares zip sizes
+        self.size_combo.addItem("size on disk", "disk")
+        self.size_combo.addItem("zip-compressed size", "zip")
+        self.size_combo.setToolTip("The size axis: bytes on disk, or zip-compressed (where unstructured sparsity pays)")
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Model:"))
         bar.addWidget(self.model_combo)
+        bar.addWidget(self.size_combo)
         bar.addWidget(self.info, 1)
         bar.addWidget(self.inspect_button)
         bar.addWidget(self.export_button)
@@ -160,6 +165,7 @@ class VariantsView(QWidget):
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
         self.export_button.clicked.connect(self._on_export_button_clicked)
         self.model_combo.currentIndexChanged.connect(self._on_model_combo_changed)
+        self.size_combo.currentIndexChanged.connect(self._on_size_combo_changed)
         self._fill_models()
 
     # --- data --------------------------------------------------------------------------
@@ -197,6 +203,11 @@ class VariantsView(QWidget):
             self.model_combo.setItemData(self.model_combo.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(self.model_filter)))
         self.model_combo.blockSignals(False)
+
+    def _on_size_combo_changed(self, _i: int) -> None:
+        self.size_plot.setLabel("bottom", "zip-compressed size (MB)" if self.size_combo.currentData() == "zip"
+                                else "size on disk (MB)")
+        self._refresh()
 
     def _on_model_combo_changed(self, _i: int) -> None:
         self.model_filter = str(self.model_combo.currentData() or "")
@@ -244,8 +255,9 @@ class VariantsView(QWidget):
 
     def _points(self, key: str) -> tuple[list[tuple[float, float]], list[int]]:
         pts, idx = [], []
+        zipped = self.size_combo.currentData() == "zip"
         for i, v in enumerate(self.variants):
-            size = size_bytes(v.step)
+            size = (v.step.size.zip_bytes if v.step is not None else None) if zipped else size_bytes(v.step)
             x = (size / 1e6 if size is not None else None) if key == "size" else latency_ms(v.step)
             y = quality(v.step).value
             if x is not None and y is not None:

@@ -61,7 +61,7 @@ class CandidateEvaluator:
 
         try:
             m = self.evaluator.evaluate(handle, self.cancel, latency=False)
-            if self.objective == "latency" and handle.capabilities.run:
+            if handle.capabilities.run:   # a few timed runs each, so the Pareto chart has a latency axis too
                 m = m.model_copy(update={"latency": self.evaluator.latency(handle, cancel=self.cancel)})
             return m
         finally:

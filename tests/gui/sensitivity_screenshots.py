@@ -88,6 +88,11 @@ def main() -> int:
     wait(app, lambda: bool(ready), 600)
     panel.chart.click_bar(1)
     wait(app, lambda: len(win.inspector.histogram.series) > 0, 30)
+    from slimline.gui.layer_table import COLUMNS
+
+    table = win.inspector.layers.table   # bring the new Sensitivity column into view
+    col = [c.key for c in COLUMNS].index("sensitivity")
+    table.scrollTo(table.model().index(table.currentIndex().row(), col))
     shot("sens_01_ranking")
     panel.chart.click_bar(0, double=True)
     wait(app, lambda: False, 1.0)
@@ -96,6 +101,7 @@ def main() -> int:
     win.ctl.load_history()
     wait(app, lambda: any(v.run_id == found.run_id for v in win.variants.variants), 60)
     win.variants.model_combo.setCurrentIndex(max(0, win.variants.model_combo.findData(win.session.model_key)))
+    win.variants.size_combo.setCurrentIndex(win.variants.size_combo.findData("zip"))   # zeros pay once compressed
     chosen = found.candidate(found.chosen)
     if chosen is not None:
         win.variants.select(f"{found.run_id}/{chosen.step_id}")
