@@ -186,7 +186,10 @@ class LayerTableModel(QAbstractTableModel):
     @staticmethod
     def _sens_data(sens: Any, role: int) -> Any:
         if role == Qt.ItemDataRole.DisplayRole:
-            return "" if sens is None else f"#{sens.rank}  {sens.score:.4g}"
+            if sens is None:
+                return ""
+            fid = f" (Δfid {sens.fidelity_score:.2g})" if sens.score == 0 and sens.source == "end_metric" else ""
+            return f"#{sens.rank}  {sens.score:.4g}{fid}"
         if role == SORT_ROLE:
             return -math.inf if sens is None else (2 - ["end_metric", "output_error", "weight_error"].index(
                 sens.source)) * 1e6 + float(sens.score)

@@ -149,7 +149,8 @@ class _Walk:
         names = [ly.name for ly in self.lw.layers]
         for lv in sorted(levels, key=lambda lv: lv.strength):   # the step's plain presets, for comparison
             self.try_({n: lv.key for n in names}, "uniform", f"uniform: every layer at {lv.label}")
-        self.bisect_uniform(levels, names)
+        # bisecting the uniform preset may spend a third of what is left, never the path's share
+        self.bisect_uniform(levels, names, rounds=min(UNIFORM_BISECT, max(0, self.left // 3)))
         total = len(moves)
         if not total:
             return
