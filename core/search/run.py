@@ -27,6 +27,7 @@ from slimline.core.results import RunData, RunRecord, StepResult
 from slimline.core.search.evaluate import CandidateEvaluator, CandidateSpec, evaluate_candidate
 from slimline.core.search.models import SEARCH_FILE, Candidate, CandidateKind, Objective, SearchResult, SearchSettings
 from slimline.core.search.path import damages, greedy_path, settings_after
+from slimline.core.search.verdict import ended, finish, recipe, verdict
 from slimline.core.sensitivity.analyze import analyze
 from slimline.core.sensitivity.models import SensitivitySettings
 from slimline.core.sensitivity.prepare import prepare, step_id
@@ -77,7 +78,7 @@ def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace
             say(0.42, "measuring the original")
             cev = CandidateEvaluator(prep, lw, ev, workspace, objective, cancel)
             record = RunRecord(run_id=run_id, created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running",
-                               pipeline=_recipe(settings, prep, ev, None, objective), model=model,
+                               pipeline=recipe(settings, prep, ev, None, objective), model=model,
                                data=RunData(eval=data_paths[0], train=data_paths[1]), environment=environment(),
                                results=[cev.original_result()])
             save_run(workspace, record)
@@ -87,14 +88,14 @@ def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace
             try:
                 walk.explore(moves, levels)
             except BaseException as exc:   # a cancelled or failed search keeps the candidates it verified
-                _ended(record, exc)
+                ended(record, exc)
                 save_run(workspace, record)
                 raise
-            result = _verdict(walk.candidates, settings, sens, prep, objective, ev, cev)
+            result = verdict(walk.candidates, settings, sens, prep, objective, ev, cev)
             for c in walk.candidates:
                 c.chosen = c.index == result.chosen
             result.candidates = walk.candidates
-            _finish(record, walk.results, result, settings, prep, ev, objective)
+            finish(record, walk.results, result, settings, prep, ev, objective)
             save_run(workspace, record)
         finally:
             lw.close()
@@ -211,101 +212,4 @@ def _count(settings: dict[str, str], lw: Any) -> str:
     return ", ".join(f"{n} layer{'s' if n != 1 else ''} at {k}" for k, n in by.items()) or "no layer changed"
 
 
-def budget_words(task: str, labelled: bool, ev: Evaluation) -> str:
-    b = ev.budgets
-    if labelled:
-        return f"top-1 drop ≤ {b.max_accuracy_drop * 100:.2f} points"
-    return {"classification": f"mean output cosine ≥ {b.min_cosine}",
-            "embedding": f"pooled cosine ≥ {b.embedding_min_cosine}",
-            "dense_map": f"relative L2 ≤ {b.dense_map_max_rel_l2} (positives IoU ≥ {b.dense_map_min_positives_iou})",
-            "token_logits": f"next-token agreement ≥ {b.token_min_agreement}, KL ≤ {b.token_max_kl}, perplexity "
-                            f"increase ≤ {b.token_max_perplexity_increase * 100:.1f} %",
-            }.get(task, f"relative L2 ≤ {b.generic_max_rel_l2}")
-
-
-def _fmt(value: float, objective: Objective) -> str:
-    from slimline.core.render import fmt_bytes
-
-    return f"{value:.3f} ms p50" if objective == "latency" else fmt_bytes(value)
-
-
-def _verdict(cands: list[Candidate], settings: SearchSettings, sens: Any, prep: Any, objective: Objective,
-             ev: Evaluation, cev: CandidateEvaluator) -> SearchResult:
-    within = [c for c in cands if c.within_budget]
-    labelled = cev.original.accuracy is not None
-    task = (cev.original.fidelity.task if cev.original.fidelity is not None else None) or prep.probe.task.task
-    budget = f"{budget_words(task, labelled, ev)} vs the original on {cev.metric_name.split(' on ', 1)[-1]}"
-    uniform = [c for c in within if c.kind == "uniform"]
-    best_uniform = min(uniform, key=lambda c: (c.objective, c.metric.loss)) if uniform else None
-    chosen = min(within, key=lambda c: (c.objective, c.metric.loss)) if within else None
-    unit = "ms" if objective == "latency" else "bytes"
-    base = SearchResult(step=settings.step, step_title=prep.plugin_cls.title, objective=objective,
-                        objective_unit=unit, budget=budget, metric=cev.metric_name, baseline=cev.baseline,
-                        higher_is_better=cev.higher_is_better,
-                        settings=settings, sensitivity=sens,
-                        chosen=chosen.index if chosen else None,
-                        best_uniform=best_uniform.index if best_uniform else None, reachable=chosen is not None,
-                        notes=[f"verified on {getattr(prep.bundle.eval, 'name', 'random inputs')} "
-                               f"({'all rows' if not ev.max_rows else f'≤ {ev.max_rows} rows'}); the ranking on "
-                               f"{sens.n} rows", *sens.notes])
-    if chosen is None:
-        gentlest = min(cands, key=lambda c: c.metric.loss) if cands else None
-        how = (f"; the gentlest candidate ({gentlest.label}) gives {gentlest.metric.value:.4f} "
-               f"({gentlest.reason or 'over budget'})") if gentlest else ""
-        base.verdict = (f"budget unreachable: none of the {len(cands)} candidates of {prep.plugin_cls.title} "
-                        f"meets {budget}{how}. Loosen the budget, or try another step.")
-        return base
-    cmp = ""
-    if best_uniform is not None and best_uniform.index != chosen.index:
-        cmp = (f"; {chosen.objective / best_uniform.objective:.2f}× the best uniform preset within budget "
-               f"({best_uniform.label}: {_fmt(best_uniform.objective, objective)})")
-    elif best_uniform is not None:
-        cmp = "; the uniform preset itself is the most compact candidate within budget"
-    else:
-        cmp = "; no uniform preset meets the budget"
-    base.verdict = (f"budget met: {chosen.label} — {objective} {_fmt(chosen.objective, objective)}, "
-                    f"{cev.metric_name.split(' (n=')[0]} {chosen.metric.value:.4f}{cmp}")
-    return base
-
-
-def _recipe(settings: SearchSettings, prep: Any, ev: Evaluation, chosen: Candidate | None,
-            objective: Objective) -> dict[str, Any]:
-    """The pipeline that makes the chosen variant (convert first when the step needed it)."""
-    steps = []
-    if prep.step_input.path != prep.model.path:
-        steps.append({"id": "s1", "plugin": "builtin.convert_onnx", "plugin_version": "1", "enabled": True,
-                      "params": {}})
-    if chosen is not None:
-        steps.append({"id": f"s{len(steps) + 1}", "plugin": settings.step,
-                      "plugin_version": str(prep.plugin_cls.version), "enabled": True, "params": chosen.params})
-    what = chosen.label if chosen is not None else "running"
-    return {"format": "slimline.pipeline", "schema_version": 1,
-            "name": f"budgeted search: {prep.plugin_cls.title}, objective {objective} ({what})",
-            "steps": steps, "evaluation": ev.model_dump(mode="json")}
-
-
-def _ended(record: RunRecord, exc: BaseException) -> None:
-    from slimline.core.errors import Cancelled
-    from slimline.core.results import RunError
-
-    if isinstance(exc, Cancelled):
-        record.status = "cancelled"
-        return
-    record.status = "failed"
-    record.error = RunError(message=str(getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"),
-                            hint=str(getattr(exc, "hint", "") or "see the log"), subject="budgeted search")
-
-
-def _finish(record: RunRecord, results: list[StepResult], result: SearchResult, settings: SearchSettings,
-            prep: Any, ev: Evaluation, objective: Objective) -> None:
-    chosen = result.candidate(result.chosen)
-    record.status = "done"
-    record.pipeline = _recipe(settings, prep, ev, chosen, objective)
-    for r in results:
-        if chosen is not None and r.step_id == chosen.step_id:
-            r.metrics["search_chosen"] = 1.0
-            r.notes.insert(0, f"chosen by the budgeted search: {result.verdict}")
-            record.final_model = r.model
-
-
-__all__ = ["budget_words", "default_modes", "default_objective", "search"]
+__all__ = ["default_modes", "default_objective", "search"]
