@@ -84,9 +84,9 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from slimline.core.search.run import default_modes
     from slimline.core.sensitivity import job
     from slimline.core.sensitivity.models import SensitivityResult, SensitivitySettings
+    from slimline.core.sensitivity.prepare import default_modes
 
     spec, params = spec_from_args(args)
     modes = {"both": ["alone", "all_but"], "alone": ["alone"], "all_but": ["all_but"]}.get(args.mode) \

@@ -126,9 +126,9 @@ class SensitivityController(QObject):
             self.view.set_progress(0.0, f"starting the {kind}…")
 
     def analyze(self, key: str) -> None:
-        from slimline.core.search.run import default_modes
         from slimline.core.sensitivity import job
         from slimline.core.sensitivity.models import SensitivitySettings
+        from slimline.core.sensitivity.prepare import default_modes
 
         spec, cls, params = self._spec(key)
         settings = SensitivitySettings(step=cls.id, params=params, modes=default_modes(cls.id),
@@ -165,6 +165,11 @@ class SensitivityController(QObject):
         self.result, self.result_key = result, key
         self.view.remember_result_step(key)
         self.view.set_result(result, self.excluded(key))
+        doc = self.session.doc
+        before = [s.id for s in doc.steps[: max(doc.index_of(key), 0)] if s.enabled]
+        if before:   # the step's real input is what those steps make; the ranking is on the open model
+            self.view.status.setText(self.view.status.text() + f" Ranked on the open model, not on what "
+                                     f"{', '.join(before)} make of it.")
         self.result_ready.emit(result)
 
     def _on_runner_failed(self, msg: UserMessage) -> None:

@@ -30,7 +30,7 @@ from slimline.core.search.path import damages, greedy_path, settings_after
 from slimline.core.search.verdict import ended, finish, recipe, verdict
 from slimline.core.sensitivity.analyze import analyze
 from slimline.core.sensitivity.models import SensitivitySettings
-from slimline.core.sensitivity.prepare import prepare, step_id
+from slimline.core.sensitivity.prepare import default_modes, prepare, step_id
 
 Progress = Callable[[float, str], None]
 CandidateCallback = Callable[[Candidate], None]
@@ -41,11 +41,6 @@ UNIFORM_BISECT = 3   # halvings of the uniform preset's setting, for the fairest
 
 def default_objective(step: str) -> Objective:
     return "compressed" if step_id(step) in COMPRESSED_STEPS else "size"
-
-
-def default_modes(step: str) -> list[str]:
-    """Quantize: each layer alone and each layer alone left out; prune/low-rank: each layer alone per level."""
-    return ["alone", "all_but"] if "quantize" in step_id(step) else ["alone"]
 
 
 def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace: Path,
@@ -212,4 +207,4 @@ def _count(settings: dict[str, str], lw: Any) -> str:
     return ", ".join(f"{n} layer{'s' if n != 1 else ''} at {k}" for k, n in by.items()) or "no layer changed"
 
 
-__all__ = ["default_modes", "default_objective", "search"]
+__all__ = ["default_modes", "default_objective", "search"]  # default_modes: re-exported

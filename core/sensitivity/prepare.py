@@ -22,6 +22,7 @@ from slimline.core.handle import ModelHandle
 from slimline.core.pipeline import Evaluation
 from slimline.core.plugin import CancelToken, StepContext
 from slimline.core.sensitivity.metric import MetricProbe
+from slimline.core.sensitivity.models import Mode
 from slimline.core.sensitivity.protocol import Layerwise, layerwise_for
 
 Progress = Callable[[float, str], None]
@@ -34,6 +35,11 @@ STEP_NAMES = {"quantize_dynamic": "builtin.quantize_dynamic", "quantize_static":
 def step_id(name: str) -> str:
     """The plugin id for a short step name (``quantize_static``) or an id."""
     return STEP_NAMES.get(name, name)
+
+
+def default_modes(step: str) -> list[Mode]:
+    """Quantize: each layer alone and each layer alone left out; prune/low-rank: each layer alone per level."""
+    return ["alone", "all_but"] if "quantize" in step_id(step) else ["alone"]
 
 
 @dataclass
@@ -192,4 +198,4 @@ def convert_if_needed(plugin_cls: Any, model: ModelHandle, bundle: Any, workspac
     return handle.with_dims(**kept) if kept else handle
 
 
-__all__ = ["STEP_NAMES", "Prepared", "convert_if_needed", "data_fingerprint", "prepare", "step_id"]
+__all__ = ["STEP_NAMES", "Prepared", "convert_if_needed", "data_fingerprint", "default_modes", "prepare", "step_id"]
