@@ -81,6 +81,7 @@ class WeightLayerwise:
         from onnx import numpy_helper
 
         inits = onnxio.initializer_map(self._proto)
+        modules = module_weights(self._proto)
         for node in self._proto.graph.node:
             if node.op_type not in ("MatMul", "Gemm", "Conv") or len(node.input) < 2 or node.input[1] not in inits:
                 continue
@@ -98,7 +99,8 @@ class WeightLayerwise:
                 matrix, in_axis = w, 1
             else:
                 matrix, in_axis = w.T, 0   # MatMul / Gemm without transB store [in, out]
-            self._weights[name] = WeightLayer(LayerInfo(name, node.input[1], node.op_type, int(w.size)),
+            self._weights[name] = WeightLayer(LayerInfo(name, tensor_name(node.input[1], node.name, modules),
+                                                        node.op_type, int(w.size)),
                                               np.array(matrix, dtype=np.float32), in_axis, node)
 
     def _output_layer(self) -> str | None:
@@ -165,7 +167,8 @@ class WeightLayerwise:
             from slimline.plugins.lowrank import onnx_lr
             from slimline.plugins.lowrank.svd import RankRule
 
-            otargets = [onnx_lr.OnnxTarget(0, w.handle, n, w.info.tensor, w.info.op, w.matrix, RankRule("ratio", 1.0))
+            rule = RankRule("ratio", 1.0)
+            otargets = [onnx_lr.OnnxTarget(0, w.handle, n, w.handle.input[1], w.info.op, w.matrix, rule)
                         for n, w in self._weights.items() if w.info.op in ("MatMul", "Gemm")]
             if not otargets:
                 return {}
@@ -182,6 +185,34 @@ class WeightLayerwise:
     def close(self) -> None:
         self._module = None
         self._proto = None
+
+
+def module_weights(proto: Any) -> dict[str, str]:
+    """Node name → the torch weight it computes with ("encoder.layer.0.output.dense.weight"), from the name
+    scopes torch.onnx's exporter writes into node metadata. Why: that exporter stores transposed weights
+    as anonymous constants ("val_142"); with this the ranking names the layers as the layer table does."""
+    import ast
+
+    out: dict[str, str] = {}
+    for node in proto.graph.node:
+        for prop in node.metadata_props:
+            if prop.key != "pkg.torch.onnx.name_scopes":
+                continue
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                break
+            if isinstance(scopes, list) and len(scopes) >= 2 and scopes[-2]:
+                out[node.name] = f"{scopes[-2]}.weight"
+            break
+    return out
+
+
+def tensor_name(weight: str, node_name: str, modules: dict[str, str]) -> str:
+    """The weight's name for people: its own when it reads like one, else the exporter's module name."""
+    if weight.startswith("val_") or "." not in weight:
+        return modules.get(node_name, weight)
+    return weight
 
 
 def matches(name: str, patterns: list[str], tensor: str = "") -> bool:

@@ -43,6 +43,9 @@ class QuantizeLayerwise:
         self._graph = proto.graph
         inits = {i.name: i for i in proto.graph.initializer}
         fixed = set(plugin._exclusions(proto.graph, params))   # the user's own exclusions stay in float
+        from slimline.plugins._shared.layerwise import module_weights, tensor_name
+
+        modules = module_weights(onnx.load(model.path, load_external_data=False))   # pre-processing drops them
         self._weights: dict[str, np.ndarray] = {}
         self.layers: list[LayerInfo] = []
         for name, op, weight in plugin.weight_nodes(self.prep_path, params):
@@ -50,7 +53,8 @@ class QuantizeLayerwise:
                 continue
             arr = numpy_helper.to_array(inits[weight])
             self._weights[name] = arr
-            self.layers.append(LayerInfo(name=name, tensor=_source_name(weight), op=op, params=int(arr.size)))
+            self.layers.append(LayerInfo(name=name, tensor=tensor_name(_source_name(weight), name, modules), op=op,
+                                         params=int(arr.size)))
         self._nodes = {n.name: n for n in proto.graph.node if n.name}
         wtype = str(getattr(params, "weight_type", "QInt8"))
         self.levels: list[Level] = [Level(LEVEL, f"INT8 ({wtype})", 1.0)]

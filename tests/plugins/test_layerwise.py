@@ -141,3 +141,18 @@ def test_structured_layerwise_on_a_torch_model(make_tiny_mlp, tmp_path: Path) ->
     cheap = lw.cheap_scores(load_dataset(data, model), CancelToken())
     errs = {c.level: c.output_error for c in cheap}
     assert errs["0.25"] is not None and errs["0.25"] < errs["0.5"] < errs["0.75"]   # more channels, more error
+
+
+def test_exported_anonymous_weights_are_named_after_their_module() -> None:
+    from onnx import helper
+
+    from slimline.plugins._shared.layerwise import module_weights, tensor_name
+
+    node = helper.make_node("MatMul", ["x", "val_142"], ["y"], name="node_MatMul_139")
+    prop = node.metadata_props.add()
+    prop.key, prop.value = "pkg.torch.onnx.name_scopes", "['', 'encoder', 'encoder.layer.0.output.dense', 'linear_5']"
+    graph = helper.make_graph([node], "g", [], [])
+    modules = module_weights(helper.make_model(graph))
+    assert tensor_name("val_142", "node_MatMul_139", modules) == "encoder.layer.0.output.dense.weight"
+    assert tensor_name("fc2.weight", "node_MatMul_139", modules) == "fc2.weight"   # a real name stays
+    assert tensor_name("val_7", "other", modules) == "val_7"

@@ -46,6 +46,10 @@ def test_minilm_ranking_and_top_k_exclusion_recovers_monotonically(minilm) -> No
     result, prep, lw = minilm
     assert result.task == "embedding" and result.metric.startswith("pooled cosine")
     assert Path(result.step_input).suffix == ".onnx" and len(result.rows) > 30   # 36 Linear layers + embeddings
+    from slimline.core.stats import layer_inventory
+
+    hf_names = {r.name for r in layer_inventory(prep.model)}   # the names the layer table shows for the HF folder
+    assert sum(r.tensor in hf_names for r in result.rows) >= 36, [r.tensor for r in result.rows[:5]]
     top = result.rows[:TOP_K]
     assert [r.source for r in top] == ["end_metric"] * TOP_K and all(r.score > 0 for r in top)
     assert result.uniform is not None and 0.95 < result.uniform.value < 0.9999   # INT8 costs something, not all
