@@ -50,8 +50,9 @@ def analyze(model: ModelHandle, data: Any, settings: SensitivitySettings, *, wor
     say(0.0, "hashing the model and the data")
     model_hash = model.content_hash()
     ev = getattr(data, "eval", None) if data is not None else None
-    key = store.cache_key(model_hash, data_fingerprint(ev.take(settings.max_rows) if ev is not None else None),
-                          settings, evaluation)
+    cal = getattr(data, "calibration", None) if data is not None else None   # static INT8 calibrates on it
+    data_hash = data_fingerprint(ev.take(settings.max_rows) if ev is not None else None) + data_fingerprint(cal)
+    key = store.cache_key(model_hash, data_hash, settings, evaluation)
     if use_cache:
         hit = store.load(workspace, key)
         if hit is not None:
