@@ -39,8 +39,8 @@ class Subcommand:
 
 
 def subcommands() -> tuple[Subcommand, ...]:
-    """The engine's subcommands, in help order (export/report/sweep are imported here, explicitly)."""
-    from slimline.core import export_cli, report_cli, sweep_cli
+    """The engine's subcommands, in help order (export/report/sweep/sensitivity/search imported here, explicitly)."""
+    from slimline.core import export_cli, report_cli, search_cli, sensitivity_cli, sweep_cli
 
     return (
         Subcommand("inspect", _add_inspect, cmd_inspect),
@@ -50,6 +50,8 @@ def subcommands() -> tuple[Subcommand, ...]:
         Subcommand("export", export_cli.add_parser, export_cli.cmd_export),
         Subcommand("report", report_cli.add_parser, report_cli.cmd_report),
         Subcommand("sweep", sweep_cli.add_parser, sweep_cli.cmd_sweep),
+        Subcommand("sensitivity", sensitivity_cli.add_parser, sensitivity_cli.cmd_sensitivity),
+        Subcommand("search", search_cli.add_parser, search_cli.cmd_search),
     )
 
 

@@ -305,3 +305,24 @@ def perplexity(logits: np.ndarray, token_ids: np.ndarray, mask: np.ndarray | Non
     nll = -np.take_along_axis(lp, np.clip(ids, 0, lp.shape[-1] - 1)[..., None], axis=-1)[..., 0]
     val = float(np.mean(nll[keep]))
     return float(np.exp(val)) if np.isfinite(val) else float("inf")
+
+
+def linear_output_error(weight: np.ndarray, changed: np.ndarray, gram: np.ndarray | None = None,
+                        rms: np.ndarray | None = None) -> float:
+    """Relative error a weight change makes at a linear layer's output, from its inputs' statistics.
+
+    ``weight``/``changed`` are [out, in] (a conv kernel reshaped to [out, in·kh·kw]). With the input
+    second moment ``gram`` = XᵀX/N the figure is exact for those inputs: sqrt(tr(ΔGΔᵀ) / tr(WGWᵀ));
+    with per-input ``rms`` it assumes uncorrelated inputs; with neither it is the weight error ‖ΔW‖/‖W‖.
+    Why here: it is the cheap stand-in for "the error at this layer's output" that sensitivity ranks by.
+    """
+    w, d = _f64(weight), _f64(weight) - _f64(changed)
+    if gram is not None:
+        g = _f64(gram)
+        num, den = float(np.sum((d @ g) * d)), float(np.sum((w @ g) * w))
+    else:
+        s = np.ones(w.shape[1]) if rms is None else _f64(rms).reshape(-1)
+        num, den = float(((d * s) ** 2).sum()), float(((w * s) ** 2).sum())
+    if den <= ZERO_NORM:
+        return 0.0 if num <= ZERO_NORM else float("inf")
+    return float(np.sqrt(max(num, 0.0) / den))

@@ -57,7 +57,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise SlimlineError("the report file already exists", subject=str(out),
                             hint="pass --force to overwrite it, or choose another --out")
-    write_report(record, out, exports=load_export_records(rj.parent), stats=not args.no_stats)
+    from slimline.core.export.report_search import load_search
+
+    write_report(record, out, exports=load_export_records(rj.parent), stats=not args.no_stats,
+                 search=load_search(rj.parent))
     print(f"wrote {out} ({out.stat().st_size / 1000:.0f} kB)", file=sys.stderr)
     print(out)
     return 0

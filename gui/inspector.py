@@ -10,12 +10,13 @@ import functools
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from slimline.gui.histogram_view import HistogramView, HistSeries
 from slimline.gui.layer_table import LayerTableView
 from slimline.gui.messages import UserMessage, describe_exception
 from slimline.gui.overview_chart import OverviewChart
+from slimline.gui.sensitivity_view import SensitivityView
 from slimline.gui.summary_view import SummaryView
 from slimline.gui.theme import warn_text
 from slimline.gui.workers import run_in_thread
@@ -62,7 +63,11 @@ class InspectorView(QWidget):
         hist_lay.addWidget(self.no_counterpart)
         hist_lay.addWidget(self.histogram, 1)
         right.addWidget(hist_box)
-        right.addWidget(self.overview)
+        self.sensitivity = SensitivityView()
+        self.lower_tabs = QTabWidget()
+        self.lower_tabs.addTab(self.overview, "Depth overview")
+        self.lower_tabs.addTab(self.sensitivity, "Sensitivity")
+        right.addWidget(self.lower_tabs)
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(right)
@@ -73,6 +78,7 @@ class InspectorView(QWidget):
         lay.addWidget(self.status)
         self.layers.selection_changed.connect(self._on_layers_selection_changed)
         self.overview.layer_clicked.connect(self._on_overview_layer_clicked)
+        self.sensitivity.layer_selected.connect(self._on_overview_layer_clicked)
 
     # --- public ------------------------------------------------------------------------
     def set_handle(self, handle: Any, rows: list[Any] | None = None) -> None:
@@ -82,6 +88,7 @@ class InspectorView(QWidget):
         self.variant = None
         self.summary.set_handle(handle)
         self.histogram.clear()
+        self.layers.model.set_sensitivity({})
         if rows is None:
             self.layers.set_rows([])
             gen = self._gen
@@ -133,7 +140,12 @@ class InspectorView(QWidget):
     def _on_layers_selection_changed(self, names: list[str]) -> None:
         if names:
             self.overview.mark(names[0])
+            self.sensitivity.select_tensor(names[0])
         self._request_histograms(names)
+
+    def show_sensitivity(self, result: Any) -> None:
+        """A sensitivity ranking arrived: fill the layer table's column (the panel draws its own chart)."""
+        self.layers.model.set_sensitivity(result.by_tensor() if result is not None else {})
 
     def _on_overview_layer_clicked(self, name: str) -> None:
         self.layers.select_name(name)

@@ -65,7 +65,11 @@ COLUMNS: list[Column] = [
     Column("outlier_frac", "Outliers", "pct", "Fraction with |w − mean| > 6 std"),
     Column("nan_count", "NaN", "int"),
     Column("inf_count", "Inf", "int"),
+    Column("sensitivity", "Sensitivity", "sens", "Rank and score from the last sensitivity analysis (Sensitivity "
+           "panel): the metric lost when the step changes this layer, or its cheap score (error at the layer)"),
 ]
+SENS_SOURCE = {"end_metric": "end metric", "output_error": "output error (cheap)",
+               "weight_error": "weight error (cheap)"}
 
 
 def fmt_bytes(n: float | int | None) -> str:
@@ -131,7 +135,15 @@ class LayerTableModel(QAbstractTableModel):
         self._display_of: dict[str, int] = {}
         self._header_of: dict[int, int] = {}
         self._members: dict[int, list[int]] = {}
+        self._sens: dict[str, Any] = {}   # tensor name -> slimline.core.sensitivity.LayerSensitivity
         self._build(rows)
+
+    def set_sensitivity(self, by_tensor: dict[str, Any]) -> None:
+        """Show a sensitivity ranking in its column (``{}`` clears it)."""
+        self._sens = dict(by_tensor)
+        col = next(i for i, c in enumerate(COLUMNS) if c.key == "sensitivity")
+        if self._items:
+            self.dataChanged.emit(self.index(0, col), self.index(len(self._items) - 1, col))
 
     # --- data access -------------------------------------------------------------------
     def _build(self, rows: Sequence[Any], *, keep_groups: bool = False) -> None:
@@ -249,6 +261,8 @@ class LayerTableModel(QAbstractTableModel):
             return None
         it = self._items[index.row()]
         row, col = self.row_at(index.row()), COLUMNS[index.column()]
+        if col.kind == "sens":
+            return None if it.is_group else self._sens_data(self._sens.get(str(_get(row, "name"))), role)
         value = _get(row, col.key)
         if it.is_group:
             return self._group_data(it.group, row, col, value, role)
@@ -267,6 +281,22 @@ class LayerTableModel(QAbstractTableModel):
             return QColor(220, 53, 69, 90) if bad else QColor(255, 193, 7, 90)
         if role == Qt.ItemDataRole.ToolTipRole and reasons:
             return "Unusual: " + "; ".join(reasons)
+        return None
+
+    @staticmethod
+    def _sens_data(sens: Any, role: int) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole:
+            if sens is None:
+                return ""
+            fid = f" (Δfid {sens.fidelity_score:.2g})" if sens.score == 0 and sens.source == "end_metric" else ""
+            return f"#{sens.rank}  {sens.score:.4g}{fid}"
+        if role == SORT_ROLE:
+            return -math.inf if sens is None else (2 - ["end_metric", "output_error", "weight_error"].index(
+                sens.source)) * 1e6 + float(sens.score)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole and sens is not None:
+            return f"rank {sens.rank}: {SENS_SOURCE.get(sens.source, sens.source)} {sens.score:.4g} ({sens.layer})"
         return None
 
     def _group_data(self, gi: int, row: Any, col: Column, value: Any, role: int) -> Any:

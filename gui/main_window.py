@@ -38,7 +38,7 @@ from slimline.gui.workers import run_in_thread, warm_imports
 if TYPE_CHECKING:
     from slimline.gui.sweep_dialog import SweepDialog
 
-TAB_START, TAB_INSPECT, TAB_PIPELINE, TAB_RUN, TAB_RESULTS = range(5)
+TAB_START, TAB_INSPECT, TAB_PIPELINE, TAB_RUN, TAB_RESULTS, TAB_COMPARE = range(6)
 WARM_AFTER_MS = 300
 SIGNALS = ("model_opened", "model_open_failed", "data_loaded", "pipeline_loaded", "run_finished", "report_saved",
            "autosaved", "restore_offered", "session_restored")
@@ -113,6 +113,10 @@ class MainWindow(QMainWindow):
         parts.build_actions(self)
         parts.fill_recent_menu(self)
         self._connect()
+        from slimline.gui import diff_view, sensitivity_controller
+
+        self.diff_view = diff_view.attach(self)                  # the Compare tab (TAB_COMPARE)
+        self.sensitivity = sensitivity_controller.attach(self)   # the Inspect tab's Sensitivity panel
         self.start.set_recent(st.recent_files())
         self._update_title()
         self._update_actions()

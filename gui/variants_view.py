@@ -46,6 +46,11 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
+def chosen(v: Variant) -> bool:
+    """The candidate a budgeted search chose (slimline.core.search): drawn as a star, said in the table."""
+    return bool(v.step is not None and v.step.metrics.get("search_chosen"))
+
+
 class VariantTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -81,7 +86,8 @@ class VariantTableModel(QAbstractTableModel):
             return [v.run_id, v.step_id, v.title, "—" if size is None else fmt_bytes(size),
                     *speed_cells(v.step),
                     q.text(), ", ".join(v.flags),
-                    status + (" · Pareto" if v.key in self.pareto_keys else "")][col]
+                    status + (" · Pareto" if v.key in self.pareto_keys else "")
+                    + (" · ★ chosen by search" if chosen(v) else "")][col]
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == 0 and v.run is not None:  # the pipeline as run (a sweep's variant names its settings)
                 return v.run.pipeline_name
@@ -146,9 +152,14 @@ class VariantsView(QWidget):
         self.export_button.setEnabled(False)
         self.inspect_button = QPushButton("Compare histograms in Inspect")
         self.inspect_button.setEnabled(False)
+        self.size_combo = QComboBox()   # zeros only pay once compressed: magnitude pruning compares zip sizes
+        self.size_combo.addItem("size on disk", "disk")
+        self.size_combo.addItem("zip-compressed size", "zip")
+        self.size_combo.setToolTip("The size axis: bytes on disk, or zip-compressed (where unstructured sparsity pays)")
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Model:"))
         bar.addWidget(self.model_combo)
+        bar.addWidget(self.size_combo)
         bar.addWidget(self.info, 1)
         bar.addWidget(self.inspect_button)
         bar.addWidget(self.export_button)
@@ -165,6 +176,7 @@ class VariantsView(QWidget):
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
         self.export_button.clicked.connect(self._on_export_button_clicked)
         self.model_combo.currentIndexChanged.connect(self._on_model_combo_changed)
+        self.size_combo.currentIndexChanged.connect(self._on_size_combo_changed)
         self._fill_models()
 
     # --- data --------------------------------------------------------------------------
@@ -202,6 +214,11 @@ class VariantsView(QWidget):
             self.model_combo.setItemData(self.model_combo.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(self.model_filter)))
         self.model_combo.blockSignals(False)
+
+    def _on_size_combo_changed(self, _i: int) -> None:
+        self.size_plot.setLabel("bottom", "zip-compressed size (MB)" if self.size_combo.currentData() == "zip"
+                                else "size on disk (MB)")
+        self._refresh()
 
     def _on_model_combo_changed(self, _i: int) -> None:
         self.model_filter = str(self.model_combo.currentData() or "")
@@ -254,8 +271,9 @@ class VariantsView(QWidget):
 
     def _points(self, key: str) -> tuple[list[tuple[float, float]], list[int]]:
         pts, idx = [], []
+        zipped = self.size_combo.currentData() == "zip"
         for i, v in enumerate(self.variants):
-            size = size_bytes(v.step)
+            size = (v.step.size.zip_bytes if v.step is not None else None) if zipped else size_bytes(v.step)
             x = (size / 1e6 if size is not None else None) if key == "size" else (
                 latency_ms(v.step) if latency_ms(v.step) is not None else decode_ms(v.step))
             y = quality(v.step).value
@@ -272,7 +290,8 @@ class VariantsView(QWidget):
             v = self.variants[i]
             color = OK_COLOR if j in front else (FLAG_COLOR if split_flags(list(v.flags))[0] else "#999999")
             spots.append({"pos": (x, y), "data": v.key, "brush": pg.mkBrush(color),
-                          "symbol": "s" if v.step_id == "original" else "o"})
+                          "symbol": "s" if v.step_id == "original" else ("star" if chosen(v) else "o"),
+                          "size": 18 if chosen(v) else 12})
         sc = self.scatters[key]
         sc.setData(spots, tip=lambda x, y, data: f"{data}\n({x:.4g}, {y:.4f})")
         fp = sorted(pts[j] for j in front)

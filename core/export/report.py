@@ -328,6 +328,14 @@ def _environment(record: RunRecord, results: list[StepResult]) -> str:
             "score intervals for the number of evaluated samples.</p>")
 
 
+def _search_html(search: Any) -> str:
+    if search is None:
+        return ""
+    from slimline.core.export.report_search import search_section
+
+    return search_section(search)
+
+
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1180px;color:#1d1d1f;
  padding:0 20px;line-height:1.4}
@@ -352,8 +360,11 @@ figure{margin:6px 0;min-width:0}svg{max-width:100%;height:auto}
 
 def write_report(run_record: RunRecord | dict[str, Any], path: str | Path, *,
                  exports: list[dict[str, Any]] | None = None, stats: bool = True,
-                 progress: Callable[[float, str], None] | None = None) -> Path:
-    """Write the HTML report for ``run_record`` to ``path`` (atomically); returns the path."""
+                 progress: Callable[[float, str], None] | None = None, search: Any = None) -> Path:
+    """Write the HTML report for ``run_record`` to ``path`` (atomically); returns the path.
+
+    ``search``: the run's SearchResult (report_search.load_search) for a budgeted search run.
+    """
     from slimline.core import __version__
 
     def step(f: float, m: str) -> None:
@@ -387,6 +398,7 @@ def write_report(run_record: RunRecord | dict[str, Any], path: str | Path, *,
         _results_section(results) if results else "<p>No results.</p>",
         _charts(results) if results else "",
         lm_html.generations_section(results),
+        _search_html(search),
         _warnings(results, run_record),
         _layers_section(before, after, same),
         _exports_section(exports or []),

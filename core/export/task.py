@@ -40,7 +40,10 @@ def write_run_report(spec: dict[str, Any], progress: Any = None) -> dict[str, An
 
     run_dir = Path(spec["run_dir"])
     record = load_run(run_dir)
-    out = write_report(record, spec["out"], exports=load_export_records(run_dir), progress=progress)
+    from slimline.core.export.report_search import load_search
+
+    out = write_report(record, spec["out"], exports=load_export_records(run_dir), progress=progress,
+                       search=load_search(run_dir))
     return {"path": str(out), "bytes": out.stat().st_size}
 
 

@@ -71,6 +71,15 @@ class LowRankFactorize(Plugin):
     preserves_format: ClassVar[bool] = True
     Params: ClassVar[type[PluginParams]] = LowRankParams
 
+    # The parameter that leaves layers alone (slimline.core.sensitivity: click-to-exclude, the search).
+    exclusion_field: ClassVar[str] = "skip"
+
+    def layerwise(self, model: ModelHandle, params: PluginParams, ctx: StepContext) -> Any:
+        """This step one layer at a time (slimline.core.sensitivity.protocol.Layerwise)."""
+        from slimline.plugins.lowrank.layerwise import LowRankLayerwise
+
+        return LowRankLayerwise(self, model, params, ctx)
+
     def check(self, model: ModelHandle, params: PluginParams) -> list[Problem]:
         problems = self.check_format(model)
         if problems:

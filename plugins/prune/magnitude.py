@@ -37,6 +37,10 @@ class MagnitudeParams(PluginParams):
     n: int = Field(2, ge=1, le=31, description="Weights kept per group of m (n:m pattern)")
     skip: list[str] = layer_patterns("Layer names or glob patterns to leave dense "
                                      "(biases and norms are always left alone)")
+    overrides: dict[str, float] = Field(
+        default_factory=dict, description="Per-layer sparsity, name or glob → fraction of zeros in [0, 0.99] "
+        "(unstructured, target 'sparsity' only); layers not listed get 'sparsity'. Written by the budgeted "
+        "search and the sensitivity view")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for criterion='random'")
 
     @field_validator("n")
@@ -46,6 +50,20 @@ class MagnitudeParams(PluginParams):
         if m is not None and v >= m:
             raise ValueError(f"n ({v}) must be smaller than m ({m}); 2:4 keeps 2 of every 4")
         return v
+
+    @field_validator("overrides")
+    @classmethod
+    def _check_overrides(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, value in v.items():
+            if isinstance(value, bool) or not 0.0 <= float(value) <= 0.99:
+                raise ValueError(f"overrides[{name!r}]: sparsity must be in [0, 0.99], got {value}")
+        return v
+
+    @model_validator(mode="after")
+    def _overrides_need_sparsity(self) -> "MagnitudeParams":
+        if self.overrides and (self.pattern != "unstructured" or self.target != "sparsity"):
+            raise ValueError("overrides: per-layer sparsity needs pattern 'unstructured' and target 'sparsity'")
+        return self
 
     @model_validator(mode="after")
     def _random_needs_target(self) -> "MagnitudeParams":
@@ -72,6 +90,15 @@ class MagnitudePrune(Plugin):
     Params: ClassVar[type[PluginParams]] = MagnitudeParams
 
     # --- pre-flight ---------------------------------------------------------------------
+    # The parameter that leaves layers alone (slimline.core.sensitivity: click-to-exclude, the search).
+    exclusion_field: ClassVar[str] = "skip"
+
+    def layerwise(self, model: ModelHandle, params: PluginParams, ctx: StepContext) -> Any:
+        """This step one layer at a time (slimline.core.sensitivity.protocol.Layerwise)."""
+        from slimline.plugins.prune.layerwise import MagnitudeLayerwise
+
+        return MagnitudeLayerwise(self, model, params, ctx)
+
     def check(self, model: ModelHandle, params: PluginParams) -> list[Problem]:
         problems = self.check_format(model)
         if problems:
@@ -95,12 +122,15 @@ class MagnitudePrune(Plugin):
         raise StepFailed(f"cannot prune a {model.family} model", subject=self.id,
                          hint="open a runnable torch or ONNX model")
 
-    def _masks(self, slots: list[WeightSlot], p: MagnitudeParams) -> MaskResult:
+    def _masks(self, slots: list[WeightSlot], p: MagnitudeParams,
+               node_names: dict[str, str] | None = None) -> MaskResult:
         if p.pattern == "n:m":
             return nm_masks(slots, n=p.n, m=p.m, criterion=p.criterion, seed=p.seed)
         thr = p.threshold if p.target == "threshold" else None
-        return unstructured_masks(slots, sparsity=p.sparsity, scope=p.scope, criterion=p.criterion,
-                                  seed=p.seed, threshold=thr)
+        if not p.overrides:
+            return unstructured_masks(slots, sparsity=p.sparsity, scope=p.scope, criterion=p.criterion,
+                                      seed=p.seed, threshold=thr)
+        return _masks_with_overrides(slots, p, node_names or {})
 
     def _run_torch(self, model: ModelHandle, p: MagnitudeParams, ctx: StepContext) -> StepOutput:
         import torch
@@ -121,7 +151,7 @@ class MagnitudePrune(Plugin):
             raise StepFailed("no Conv or Linear weights left to prune", subject=f"{self.id}.skip",
                              hint="check the skip list, or use a model with Conv/Linear layers")
         before = {s.name: float((s.array == 0).mean()) for s in slots}
-        res = self._masks(slots, p)
+        res = self._masks(slots, p, {s.name: f"{s.name}.weight" for s in slots})
         with torch.no_grad():
             for i, s in enumerate(slots):
                 ctx.cancel.raise_if_cancelled()
@@ -145,6 +175,7 @@ class MagnitudePrune(Plugin):
         slots: list[WeightSlot] = []
         skipped: dict[str, str] = {}
         seen: set[str] = set()
+        node_names: dict[str, str] = {}
         for node in proto.graph.node:
             found = _onnx_weight(node, inits)
             if found is None or found[0] in seen:
@@ -159,11 +190,12 @@ class MagnitudePrune(Plugin):
                 skipped[wname] = f"{arr.dtype} weights (already quantized?)"
                 continue
             slots.append(WeightSlot(wname, node.op_type, np.array(arr), in_axis))
+            node_names[wname] = node.name
         if not slots:
             raise StepFailed("no float Conv/Gemm/MatMul weights left to prune", subject=f"{self.id}.skip",
                              hint="check the skip list, or prune before quantizing")
         before = {s.name: float((s.array == 0).mean()) for s in slots}
-        res = self._masks(slots, p)
+        res = self._masks(slots, p, node_names)
         for i, s in enumerate(slots):
             ctx.cancel.raise_if_cancelled()
             ctx.progress(0.1 + 0.7 * i / len(slots), f"pruning {s.name}")
@@ -211,7 +243,8 @@ class MagnitudePrune(Plugin):
         }
         how = (f"{p.n}:{p.m} pattern" if p.pattern == "n:m"
                else f"|w| < {p.threshold:g}" if p.target == "threshold"
-               else f"{p.scope} {p.sparsity:.0%} target")
+               else f"{p.scope} {p.sparsity:.0%} target"
+               + (f", {len(p.overrides)} per-layer override(s)" if p.overrides else ""))
         notes = [
             f"{sparsity:.1%} of the weights in {len(res.keep)} Conv/Linear layers are zero "
             f"({how}, criterion {p.criterion}); biases and norms untouched.",
@@ -232,6 +265,33 @@ class MagnitudePrune(Plugin):
             warnings.append("no weight was zeroed: raise the sparsity or the threshold")
         ctx.progress(1.0, "done")
         return StepOutput(model=out, metrics=metrics, notes=notes, warnings=warnings, tables={"sparsity": rows})
+
+
+def layer_sparsity(name: str, p: MagnitudeParams, node_name: str = "") -> float | None:
+    """The per-layer sparsity ``overrides`` gives ``name`` (a module, weight or node name), else None."""
+    for key in (name, node_name):
+        if key and key in p.overrides:
+            return float(p.overrides[key])
+    for pattern, value in p.overrides.items():
+        if matches_any(name, [pattern]) or (node_name and matches_any(node_name, [pattern])):
+            return float(value)
+    return None
+
+
+def _masks_with_overrides(slots: list[WeightSlot], p: MagnitudeParams, node_names: dict[str, str]) -> MaskResult:
+    """Overridden layers at their own sparsity (each alone), the rest by ``sparsity``/``scope`` as usual."""
+    own = {s.name: layer_sparsity(s.name, p, node_names.get(s.name, "")) for s in slots}
+    rest = [s for s in slots if own[s.name] is None]
+    res = unstructured_masks(rest, sparsity=p.sparsity, scope=p.scope, criterion=p.criterion, seed=p.seed) \
+        if rest else MaskResult()
+    for s in slots:
+        value = own[s.name]
+        if value is None:
+            continue
+        one = unstructured_masks([s], sparsity=value, scope="layer", criterion=p.criterion, seed=p.seed)
+        res.keep.update(one.keep)
+        res.threshold.update(one.threshold)
+    return res
 
 
 def _torch_in_axis(mod: Any) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle
@@ -35,9 +35,20 @@ class StructuredParams(PluginParams):
     round_to: int = Field(0, ge=0, le=256, description="Keep channel counts multiples of this (e.g. 8); 0 = off")
     ignored_layers: list[str] = layer_patterns("Layer names or glob patterns never pruned "
                                                "(the output layer is always kept)")
+    overrides: dict[str, float] = Field(
+        default_factory=dict, description="Per-layer ratio, layer name or glob → fraction of its output channels "
+        "to remove in (0, 0.95]; layers not listed get pruning_ratio. Written by the budgeted search")
     taylor_batches: int = Field(4, ge=1, le=1000, description="Training batches for Taylor importance")
     batch_size: int = Field(32, ge=1, le=4096, description="Batch size for Taylor importance")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for random importance")
+
+    @field_validator("overrides")
+    @classmethod
+    def _check_overrides(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, value in v.items():
+            if isinstance(value, bool) or not 0.0 < float(value) <= 0.95:
+                raise ValueError(f"overrides[{name!r}]: ratio must be in (0, 0.95], got {value}")
+        return v
 
 
 class StructuredPrune(Plugin):
@@ -54,6 +65,15 @@ class StructuredPrune(Plugin):
     input_formats: ClassVar[tuple[str, ...]] = ("torch",)  # type: ignore[assignment]
     output_format: ClassVar[str] = "torch"  # type: ignore[assignment]
     Params: ClassVar[type[PluginParams]] = StructuredParams
+
+    # The parameter that leaves layers alone (slimline.core.sensitivity: click-to-exclude, the search).
+    exclusion_field: ClassVar[str] = "ignored_layers"
+
+    def layerwise(self, model: ModelHandle, params: PluginParams, ctx: StepContext) -> Any:
+        """This step one layer at a time (slimline.core.sensitivity.protocol.Layerwise)."""
+        from slimline.plugins.prune.layerwise import StructuredLayerwise
+
+        return StructuredLayerwise(self, model, params, ctx)
 
     def check(self, model: ModelHandle, params: PluginParams) -> list[Problem]:
         problems = self.check_format(model)
@@ -110,9 +130,11 @@ class StructuredPrune(Plugin):
             imp = tp.importance.MagnitudeImportance(p=params.norm_p)
 
         ctx.progress(0.05, "building dependency graph")
+        ratio_dict = _ratio_overrides(module, params, ignored)
         try:
             pruner = tp.pruner.MetaPruner(
                 module, example, importance=imp, pruning_ratio=params.pruning_ratio,
+                pruning_ratio_dict=ratio_dict or None,
                 global_pruning=params.global_pruning, max_pruning_ratio=params.max_layer_ratio,
                 iterative_steps=params.iterative_steps, ignored_layers=ignored,
                 round_to=params.round_to or None)
@@ -175,6 +197,20 @@ class StructuredPrune(Plugin):
             warnings.append("nothing was removed: every layer is ignored or too small to prune")
         ctx.progress(1.0, "done")
         return StepOutput(model=out, metrics=metrics, notes=notes, warnings=warnings, tables={"channels": rows})
+
+
+def _ratio_overrides(module: Any, params: StructuredParams, ignored: list[Any]) -> dict[Any, float]:
+    """``overrides`` as Torch-Pruning's ``pruning_ratio_dict`` (module → ratio); ignored layers stay ignored."""
+    out: dict[Any, float] = {}
+    for name, mod in module.named_modules():
+        if not name or any(mod is i for i in ignored):
+            continue
+        value = params.overrides.get(name)
+        if value is None:
+            value = next((v for k, v in params.overrides.items() if matches_any(name, [k])), None)
+        if value is not None and hasattr(mod, "weight"):
+            out[mod] = float(value)
+    return out
 
 
 def _labelled_data(ctx: StepContext) -> Any:

@@ -51,6 +51,8 @@ class QuantizeBase(Plugin):
     output_format: ClassVar = "onnx"
     # Ops considered "core" when retrying with fewer op types.
     core_ops: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv")
+    # The parameter that leaves layers in float (slimline.core.sensitivity: click-to-exclude, the search).
+    exclusion_field: ClassVar[str] = "nodes_to_exclude"
     supports_per_channel: ClassVar[bool] = True
     optimize_first: ClassVar[bool] = True
     # Opset the pre-processing upgrades to (per-channel QDQ needs 13); FP16 needs no upgrade.
@@ -338,6 +340,51 @@ class QuantizeBase(Plugin):
 
     def _gemm_rewrite(self, params: Any) -> bool:
         return False
+
+    # --- layer by layer: sensitivity analysis and budgeted search (slimline.core.sensitivity) ----------
+    def prepare_graph(self, model: ModelHandle, params: Any, dst: Path) -> tuple[Path, list[str]]:
+        """The pre-processed graph this step quantizes: its node names are the ones ``nodes_to_exclude`` takes."""
+        return prep.preprocess(model.path, dst, optimize=self.optimize_first, gemm_rewrite=self._gemm_rewrite(params),
+                               min_opset=self.min_opset)
+
+    def weight_nodes(self, prep_path: Path, params: Any) -> list[tuple[str, str, str]]:
+        """(node name, op type, weight initializer) of each node with a float weight that the step would quantize."""
+        import onnx
+
+        model = onnx.load(str(prep_path), load_external_data=False)
+        graph = model.graph
+        ops = set(self._first_attempt(params, prep.count_ops(model)).op_types)
+        floats = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+                  and len(i.dims) >= 2}
+        out = []
+        for n in graph.node:
+            weight = next((i for i in n.input if i in floats), None)
+            if n.name and weight and (not ops or n.op_type in ops):
+                out.append((n.name, n.op_type, weight))
+        return out
+
+    def layerwise(self, model: ModelHandle, params: Any, ctx: StepContext) -> Any:
+        """This step layer by layer (slimline.core.sensitivity.protocol.Layerwise): one node quantized or kept."""
+        from slimline.plugins.quantize.layerwise import QuantizeLayerwise
+
+        return QuantizeLayerwise(self, model, params, ctx)
+
+    def quantize_once(self, prep_path: Path, dst: Path, params: Any, ctx: StepContext,
+                      exclude: tuple[str, ...] = ()) -> Attempt:
+        """Quantize the pre-processed graph once with the step's own settings plus ``exclude``.
+
+        No guardrail, no retries, no timing: a sensitivity probe or a search candidate must be exactly
+        the settings asked for; judging it is the caller's job (with the same task metrics).
+        """
+        import onnx
+
+        model = onnx.load(str(prep_path), load_external_data=False)
+        first = self._first_attempt(params, prep.count_ops(model))
+        excluded = tuple(dict.fromkeys((*exclude, *self._exclusions(model.graph, params))))
+        attempt = replace(first, exclude=excluded, why="layer-wise settings")
+        self._prepare_data(params, ctx)
+        self._quantize(prep_path, dst, attempt, params, ctx)
+        return attempt
 
 
 def _float32_elements(model: Any) -> int:

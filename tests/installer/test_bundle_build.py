@@ -46,7 +46,8 @@ LM_TEXT_PIPELINES = {"llm_prune": HERE / "pipeline_plugins_llm_prune.json"}
 LM_DIMS = ["--dim", "kv_cache_dim=16", "--dim", "past_sequence_length=0", "--dim", "sequence_length=16",
            "--dim", "total_sequence_length=16"]
 # Subcommands exercised below (gui: test_bundle_starts_gui_offscreen / test_startup_times).
-COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck", "sweep"}
+COVERED_COMMANDS = {"inspect", "run", "bench", "plugins", "export", "report", "gui", "selfcheck", "sweep",
+                    "sensitivity", "search"}
 SWEEP_PIPELINE = HERE / "pipeline_sweep.json"   # test_bundle_sweep_and_torchrun_like_dev
 EXPORTS = [("s4", "torchscript"), ("s4", "pt2"), ("s4", "safetensors"), ("s4", "onnx"), (None, "onnx"),
            (None, "bundle")]
@@ -451,6 +452,27 @@ def test_bundle_sweep_and_torchrun_like_dev(sides):
     assert ray.returncode == 2 and "not part of this desktop bundle" in ray.stderr, ray.stderr[-2000:]
     check = json.loads(sides["bundle"].run("selfcheck", "--json", timeout=600).stdout)
     assert "ray" in check["optional_missing"]
+@pytest.mark.timeout(1800)
+def test_bundle_sensitivity_and_search(sides):
+    """`sensitivity` and `search` (child-process jobs) from the bundle give the dev install's ranking and path."""
+    model, data = str(DEMO / "digits_cnn.safetensors"), str(DEMO / "digits_eval.npz")
+    common = ["--data", data, "--step", "prune", "--levels", "0.7", "--rows", "64", "--threads", "1", "--json"]
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for side in ("bundle", "dev"):
+        s = sides[side]
+        ws = str(s.tmp / "ws-sensitivity")
+        sens = json.loads(s.run("sensitivity", model, *common, "--top-k", "2", "--workspace", ws).stdout)
+        proc = s.run("search", model, *common, "--top-k", "1", "--max-candidates", "3", "--workspace", ws,
+                     check=False)
+        assert proc.returncode in (0, 3), f"{side}: search → rc {proc.returncode}: {proc.stderr[-3000:]}"
+        found = json.loads(proc.stdout)
+        assert found["candidates"] and found["verdict"]
+        out[side] = (figures({k: v for k, v in sens.items() if k not in ("model", "step_input", "notes")}),
+                     figures({"candidates": [{k: c[k] for k in ("label", "settings", "metric", "within_budget")}
+                                             for c in found["candidates"]], "reachable": found["reachable"]}))
+    for i, what in enumerate(("sensitivity", "search")):
+        diffs = differences(out["bundle"][i], out["dev"][i])
+        assert not diffs, f"{what}: " + "\n".join(diffs[:30])
 
 
 @pytest.mark.slow
