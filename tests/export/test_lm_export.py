@@ -124,7 +124,8 @@ def test_bundle_of_an_lm_is_a_genai_folder_with_card_and_triton(llama: Path, cor
     assert export.parity.greedy is not None and all(export.parity.greedy.cache_explained)
     card = json.loads((out / "model_card.json").read_text())
     assert card["use"][0].startswith("python chat.py") and card["parity"]["kind"] == "lm"
-    assert any("KV-cache decoder: the graph also takes 4 past_key_values.*" in n for n in card["preprocessing"]["notes"])
+    notes = card["preprocessing"]["notes"]
+    assert any("KV-cache decoder: the graph also takes 4 past_key_values.*" in n for n in notes)
     assert "Greedy tokens:" in (out / "MODEL_CARD.md").read_text()
     assert "MODEL_CARD.md" in (out / "README.md").read_text()
     proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS", "--quiet"], cwd=out, capture_output=True, text=True)
