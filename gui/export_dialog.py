@@ -49,6 +49,12 @@ FORMATS = [("onnx", "ONNX (.onnx)", "onnxruntime, TensorRT, OpenVINO, most serve
            ("torchscript", "TorchScript (.pt)", "libtorch / C++ and Python without the model's code"),
            ("pt2", "torch.export (.pt2)", "PyTorch 2 ahead-of-time program"),
            ("safetensors", "safetensors (weights only)", "the weights, bit-exact, no code"),
+           ("onnx-genai", "ONNX for generation, KV cache (onnxruntime-genai, fp32)",
+            "language models: model.onnx + genai_config.json + tokenizer + chat.py; fast generate API"),
+           ("onnx-genai-fp16", "ONNX for generation, KV cache, fp16", "language models on a GPU"),
+           ("onnx-genai-int4", "ONNX for generation, KV cache, int4 (model builder defaults)",
+            "language models; for a better int4 use the weight-only quantize step first"),
+           ("onnx-logits", "ONNX logits only (no KV cache)", "language models: evaluation, not generation"),
            ("bundle", "Deployment bundle (ONNX + model card + predict.py)", "a folder you can hand over")]
 POLL_MS = 50
 
