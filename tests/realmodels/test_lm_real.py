@@ -2,8 +2,8 @@
 
 The issue reported 318 s for the original of this model. With token windows (24 × 128), a few
 timed greedy continuations and a sampled compressed size, measuring it is a matter of seconds
-of CPU. Until GGUF files open directly, the GGUF is dequantized here through transformers and
-rebuilt as a float32 HF folder.
+of CPU. Where GGUF files do not open directly yet, the GGUF is dequantized here through
+transformers and rebuilt as a float32 HF folder.
 """
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def dequantized_folder(gguf: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def smollm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GGUF itself where Slimline opens GGUF files, else a float folder dequantized here."""
+    import importlib.util
+
+    if importlib.util.find_spec("slimline.core.models.gguf") is not None:
+        return model_path(SMOLLM)
     return dequantized_folder(model_path(SMOLLM), tmp_path_factory.mktemp("smollm2") / "smollm2-135m-float")
 
 
