@@ -115,7 +115,9 @@ def _add_run(sub: Any) -> None:
     r = sub.add_parser("run", help="run a pipeline on a model and print the results per step")
     r.add_argument("pipeline", nargs="?", help="pipeline .json (default with --demo: the demo pipeline)")
     r.add_argument("model", nargs="?", help="model to compress (default with --demo: the demo CNN)")
-    r.add_argument("--demo", action="store_true", help="use the bundled demo model, data and pipeline")
+    r.add_argument("--demo", nargs="?", const="cnn", choices=["cnn", "llm"],
+                   help="use a demo: 'cnn' (default) the bundled digits CNN, data and pipeline; 'llm' "
+                        "weight-only INT4 of SmolLM2-135M on real text, from the real-model cache (make realmodels)")
     r.add_argument("--data", help="evaluation dataset (.npz, .csv, image folder, .txt)")
     r.add_argument("--train-data", help="training/calibration dataset (distillation, static quantization)")
     r.add_argument("--out", help="folder for the final model, results.json and results.md")
@@ -244,7 +246,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pipeline_path, model_path = args.pipeline, args.model
     data_path, train_path = args.data, args.train_data
-    if args.demo:
+    if args.demo == "llm":
+        from slimline.core.demo import llm_demo_paths
+
+        paths = llm_demo_paths()
+        pipeline_path = pipeline_path or str(paths["pipeline"])
+        model_path = model_path or str(paths["model"])
+        data_path = data_path or str(paths["data"])
+    elif args.demo:
         paths = demo_paths()
         pipeline_path = pipeline_path or str(paths["pipeline"])
         model_path = model_path or str(paths["torch"])

