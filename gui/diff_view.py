@@ -97,7 +97,7 @@ class DiffView(QWidget):
         self.a_combo, self.b_combo = QComboBox(), QComboBox()
         for c in (self.a_combo, self.b_combo):
             c.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            c.setMinimumContentsLength(30)
+            c.setMinimumContentsLength(16)  # long run names elide: the window must fit an 800 px screen
         self.compare_button = QPushButton("Compare")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
