@@ -3,8 +3,9 @@
 Connects to ``address`` (``ray start --head`` on this machine, ``auto``, or a remote
 ``HOST:PORT``; ``$RAY_ADDRESS`` when none is given) or, without one, starts a private
 local Ray instance for the sweep. The model, the data and file-valued step parameters
-travel by content hash: through Ray's object store, or a folder every node can read
-(``shared_dir``). Each task returns the variant's run record and the files its steps
+travel by content hash: through Ray's object store (as task arguments, fetched by Ray before
+the task starts: a task blocked in ``ray.get`` would lend its CPUs to another task), or a
+folder every node can read (``shared_dir``). Each task returns the variant's run record and the files its steps
 produced; they land in this machine's workspace (``runs/<run_id>/files/``) with their
 paths rewritten, so the run is an ordinary entry of the history.
 
@@ -127,9 +128,8 @@ class _Sweep:
                     opts = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus,
                             "max_retries": self.engine.max_retries, "retry_exceptions": False,
                             "name": f"slimline variant {i}: {spec.title}"[:200]}
-                    needed = {d: self.blobs[d] for u in payloads[i]["units"].values() for d in
-                              (f["sha256"] for f in u["files"]) if d in self.blobs}
-                    refs[task.options(**opts).remote(payloads[i], needed, events)] = i
+                    blobs = [self.blobs[d] for d in payloads[i]["blob_order"]]
+                    refs[task.options(**opts).remote(payloads[i], events, *blobs)] = i
                     self.submitted[i] = time.perf_counter()
                 ready, _ = self.ray.wait(list(refs), num_returns=1, timeout=POLL_S)
                 self._drain(events)
@@ -158,8 +158,9 @@ class _Sweep:
             units["train"] = self._ship(job["train_path"])
         for role, path in _param_files(job["pipeline"]).items():
             units[role] = self._ship(path, spec.trust)
+        order = sorted({f.sha256 for u in units.values() for f in u.files if f.sha256 in self.blobs})
         return {"index": i, "label": spec.title, "job": job, "units": {k: u.model_dump() for k, u in units.items()},
-                "shared_dir": self.engine.shared_dir, "version": __version__}
+                "shared_dir": self.engine.shared_dir, "blob_order": order, "version": __version__}
 
     def _ship(self, path: str, trust: bool = False) -> FileUnit:
         """Hash the files a path means and make their bytes reachable from every node (once per hash)."""

@@ -32,6 +32,7 @@ class TaskPayload(BaseModel):
     job: dict[str, Any]                       # slimline.core.jobs spec, paths filled in on the node
     units: dict[str, FileUnit]                # role ("model", "data", "train", "param:s2.teacher") → unit
     shared_dir: str | None = None
+    blob_order: list[str] = Field(default_factory=list)   # sha256 of each blob argument, in order
     version: str = ""                         # slimline version of the driver
 
 
@@ -55,13 +56,19 @@ def node_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or Path.home() / ".cache" / "slimline" / "ray").expanduser()
 
 
-def run_variant_task(payload_doc: dict[str, Any], blobs: dict[str, Any], events: Any) -> dict[str, Any]:
-    """The Ray task (``ray.remote`` is applied by the driver, so this module never imports Ray at top level)."""
+def run_variant_task(payload_doc: dict[str, Any], events: Any, *blobs: bytes) -> dict[str, Any]:
+    """The Ray task (``ray.remote`` is applied by the driver, so this module never imports Ray at top level).
+
+    Never blocks in ``ray.get``: Ray lends a blocked task's CPUs to other tasks, so a node would run
+    more variants than it has CPUs. The blobs arrive as arguments (Ray fetches them before the task
+    starts; ``payload.blob_order`` names them) and progress goes out as fire-and-forget actor calls.
+    """
     import ray
 
     from slimline.core import __version__
 
     p = TaskPayload.model_validate(payload_doc)
+    received = dict(zip(p.blob_order, blobs))
     pid, host = os.getpid(), socket.gethostname()
     node = ray.get_runtime_context().get_node_id()[:8]
     worker = f"ray node {node} pid {pid} ({host})"
@@ -72,7 +79,7 @@ def run_variant_task(payload_doc: dict[str, Any], blobs: dict[str, Any], events:
                           reason=f"this node runs slimline {__version__}, the sweep was submitted by {p.version}",
                           hint="install the same slimline version on every node of the cluster").model_dump()
     root = node_root()
-    fetch = read_shared(Path(p.shared_dir)) if p.shared_dir else (lambda digest: ray.get(blobs[digest]))
+    fetch = read_shared(Path(p.shared_dir)) if p.shared_dir else received.__getitem__
     send.now("progress", 0.0, "fetching the model and data")
     dirs = {role: materialize(unit, root, fetch) for role, unit in p.units.items()}
     paths = {role: str(dirs[role] / unit.main) for role, unit in p.units.items()}
@@ -151,7 +158,7 @@ def _fill_paths(job: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
 
 
 class _Sender:
-    """Variant news into the driver's queue actor: started/finished at once, progress at most every 0.5 s."""
+    """Variant news into the driver's queue actor: started at once, progress at most every 0.5 s."""
 
     def __init__(self, queue: Any, index: int, label: str, worker: str, pid: int) -> None:
         self.queue, self.index, self.label, self.worker, self.pid = queue, index, label, worker, pid
@@ -161,9 +168,10 @@ class _Sender:
     def now(self, kind: str, fraction: float, message: str) -> None:
         if self.queue is None:
             return
-        try:
-            self.queue.put_nowait({"kind": kind, "index": self.index, "label": self.label, "fraction": fraction,
-                                   "message": message, "worker": self.worker, "pid": self.pid})
+        try:  # the queue actor's method, not Queue.put_nowait (which waits in ray.get for the answer)
+            self.queue.actor.put_nowait.remote({"kind": kind, "index": self.index, "label": self.label,
+                                                "fraction": fraction, "message": message, "worker": self.worker,
+                                                "pid": self.pid})
         except Exception:  # noqa: BLE001 - progress is best effort; the result still comes back
             self.queue = None
         self.last = time.monotonic()

@@ -83,8 +83,16 @@ def test_local_sweep_runs_every_variant_into_the_history(local_sweep):
 def test_ray_sweep_on_a_two_node_cluster_gives_the_local_figures(local_sweep, ray_cluster, tmp_path):
     from slimline.core.engines.sweep import run_sweep
 
+    spans: dict[int, list] = {}
+
+    def on_event(ev):  # when each variant ran, and on which node
+        if ev.kind == "started":
+            spans[ev.index] = [ev.worker.split(" pid")[0], time.monotonic(), None]
+        elif ev.kind == "finished" and ev.index in spans:
+            spans[ev.index][2] = time.monotonic()
+
     t0 = time.perf_counter()
-    record = run_sweep(demo_request(tmp_path, "ray", address=ray_cluster.address))
+    record = run_sweep(demo_request(tmp_path, "ray", address=ray_cluster.address), on_event=on_event)
     wall = time.perf_counter() - t0
     local = local_sweep[1]
     print(f"\nray engine (2 nodes × 1 CPU, address {ray_cluster.address}), 6 variants: {wall:.1f} s wall; "
@@ -95,6 +103,12 @@ def test_ray_sweep_on_a_two_node_cluster_gives_the_local_figures(local_sweep, ra
         assert same(figures(lo), figures(r)) == [], r.label
     nodes = {o.worker.split(" pid")[0] for o in record.outcomes}
     assert len(nodes) == 2, nodes  # both nodes ran variants
+    # each node has 1 CPU and each variant asks for 1: a node never ran two variants at once
+    # (a task blocked in ray.get lends its CPU to another task: the worker must never block so)
+    for node in nodes:
+        runs = sorted((a, b) for n, a, b in spans.values() if n == node)
+        overlaps = [(x, y) for x, y in zip(runs, runs[1:]) if y[0] < x[1] - 0.5]
+        assert not overlaps, f"{node} ran variants side by side: {runs}"
     # the records landed here: models copied into the run folder, paths of this machine
     rec = record.outcomes[0].record
     assert rec.model.path == str(DEMO / "digits_cnn.safetensors") and rec.data.eval == str(DEMO / "digits_eval.npz")
