@@ -116,3 +116,15 @@ def test_a_cancelled_search_keeps_the_candidates_it_verified(mlp, tmp_path: Path
     (record,) = list_runs(tmp_path)
     assert record.status == "cancelled" and [r.step_id for r in record.results] == ["original", "c01"]
     assert not [p for p in (tmp_path / "sensitivity").iterdir() if p.name.startswith(".work")]
+
+
+def test_a_latency_search_chooses_by_an_interleaved_retiming(mlp, tmp_path: Path) -> None:
+    model, data, _ = mlp
+    res = search(model, data, SearchSettings(step="prune", objective="latency", threads=1, max_candidates=8,
+                                             latency_runs=5), workspace=tmp_path,
+                 evaluation=Evaluation(budgets=Budgets(max_accuracy_drop=0.05)))
+    within = [c for c in res.candidates if c.within_budget]
+    if len(within) >= 2:
+        assert res.notes[0].startswith("latency: candidates") and "interleaved" in res.notes[0]
+        chosen = res.candidate(res.chosen)
+        assert chosen is not None and chosen.latency_p50_ms == chosen.objective
