@@ -120,7 +120,7 @@ def test_a_cancelled_search_keeps_the_candidates_it_verified(mlp, tmp_path: Path
 
 def test_a_latency_search_chooses_by_an_interleaved_retiming(mlp, tmp_path: Path) -> None:
     model, data, _ = mlp
-    res = search(model, data, SearchSettings(step="prune", objective="latency", threads=1, max_candidates=8,
+    res = search(model, data, SearchSettings(step="prune", objective="latency", threads=1, max_candidates=14,
                                              latency_runs=5), workspace=tmp_path,
                  evaluation=Evaluation(budgets=Budgets(max_accuracy_drop=0.05)))
     within = [c for c in res.candidates if c.within_budget]
