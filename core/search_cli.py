@@ -17,7 +17,7 @@ from slimline.core.sensitivity_cli import add_common, exit_code, spec_from_args
 BUDGET_FLAGS = {"max_accuracy_drop": "top-1 drop allowed, as a fraction (0.01 = 1 point)",
                 "min_cosine": "mean output cosine (class scores without labels, generic outputs)",
                 "embedding_min_cosine": "pooled cosine of an embedding model",
-                "token_max_perplexity_increase": "language models: relative perplexity increase (0.05 = +5 %)",
+                "token_max_perplexity_increase": "language models: relative perplexity increase (0.05 = +5%%)",
                 "dense_map_max_rel_l2": "dense maps: relative L2", "generic_max_rel_l2": "generic outputs: rel. L2"}
 
 

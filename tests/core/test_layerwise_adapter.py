@@ -135,7 +135,8 @@ def test_a_registered_layerwise_plugin_gets_ranked_and_searched(registered, tmp_
     ranking = analyze(model, bundle, SensitivitySettings(step=WeightBits.id, top_k=-1, threads=1), workspace=tmp_path)
     assert ranking.rows[0].layer == OUTLIER_LAYER and ranking.default_level == "4"
     assert {lv.level for lv in ranking.rows[0].levels} == {"8", "4"}
-    res = search(model, bundle, SearchSettings(step=WeightBits.id, threads=1, max_candidates=10), workspace=tmp_path,
+    res = search(model, bundle, SearchSettings(step=WeightBits.id, threads=1, max_candidates=8, latency_runs=3),
+                 workspace=tmp_path,
                  evaluation=Evaluation(budgets=Budgets(max_accuracy_drop=0.03)))
     assert res.reachable, res.verdict
     chosen = res.candidate(res.chosen)

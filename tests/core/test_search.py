@@ -62,11 +62,18 @@ def test_quantize_search_excludes_the_sensitive_layer_and_records_every_candidat
     assert html.index("<h2>Budgeted search</h2>") < html.index("<h2>Sensitivity ranking")
 
 
-def test_prune_search_beats_the_uniform_preset_within_the_same_budget(mlp, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shared_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One workspace for the prune searches: the second reuses the first's ranking and built candidates."""
+    return tmp_path_factory.mktemp("ws")
+
+
+def test_prune_search_beats_the_uniform_preset_within_the_same_budget(mlp, shared_ws: Path) -> None:
     model, data, _ = mlp
+    tmp_path = shared_ws
     ev = Evaluation(budgets=Budgets(max_accuracy_drop=0.05))
-    res = search(model, data, SearchSettings(step="prune", threads=1, max_candidates=14), workspace=tmp_path,
-                 evaluation=ev)
+    res = search(model, data, SearchSettings(step="prune", levels=["0.3", "0.5"], threads=1, max_candidates=10,
+                                             latency_runs=3), workspace=tmp_path, evaluation=ev)
     assert res.objective == "compressed" and res.reachable
     chosen, uniform = res.candidate(res.chosen), res.candidate(res.best_uniform)
     assert chosen is not None and chosen.within_budget and chosen.metric.loss <= 0.05 + 1e-9
@@ -82,7 +89,7 @@ def test_an_unreachable_budget_is_said_so(mlp, tmp_path: Path) -> None:
     np.savez(tmp_path / "unlabelled.npz", x=x)   # no labels: the classification budget is the output cosine
     bundle = DataBundle.from_paths(eval=tmp_path / "unlabelled.npz", model=model)
     ev = Evaluation(budgets=Budgets(min_cosine=1.0))
-    res = search(model, bundle, SearchSettings(step="quantize_dynamic", threads=1, max_candidates=4),
+    res = search(model, bundle, SearchSettings(step="quantize_dynamic", threads=1, max_candidates=4, latency_runs=3),
                  workspace=tmp_path, evaluation=ev)
     assert not res.reachable and res.chosen is None
     assert res.verdict.startswith("budget unreachable") and "mean output cosine ≥ 1.0" in res.verdict
@@ -116,3 +123,16 @@ def test_a_cancelled_search_keeps_the_candidates_it_verified(mlp, tmp_path: Path
     (record,) = list_runs(tmp_path)
     assert record.status == "cancelled" and [r.step_id for r in record.results] == ["original", "c01"]
     assert not [p for p in (tmp_path / "sensitivity").iterdir() if p.name.startswith(".work")]
+
+
+def test_a_latency_search_chooses_by_an_interleaved_retiming(mlp, shared_ws: Path) -> None:
+    model, data, _ = mlp
+    tmp_path = shared_ws
+    res = search(model, data, SearchSettings(step="prune", objective="latency", levels=["0.3", "0.5"], threads=1,
+                                             max_candidates=10, latency_runs=3), workspace=tmp_path,
+                 evaluation=Evaluation(budgets=Budgets(max_accuracy_drop=0.05)))
+    within = [c for c in res.candidates if c.within_budget]
+    assert len(within) >= 2, [(c.label, c.metric.value) for c in res.candidates]
+    assert res.notes[0].startswith("latency: candidates") and "interleaved" in res.notes[0]
+    chosen = res.candidate(res.chosen)
+    assert chosen is not None and chosen.latency_p50_ms == chosen.objective

@@ -52,5 +52,10 @@ def test_bad_input_is_a_message_not_a_traceback(mlp, tmp_path: Path, capsys: pyt
     assert run(["sensitivity", str(model), "--step", "prune", "--params", "{bad", "--workspace", str(tmp_path)]) == 2
 
 
-def test_the_subcommands_are_in_the_explicit_table() -> None:
+def test_the_subcommands_are_in_the_explicit_table_and_explain_themselves(capsys: pytest.CaptureFixture) -> None:
     assert {"sensitivity", "search"} <= set(command_names())
+    for name in ("sensitivity", "search"):
+        with pytest.raises(SystemExit) as exc:
+            run([name, "--help"])
+        assert exc.value.code == 0
+        assert "--step" in capsys.readouterr().out
