@@ -36,8 +36,8 @@ class LLMPruneParams(PluginParams):
                             "(unstructured methods, pattern 'unstructured')")
     pattern: Literal["unstructured", "n:m"] = Field(
         "unstructured", description="'n:m': keep n of every m consecutive input weights (2:4 sparse kernels)")
-    n: int = Field(2, ge=1, le=31, description="Weights kept per group (n:m)")
     m: int = Field(4, ge=2, le=32, description="Group length (n:m)")
+    n: int = Field(2, ge=1, le=31, description="Weights kept per group (n:m)")
     block_ratio: float = Field(0.25, gt=0.0, lt=1.0, description="Fraction of decoder blocks to remove, rounded "
                                "down (method 'blocks'; 25 % of 30 = 7)")
     blocks: int = Field(0, ge=0, le=1000, description="Exact number of blocks to remove; 0 = use block_ratio")

@@ -180,6 +180,13 @@ def test_two_four_pattern_holds_exactly(lm, method):
     assert "2:4 is faster only with sparse tensor-core kernels" in " ".join(out.notes)
 
 
+def test_n_must_be_below_m():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must be smaller than m"):
+        P(pattern="n:m", n=4, m=4)
+
+
 def test_wanda_needs_text_and_says_so(lm):
     ctx = StepContext(work_dir=lm["tmp"] / "work" / "nodata", source_model=lm["handle"])
     with pytest.raises(StepFailed, match="needs a text file"):
