@@ -402,7 +402,9 @@ def main() -> None:
         result = bench_model(name, folder, text, CACHE / f"{name}-work")
         print_model(result)
         results.append(result)
-    path = save_results("llm_weight_only", {"models": results})
+    done = [r["model"] for r in results]
+    name = "llm_weight_only" if set(done) == {"smollm2", "smollm2-dithered"} else "llm_weight_only_" + "_".join(done)
+    path = save_results(name, {"models": results})
     print(f"\nresults: {path}")
 
 
