@@ -9,8 +9,11 @@ model's tensors); latency is left out (each engine timed its variants beside oth
 
 Wall time on a shared machine depends on who else runs: Linux's autogroup scheduler shares the CPU
 between sessions, and each Ray worker runs in a session of its own while the local pool's workers
-share the sweep's session. So the CPU seconds each variant's worker process used (user + system,
-read with psutil when the variant starts and ends) are printed too: they do not depend on the load.
+share the sweep's session (and, in the window, the app's priority policy). On this 2-core machine
+at load ~8 from other users, putting the local workers in sessions of their own took a 6-variant
+sweep from 38 s to 25 s (Ray: 22 s): the gap is the scheduler's, not the engines'. So the CPU
+seconds each variant's worker process used (user + system, read with psutil when the variant
+starts and ends) are printed too: they do not depend on the load.
 
 Run: ``python -m benchmarks.bench_sweep`` (needs the ray extra).
 """

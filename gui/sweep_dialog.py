@@ -42,6 +42,7 @@ from slimline.core.results import CancelledEvent, DoneEvent, FailedEvent
 from slimline.gui.form_schema import FieldSpec, parse_schema
 from slimline.gui.layer_table import fmt_bytes
 from slimline.gui.results import fmt_ms, latency_ms, quality, size_bytes
+from slimline.gui.run_controller import lower_priority
 from slimline.gui.theme import flag_text, muted_text, ok_text
 
 POLL_MS = 100
@@ -289,6 +290,8 @@ class SweepDialog(QDialog):
         self.record = None
         self.job = start_task_job("slimline.core.engines.sweep:sweep_task", req.model_dump(mode="json"),
                                   grace_s=15.0)
+        lower_priority(getattr(self.job, "pid", None))  # as for runs: the window keeps the CPU it needs;
+        # the local engine's workers are the job's children and inherit its priority
         self._set_busy(True)
         self._set_status(f"Running {len(specs)} variants on the {req.engine} engine…", muted_text())
         self.timer.start()
