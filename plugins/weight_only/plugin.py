@@ -470,12 +470,11 @@ def _output(handle: ModelHandle, record: WeightOnlyRecord, notes: list[str], war
                                    "the int8 kernels, HQQ's float zero points the slow path"]
     if ratio > 1.0:
         warnings = warnings + [f"BIGGER: the output is {ratio:.2f}× the input size"]
-    if c.increase > s.perplexity_budget > 0:
+    met = any(tr.within_budget for tr in trials)
+    if c.increase > s.perplexity_budget > 0 and (met or not trials):  # (a missed search already said so)
         warnings = warnings + [f"perplexity rose {100 * c.increase:+.2f} % on the check windows, above the "
-                               f"{100 * s.perplexity_budget:.1f} % budget (met on the calibration windows)"
-                               if any(tr.within_budget for tr in trials) else
-                               f"perplexity rose {100 * c.increase:+.2f} % on the check windows, above the "
-                               f"{100 * s.perplexity_budget:.1f} % budget"]
+                               f"{100 * s.perplexity_budget:.1f} % budget"
+                               + (" (met on the calibration windows)" if met else "")]
     if record.companions:
         notes.append("copied beside the model: " + ", ".join(record.companions))
     return StepOutput(model=handle, metrics=metrics, notes=notes, warnings=warnings,
