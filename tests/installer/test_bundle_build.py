@@ -452,6 +452,7 @@ def test_bundle_sweep_and_torchrun_like_dev(sides):
     assert ray.returncode == 2 and "not part of this desktop bundle" in ray.stderr, ray.stderr[-2000:]
     check = json.loads(sides["bundle"].run("selfcheck", "--json", timeout=600).stdout)
     assert "ray" in check["optional_missing"]
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_bundle_sensitivity_and_search(sides):
     """`sensitivity` and `search` (child-process jobs) from the bundle give the dev install's ranking and path."""
