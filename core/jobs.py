@@ -102,6 +102,8 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
 
     def emit(event: Any) -> None:
         events.put(event_to_dict(event))
+        if isinstance(event, StepStartedEvent):
+            _flush(events)
 
     capture_warnings(emit)
     try:
@@ -112,6 +114,18 @@ def _child_main(spec: dict[str, Any], events: Any, cancel_event: Any) -> None:
         events.put(_EXIT)
         events.close()
         events.join_thread()
+
+
+def _flush(events: Any, limit_s: float = 1.0) -> None:
+    """Let the queue's feeder thread send what was put before going on.
+
+    A step that crashes the process (a segfaulting runtime) right after its "started" event would
+    otherwise lose that event in the feeder's buffer, and the crash would be blamed on the step before.
+    """
+    end = time.monotonic() + limit_s
+    while getattr(events, "_buffer", None) and time.monotonic() < end:
+        time.sleep(0.001)
+    time.sleep(0.005)  # the feeder has taken the event off its buffer; give it the moment to write it
 
 
 class Job:
