@@ -97,11 +97,7 @@ class DiffView(QWidget):
         self.a_combo, self.b_combo = QComboBox(), QComboBox()
         for c in (self.a_combo, self.b_combo):
             c.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-<<<<<<< HEAD
             c.setMinimumContentsLength(16)  # long run names elide: the window must fit an 800 px screen
-=======
-            c.setMinimumContentsLength(16)   # long run ids and titles must not widen the window
->>>>>>> wt-sens
         self.compare_button = QPushButton("Compare")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
