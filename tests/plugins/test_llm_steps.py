@@ -335,7 +335,7 @@ def test_distill_a_lowrank_archive_keeps_its_layers(lm):
 def test_installer_llm_pipeline_is_valid():
     from slimline.core.pipeline import load_pipeline
 
-    pipe = load_pipeline(Path(__file__).parents[1] / "installer" / "pipeline_plugins_llm.json")
+    pipe = load_pipeline(Path(__file__).parents[1] / "installer" / "pipeline_plugins_llm_prune.json")
     classes = {"builtin.prune_llm": LLMPrune, "builtin.distill": Distill, "builtin.lowrank": LowRankFactorize}
     for step in pipe.steps:
         classes[step.plugin].Params.model_validate(step.params)
