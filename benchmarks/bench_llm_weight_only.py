@@ -14,7 +14,7 @@ reference. Peers, made from that fp32 folder here:
     the tied embedding stays fp32: onnxruntime does not quantize a Gather that reads a Transpose);
   * ORT MatMulNBits 8-bit b32 — the same with ``bits=8``;
   * genai builder int4 — ``-p int4 -e cpu`` defaults (4-bit symmetric b32, accuracy_level 4, shared embedding).
-Slimline: ``builtin.quantize_weight_only`` with its two presets (int4 default, int8), run in-process with a
+Slimline: ``builtin.quantize_weight_only`` with its presets (int4 default, int4-fast, int8), run in-process with a
 calibration text that does not overlap the evaluation windows; the int4 result is also re-timed with each
 ``accuracy_level`` (0/1/2/4) written into its MatMulNBits.
 
@@ -180,7 +180,8 @@ def ours(fp32: Path, calib: Path, work: Path) -> tuple[dict[str, Path], dict[str
     from slimline.core.plugin import StepContext
     from slimline.plugins.weight_only import QuantizeWeightOnly
 
-    runs = {"Slimline int4 (default preset)": {}, "Slimline int8 preset": {"preset": "int8"}}
+    runs = {"Slimline int4 (default preset)": {}, "Slimline int4-fast preset": {"preset": "int4-fast"},
+            "Slimline int8 preset": {"preset": "int8"}}
     if os.environ.get("SLIMLINE_BENCH_LLM_SLOW") == "1":
         runs["Slimline int4, GPTQ"] = {"algorithm": "gptq"}
         runs["Slimline int4, HQQ"] = {"algorithm": "hqq"}

@@ -113,6 +113,19 @@ def test_int8_keeps_the_lm_within_half_a_percent(lm, tmp_path):
     assert {r["bits"] for r in record["layers"]} == {8}
 
 
+def test_int4_fast_preset_keeps_every_layer_at_4_bits_without_zero_points(lm, tmp_path):
+    out = _run(lm["builder"], tmp_path / "w", text_file=str(lm["text"]), preset="int4-fast", **FAST)
+    folder = Path(out.model.path).parent
+    record = WeightOnlyRecord.model_validate_json((folder / "weight_only.json").read_text(encoding="utf-8"))
+    assert {r.bits for r in record.layers} == {4}                     # nothing promoted to 8 bits
+    import onnx
+
+    nbits = [n for n in onnx.load(out.model.path).graph.node if n.op_type == "MatMulNBits"]
+    assert nbits and all(len(n.input) == 3 for n in nbits)            # A, B, scales: no zero points
+    default = _run(lm["builder"], tmp_path / "d", text_file=str(lm["text"]), **FAST)
+    assert out.metrics["size_ratio"] < default.metrics["size_ratio"]
+
+
 def test_plain_logits_export_with_tied_weights(plain, lm, tmp_path):
     out = _run(plain, tmp_path / "w", text_file=str(lm["text"]), **FAST)
     assert out.metrics["perplexity_increase"] < 0.05, out.metrics
