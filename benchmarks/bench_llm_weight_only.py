@@ -248,10 +248,10 @@ def split_text(text: Path, tok: Any, work: Path) -> tuple[Path, Path]:
 def score(path: Path, windows: Any, reference: Any = None) -> Any:
     import onnx
 
-    from slimline.plugins.weight_only.lm import LMRunner, read_signature
+    from slimline.core.lm.onnx_lm import OnnxLM, read_signature
 
     sig = read_signature(onnx.load(str(path), load_external_data=False), path.parent)
-    return LMRunner(path, sig, threads=THREADS).score(windows, reference)
+    return OnnxLM(path, sig, threads=THREADS).score(windows, reference)
 
 
 def genai_speed(folder: Path, prompt: np.ndarray) -> dict[str, float]:

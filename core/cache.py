@@ -34,6 +34,28 @@ def file_fingerprint(path: str | None) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+CONTENT_HASH_MAX_BYTES = 256 << 20  # larger files are identified by path, size and mtime only
+
+
+def content_fingerprint(path: str | os.PathLike[str] | None) -> str:
+    """Identity of a file a step or the evaluation reads: its bytes (a folder: path, size and mtime of its files).
+
+    Why content and not mtime: a text file edited and saved within the file system's timestamp
+    granularity, or copied over with its old mtime, must still invalidate the step that read it.
+    Files above ``CONTENT_HASH_MAX_BYTES`` fall back to :func:`file_fingerprint`.
+    """
+    if not path:
+        return ""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size > CONTENT_HASH_MAX_BYTES:
+        return file_fingerprint(str(p)) if p.exists() else f"missing:{p}"
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
 def step_key(input_hash: str, plugin_id: str, plugin_version: str, params: dict[str, Any],
              data_fingerprint: str, seed: int) -> str:
     payload = canonical({"in": input_hash, "plugin": plugin_id, "v": plugin_version,
@@ -68,13 +90,24 @@ class StepCache:
         except (OSError, ValueError, KeyError):
             return None
 
-    def commit(self, key: str, work_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
-        """Move a finished work dir into place and return the record with final paths."""
+    def commit(self, key: str, work_dir: Path, record: dict[str, Any], *, replace: bool = False
+               ) -> dict[str, Any]:
+        """Move a finished work dir into place and return the record with final paths.
+
+        ``replace``: the step was recomputed on purpose (``--no-cache``), so its fresh output
+        replaces an existing entry; otherwise an entry another run produced meanwhile is kept.
+        """
         rel = dict(record)
         rel["model"] = _relativize(record["model"], work_dir)
         atomic_write_text(work_dir / "step.json", json.dumps(rel, indent=1, default=str))
         final = self.entry(key)
-        if final.exists():  # another run produced it meanwhile: keep theirs
+        if replace and final.exists():
+            old = self.root / f"{TMP_PREFIX}{key}-old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)  # the entry is gone for a moment only, never half-written
+            os.replace(work_dir, final)
+            shutil.rmtree(old, ignore_errors=True)
+        elif final.exists():  # another run produced it meanwhile: keep theirs
             shutil.rmtree(work_dir, ignore_errors=True)
         else:
             try:

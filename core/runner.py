@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slimline.core.cache import StepCache, canonical, file_fingerprint, handle_from_record, step_key
+from slimline.core.cache import StepCache, canonical, content_fingerprint, handle_from_record, step_key
 from slimline.core.errors import Cancelled, SlimlineError, StepFailed
 from slimline.core.evaluate import Evaluator, flags_for
 from slimline.core.handle import ModelHandle
@@ -99,8 +99,10 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
         evaluator.lm = LMEvaluator(prepare(model, lm, data.text), lm, device=pipeline.evaluation.device,
                                    threads=pipeline.evaluation.latency.threads or threads)
         evaluator.task = lm_text_task(pipeline.evaluation, model, data.text.source)
-    data_fp = canonical([file_fingerprint(p) for p in data_paths])
-    eval_key = step_key("eval", "", "", pipeline.evaluation.model_dump(mode="json"), data_fp, threads)
+    data_fp = data_fingerprint(pipeline, data, data_paths)
+    eval_key = step_key("eval", "", "", pipeline.evaluation.model_dump(mode="json"),
+                        canonical([data_fp, files_fingerprint(pipeline.evaluation.lm.model_dump(mode="json"))]),
+                        threads)
 
     def measure(handle: ModelHandle, input_handle: ModelHandle, key: str, index: int,
                 sid: str) -> tuple[Measurement, bool]:
@@ -164,7 +166,7 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                                  hint=problems[0].fix or "change the step's parameters or remove it")
             params_json = params.model_dump(mode="json")
             key = step_key(current.content_hash(), plugin_cls.id, plugin_cls.version, params_json,
-                           data_fp if plugin_cls.needs_data else "", 0)
+                           canonical([data_fp, files_fingerprint(params_json)]), 0)
             t0 = time.perf_counter()
             rec = cache.load(key) if use_cache else None
             cached = rec is not None
@@ -203,7 +205,7 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
                 try:
                     rec = cache.commit(key, work, {
                         "model": out.model.model_dump(mode="json"), "metrics": out.metrics, "notes": out.notes,
-                        "warnings": out.warnings, "tables": out.tables})
+                        "warnings": out.warnings, "tables": out.tables}, replace=not use_cache)
                 except OSError as exc:  # disk full, read-only workspace
                     cache.clean_temp(os.getpid())
                     raise StepFailed(f"could not store the step's output in {cache.root} "
@@ -246,6 +248,51 @@ def run_pipeline(pipeline: Pipeline, model: ModelHandle, *, workspace: Path, emi
     record.final_model = current
     save_run(workspace, record)
     return record
+
+
+def data_fingerprint(pipeline: Pipeline, data: Any, data_paths: tuple[str | None, str | None]) -> str:
+    """Content identity of every data file of the run: the one place step and evaluation keys get their data part.
+
+    Every step is handed the run's data (``ctx.data``, ``ctx.evaluation``) and may read it even
+    when it needs none (the weight-only step calibrates on the evaluation text, LLM pruning on
+    whichever text there is), so every step's key holds it: an edited text file recomputes the
+    steps that could have read it instead of reusing their stale output.
+    """
+    paths: set[str] = {str(p) for p in data_paths if p}
+    ev = pipeline.evaluation
+    paths |= {str(p) for p in (ev.data, ev.train_data) if p}
+    for role in ("eval", "train", "calibration", "text", "train_text"):
+        src = getattr(getattr(data, role, None), "source", None)
+        if src and Path(str(src)).exists():
+            paths.add(str(src))
+    resolved = sorted({str(Path(p).expanduser().resolve()) for p in paths})
+    return canonical({p: content_fingerprint(p) for p in resolved})
+
+
+def files_fingerprint(params: Any) -> str:
+    """Content identity of the files named in a step's params or the LM settings (a text file, a prompt list).
+
+    A path in the params alone would keep a stale result when the file's content changes.
+    """
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and value and len(value) < 4096 and ("/" in value or "." in value):
+            try:
+                p = Path(value).expanduser()
+                if p.is_file():  # files only: a "." or a folder-valued param would hash a whole tree
+                    found.add(str(p.resolve()))
+            except (OSError, ValueError):
+                return
+
+    walk(params)
+    return canonical({p: content_fingerprint(p) for p in sorted(found)}) if found else ""
 
 
 def _cached_eval(doc: dict[str, Any] | None) -> Measurement | None:

@@ -71,19 +71,24 @@ def copy_companions(src_model: str | Path, dst_dir: str | Path, onnx_name: str |
     ``onnx_name``: the output ONNX's file name when it differs from the source's (the
     config is rewritten to point at it). Returns the names copied.
     """
+    from slimline.core.fsutil import atomic_path, atomic_write_text
+
     src = Path(src_model)
     src_dir = src if src.is_dir() else src.parent
     dst = Path(dst_dir)
+    if src_dir.resolve() == dst.resolve():
+        return []
     copied: list[str] = []
     for name in COMPANIONS:
         f = src_dir / name
         if f.is_file():
-            shutil.copy2(f, dst / name)
+            with atomic_path(dst / name) as tmp:
+                shutil.copy2(f, tmp)
             copied.append(name)
     if onnx_name and (dst / GENAI_CONFIG).is_file():
         cfg = json.loads((dst / GENAI_CONFIG).read_text(encoding="utf-8"))
         cfg["model"]["decoder"]["filename"] = onnx_name
-        (dst / GENAI_CONFIG).write_text(json.dumps(cfg, indent=4), encoding="utf-8")
+        atomic_write_text(dst / GENAI_CONFIG, json.dumps(cfg, indent=4))
     return copied
 
 

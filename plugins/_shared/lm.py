@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from slimline.core.lm.text import TextWindows
     from slimline.core.plugin import StepContext
 
-TEXT_SUFFIXES = (".txt", ".text", ".md")
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
 _LM_ARCH_ENDS = ("ForCausalLM", "LMHeadModel")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",

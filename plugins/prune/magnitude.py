@@ -138,12 +138,18 @@ class MagnitudePrune(Plugin):
         ctx.progress(0.0, "loading model")
         module = common.load_module(model)
         slots, mods, skipped = [], {}, {}
+        tied = _tied_weights(module)
         for name, mod in module.named_modules():
             in_axis = _torch_in_axis(mod)
             if in_axis is None:
                 continue
             if matches_any(name, p.skip) or matches_any(f"{name}.weight", p.skip):
                 skipped[name] = "in skip list"
+                continue
+            others = [n for n in tied.get(id(mod.weight), []) if n != f"{name}.weight"]
+            if others:  # a language model's LM head tied to its input embedding
+                skipped[name] = (f"weight tied to {others[0]}: left dense (pruning it would zero the embedding "
+                                 "too); the tie and the file size are kept")
                 continue
             slots.append(WeightSlot(name, type(mod).__name__, mod.weight.detach().cpu().numpy(), in_axis))
             mods[name] = mod
@@ -292,6 +298,14 @@ def _masks_with_overrides(slots: list[WeightSlot], p: MagnitudeParams, node_name
         res.keep.update(one.keep)
         res.threshold.update(one.threshold)
     return res
+
+
+def _tied_weights(module: Any) -> dict[int, list[str]]:
+    """Parameters reachable under more than one name (tied embeddings), by id: their names."""
+    names: dict[int, list[str]] = {}
+    for n, prm in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(prm), []).append(n)
+    return {k: v for k, v in names.items() if len(v) > 1}
 
 
 def _torch_in_axis(mod: Any) -> int | None:

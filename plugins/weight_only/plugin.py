@@ -20,14 +20,14 @@ import numpy as np
 
 from slimline.core.errors import StepFailed
 from slimline.core.handle import ModelHandle
+from slimline.core.lm.onnx_lm import LMSignature, OnnxLM, lm_feeds, read_signature
 from slimline.core.lm.score import LMComparison, compare
 from slimline.core.lm.text import TextWindows
 from slimline.core.plugin import Plugin, Problem, StepContext, StepOutput
 from slimline.plugins._shared import onnxio
 from slimline.plugins._shared.layers import matches_any
-from slimline.plugins.weight_only import companions, windows
+from slimline.plugins.weight_only import windows
 from slimline.plugins.weight_only.graph import LMGraph, Plan, assemble, prepare
-from slimline.plugins.weight_only.lm import LMRunner, LMSignature, lm_feeds, read_signature
 from slimline.plugins.weight_only.params import Settings, WeightOnlyParams
 from slimline.plugins.weight_only.quant import QuantLayer, quantize_gptq, quantize_weights
 from slimline.plugins.weight_only.record import LayerBits, SearchTrial, Timing, WeightOnlyRecord
@@ -137,7 +137,7 @@ class _Run:
         self.notes.append(f"settings: {s.describe()}; {sig.describe()}")
 
         ctx.progress(0.03, "text windows")
-        ref_runner = LMRunner(self.model.path, sig, threads=threads)
+        ref_runner = OnnxLM(self.model.path, sig, threads=threads)
         cal, chk, wnotes = windows.calibration_and_check(params, ctx, self.folder, sig, ref_runner)
         self.notes += wnotes
         if cal.tokenizer == windows.SAMPLED:
@@ -185,7 +185,7 @@ class _Run:
             def measure(k: int) -> LMComparison:
                 ctx.cancel.raise_if_cancelled()
                 plan = self._plan(lmg, targets, low, high, set(order[:k]), emb_q, mode)
-                runner = LMRunner(self.source(assemble(lmg, plan)), sig, threads=threads)
+                runner = OnnxLM(self.source(assemble(lmg, plan)), sig, threads=threads)
                 got = runner.score(cal, ref_cal, cancel=ctx.cancel)
                 return compare(ref_cal, got.summaries, got.logp_of_ref_top)
 
@@ -207,7 +207,7 @@ class _Run:
         out_model = assemble(lmg, plan)
         del lmg.model  # the float weights are no longer needed
         ctx.progress(0.86, f"checking the result on {chk.describe()}")
-        runner = LMRunner(self.source(out_model), sig, threads=threads)
+        runner = OnnxLM(self.source(out_model), sig, threads=threads)
         got = runner.score(chk, ref_chk, cancel=ctx.cancel)
         check = compare(ref_chk, got.summaries, got.logp_of_ref_top)
         self._refuse_if_broken(check, chk)
@@ -317,11 +317,11 @@ class _Run:
                     node_accuracy={} if bits else {t: 0 for t in chosen},
                     tied_embedding=self.params.quantize_embeddings)
 
-    def _time(self, runner: LMRunner, chk: TextWindows) -> tuple[list[float], list[float] | None]:
+    def _time(self, runner: OnnxLM, chk: TextWindows) -> tuple[list[float], list[float] | None]:
         ids = chk.ids[0]
         return runner.time_prefill(ids, self.params.timing_runs), runner.time_decode(ids, DECODE_STEPS)
 
-    def _timing(self, before: tuple[list[float], list[float] | None], runner: LMRunner, chk: TextWindows) -> Timing:
+    def _timing(self, before: tuple[list[float], list[float] | None], runner: OnnxLM, chk: TextWindows) -> Timing:
         """Medians before/after; "slower" only when the after's lower quartile is above the before's upper one."""
         after = self._time(runner, chk)
         slower = []
@@ -362,8 +362,9 @@ class _Run:
         out_path = self.ctx.output_path(Path(self.model.path).name)
         src_external = any(Path(f) != Path(self.model.path) for f in (self.model.files or []))
         files = onnxio.save_onnx_model(out_model, out_path, external=src_external)
-        copied = companions.copy_companions(self.folder, out_path.parent,
-                                            skip={Path(f).name for f in (self.model.files or [self.model.path])})
+        from slimline.core.lm.genai import copy_companions
+
+        copied = copy_companions(self.model.path, out_path.parent)
         layers = self._layer_rows(lmg, plan, errors)
         before = sum(Path(f).stat().st_size for f in (self.model.files or [self.model.path]) if Path(f).is_file())
         after = sum(f.stat().st_size for f in files)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from slimline.core.lm.onnx_lm import LMSignature, OnnxLM, lm_feeds
 from slimline.core.lm.text import TextWindows
 from slimline.plugins.weight_only.graph import LMGraph
-from slimline.plugins.weight_only.lm import LMRunner, LMSignature, lm_feeds
 from slimline.plugins.weight_only.quant import QuantLayer
 
 
@@ -58,7 +58,7 @@ def input_stats(lmg: LMGraph, sig: LMSignature, windows: TextWindows, *, threads
     for name in wanted:
         if name not in have:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    runner = LMRunner(session_source(model), sig, threads=threads)
+    runner = OnnxLM(session_source(model), sig, threads=threads)
     del model
     names = [o.name for o in runner.session.get_outputs()]
     idx = {n: names.index(n) for n in wanted}

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from slimline.core.errors import StepFailed
+from slimline.core.lm.onnx_lm import LMSignature, OnnxLM, sampled_windows
 from slimline.core.lm.text import TextWindows, load_tokenizer, starts_with_bos, text_windows
-from slimline.plugins.weight_only.lm import LMRunner, LMSignature, sampled_windows
+from slimline.plugins._shared import lm
 
 SAMPLED = "(sampled from the input model)"
-TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
 
 
 def text_source(params: Any, ctx: Any) -> Path | None:
@@ -26,15 +26,13 @@ def text_source(params: Any, ctx: Any) -> Path | None:
         if not p.is_file():
             raise StepFailed("text file not found", subject=str(p), hint="give a plain UTF-8 text file")
         return p
-    data = getattr(ctx, "data", None)
-    for role in ("calibration", "train", "eval"):
-        src = getattr(getattr(data, role, None), "source", None)
-        if src and Path(str(src)).suffix.lower() in TEXT_SUFFIXES and Path(str(src)).is_file():
-            return Path(str(src))
+    found = lm.text_source(ctx, ("calibration", "train", "eval"))
+    if found is not None:
+        return found.path
     ev = getattr(ctx, "evaluation", None)
     for attr in ("train_data", "data"):
         src = getattr(ev, attr, None)
-        if src and Path(str(src)).suffix.lower() in TEXT_SUFFIXES and Path(str(src)).is_file():
+        if src and Path(str(src)).suffix.lower() in lm.TEXT_SUFFIXES and Path(str(src)).is_file():
             return Path(str(src))
     return None
 
@@ -73,7 +71,7 @@ def _rows(w: TextWindows, lo: int, hi: int) -> TextWindows:
     return w.model_copy(update={"ids": w.ids[lo:hi], "scored": w.scored[lo:hi]})
 
 
-def calibration_and_check(params: Any, ctx: Any, folder: Path, sig: LMSignature, runner: LMRunner
+def calibration_and_check(params: Any, ctx: Any, folder: Path, sig: LMSignature, runner: OnnxLM
                           ) -> tuple[TextWindows, TextWindows, list[str]]:
     """(calibration windows, check windows, notes) for this run."""
     n_cal, n_chk = params.calibration_windows, params.check_windows

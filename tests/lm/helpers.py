@@ -37,7 +37,7 @@ def pipeline(steps: list[dict[str, Any]] | None = None, **lm: Any) -> Any:
 
 
 def run_inline(model_dir: Path, text: Path, workspace: Path, steps: list[dict[str, Any]] | None = None,
-               **lm: Any) -> Any:
+               use_cache: bool = True, **lm: Any) -> Any:
     """An LM run in this process (no job): the RunRecord."""
     from slimline.core.models import open_model
     from slimline.core.runner import load_data, run_pipeline
@@ -46,4 +46,4 @@ def run_inline(model_dir: Path, text: Path, workspace: Path, steps: list[dict[st
     model = open_model(model_dir)
     data = load_data(pipe, model, str(text), None)
     return run_pipeline(pipe, model, workspace=workspace, emit=lambda _e: None, data=data, threads=1,
-                        data_paths=(str(text), None))
+                        data_paths=(str(text), None), use_cache=use_cache)

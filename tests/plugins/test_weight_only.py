@@ -345,8 +345,8 @@ def test_benchmark_skips_with_a_message_without_the_corpus(tmp_path, monkeypatch
 def test_smoothing_is_exact_in_float_and_leaves_the_tied_head_alone(lm):
     import onnx
 
+    from slimline.core.lm.onnx_lm import OnnxLM, read_signature
     from slimline.plugins.weight_only.graph import prepare
-    from slimline.plugins.weight_only.lm import LMRunner, read_signature
     from slimline.plugins.weight_only.sensitivity import input_stats
     from slimline.plugins.weight_only.smooth import smooth
     path = lm["builder"]
@@ -356,7 +356,7 @@ def test_smoothing_is_exact_in_float_and_leaves_the_tied_head_alone(lm):
     from slimline.core.lm.text import load_tokenizer, text_windows
 
     w = text_windows(lm["text"], load_tokenizer(path.parent), length=32, count=2)
-    before = LMRunner(path, sig, threads=1).logits(w.ids[0])
+    before = OnnxLM(path, sig, threads=1).logits(w.ids[0])
     stats = input_stats(lmg, sig, w, threads=1, block=32, session_source=lambda m: m.SerializeToString())
     head_weight = lmg.weight(lmg.lm_head.weight).copy()
     done = smooth(lmg, {lin.node for lin in lmg.linears}, {k: v.max_abs for k, v in stats.items()}, 0.5)
@@ -364,7 +364,7 @@ def test_smoothing_is_exact_in_float_and_leaves_the_tied_head_alone(lm):
     assert len(done) == 6 and sorted(len(d.layers) for d in done) == [1, 1, 1, 1, 2, 2]
     assert all(lmg.lm_head.node not in d.layers for d in done)
     np.testing.assert_array_equal(lmg.weight(lmg.lm_head.weight), head_weight)
-    after = LMRunner(lmg.model.SerializeToString(), sig, threads=1).logits(w.ids[0])
+    after = OnnxLM(lmg.model.SerializeToString(), sig, threads=1).logits(w.ids[0])
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
     moved = [d for d in done if "up_proj" in d.folded_into]
     assert len(moved) == 2   # Mul(act(gate), up) → down: the division went into the up projection's columns

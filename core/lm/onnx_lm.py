@@ -1,4 +1,4 @@
-"""An ONNX language model as the weight-only step runs it: its inputs, one window at a time, scored.
+"""An ONNX language model in one onnxruntime session: its signature, feeds with or without a past, scoring.
 
 Two layouts are accepted. The onnxruntime-genai model builder's KV-cache model (``input_ids``,
 ``attention_mask``, ``past_key_values.*``): fed an empty past (sequence length 0) it returns every
@@ -6,9 +6,11 @@ position's logits, like a plain model. A plain export (``input_ids`` [, ``attent
 ``logits``), whose sequence length may be fixed by the export. The past's head count and head
 size come from the graph, else from ``genai_config.json`` / ``config.json`` beside the model.
 
-Why here and not in core: the LM runners of the evaluator (core/lm/runners.py) are another
-engineer's work in progress; this module is the smallest runner the step needs and should give
-way to that one when both are merged.
+Why apart from :mod:`slimline.core.lm.runners`: those open a model *file* for the evaluator
+(generation through the genai API, torch). This one also runs a model held in memory (a
+quantized candidate being searched), feeds the past itself (sampling, decode timing) and scores
+windows against a reference one at a time — what steps that rewrite an ONNX LM need. It belongs
+to core/lm so no plugin carries its own LM runner.
 """
 from __future__ import annotations
 
@@ -71,8 +73,10 @@ def _dims(value_info: Any) -> list[int | str]:
 
 def _side_config(folder: Path) -> dict[str, int]:
     """Head count and head size from genai_config.json or config.json beside the model."""
+    from slimline.core.lm.genai import GENAI_CONFIG
+
     found: dict[str, int] = {}
-    genai = folder / "genai_config.json"
+    genai = folder / GENAI_CONFIG
     if genai.is_file():
         try:
             dec = json.loads(genai.read_text(encoding="utf-8"))["model"]["decoder"]
@@ -188,7 +192,7 @@ class Scores:
     seconds: float
 
 
-class LMRunner:
+class OnnxLM:
     """One onnxruntime session over an ONNX LM, run one window (batch 1) at a time."""
 
     def __init__(self, model: str | Path | bytes, sig: LMSignature, *, threads: int | None = None,
@@ -287,7 +291,7 @@ class LMRunner:
         return times[1:] if len(times) > 2 else times
 
 
-def sampled_windows(runner: LMRunner, *, count: int, length: int, first_token: int, seed: int,
+def sampled_windows(runner: OnnxLM, *, count: int, length: int, first_token: int, seed: int,
                     source: str) -> TextWindows:
     """Windows of the model's own samples, scored like text windows (position 0 is context only)."""
     import hashlib
