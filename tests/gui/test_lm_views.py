@@ -102,3 +102,22 @@ def test_window_runs_an_lm_and_shows_its_figures(window, qtbot, lm, tmp_path) ->
     rv.charts.flush()
     assert rv.charts.series_points["quality"] == 2 and not rv.generations.isHidden()
     assert len(rv.generations.results) == 2
+
+
+def test_lm_settings_form_recuts_the_text(window, qtbot, lm) -> None:  # noqa: ANN001
+    """The data line never names other windows than the run will score: the form's edit re-cuts the text."""
+    folder, text = lm
+    with qtbot.waitSignal(window.model_opened, timeout=60000):
+        window.open_model(str(folder))
+    with qtbot.waitSignal(window.data_loaded, timeout=60000):
+        window.open_data(str(text))
+    qtbot.waitUntil(lambda: not window.editor.lm_box.isHidden(), timeout=5000)  # a causal LM: its settings show
+    before = window.session.dataset.count
+    assert before > 3
+    form = window.editor.lm_form
+    with qtbot.waitSignal(window.data_loaded, timeout=60000):
+        form.editors["window_count"].setValue(3)
+        form.editors["window_length"].setValue(32)
+    ds = window.session.dataset
+    assert (ds.count, ds.length) == (3, 32)
+    assert window.session.data_info.startswith(ds.describe())
