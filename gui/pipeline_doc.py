@@ -152,7 +152,8 @@ class PipelineDocument(QObject):
         changes = {k: v for k, v in changes.items() if getattr(ev, k) != v}
         if not changes:
             return
-        ev.model_validate({**ev.model_dump(), **{k: _copy_value(v) for k, v in changes.items()}})  # what the file could hold
+        # refuse what the file could not hold
+        ev.model_validate({**ev.model_dump(), **{k: _copy_value(v) for k, v in changes.items()}})
         self.undo_stack.push(EvaluationCommand(self, "Change evaluation settings", changes, merge_key))
 
     def _push(self, text: str, steps: list[StepSpec], merge_key: tuple[str, str] | None = None) -> None:
