@@ -218,6 +218,7 @@ class MainWindow(QMainWindow):
         r.step_started.connect(rv.on_step_started)
         r.step_result_received.connect(rv.charts.add_result)
         r.step_result_received.connect(rv.generations.add_result)
+        r.step_result_received.connect(rv.lm_table.add_result)
         r.metrics_received.connect(rv.charts.add_metrics)
         r.log_received.connect(rv.append_log)
         self.tabs.currentChanged.connect(lambda i: paint_in_stages(self.tabs.widget(i)))

@@ -250,7 +250,7 @@ class StepCharts(QWidget):
 
     def _draw_notes(self) -> None:
         """Failures in the flag colour; a noisy timing (a caveat, not a failure) muted, its reasons in the tooltip."""
-        lines, noisy_tips = [], []
+        lines, noisy_tips, noisy = [], [], []
         for r in self.results:
             bad, neutral = split_flags(list(r.flags))
             if bad:
@@ -259,10 +259,12 @@ class StepCharts(QWidget):
                              f"{html.escape('; '.join(why))}</span>")
             if neutral:
                 reasons = noise_reasons(r, list(r.warnings))
-                what = "decode speed" if r.lm is not None else "latency"
-                lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(r.step_id)}: {what} noisy, "
-                             "no faster/slower conclusion</span>")
+                noisy.append(r.step_id)
                 noisy_tips.append(f"{r.step_id}: " + ("; ".join(reasons) or "noisy timing"))
+        if noisy:  # one line for all: a busy machine made every step noisy, and the flags must stay in view
+            what = "decode speed" if any(r.lm is not None for r in self.results) else "latency"
+            lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(', '.join(noisy))}: {what} noisy "
+                         "(the machine was busy; hover for why), no faster/slower conclusion</span>")
         self.note.setText("<br>".join(lines))
         self.note.setToolTip("\n".join(noisy_tips))
         text, tip = task_line(self.results)

@@ -103,8 +103,10 @@ def main() -> int:
 
     def shot(name: str, widget=None) -> None:
         wait(app, lambda: False, 0.5)
-        (widget or win).grab().save(str(out / f"{name}.png"))
-        print("saved", out / f"{name}.png", flush=True)
+        png = out / f"{name}.png"
+        (widget or win).grab().save(str(png))
+        small(png)
+        print("saved", png, flush=True)
 
     # UI thread responsiveness while opening: the longest gap between timer ticks
     from PySide6.QtCore import QTimer
@@ -150,6 +152,9 @@ def main() -> int:
     set_field(form, "max_new_tokens", args.new_tokens)
     lm = win.run_spec_pipeline().evaluation.lm
     print("LM settings the run gets:", lm.model_dump(), flush=True)
+    wait(app, lambda: win.session.dataset is not None and win.session.dataset.count == args.windows, 120)
+    print("data:", win.session.data_info, flush=True)
+    win.editor.select_step("s2")
     shot("llm_03_settings")
     if args.no_run:
         win.doc.undo_stack.setClean()
@@ -178,23 +183,40 @@ def main() -> int:
     return 0 if status == ["done"] else 1
 
 
+def small(png: Path) -> None:
+    """A 256-colour palette PNG: a third of the size, the UI's flat colours unchanged to the eye."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
+
+
 def render_report(app, html: Path, png: Path) -> None:
-    """The report's language-model section as the browser draws it (skipped without Qt WebEngine)."""
+    """The report as a page image: Qt WebEngine when installed, else QTextBrowser (tables and text, no SVG)."""
     try:
         from PySide6.QtCore import QUrl
         from PySide6.QtWebEngineWidgets import QWebEngineView
     except ImportError:
-        print("Qt WebEngine is not installed: read", html, "instead", flush=True)
+        from PySide6.QtWidgets import QTextBrowser
+
+        view = QTextBrowser()
+        view.resize(1500, 3000)
+        view.setHtml(html.read_text(encoding="utf-8"))
+        view.show()
+        wait(app, lambda: False, 1.0)
+        view.grab().save(str(png))
+        small(png)
+        print("saved", png, "(QTextBrowser: charts, which are SVG, are not drawn)", flush=True)
         return
-    view = QWebEngineView()
-    view.resize(1400, 2400)
+    web = QWebEngineView()
+    web.resize(1400, 2400)
     done: list[bool] = []
-    view.loadFinished.connect(lambda ok: done.append(ok))
-    view.load(QUrl.fromLocalFile(str(html)))
-    view.show()
+    web.loadFinished.connect(lambda ok: done.append(ok))
+    web.load(QUrl.fromLocalFile(str(html)))
+    web.show()
     wait(app, lambda: bool(done), 60)
     wait(app, lambda: False, 1.0)
-    view.grab().save(str(png))
+    web.grab().save(str(png))
     print("saved", png, flush=True)
 
 

@@ -121,3 +121,31 @@ def test_lm_settings_form_recuts_the_text(window, qtbot, lm) -> None:  # noqa: A
     ds = window.session.dataset
     assert (ds.count, ds.length) == (3, 32)
     assert window.session.data_info.startswith(ds.describe())
+
+
+def test_run_table_shows_the_reports_cells(qtbot, lm_run) -> None:  # noqa: ANN001
+    """Perplexity ± interval, Δ with its paired interval, agreement, KL ≥, tokens/s, size: the report's cells."""
+    from slimline.core.lm import render as lr
+    from slimline.gui.lm_table_view import LMRunTable
+
+    view = LMRunTable()
+    qtbot.addWidget(view)
+    assert view.isHidden()
+    for r in lm_run.results:
+        view.add_result(r)
+    assert not view.isHidden() and view.table.rowCount() == 2
+    _, rows = lr.lm_rows(lm_run.results)
+    for h in ("perplexity", "Δ ppl (95 % CI)", "agreement", "KL ≥", "decode tok/s", "size"):
+        assert view.cell(1, h) == rows[1][lr.LM_HEADERS.index(h)], h
+    assert "±" in view.cell(0, "perplexity") and "…" in view.cell(1, "Δ ppl (95 % CI)")
+    assert "llama-corpus.txt" in view.footer.text() and "thread" in view.footer.text()   # dataset, n, threads
+    view.clear()
+    assert view.isHidden() and view.table.rowCount() == 0
+
+
+def test_runs_of_a_gguf_group_under_the_gguf(lm_run) -> None:  # noqa: ANN001
+    """A GGUF runs as its dequantized folder, but the window opened (and keys the Results tab by) the .gguf."""
+    from slimline.gui.results import model_key, run_model
+
+    model = lm_run.model.model_copy(update={"meta": {**lm_run.model.meta, "gguf_file": "/x/m.Q4_1.gguf"}})
+    assert run_model(lm_run.model_copy(update={"model": model})) == (model_key("/x/m.Q4_1.gguf"), "m.Q4_1.gguf")
