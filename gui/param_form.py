@@ -154,6 +154,16 @@ class ParamForm(QWidget):
 
     def _make_editor(self, f: FieldSpec) -> tuple[QWidget, Callable[[], Any], Callable[[Any], None]]:
         changed = lambda *_: self._on_editor_changed(f.name)  # noqa: E731
+        if f.kind == "bool" and f.nullable:  # a check box has no "empty": it would turn None into False
+            tri = QComboBox()
+            for text, value in (("(none)", None), ("yes", True), ("no", False)):
+                tri.addItem(text, value)
+            tri.currentIndexChanged.connect(changed)
+            guard_wheel(tri)
+
+            def set_tri(v: Any) -> None:
+                tri.setCurrentIndex({None: 0, True: 1, False: 2}.get(None if v is None else bool(v), 0))
+            return tri, tri.currentData, set_tri
         if f.kind == "bool":
             check = QCheckBox()
             check.toggled.connect(changed)

@@ -101,10 +101,15 @@ def main() -> int:
     win.resize(1580, 1000)
     win.show()
 
-    def shot(name: str, widget=None) -> None:
+    def shot(name: str, screen: bool = False) -> None:
+        """The window; ``screen``: the whole screen (a dialog is a window of its own), cut to the window."""
         wait(app, lambda: False, 0.5)
         png = out / f"{name}.png"
-        (widget or win).grab().save(str(png))
+        if screen:
+            g = win.frameGeometry()
+            app.primaryScreen().grabWindow(0, g.x(), g.y(), g.width(), g.height()).save(str(png))
+        else:
+            win.grab().save(str(png))
         small(png)
         print("saved", png, flush=True)
 
@@ -130,8 +135,9 @@ def main() -> int:
     t0 = time.monotonic()
     timer.start()
     win.open_model(str(model))
-    wait(app, lambda: False, 1.5)
-    shot("llm_01_open")
+    wait(app, lambda: win.open_progress is not None and win.open_progress.value() > 0, 60)
+    wait(app, lambda: False, 1.0)
+    shot("llm_01_open", screen=True)   # the progress dialog (only on a first open: set SLIMLINE_GGUF_CACHE)
     wait(app, lambda: any(o == "model" or o.startswith("failed") for o in opened), 900)
     timer.stop()
     print(f"open: {opened} in {time.monotonic() - t0:.1f} s; UI thread's longest stall "

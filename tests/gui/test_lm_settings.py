@@ -85,3 +85,29 @@ def test_loaded_pipeline_fills_the_form(window, qtbot, tmp_path):
     form = window.editor.lm_form
     want = json.loads(demo.read_text())["evaluation"]["lm"]
     assert {k: form.raw_values()[k] for k in want} == want
+
+
+def test_optional_bool_stays_empty_when_another_field_changes(qtbot):
+    """`bool | None` (empty = the preset's choice) is a yes/no/(none) choice: a check box turned None into False."""
+    from pydantic import Field
+    from PySide6.QtWidgets import QComboBox
+
+    from slimline.core.plugin import PluginParams
+    from slimline.gui.param_form import ParamForm
+
+    class P(PluginParams):
+        symmetric: bool | None = Field(None, description="empty: the preset's")
+        block: int = Field(32, ge=16, le=256)
+
+    form = ParamForm(P, {})
+    qtbot.addWidget(form)
+    got: list[dict] = []
+    form.params_edited.connect(lambda p, _f: got.append(p))
+    tri = form.editors["symmetric"]
+    assert isinstance(tri, QComboBox) and tri.currentData() is None
+    form.editors["block"].setValue(64)
+    assert got[-1] == {"symmetric": None, "block": 64}
+    tri.setCurrentIndex(tri.findData(False))
+    assert got[-1] == {"symmetric": False, "block": 64}
+    form.set_values({"symmetric": True, "block": 64})
+    assert tri.currentText() == "yes"
