@@ -103,6 +103,7 @@ class LMRunTable(QWidget):
         lines = lr.lm_footer(self.results)
         self.footer.setText("\n".join(lines[:_SHOWN_FOOTER]))
         self.footer.setToolTip("\n".join(lines))
+        self.setMaximumHeight(self.sizeHint().height())   # the splitter gives the rest to the charts and generations
 
 
 if __name__ == "__main__":  # python -m slimline.gui.lm_table_view RUN_FOLDER

@@ -56,7 +56,7 @@ class StepCharts(QWidget):
         self.batch: int | None = None
         self.size_chart = StepPlot("Size on disk (MB)", bars=True)
         self.lat_chart = StepPlot("Latency p50 (ms), whisker to p90", whiskers=True)
-        self.acc_chart = StepPlot("Accuracy")
+        self.acc_chart = StepPlot("Accuracy", whiskers=True)   # whiskers: a perplexity's 95 % interval
         self.size_plot, self.lat_plot, self.acc_plot = self.size_chart.plot, self.lat_chart.plot, self.acc_chart.plot
         self.loss_plot = pg.PlotWidget(title="Distillation loss (live)")
         self.loss_plot.setLabel("bottom", "epoch")
@@ -241,10 +241,17 @@ class StepCharts(QWidget):
             self._draw_latency(labels)
         elif key == "quality":
             qs = [quality(r) for r in self.results]
+            lms = [r.lm for r in self.results]
+            lows = [lm.perplexity.low if lm is not None else None for lm in lms]
+            highs = [lm.perplexity.high if lm is not None else None for lm in lms]
             self.series_points["quality"] = self.acc_chart.update([q.value for q in qs], labels,
-                                                                  self._flagged("quality"), self._flag_notes("quality"))
+                                                                  self._flagged("quality"), self._flag_notes("quality"),
+                                                                  tops=highs, bottoms=lows)
             named = next((q for q in qs if q.value is not None), None)
-            self.acc_plot.setTitle(named.label if named else "Accuracy (no evaluation data)")
+            title = named.label if named else "Accuracy (no evaluation data)"
+            if any(lm is not None for lm in lms):
+                title = title.replace("; lower is better)", "; whisker: 95 % interval; lower is better)")
+            self.acc_plot.setTitle(title)
         else:
             self._draw_notes()
 

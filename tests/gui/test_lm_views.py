@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 
 from tests.core import modelfiles as mf
 from tests.lm.helpers import SMALL, run_inline
@@ -46,6 +47,8 @@ def test_step_charts_show_perplexity_and_decode_tokens_per_s(qtbot, lm_run) -> N
     charts.flush()
     assert charts.series_points == {"size": 2, "latency": 2, "quality": 2}
     assert charts.acc_plot.plotItem.titleLabel.text.startswith("perplexity on llama-corpus.txt (n=192 tokens")
+    assert "whisker: 95 % interval" in charts.acc_plot.plotItem.titleLabel.text
+    assert len(charts.acc_chart.whiskers.opts["top"]) == 2 and charts.acc_chart.whiskers.opts["bottom"][0] > 0
     assert "Decode tokens/s (median of 4 prompts" in charts.lat_plot.plotItem.titleLabel.text
     assert charts.task_label.text().startswith("task: token logits (language model); perplexity on llama-corpus")
     assert not charts.batch_combo.isVisible()
@@ -78,6 +81,8 @@ def test_results_table_shows_perplexity_and_tokens_per_s(qtbot, lm_run) -> None:
     assert m.rowCount() == 2
     cells = [m.index(1, c).data() for c in range(m.columnCount())]
     assert cells[4].endswith("tok/s") and cells[5].startswith("prefill") and "." in cells[6]
+    heads = [m.headerData(c, Qt.Orientation.Horizontal) for c in range(m.columnCount())]
+    assert heads[4:7] == ["Decode", "Prefill", "Perplexity"]   # not "p50"/"p90" over tokens/s
     assert v.lat_plot.plotItem.titleLabel.text == "Decode time per token vs perplexity"
     assert v.pareto_keys  # lower perplexity, smaller size: the front is computed the right way round
     assert "perplexity on llama-corpus.txt" in v.size_plot.getAxis("left").labelText
@@ -149,3 +154,19 @@ def test_runs_of_a_gguf_group_under_the_gguf(lm_run) -> None:  # noqa: ANN001
 
     model = lm_run.model.model_copy(update={"meta": {**lm_run.model.meta, "gguf_file": "/x/m.Q4_1.gguf"}})
     assert run_model(lm_run.model_copy(update={"model": model})) == (model_key("/x/m.Q4_1.gguf"), "m.Q4_1.gguf")
+
+
+def test_report_speed_tile_is_marked_when_noisy_like_the_table(lm_run) -> None:  # noqa: ANN001
+    """The table says 0.6? for a busy machine's speed; the report's headline ratio must not read as a clean 31×."""
+    from slimline.core.lm.html import headline_tiles
+
+    def with_noise(r, noise):  # noqa: ANN001, ANN202
+        gen = r.lm.generation.model_copy(update={"noise": noise})
+        return r.model_copy(update={"lm": r.lm.model_copy(update={"generation": gen})})
+
+    a, b = lm_run.results
+    quiet = dict((k, (v, sub)) for k, v, sub in headline_tiles([with_noise(a, []), with_noise(b, [])]))
+    busy = dict((k, (v, sub)) for k, v, sub in headline_tiles([with_noise(a, ["machine busy"]), with_noise(b, [])]))
+    assert not quiet["decode tokens/s"][0].endswith("?") and "NOISY" not in quiet["decode tokens/s"][1]
+    assert busy["decode tokens/s"][0].endswith("×?") and "NOISY" in busy["decode tokens/s"][1]
+    assert "thread" in quiet["decode tokens/s"][1]
