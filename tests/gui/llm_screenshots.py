@@ -1,7 +1,11 @@
 """Screenshots of the LLM demo pipeline run in the window on SmolLM2-135M (run under xvfb-run; not a test).
 
-    OMP_NUM_THREADS=2 xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/gui/llm_screenshots.py \
-        [OUT_DIR] [--model GGUF_OR_HF_DIR] [--text TEXT] [--windows 8] [--prompts 2] [--new-tokens 16]
+    SLIMLINE_GGUF_CACHE=$(mktemp -d) OMP_NUM_THREADS=2 xvfb-run -a -s "-screen 0 1600x1000x24" \
+        .venv/bin/python tests/gui/llm_screenshots.py docs/screenshots \
+        [--model GGUF_OR_HF_DIR] [--text TEXT] [--windows 8] [--prompts 2] [--new-tokens 16]
+
+(An empty SLIMLINE_GGUF_CACHE makes the open a first one, so ``llm_01_open.png`` shows its progress
+dialog; with the GGUF already dequantized there is no dialog to show. About 8 minutes on 2 busy cores.)
 
 What a user does: open the model (the GGUF from the real-model cache is dequantized once, as a job
 with progress), attach the text file, load ``resources/demo/llm_pipeline.json``, make the run small in
@@ -14,8 +18,8 @@ uncached), then save the HTML report of that run. Saves:
 - ``llm_04_run.png``      the Run tab: the run table (perplexity with interval, Δ, agreement, tokens/s,
   size per step) and the generations side by side
 - ``llm_05_results.png``  the Results tab
-- ``llm_report.html``     the run's report, and ``llm_06_report.png`` its LM section rendered when
-  Qt WebEngine is installed
+- ``llm_report.html``     the run's report (~35 kB), and ``llm_06_report.png`` its top as Qt WebEngine draws it
+  (without WebEngine: as QTextBrowser draws it, tables and text but not the SVG charts)
 
 Defaults: SmolLM2 from ~/.cache/slimline/realmodels, the pydoc sentences, 8 windows × 128 tokens,
 2 prompts × 16 new tokens, 2 threads.
@@ -206,7 +210,7 @@ def render_report(app, html: Path, png: Path) -> None:
         from PySide6.QtWidgets import QTextBrowser
 
         view = QTextBrowser()
-        view.resize(1500, 3000)
+        view.resize(1300, 2300)   # down to the generations and the flags: the LM sections
         view.setHtml(html.read_text(encoding="utf-8"))
         view.show()
         wait(app, lambda: False, 1.0)

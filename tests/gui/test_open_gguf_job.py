@@ -59,10 +59,10 @@ def test_cancel_leaves_no_model_and_nothing_in_the_cache(window, qtbot, gguf_fil
 def test_partial_build_of_a_killed_process_is_removed(tmp_path: Path) -> None:
     from slimline.core.models.gguf import remove_partial_builds
 
-    (tmp_path / ".tmp-m-abc-4242").mkdir()
-    (tmp_path / ".tmp-m-abc-4242" / "model.safetensors").write_bytes(b"half")
-    (tmp_path / ".tmp-m-abc-777").mkdir()
-    (tmp_path / "m-abc").mkdir()
-    remove_partial_builds(4242, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-m-abc-777", "m-abc"]
-
+    root = tmp_path / "cache"
+    (root / ".tmp-m-abc-4242").mkdir(parents=True)
+    (root / ".tmp-m-abc-4242" / "model.safetensors").write_bytes(b"half")
+    (root / ".tmp-m-abc-777").mkdir()
+    (root / "m-abc").mkdir()
+    remove_partial_builds(4242, root)
+    assert sorted(p.name for p in root.iterdir()) == [".tmp-m-abc-777", "m-abc"]
