@@ -23,6 +23,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QWidget
 
+from slimline.core.lm.render import CHANGE_WHISKER, change_interval
 from slimline.core.results import MetricEvent, StepResult
 from slimline.gui.results import latency_batches, latency_report, noise_reasons, quality, split_flags, task_line
 from slimline.gui.step_plot import StepPlot
@@ -242,16 +243,18 @@ class StepCharts(QWidget):
         elif key == "quality":
             qs = [quality(r) for r in self.results]
             lms = [r.lm for r in self.results]
-            lows = [lm.perplexity.low if lm is not None else None for lm in lms]
-            highs = [lm.perplexity.high if lm is not None else None for lm in lms]
+            spans = [change_interval(lm) for lm in lms]
+            lows = [sp[0] if sp else None for sp in spans]
+            highs = [sp[1] if sp else None for sp in spans]
             self.series_points["quality"] = self.acc_chart.update([q.value for q in qs], labels,
                                                                   self._flagged("quality"), self._flag_notes("quality"),
                                                                   tops=highs, bottoms=lows)
             named = next((q for q in qs if q.value is not None), None)
-            title = named.label if named else "Accuracy (no evaluation data)"
-            if any(lm is not None for lm in lms):
-                title = title.replace("; lower is better)", "; whisker: 95 % interval; lower is better)")
-            self.acc_plot.setTitle(title)
+            self.acc_plot.setTitle(named.label if named else "Accuracy (no evaluation data)")
+            if any(sp for sp in spans):
+                self.acc_plot.setLabel("bottom", CHANGE_WHISKER)
+            else:
+                self.acc_plot.getAxis("bottom").showLabel(False)
         else:
             self._draw_notes()
 

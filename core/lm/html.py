@@ -79,8 +79,9 @@ def charts(results: list[Any]) -> list[str]:
     if first is not None:
         parts.append(svg.hbar_chart(
             labels, [("perplexity", ppl)],
-            errors=[[(lm.perplexity.low, lm.perplexity.high) if lm is not None else None for lm in lms]],
-            title=f"Perplexity with 95 % interval ({first.windows} windows, {first.tokens} tokens; lower is better)",
+            errors=[[lr.change_interval(lm) for lm in lms]],
+            title=f"Perplexity with 95 % interval of the change vs the original (paired over the same "
+                  f"{first.windows} windows, {first.tokens} tokens; lower is better)",
             value_fmt=lambda v: f"{v:.3f}"))
     gens = [lm.generation if lm is not None else None for lm in lms]
     if any(gens):

@@ -139,7 +139,7 @@ def main() -> int:
     t0 = time.monotonic()
     timer.start()
     win.open_model(str(model))
-    wait(app, lambda: win.open_progress is not None and win.open_progress.value() > 0, 60)
+    wait(app, lambda: (win.open_progress is not None and win.open_progress.value() > 0) or bool(opened), 60)
     wait(app, lambda: False, 1.0)
     shot("llm_01_open", screen=True)   # the progress dialog (only on a first open: set SLIMLINE_GGUF_CACHE)
     wait(app, lambda: any(o == "model" or o.startswith("failed") for o in opened), 900)
@@ -149,6 +149,7 @@ def main() -> int:
     if "model" not in opened:
         return 1
     win.tabs.setCurrentIndex(TAB_INSPECT)
+    wait(app, lambda: "computing" not in win.inspector.status.text(), 300)   # the depth overview filled
     shot("llm_02_layers")
     win.open_data(str(text))
     wait(app, lambda: "data" in opened, 300)

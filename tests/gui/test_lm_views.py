@@ -47,8 +47,14 @@ def test_step_charts_show_perplexity_and_decode_tokens_per_s(qtbot, lm_run) -> N
     charts.flush()
     assert charts.series_points == {"size": 2, "latency": 2, "quality": 2}
     assert charts.acc_plot.plotItem.titleLabel.text.startswith("perplexity on llama-corpus.txt (n=192 tokens")
-    assert "whisker: 95 % interval" in charts.acc_plot.plotItem.titleLabel.text
-    assert len(charts.acc_chart.whiskers.opts["top"]) == 2 and charts.acc_chart.whiskers.opts["bottom"][0] > 0
+    assert "paired over the same windows" in charts.acc_plot.getAxis("bottom").labelText
+    # the original is the baseline (no whisker); the step's whisker is its paired change interval
+    vs = lm_run.results[1].lm.vs_original
+    w = charts.acc_chart.whiskers.opts
+    assert w["top"][0] == 0 and w["bottom"][0] == 0
+    ppl = lm_run.results[1].lm.perplexity.value
+    assert w["top"][1] == pytest.approx(vs.original_perplexity * (1 + vs.increase_high) - ppl)
+    assert w["bottom"][1] == pytest.approx(ppl - vs.original_perplexity * (1 + vs.increase_low))
     assert "Decode tokens/s (median of 4 prompts" in charts.lat_plot.plotItem.titleLabel.text
     assert charts.task_label.text().startswith("task: token logits (language model); perplexity on llama-corpus")
     assert not charts.batch_combo.isVisible()
