@@ -211,7 +211,7 @@ def render_report(app, html: Path, png: Path) -> None:
         from PySide6.QtWidgets import QTextBrowser
 
         view = QTextBrowser()
-        view.resize(1300, 2300)   # down to the generations and the flags: the LM sections
+        view.resize(1500, 2300)   # down to the generations: the LM sections (narrower squeezes its tables)
         view.setHtml(html.read_text(encoding="utf-8"))
         view.show()
         wait(app, lambda: False, 1.0)
