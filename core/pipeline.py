@@ -105,7 +105,8 @@ class LMSettings(BaseModel):
         "each token scored once, with more context)"))
     prompts: str | None = Field(None, description=(
         "Prompts for the generations side by side: a .txt file (one prompt per line) or a .json list of strings, "
-        "relative to the pipeline file (empty = the first sentences of the evaluation text)"))
+        "relative to the pipeline file (empty = the first sentences of the evaluation text)"),
+        json_schema_extra={"ui": "path"})
     prompt_count: int = Field(4, ge=1, le=64, description=(
         "Without a prompt file: how many first sentences of the evaluation text serve as prompts"))
     max_new_tokens: int = Field(32, ge=1, le=4096, description="Greedy tokens generated per prompt")

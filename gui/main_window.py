@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QMainWindow, QMenu, QMessageBox, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QProgressDialog,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from slimline.core.export.variants import Variant, variants_of
 from slimline.core.results import FinalEvent, RunRecord
@@ -88,6 +96,7 @@ class MainWindow(QMainWindow):
         self.restore_box: QMessageBox | None = None
         self.export_dialog: ExportDialog | None = None
         self.sweep_dialog: SweepDialog | None = None
+        self.open_progress: QProgressDialog | None = None
         self.banner = MessageBanner()
         self.start = StartView()
         self.inspector = InspectorView()
@@ -198,6 +207,7 @@ class MainWindow(QMainWindow):
         ctl.restore_offered.connect(self._offer_restore)
         ctl.pipeline_loaded.connect(lambda _p: self.tabs.setCurrentIndex(TAB_PIPELINE))
         ctl.show_step.connect(self._show_step)
+        ctl.open_progress.connect(self._on_open_progress)
         ctl.run_starting.connect(self._on_run_starting)
         ctl.step_status.connect(ed.set_step_status)
         ctl.step_result.connect(ed.set_step_result)
@@ -208,12 +218,37 @@ class MainWindow(QMainWindow):
         r.step_started.connect(rv.on_step_started)
         r.step_result_received.connect(rv.charts.add_result)
         r.step_result_received.connect(rv.generations.add_result)
+        r.step_result_received.connect(rv.lm_table.add_result)
         r.metrics_received.connect(rv.charts.add_metrics)
         r.log_received.connect(rv.append_log)
         self.tabs.currentChanged.connect(lambda i: paint_in_stages(self.tabs.widget(i)))
         self.variants.variant_selected.connect(self._on_variant_selected)
         self.variants.export_requested.connect(lambda v: self.open_export(v.key))
         self.variants.inspect_button.clicked.connect(self._on_variants_inspect_clicked)
+
+    def _on_open_progress(self, fraction: float, text: str) -> None:
+        """Opening as a job (a GGUF's first open): a progress dialog with Cancel; the window stays live."""
+        dlg = self.open_progress
+        if fraction < 0:
+            if dlg is not None:
+                self.open_progress = None
+                dlg.canceled.disconnect()
+                dlg.close()
+                dlg.deleteLater()
+            return
+        if dlg is None:
+            dlg = QProgressDialog(text, "Cancel", 0, 100, self)
+            dlg.setWindowTitle("Opening the model")
+            dlg.setObjectName("openProgress")
+            dlg.setMinimumDuration(0)
+            dlg.setMinimumWidth(520)
+            dlg.setAutoClose(False)
+            dlg.setAutoReset(False)
+            dlg.canceled.connect(self.ctl.cancel_open)
+            self.open_progress = dlg
+            dlg.show()
+        dlg.setLabelText(text)
+        dlg.setValue(int(round(fraction * 100)))
 
     # --- session → views ---------------------------------------------------------------
     def _on_dims_changed(self, dims: dict[str, int]) -> None:

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -69,14 +70,19 @@ def guard_wheel(*widgets: QWidget) -> None:
 
 
 class ParamForm(QWidget):
-    """Form for one step. Emits ``params_edited(dict, field)`` with valid params only."""
+    """Form for one step (or any settings model). Emits ``params_edited(dict, field)`` with valid params only.
+
+    ``columns`` > 1 lays the fields out in that many label/editor column pairs with the descriptions
+    in tooltips only: a compact form for settings that share a screen with other things.
+    """
 
     params_edited = Signal(dict, str)
     validity_changed = Signal(bool)
 
     def __init__(self, params_cls: type[BaseModel] | None = None, values: dict[str, Any] | None = None,
-                 parent: QWidget | None = None, base_dir: str = "") -> None:
+                 parent: QWidget | None = None, base_dir: str = "", columns: int = 1) -> None:
         super().__init__(parent)
+        self.columns = max(1, columns)
         self.params_cls = params_cls
         self.fields: list[FieldSpec] = []
         self.editors: dict[str, QWidget] = {}
@@ -87,13 +93,16 @@ class ParamForm(QWidget):
         self._valid = True
         self.base_dir = base_dir
         self.form = QFormLayout()
+        self.grid = QGridLayout()   # used instead of the form when columns > 1
+        self.grid.setHorizontalSpacing(8)
+        self.grid.setVerticalSpacing(4)
         self.general_error = QLabel()
         self.general_error.setStyleSheet(f"color: {flag_text()};")
         self.general_error.setWordWrap(True)
         self.general_error.hide()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addLayout(self.form)
+        lay.addLayout(self.form if self.columns == 1 else self.grid)
         lay.addWidget(self.general_error)
         lay.addStretch(1)
         if params_cls is not None:
@@ -105,7 +114,7 @@ class ParamForm(QWidget):
         self.fields = parse_schema(schema)
         if not self.fields:
             self.form.addRow(QLabel("This step has no parameters."))
-        for f in self.fields:
+        for i, f in enumerate(self.fields):
             editor, getter, setter = self._make_editor(f)
             editor.setObjectName(f"field_{f.name}")
             tip = f.description or f.title
@@ -123,7 +132,7 @@ class ParamForm(QWidget):
             box = QVBoxLayout()
             box.setSpacing(1)
             box.addWidget(editor)
-            if f.description:
+            if f.description and self.columns == 1:
                 help_label = QLabel(f.description)
                 help_label.setWordWrap(True)
                 help_label.setStyleSheet(f"color: {muted_text()}; font-size: 11px;")
@@ -131,7 +140,13 @@ class ParamForm(QWidget):
             box.addWidget(err)
             label = QLabel(f.title + ":")
             label.setToolTip(tip)
-            self.form.addRow(label, box)
+            if self.columns == 1:
+                self.form.addRow(label, box)
+            else:
+                r, c = divmod(i, self.columns)
+                self.grid.addWidget(label, r, 2 * c, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+                self.grid.addLayout(box, r, 2 * c + 1)
+                self.grid.setColumnStretch(2 * c + 1, 1)
             self.editors[f.name] = editor
             self.error_labels[f.name] = err
             self._getters[f.name] = getter
@@ -139,6 +154,16 @@ class ParamForm(QWidget):
 
     def _make_editor(self, f: FieldSpec) -> tuple[QWidget, Callable[[], Any], Callable[[Any], None]]:
         changed = lambda *_: self._on_editor_changed(f.name)  # noqa: E731
+        if f.kind == "bool" and f.nullable:  # a check box has no "empty": it would turn None into False
+            tri = QComboBox()
+            for text, value in (("(none)", None), ("yes", True), ("no", False)):
+                tri.addItem(text, value)
+            tri.currentIndexChanged.connect(changed)
+            guard_wheel(tri)
+
+            def set_tri(v: Any) -> None:
+                tri.setCurrentIndex({None: 0, True: 1, False: 2}.get(None if v is None else bool(v), 0))
+            return tri, tri.currentData, set_tri
         if f.kind == "bool":
             check = QCheckBox()
             check.toggled.connect(changed)

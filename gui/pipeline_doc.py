@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
@@ -18,6 +19,7 @@ from slimline.core.pipeline import Pipeline, StepSpec, load_pipeline, save_pipel
 
 CONVERT_ONNX = "builtin.convert_onnx"
 _MERGE_PARAMS = 4711
+_MERGE_EVALUATION = 4712
 
 
 def default_params(plugin_id: str) -> dict[str, Any]:
@@ -71,19 +73,38 @@ class StepsCommand(QUndoCommand):
 
 
 class EvaluationCommand(QUndoCommand):
-    """Change evaluation settings (task override, row cap); undo puts the old values back."""
+    """Change evaluation settings (task override, row cap, LM settings); undo puts the old values back.
 
-    def __init__(self, doc: PipelineDocument, text: str, changes: dict[str, Any]) -> None:
+    Values are copied in and out: the document never shares a settings object with the undo stack.
+    Consecutive edits of the same field (typing "128" in a spin box) merge into one undo step.
+    """
+
+    def __init__(self, doc: PipelineDocument, text: str, changes: dict[str, Any],
+                 merge_key: str = "") -> None:
         super().__init__(text)
         self.doc = doc
-        self.before = {k: getattr(doc.pipeline.evaluation, k) for k in changes}
-        self.after = dict(changes)
+        self.before = {k: _copy_value(getattr(doc.pipeline.evaluation, k)) for k in changes}
+        self.after = {k: _copy_value(v) for k, v in changes.items()}
+        self.merge_key = merge_key
+
+    def id(self) -> int:  # noqa: A003 - Qt API
+        return _MERGE_EVALUATION if self.merge_key else -1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:  # noqa: N802
+        if isinstance(other, EvaluationCommand) and other.merge_key and other.merge_key == self.merge_key:
+            self.after = {k: _copy_value(v) for k, v in other.after.items()}
+            return True
+        return False
 
     def redo(self) -> None:
         self.doc._set_evaluation(self.after)
 
     def undo(self) -> None:
         self.doc._set_evaluation(self.before)
+
+
+def _copy_value(v: Any) -> Any:
+    return v.model_copy(deep=True) if isinstance(v, BaseModel) else v
 
 
 class PipelineDocument(QObject):
@@ -119,17 +140,21 @@ class PipelineDocument(QObject):
 
     def _set_evaluation(self, values: dict[str, Any]) -> None:
         for k, v in values.items():
-            setattr(self.pipeline.evaluation, k, v)
+            setattr(self.pipeline.evaluation, k, _copy_value(v))
         self.changed.emit()
 
-    def set_evaluation(self, **changes: Any) -> None:
-        """Undoable change of ``pipeline.evaluation`` fields (validated by the pipeline model)."""
+    def set_evaluation(self, merge_key: str = "", **changes: Any) -> None:
+        """Undoable change of ``pipeline.evaluation`` fields (validated by the pipeline model).
+
+        Edits with the same non-empty ``merge_key`` in a row are one undo step.
+        """
         ev = self.pipeline.evaluation
         changes = {k: v for k, v in changes.items() if getattr(ev, k) != v}
         if not changes:
             return
-        ev.model_validate({**ev.model_dump(), **changes})  # refuse what the file could not hold
-        self.undo_stack.push(EvaluationCommand(self, "Change evaluation settings", changes))
+        # refuse what the file could not hold
+        ev.model_validate({**ev.model_dump(), **{k: _copy_value(v) for k, v in changes.items()}})
+        self.undo_stack.push(EvaluationCommand(self, "Change evaluation settings", changes, merge_key))
 
     def _push(self, text: str, steps: list[StepSpec], merge_key: tuple[str, str] | None = None) -> None:
         self.undo_stack.push(StepsCommand(self, text, steps, merge_key))

@@ -6,6 +6,7 @@ re-checked on every change against the open model.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -117,7 +118,13 @@ class PipelineEditor(QWidget):
 
     # --- evaluation settings ------------------------------------------------------------
     def _build_evaluation_box(self) -> QGroupBox:
-        """The pipeline's evaluation task override and row cap (the rest lives in the file and Preferences)."""
+        """The pipeline's evaluation task override, row cap and, for a language model, its text settings.
+
+        The rest (latency, budgets) lives in the file and Preferences. The language-model form is
+        generated from ``LMSettings`` like a step's form, so the fields, bounds and help are the
+        pipeline model's own.
+        """
+        from slimline.core.pipeline import LMSettings
         from slimline.core.tasks import TASKS
 
         box = QGroupBox("Evaluation")
@@ -133,20 +140,53 @@ class PipelineEditor(QWidget):
         self.max_rows_spin.setSingleStep(100)
         self.max_rows_spin.setToolTip("Evaluate on at most this many rows of the evaluation data (all rows = no cap)")
         guard_wheel(self.task_combo, self.max_rows_spin)
-        row = QHBoxLayout(box)
+        row = QHBoxLayout()
         row.addWidget(QLabel("Task:"))
         row.addWidget(self.task_combo)
         row.addSpacing(16)
         row.addWidget(QLabel("Max rows:"))
         row.addWidget(self.max_rows_spin)
         row.addStretch(1)
+        self.lm_box = QWidget()
+        self.lm_box.setObjectName("lm_settings")
+        self.lm_form = ParamForm(LMSettings, self.doc.pipeline.evaluation.lm.model_dump(mode="json"), columns=3)
+        lm_lay = QVBoxLayout(self.lm_box)
+        lm_lay.setContentsMargins(0, 4, 0, 0)
+        lm_title = QLabel("<b>Language model on a text file</b> — perplexity windows and the generations "
+                          "side by side (hover a field for its meaning)")
+        lm_lay.addWidget(lm_title)
+        lm_lay.addWidget(self.lm_form)
+        self.lm_box.hide()
+        lay = QVBoxLayout(box)
+        lay.addLayout(row)
+        lay.addWidget(self.lm_box)
         self.task_combo.currentIndexChanged.connect(self._on_evaluation_edited)
         self.max_rows_spin.valueChanged.connect(self._on_evaluation_edited)
+        self.lm_form.params_edited.connect(self._on_lm_form_params_edited)
         return box
 
     def _on_evaluation_edited(self, *_: Any) -> None:
         rows = self.max_rows_spin.value()
         self.doc.set_evaluation(task=self.task_combo.currentData(), max_rows=rows or None)
+
+    def _on_lm_form_params_edited(self, params: dict[str, Any], field: str) -> None:
+        from slimline.core.pipeline import LMSettings
+
+        self.doc.set_evaluation(merge_key=f"lm.{field}", lm=LMSettings.model_validate(params))
+
+    def is_language_model(self) -> bool:
+        """Whether the language-model settings apply: the task says so, or the open model is a causal LM."""
+        task = self.doc.pipeline.evaluation.task
+        if task is not None:
+            return bool(task == "token_logits")
+        if self.model is None:
+            return False
+        from slimline.core.lm.evaluate import causal_lm_guess
+
+        try:
+            return causal_lm_guess(self.model) is not None
+        except Exception:  # noqa: BLE001 - a handle the guess cannot read is simply not shown as an LM
+            return False
 
     def _show_evaluation(self) -> None:
         ev = self.doc.pipeline.evaluation
@@ -157,6 +197,11 @@ class PipelineEditor(QWidget):
         self.max_rows_spin.setValue(int(ev.max_rows or 0))
         for w in (self.task_combo, self.max_rows_spin):
             w.blockSignals(False)
+        lm = ev.lm.model_dump(mode="json")
+        if not self.lm_form.is_valid or self.lm_form.validate()[1] != lm:
+            self.lm_form.set_values(lm)  # a loaded file or undo/redo changed it under the form
+        self.lm_form.base_dir = str(Path(self.doc.path).parent) if self.doc.path else ""
+        self.lm_box.setVisible(self.is_language_model())
 
     # --- document → views --------------------------------------------------------------
     def _on_doc_changed(self) -> None:

@@ -160,6 +160,9 @@ def run_model(run: RunRecord) -> tuple[str, str]:
         orig = run.step("original")
         model = orig.model if orig is not None else None
     path = model.path if model is not None else ""
+    gguf = str((model.meta or {}).get("gguf_file") or "") if model is not None else ""
+    if gguf:  # a GGUF runs as its dequantized folder; the user opened (and the window keys) the .gguf
+        path = gguf
     return model_key(path), (Path(path).name if path else "")
 
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from slimline.core.results import FailedEvent, FinalEvent, StepStartedEvent
 from slimline.gui.generations_view import GenerationsView
+from slimline.gui.lm_table_view import LMRunTable
 from slimline.gui.step_charts import StepCharts
 from slimline.gui.theme import muted_text
 
@@ -62,6 +63,7 @@ class RunView(QWidget):
         top.addWidget(self.step_bar, 1)
         top.addWidget(self.log_button)
         self.charts = StepCharts()
+        self.lm_table = LMRunTable()          # a language model's figures per step, as in the report
         self.generations = GenerationsView()  # shown once a language model's continuations arrive
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -70,10 +72,12 @@ class RunView(QWidget):
         self.log.hide()
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.charts)
+        split.addWidget(self.lm_table)
         split.addWidget(self.generations)
         split.addWidget(self.log)
         split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(1, 0)
+        split.setStretchFactor(2, 2)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.message)
@@ -90,6 +94,7 @@ class RunView(QWidget):
 
     def reset(self, context: str = "") -> None:
         self.charts.clear()
+        self.lm_table.clear()
         self.generations.clear()
         self.overall.setValue(0)
         self.step_bar.setValue(0)

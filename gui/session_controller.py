@@ -46,6 +46,12 @@ def _open_and_list(path: str, trust: bool) -> tuple[Any, list[Any]]:
     return handle, layer_inventory(handle)
 
 
+def _window_settings(evaluation: Any) -> tuple[Any, ...]:
+    """What decides a text file's token windows (the LM settings the data was cut with)."""
+    lm = evaluation.lm
+    return evaluation.task, lm.window_length, lm.window_count, lm.stride
+
+
 def _load_data(path: str, handle: Any, evaluation: Any = None) -> Any:
     """The dataset, or for a language model and a text file its token windows (as the run will cut them)."""
     from slimline.core.data import check_dataset, load_dataset
@@ -82,6 +88,7 @@ class SessionController(QObject):
     run_ended = Signal(str, object)         # status, the final event (DoneEvent | FailedEvent | CancelledEvent)
     run_recorded = Signal(object)           # slimline.core.results.RunRecord of the run that just ended
     show_step = Signal(str)                 # a step the user must fix
+    open_progress = Signal(float, str)      # opening as a job (a GGUF's first open): fraction (< 0: ended), text
     step_status = Signal(str, str, list)    # step id, text, flags
     step_result = Signal(str, object, object)  # step id, StepResult, the original's StepResult (or None)
 
@@ -100,6 +107,13 @@ class SessionController(QObject):
         self._report_job: Any = None
         self._run_model = ""   # the model the current run started from: its step figures are not another's
         self.keeper = SessionKeeper(self)
+        self._data_cut: tuple[Any, ...] = ()
+        self._open_job: Any = None
+        self._recut = QTimer(self)
+        self._recut.setSingleShot(True)
+        self._recut.setInterval(400)
+        self._recut.timeout.connect(self._on_recut_timeout)
+        self.session.doc.changed.connect(self._on_doc_changed)
         s, r = self.session, self.runner
         for sig in (self.model_opened, self.data_loaded, self.pipeline_loaded, self.run_finished,
                     s.doc.path_changed, s.doc.undo_stack.cleanChanged):
@@ -120,14 +134,75 @@ class SessionController(QObject):
 
     # --- model ---------------------------------------------------------------------------
     def open_model(self, path: str, trust: bool = False, then: Callable[[], None] | None = None) -> None:
-        """Open in a worker; on success replace the current model, on failure change nothing."""
+        """Open in a worker; on success replace the current model, on failure change nothing.
+
+        A GGUF not yet dequantized is first turned into its float folder by a job in a child process
+        (progress and cancel through ``open_progress`` / ``cancel_open``): numpy dequantizing in a
+        thread held the GIL long enough to freeze the window.
+        """
         self.opening = True
-        first_open = " (a GGUF is dequantized to float32 the first time: up to a minute)" \
-            if str(path).lower().endswith(".gguf") else ""
-        self.status.emit(f"Opening {Path(path).name}…{first_open}", 0)
-        run_in_thread(_open_and_list, str(path), trust,
-                      on_done=lambda res: self._on_model_opened(str(path), trust, res, then),
-                      on_error=lambda e, tb: self._on_model_open_failed(str(path), e, tb))
+        self.status.emit(f"Opening {Path(path).name}…", 0)
+        if str(path).lower().endswith(".gguf"):
+            from slimline.core.models.gguf import cached_folder
+
+            run_in_thread(cached_folder, str(path),
+                          on_done=lambda folder: self._open_gguf(str(path), trust, then, folder),
+                          on_error=lambda e, tb: self._on_model_open_failed(str(path), e, tb))
+            return
+        self._open_in_thread(str(path), trust, then)
+
+    def _open_in_thread(self, path: str, trust: bool, then: Callable[[], None] | None) -> None:
+        run_in_thread(_open_and_list, path, trust,
+                      on_done=lambda res: self._on_model_opened(path, trust, res, then),
+                      on_error=lambda e, tb: self._on_model_open_failed(path, e, tb))
+
+    def _open_gguf(self, path: str, trust: bool, then: Callable[[], None] | None, folder: str | None) -> None:
+        """Cached: open it now. Else dequantize in a child process first, then open the folder it built."""
+        from slimline.core.errors import ModelLoadError
+        from slimline.core.jobs import start_task_job
+        from slimline.core.models.gguf import DEQUANTIZE_TASK, remove_partial_builds
+
+        if folder is not None:
+            self._open_in_thread(path, trust, then)
+            return
+        job = start_task_job(DEQUANTIZE_TASK, {"path": path})
+        self._open_job = job
+        name = Path(path).name
+        self.open_progress.emit(0.0, f"{name}: starting (a GGUF is dequantized to float32 once, then cached)")
+        timer = QTimer(self)
+        timer.setInterval(100)
+
+        def poll() -> None:
+            for ev in job.poll():
+                if isinstance(ev, ProgressEvent):
+                    self.open_progress.emit(ev.fraction, f"{name}: {ev.message}")
+                    self.status.emit(f"Opening {name}: {ev.message}…", 0)
+                    continue
+                if not isinstance(ev, (DoneEvent, FailedEvent, CancelledEvent)):
+                    continue
+                timer.stop()
+                timer.deleteLater()
+                self._open_job = None
+                self.open_progress.emit(-1.0, "")
+                if isinstance(ev, DoneEvent):
+                    self._open_in_thread(path, trust, then)
+                elif isinstance(ev, FailedEvent):
+                    exc = ModelLoadError(ev.message or "dequantizing the GGUF failed", hint=ev.hint,
+                                         subject=ev.subject or path)
+                    self._on_model_open_failed(path, exc, ev.details or "")
+                else:
+                    if job.pid is not None:
+                        remove_partial_builds(job.pid)
+                    self.opening = False
+                    self.status.emit(f"Opening {name} cancelled; nothing was kept", 5000)
+                return
+        timer.timeout.connect(poll)
+        timer.start()
+
+    def cancel_open(self) -> None:
+        """Stop dequantizing a GGUF (cooperative between phases, then the process is terminated)."""
+        if self._open_job is not None:
+            self._open_job.cancel()
 
     def _on_model_opened(self, path: str, trust: bool, res: tuple[Any, list[Any]],
                          then: Callable[[], None] | None) -> None:
@@ -178,9 +253,28 @@ class SessionController(QObject):
     # --- data and pipelines --------------------------------------------------------------
     def open_data(self, path: str) -> None:
         self.status.emit(f"Loading {Path(path).name}…", 0)
-        run_in_thread(_load_data, path, self.session.handle, self.session.doc.pipeline.evaluation.model_copy(deep=True),
+        evaluation = self.session.doc.pipeline.evaluation.model_copy(deep=True)
+        self._data_cut = _window_settings(evaluation)
+        run_in_thread(_load_data, path, self.session.handle, evaluation,
                       on_done=lambda ds: self._on_data_loaded(path, ds),
                       on_error=self._on_data_failed)
+
+    def _on_doc_changed(self) -> None:
+        """A language model's text is cut into windows by the pipeline's LM settings: re-cut it when they change.
+
+        Otherwise the window would name "24 windows" while the run scores 8 (debounced: typing "128"
+        is one reload).
+        """
+        s = self.session
+        if s.data_path and hasattr(s.dataset, "scored_tokens") \
+                and _window_settings(s.doc.pipeline.evaluation) != self._data_cut:
+            self._recut.start()
+
+    def _on_recut_timeout(self) -> None:
+        s = self.session
+        if s.data_path and hasattr(s.dataset, "scored_tokens") \
+                and _window_settings(s.doc.pipeline.evaluation) != self._data_cut:
+            self.open_data(s.data_path)
 
     def _on_data_failed(self, exc: BaseException, tb: str) -> None:
         self.status.emit("", 0)

@@ -23,6 +23,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QWidget
 
+from slimline.core.lm.render import CHANGE_WHISKER, change_interval
 from slimline.core.results import MetricEvent, StepResult
 from slimline.gui.results import latency_batches, latency_report, noise_reasons, quality, split_flags, task_line
 from slimline.gui.step_plot import StepPlot
@@ -56,7 +57,7 @@ class StepCharts(QWidget):
         self.batch: int | None = None
         self.size_chart = StepPlot("Size on disk (MB)", bars=True)
         self.lat_chart = StepPlot("Latency p50 (ms), whisker to p90", whiskers=True)
-        self.acc_chart = StepPlot("Accuracy")
+        self.acc_chart = StepPlot("Accuracy", whiskers=True)   # whiskers: a perplexity's 95 % interval
         self.size_plot, self.lat_plot, self.acc_plot = self.size_chart.plot, self.lat_chart.plot, self.acc_chart.plot
         self.loss_plot = pg.PlotWidget(title="Distillation loss (live)")
         self.loss_plot.setLabel("bottom", "epoch")
@@ -241,16 +242,25 @@ class StepCharts(QWidget):
             self._draw_latency(labels)
         elif key == "quality":
             qs = [quality(r) for r in self.results]
+            lms = [r.lm for r in self.results]
+            spans = [change_interval(lm) for lm in lms]
+            lows = [sp[0] if sp else None for sp in spans]
+            highs = [sp[1] if sp else None for sp in spans]
             self.series_points["quality"] = self.acc_chart.update([q.value for q in qs], labels,
-                                                                  self._flagged("quality"), self._flag_notes("quality"))
+                                                                  self._flagged("quality"), self._flag_notes("quality"),
+                                                                  tops=highs, bottoms=lows)
             named = next((q for q in qs if q.value is not None), None)
             self.acc_plot.setTitle(named.label if named else "Accuracy (no evaluation data)")
+            if any(sp for sp in spans):
+                self.acc_plot.setLabel("bottom", CHANGE_WHISKER)
+            else:
+                self.acc_plot.getAxis("bottom").showLabel(False)
         else:
             self._draw_notes()
 
     def _draw_notes(self) -> None:
         """Failures in the flag colour; a noisy timing (a caveat, not a failure) muted, its reasons in the tooltip."""
-        lines, noisy_tips = [], []
+        lines, noisy_tips, noisy = [], [], []
         for r in self.results:
             bad, neutral = split_flags(list(r.flags))
             if bad:
@@ -259,10 +269,12 @@ class StepCharts(QWidget):
                              f"{html.escape('; '.join(why))}</span>")
             if neutral:
                 reasons = noise_reasons(r, list(r.warnings))
-                what = "decode speed" if r.lm is not None else "latency"
-                lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(r.step_id)}: {what} noisy, "
-                             "no faster/slower conclusion</span>")
+                noisy.append(r.step_id)
                 noisy_tips.append(f"{r.step_id}: " + ("; ".join(reasons) or "noisy timing"))
+        if noisy:  # one line for all: a busy machine made every step noisy, and the flags must stay in view
+            what = "decode speed" if any(r.lm is not None for r in self.results) else "latency"
+            lines.append(f"<span style='color:{muted_text()}'>~ {html.escape(', '.join(noisy))}: {what} noisy "
+                         "(the machine was busy; hover for why), no faster/slower conclusion</span>")
         self.note.setText("<br>".join(lines))
         self.note.setToolTip("\n".join(noisy_tips))
         text, tip = task_line(self.results)

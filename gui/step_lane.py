@@ -263,6 +263,7 @@ class StepLane(QScrollArea):
             item = self.row.takeAt(0)
             w = item.widget() if item is not None else None
             if w is not None and w not in (self.input_label, self.empty_label):
+                w.hide()   # gone from the screen now, not when the event loop next deletes it
                 w.deleteLater()
         self.cards = {}
         self.input_label.setText(input_text)

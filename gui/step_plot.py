@@ -52,8 +52,12 @@ class StepPlot:
         return self.texts[i]
 
     def update(self, ys: list[float | None], labels: list[str], flagged: list[bool],
-               notes: list[tuple[str, str]], tops: list[float | None] | None = None) -> int:
-        """Show the values; ``notes[i]`` = (text, colour) written above point i. Returns points drawn."""
+               notes: list[tuple[str, str]], tops: list[float | None] | None = None,
+               bottoms: list[float | None] | None = None) -> int:
+        """Show the values; ``notes[i]`` = (text, colour) written above point i. Returns points drawn.
+
+        ``tops`` / ``bottoms``: whisker ends (p90 above; an interval's low and high), drawn when the plot has whiskers.
+        """
         self.plot.getAxis("bottom").setTicks([list(enumerate(labels))])
         present = [(i, float(y)) for i, y in enumerate(ys) if y is not None]
         xs = [i for i, _ in present]
@@ -73,7 +77,9 @@ class StepPlot:
         if self.whiskers is not None:
             top_of = [tops[i] if tops else None for i in xs]
             top = np.array([max(0.0, float(t) - y) if t is not None else 0.0 for t, y in zip(top_of, vals)])
-            self.whiskers.setData(x=x_arr, y=y_arr, top=top, bottom=np.zeros(len(xs)))
+            bottom_of = [bottoms[i] if bottoms else None for i in xs]
+            bottom = np.array([max(0.0, y - float(b)) if b is not None else 0.0 for b, y in zip(bottom_of, vals)])
+            self.whiskers.setData(x=x_arr, y=y_arr, top=top, bottom=bottom)
         self.baseline.setVisible(bool(ys) and ys[0] is not None)
         if ys and ys[0] is not None:
             self.baseline.setValue(float(ys[0]))
@@ -90,7 +96,8 @@ class StepPlot:
             t.hide()
         self.plot.setXRange(-0.6, max(len(labels), 1) - 0.4, padding=0)
         if vals:
-            lo = min(vals + ([0.0] if self.bars is not None else []))
+            lo = min(vals + ([0.0] if self.bars is not None else [])
+                     + [float(b) for b in (bottoms or []) if b is not None])
             hi = max(vals[k] + (max(0.0, float(tops[xs[k]] or 0) - vals[k]) if tops else 0.0) for k in range(len(xs)))
             span = (hi - lo) or abs(hi) or 1.0
             self.plot.setYRange(lo - 0.08 * span, hi + 0.25 * span, padding=0)  # room for the flag text

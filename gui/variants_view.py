@@ -40,6 +40,8 @@ from slimline.gui.results import (
 from slimline.gui.theme import FLAG_COLOR, OK_COLOR, SERIES, cache_axes, flag_text, muted_text
 
 HEADERS = ["Run", "Step", "Title", "Size", "p50", "p90", "Quality", "Flags", "Status"]
+# language models only: the same columns hold decode speed, prefill and perplexity (the cells say their units)
+LM_HEADERS = ["Run", "Step", "Title", "Size", "Decode", "Prefill", "Perplexity", "Flags", "Status"]
 
 
 def _runs(n: int) -> str:
@@ -56,11 +58,13 @@ class VariantTableModel(QAbstractTableModel):
         super().__init__(parent)
         self.variants: list[Variant] = []
         self.pareto_keys: set[str] = set()
+        self.lm_only = False
 
-    def set_variants(self, variants: list[Variant], pareto_keys: set[str]) -> None:
+    def set_variants(self, variants: list[Variant], pareto_keys: set[str], lm_only: bool = False) -> None:
         self.beginResetModel()
         self.variants = list(variants)
         self.pareto_keys = set(pareto_keys)
+        self.lm_only = lm_only
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
@@ -71,7 +75,7 @@ class VariantTableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return HEADERS[section]
+            return (LM_HEADERS if self.lm_only else HEADERS)[section]
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -244,14 +248,14 @@ class VariantsView(QWidget):
             front = pareto_front(pts, higher)
             front_keys |= {self.variants[idx[i]].key for i in front}
             self._draw_scatter(key, pts, idx, set(front))
-        self.model.set_variants(self.variants, front_keys)
+        lm_only = bool(qs) and all(q.kind == "perplexity" for q in qs)  # language models: time per generated token
+        self.model.set_variants(self.variants, front_keys, lm_only)
         self.pareto_keys = front_keys
         qlabels = {q.label for q in qs if q.value is not None}
         mixed = "quality (top-1 or fidelity, see table)" if qlabels else "quality"
         ylabel = qlabels.pop() if len(qlabels) == 1 else mixed
         for plot in (self.size_plot, self.lat_plot):
             plot.setLabel("left", ylabel)
-        lm_only = bool(qs) and all(q.kind == "perplexity" for q in qs)  # language models: time per generated token
         self.lat_plot.setLabel("bottom", "decode ms per token (median over prompts)" if lm_only else "p50 latency (ms)")
         self.lat_plot.setTitle("Decode time per token vs perplexity" if lm_only else "Latency p50 vs quality")
         self.size_plot.setTitle("Size vs perplexity" if lm_only else "Size vs quality")

@@ -102,7 +102,8 @@ def export_task(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None], ca
         now = time.monotonic()
         if now - last[0] > 0.05 or fraction >= 1.0:
             last[0] = now
-            emit({"type": "progress", "fraction": float(fraction), "message": str(message)})
+            emit({"type": "progress", "overall": float(fraction), "step_id": "", "fraction": float(fraction),
+                  "message": str(message)})   # a ProgressEvent: without overall/step_id it arrived as a log line
 
     return run_export(spec, progress, cancel)
 

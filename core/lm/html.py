@@ -24,6 +24,10 @@ def _table(head: list[str], body: list[list[str]], numeric_from: int = 1) -> str
     return table(head, body, numeric_from=numeric_from)
 
 
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def is_lm_run(results: list[Any]) -> bool:
     return any(getattr(r, "lm", None) is not None for r in results)
 
@@ -43,9 +47,12 @@ def headline_tiles(results: list[Any]) -> list[tuple[str, str, str]]:
     ga = a.generation if a is not None else None
     gb = b.generation if b is not None else None
     if ga is not None and gb is not None and ga.decode_tokens_per_s > 0:
-        tiles.append(("decode tokens/s", f"{gb.decode_tokens_per_s / ga.decode_tokens_per_s:.2f}×",
-                      f"{ga.decode_tokens_per_s:.1f} → {gb.decode_tokens_per_s:.1f}"
-                      + ("" if gb.kv_cache else " (no KV cache)")))
+        noisy = bool(ga.noise or gb.noise)   # the table marks these "?"; a bare ratio here read as a result
+        tiles.append(("decode tokens/s", f"{gb.decode_tokens_per_s / ga.decode_tokens_per_s:.2f}×"
+                      + ("?" if noisy else ""),
+                      f"{ga.decode_tokens_per_s:.1f} → {gb.decode_tokens_per_s:.1f}, {_threads(gb.threads)}"
+                      + ("" if gb.kv_cache else " (no KV cache)")
+                      + (" — NOISY: the machine was busy, not representative" if noisy else "")))
     return tiles
 
 
@@ -72,8 +79,9 @@ def charts(results: list[Any]) -> list[str]:
     if first is not None:
         parts.append(svg.hbar_chart(
             labels, [("perplexity", ppl)],
-            errors=[[(lm.perplexity.low, lm.perplexity.high) if lm is not None else None for lm in lms]],
-            title=f"Perplexity with 95 % interval ({first.windows} windows, {first.tokens} tokens; lower is better)",
+            errors=[[lr.change_interval(lm) for lm in lms]],
+            title=f"Perplexity with 95 % interval of the change vs the original (paired over the same "
+                  f"{first.windows} windows, {first.tokens} tokens; lower is better)",
             value_fmt=lambda v: f"{v:.3f}"))
     gens = [lm.generation if lm is not None else None for lm in lms]
     if any(gens):

@@ -38,6 +38,22 @@ def fmt_increase(lm: LMReport | None, interval: bool = True) -> str:
     return f"{main} ({vs.increase_low * 100:+.2f}…{vs.increase_high * 100:+.2f})" if interval else main
 
 
+def change_interval(lm: LMReport | None) -> tuple[float, float] | None:
+    """A step's perplexity range from the paired 95 % interval of its change vs the original (charts' whiskers).
+
+    Why not the perplexity's own interval: the original and the step are scored on the same windows,
+    so their own intervals overlap widely even when the paired change is clearly above zero; a chart
+    of overlapping whiskers read as "no difference". None for the original (the baseline itself).
+    """
+    vs = lm.vs_original if lm is not None else None
+    if vs is None:
+        return None
+    return vs.original_perplexity * (1 + vs.increase_low), vs.original_perplexity * (1 + vs.increase_high)
+
+
+CHANGE_WHISKER = "whisker: 95 % interval of the change vs the original, paired over the same windows"
+
+
 def fmt_agreement(lm: LMReport | None) -> str:
     vs = lm.vs_original if lm is not None else None
     return f"{vs.agreement:.4f}" if vs is not None else "-"
@@ -141,5 +157,5 @@ def _top_k(results: list[Any]) -> int:
     return next((r.lm.vs_original.top_k for r in results if r.lm is not None and r.lm.vs_original is not None), 32)
 
 
-__all__ = ["LM_HEADERS", "fmt_agreement", "fmt_decode", "fmt_increase", "fmt_kl",
+__all__ = ["CHANGE_WHISKER", "LM_HEADERS", "change_interval", "fmt_agreement", "fmt_decode", "fmt_increase", "fmt_kl",
            "fmt_perplexity", "fmt_prefill", "fmt_same", "lm_footer", "lm_rows", "visible"]

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ from slimline.core.models.tensors import file_key
 CACHE_ENV = "SLIMLINE_GGUF_CACHE"   # overrides <workspace>/cache/gguf
 _FLOAT_TYPES = ("F32", "F16")       # gguf.quants.dequantize handles these itself, besides its quant classes
 _TMP_PREFIX = ".tmp-"
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    del fraction, message
 
 
 class GGUFInfo(BaseModel):
@@ -212,7 +218,8 @@ def _is_complete(folder: Path) -> bool:
         folder.glob("model*.safetensors"))
 
 
-def dequantize_to_folder(path: Path, info: GGUFInfo, root: Path | None = None) -> Path:
+def dequantize_to_folder(path: Path, info: GGUFInfo, root: Path | None = None,
+                         progress: Progress | None = None, cancel: Any = None) -> Path:
     """The cached float32 HF folder for this GGUF, built now if missing (temp folder, then rename)."""
     found = find_cached(info.sha256, root)
     if found is not None:
@@ -225,7 +232,7 @@ def dequantize_to_folder(path: Path, info: GGUFInfo, root: Path | None = None) -
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        _build(path, info, work)
+        _build(path, info, work, progress or _no_progress, cancel)
         try:
             os.replace(work, final)
         except OSError:
@@ -253,8 +260,17 @@ def _load_error(path: Path, info: GGUFInfo, exc: BaseException) -> ModelLoadErro
                                "(encoder-only models); open the original Hugging Face folder instead")
 
 
-def _build(path: Path, info: GGUFInfo, out: Path) -> None:
-    """Dequantize with transformers, rebuild without the quantization config, save model + tokenizer."""
+def _build(path: Path, info: GGUFInfo, out: Path, progress: Progress, cancel: Any = None) -> None:
+    """Dequantize with transformers, rebuild without the quantization config, save model + tokenizer.
+
+    ``progress`` gets the phases (transformers dequantizes in one call, so there are no finer steps);
+    ``cancel`` is checked between them.
+    """
+    def phase(fraction: float, message: str) -> None:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        progress(fraction, message)
+
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -263,11 +279,13 @@ def _build(path: Path, info: GGUFInfo, out: Path) -> None:
     transformers.logging.set_verbosity_error()   # the loader logs every ignored GGUF key
     t0 = time.perf_counter()
     try:
+        phase(0.05, f"dequantizing {info.tensors} GGUF tensors ({info.types_text()}) to float32")
         try:
             loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                           dtype=torch.float32, local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - whatever the loader raises, the user gets one clear line
             raise _load_error(path, info, exc) from None
+        phase(0.6, "rebuilding the model without its quantization config")
         config = loaded.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
@@ -282,9 +300,11 @@ def _build(path: Path, info: GGUFInfo, out: Path) -> None:
                                  f"{type(fresh).__name__} (first: {missing[0]})", subject=str(path),
                                  hint="the file is incomplete or from a converter this transformers does not "
                                       "match; re-convert it or open the original Hugging Face folder")
+        phase(0.7, f"writing float32 safetensors ({info.params * 4 / 2**20:.0f} MiB)")
         fresh.save_pretrained(str(out), safe_serialization=True)
         del fresh, loaded, state
         tokenizer_note = ""
+        phase(0.9, "converting the GGUF's tokenizer")
         try:
             tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
             tok.save_pretrained(str(out))
@@ -299,6 +319,46 @@ def _build(path: Path, info: GGUFInfo, out: Path) -> None:
     record = {"kind": "gguf", "notes": notes, "gguf": info.model_dump(),
               "seconds": round(time.perf_counter() - t0, 1)}
     (out / SOURCE_FILE).write_text(json.dumps(record, indent=1), "utf-8")
+
+
+# --------------------------------------------------------------------------- as a job (the window)
+
+def cached_folder(path: str | Path) -> str | None:
+    """The dequantized folder of this GGUF when it is already built (hashes the file: run off the UI thread)."""
+    found = find_cached(file_sha256(Path(path)))
+    return str(found) if found is not None else None
+
+
+def dequantize_task(spec: dict[str, Any], emit: Any, cancel: Any) -> dict[str, Any]:
+    """Job body (``slimline.core.jobs.start_task_job``): build the float folder of ``spec["path"]``.
+
+    Why a child process: transformers' GGUF loader dequantizes in numpy, which holds the GIL for
+    hundreds of milliseconds at a time; in a thread of the window it froze the UI that long.
+    """
+    path = Path(spec["path"])
+
+    def progress(fraction: float, message: str) -> None:
+        emit({"type": "progress", "overall": float(fraction), "step_id": "", "fraction": float(fraction),
+              "message": str(message)})
+
+    progress(0.0, "reading the GGUF header")
+    found = find_cached(file_sha256(path))
+    if found is None:
+        info = read_gguf_info(path)
+        check_loadable(info)
+        cancel.raise_if_cancelled()
+        found = dequantize_to_folder(path, info, progress=progress, cancel=cancel)
+    return {"folder": str(found)}
+
+
+def remove_partial_builds(pid: int, root: Path | None = None) -> None:
+    """What a dequantizing process ``pid`` left when it was terminated (its temp folder)."""
+    base = root or cache_root()
+    for d in base.glob(f"{_TMP_PREFIX}*-{pid}"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+DEQUANTIZE_TASK = "slimline.core.models.gguf:dequantize_task"
 
 
 # --------------------------------------------------------------------------- format table entry

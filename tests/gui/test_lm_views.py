@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 
 from tests.core import modelfiles as mf
 from tests.lm.helpers import SMALL, run_inline
@@ -46,6 +47,14 @@ def test_step_charts_show_perplexity_and_decode_tokens_per_s(qtbot, lm_run) -> N
     charts.flush()
     assert charts.series_points == {"size": 2, "latency": 2, "quality": 2}
     assert charts.acc_plot.plotItem.titleLabel.text.startswith("perplexity on llama-corpus.txt (n=192 tokens")
+    assert "paired over the same windows" in charts.acc_plot.getAxis("bottom").labelText
+    # the original is the baseline (no whisker); the step's whisker is its paired change interval
+    vs = lm_run.results[1].lm.vs_original
+    w = charts.acc_chart.whiskers.opts
+    assert w["top"][0] == 0 and w["bottom"][0] == 0
+    ppl = lm_run.results[1].lm.perplexity.value
+    assert w["top"][1] == pytest.approx(vs.original_perplexity * (1 + vs.increase_high) - ppl)
+    assert w["bottom"][1] == pytest.approx(ppl - vs.original_perplexity * (1 + vs.increase_low))
     assert "Decode tokens/s (median of 4 prompts" in charts.lat_plot.plotItem.titleLabel.text
     assert charts.task_label.text().startswith("task: token logits (language model); perplexity on llama-corpus")
     assert not charts.batch_combo.isVisible()
@@ -78,6 +87,8 @@ def test_results_table_shows_perplexity_and_tokens_per_s(qtbot, lm_run) -> None:
     assert m.rowCount() == 2
     cells = [m.index(1, c).data() for c in range(m.columnCount())]
     assert cells[4].endswith("tok/s") and cells[5].startswith("prefill") and "." in cells[6]
+    heads = [m.headerData(c, Qt.Orientation.Horizontal) for c in range(m.columnCount())]
+    assert heads[4:7] == ["Decode", "Prefill", "Perplexity"]   # not "p50"/"p90" over tokens/s
     assert v.lat_plot.plotItem.titleLabel.text == "Decode time per token vs perplexity"
     assert v.pareto_keys  # lower perplexity, smaller size: the front is computed the right way round
     assert "perplexity on llama-corpus.txt" in v.size_plot.getAxis("left").labelText
@@ -102,3 +113,66 @@ def test_window_runs_an_lm_and_shows_its_figures(window, qtbot, lm, tmp_path) ->
     rv.charts.flush()
     assert rv.charts.series_points["quality"] == 2 and not rv.generations.isHidden()
     assert len(rv.generations.results) == 2
+
+
+def test_lm_settings_form_recuts_the_text(window, qtbot, lm) -> None:  # noqa: ANN001
+    """The data line never names other windows than the run will score: the form's edit re-cuts the text."""
+    folder, text = lm
+    with qtbot.waitSignal(window.model_opened, timeout=60000):
+        window.open_model(str(folder))
+    with qtbot.waitSignal(window.data_loaded, timeout=60000):
+        window.open_data(str(text))
+    qtbot.waitUntil(lambda: not window.editor.lm_box.isHidden(), timeout=5000)  # a causal LM: its settings show
+    before = window.session.dataset.count
+    assert before > 3
+    form = window.editor.lm_form
+    with qtbot.waitSignal(window.data_loaded, timeout=60000):
+        form.editors["window_count"].setValue(3)
+        form.editors["window_length"].setValue(32)
+    ds = window.session.dataset
+    assert (ds.count, ds.length) == (3, 32)
+    assert window.session.data_info.startswith(ds.describe())
+
+
+def test_run_table_shows_the_reports_cells(qtbot, lm_run) -> None:  # noqa: ANN001
+    """Perplexity ± interval, Δ with its paired interval, agreement, KL ≥, tokens/s, size: the report's cells."""
+    from slimline.core.lm import render as lr
+    from slimline.gui.lm_table_view import LMRunTable
+
+    view = LMRunTable()
+    qtbot.addWidget(view)
+    assert view.isHidden()
+    for r in lm_run.results:
+        view.add_result(r)
+    assert not view.isHidden() and view.table.rowCount() == 2
+    _, rows = lr.lm_rows(lm_run.results)
+    for h in ("perplexity", "Δ ppl (95 % CI)", "agreement", "KL ≥", "decode tok/s", "size"):
+        assert view.cell(1, h) == rows[1][lr.LM_HEADERS.index(h)], h
+    assert "±" in view.cell(0, "perplexity") and "…" in view.cell(1, "Δ ppl (95 % CI)")
+    assert "llama-corpus.txt" in view.footer.text() and "thread" in view.footer.text()   # dataset, n, threads
+    view.clear()
+    assert view.isHidden() and view.table.rowCount() == 0
+
+
+def test_runs_of_a_gguf_group_under_the_gguf(lm_run) -> None:  # noqa: ANN001
+    """A GGUF runs as its dequantized folder, but the window opened (and keys the Results tab by) the .gguf."""
+    from slimline.gui.results import model_key, run_model
+
+    model = lm_run.model.model_copy(update={"meta": {**lm_run.model.meta, "gguf_file": "/x/m.Q4_1.gguf"}})
+    assert run_model(lm_run.model_copy(update={"model": model})) == (model_key("/x/m.Q4_1.gguf"), "m.Q4_1.gguf")
+
+
+def test_report_speed_tile_is_marked_when_noisy_like_the_table(lm_run) -> None:  # noqa: ANN001
+    """The table says 0.6? for a busy machine's speed; the report's headline ratio must not read as a clean 31×."""
+    from slimline.core.lm.html import headline_tiles
+
+    def with_noise(r, noise):  # noqa: ANN001, ANN202
+        gen = r.lm.generation.model_copy(update={"noise": noise})
+        return r.model_copy(update={"lm": r.lm.model_copy(update={"generation": gen})})
+
+    a, b = lm_run.results
+    quiet = dict((k, (v, sub)) for k, v, sub in headline_tiles([with_noise(a, []), with_noise(b, [])]))
+    busy = dict((k, (v, sub)) for k, v, sub in headline_tiles([with_noise(a, ["machine busy"]), with_noise(b, [])]))
+    assert not quiet["decode tokens/s"][0].endswith("?") and "NOISY" not in quiet["decode tokens/s"][1]
+    assert busy["decode tokens/s"][0].endswith("×?") and "NOISY" in busy["decode tokens/s"][1]
+    assert "thread" in quiet["decode tokens/s"][1]

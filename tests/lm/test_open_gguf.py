@@ -137,7 +137,7 @@ def test_a_failed_build_leaves_nothing_in_the_cache(tiny: dict[str, Path], gguf_
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from slimline.core.models import gguf
 
-    def half_then_crash(path: Path, info: gguf.GGUFInfo, out: Path) -> None:
+    def half_then_crash(path: Path, info: gguf.GGUFInfo, out: Path, *_: object) -> None:
         (out / "model.safetensors").write_bytes(b"half")
         raise ModelLoadError("simulated failure half-way", subject=str(path))
 
