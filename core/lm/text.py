@@ -99,9 +99,21 @@ def load_tokenizer(folder: str | Path, subject: str = "") -> Any:
                         hint=f"get the tokenizer files again; a loadable tokenizer is one of: {expected}") from None
 
 
+def evaluation_span(settings: Any) -> int:
+    """Text tokens, from the start of the evaluation file, that the run's perplexity windows read.
+
+    A step that calibrates on the evaluation text starts its windows after this many tokens, so
+    the figures measured after it are not on the text it tuned for.
+    """
+    length = int(getattr(settings, "window_length", DEFAULT_LENGTH))
+    step = int(getattr(settings, "stride", None) or length)
+    return (int(getattr(settings, "window_count", DEFAULT_COUNT)) - 1) * step + length
+
+
 def text_windows(path: str | Path, tokenizer: Any, *, length: int = DEFAULT_LENGTH, count: int = DEFAULT_COUNT,
-                 stride: int | None = None, tokenizer_name: str = "") -> TextWindows:
-    """Cut ``path`` into at most ``count`` windows of ``length`` tokens (see the module doc)."""
+                 stride: int | None = None, tokenizer_name: str = "", skip_tokens: int = 0) -> TextWindows:
+    """Cut ``path`` into at most ``count`` windows of ``length`` tokens (see the module doc), the first
+    starting ``skip_tokens`` into the text (none when the text is not long enough past that point)."""
     p = Path(path)
     if length < 2:
         raise DataError(f"window length {length} is too short", subject=str(p), hint="use at least 2 tokens")
@@ -120,7 +132,11 @@ def text_windows(path: str | Path, tokenizer: Any, *, length: int = DEFAULT_LENG
         raise DataError(f"the text has {stream.size} tokens, shorter than one window of {length}",
                         subject=str(p), hint="use a longer text file or a shorter window length")
     bos = starts_with_bos(tokenizer)
-    starts = list(range(0, max(stream.size - length, 0) + 1, step))[: max(int(count), 1)]
+    skip = max(int(skip_tokens), 0)
+    starts = list(range(skip, max(stream.size - length, 0) + 1, step))[: max(int(count), 1)]
+    if not starts:
+        raise DataError(f"the text has {stream.size} tokens, too few for a window of {length} after the first "
+                        f"{skip}", subject=str(p), hint="use a longer text file or a shorter window length")
     n_ctx = length + (1 if bos is not None else 0)
     ids = np.zeros((len(starts), n_ctx), dtype=np.int64)
     scored = np.zeros((len(starts), n_ctx), dtype=bool)

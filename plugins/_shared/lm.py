@@ -72,6 +72,7 @@ class TextSource:
     path: Path
     role: str
     same_as_eval: bool
+    overlaps_eval: bool = False   # its windows include text the run's evaluation scores (too short to avoid it)
 
 
 def text_source(ctx: "StepContext", roles: tuple[str, ...]) -> TextSource | None:
@@ -119,7 +120,7 @@ def windows(ctx: "StepContext", handle: ModelHandle, roles: tuple[str, ...], *, 
             what: str) -> tuple["TextWindows", TextSource]:
     """Token windows of the run's text data for ``what`` (a step purpose, used in messages)."""
     from slimline.core.errors import DataError
-    from slimline.core.lm.text import load_tokenizer, text_windows
+    from slimline.core.lm.text import load_tokenizer
 
     src = text_source(ctx, roles)
     if src is None:
@@ -129,10 +130,29 @@ def windows(ctx: "StepContext", handle: ModelHandle, roles: tuple[str, ...], *, 
     tok_dir = tokenizer_folder(handle, ctx)
     try:
         tok = load_tokenizer(tok_dir)
-        win = text_windows(src.path, tok, length=length, count=count, tokenizer_name=str(tok_dir))
+        win = cut_windows(src, tok, ctx, length=length, count=count, tokenizer_name=str(tok_dir))
     except DataError as exc:
         raise StepFailed(f"{what}: {exc.message}", subject=exc.subject or str(src.path), hint=exc.hint) from exc
     return win, src
+
+
+def cut_windows(src: TextSource, tok: Any, ctx: "StepContext", *, length: int, count: int,
+                tokenizer_name: str = "") -> "TextWindows":
+    """A step's windows of ``src``; on the evaluation text they start after the tokens the run scores.
+
+    Sets ``src.overlaps_eval`` when the text is too short for that (the step then reads the scored text).
+    """
+    from slimline.core.errors import DataError
+    from slimline.core.lm.text import evaluation_span, text_windows
+
+    if src.same_as_eval:
+        settings = getattr(getattr(ctx, "evaluation", None), "lm", None)
+        try:
+            return text_windows(src.path, tok, length=length, count=count, tokenizer_name=tokenizer_name,
+                                skip_tokens=evaluation_span(settings))
+        except DataError:
+            src.overlaps_eval = True
+    return text_windows(src.path, tok, length=length, count=count, tokenizer_name=tokenizer_name)
 
 
 def id_batches(ids: Any, batch_size: int, device: str = "cpu") -> Iterator["torch.Tensor"]:

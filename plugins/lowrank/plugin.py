@@ -299,8 +299,8 @@ def _lm_text_batches(handle: ModelHandle, p: LowRankParams, ctx: StepContext, no
     win, src = lm.windows(ctx, handle, ("calibration", "train", "eval"), length=p.window_length,
                           count=p.calibration_windows, what="data-aware SVD")
     notes.append(f"data-aware statistics from {win.describe()} (the {src.role} data)"
-                 + ("; this is also the evaluation text, so the figures after this step are optimistic"
-                    if src.same_as_eval else ""))
+                 + ("; this overlaps the text the evaluation scores, so the figures after this step are optimistic"
+                    if src.overlaps_eval else "; after the text the evaluation scores" if src.same_as_eval else ""))
     return ({"input_ids": ids} for ids in lm.id_batches(win.ids, 4))
 
 

@@ -140,9 +140,12 @@ class LLMPrune(Plugin):
                                   what=f"{p.method} calibration")
             ids = win.ids
             notes.append(f"calibration: {win.describe()} (the {src.role} data)")
-            if src.same_as_eval:
-                warnings.append("calibrating on the evaluation text: the figures measured after this step are "
-                                "optimistic; pass a separate --train-data text file")
+            if src.overlaps_eval:
+                warnings.append("calibrating on the text the evaluation scores (too short to calibrate past it): "
+                                "the figures measured after this step are optimistic; pass a separate "
+                                "--train-data text file")
+            elif src.same_as_eval:
+                notes.append("calibration windows start after the text the evaluation scores")
         ctx.progress(0.02, "loading model")
         device = _device(ctx, notes)
         module = lm.load_lm(model).to(device)

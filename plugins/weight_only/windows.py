@@ -13,27 +13,30 @@ from typing import Any
 
 from slimline.core.errors import StepFailed
 from slimline.core.lm.onnx_lm import LMSignature, OnnxLM, sampled_windows
-from slimline.core.lm.text import TextWindows, load_tokenizer, starts_with_bos, text_windows
+from slimline.core.lm.text import TextWindows, load_tokenizer, starts_with_bos
 from slimline.plugins._shared import lm
 
 SAMPLED = "(sampled from the input model)"
 
 
-def text_source(params: Any, ctx: Any) -> Path | None:
+def text_source(params: Any, ctx: Any) -> lm.TextSource | None:
     """The text file: the step's ``text_file``, else the pipeline's data when it is a text file."""
     if params.text_file:
         p = Path(params.text_file).expanduser()
         if not p.is_file():
             raise StepFailed("text file not found", subject=str(p), hint="give a plain UTF-8 text file")
-        return p
+        ev = getattr(getattr(ctx, "data", None), "eval", None)
+        ev_src = getattr(ev, "source", None)
+        same = bool(ev_src) and Path(str(ev_src)).resolve() == p.resolve()
+        return lm.TextSource(path=p, role="text_file", same_as_eval=same)
     found = lm.text_source(ctx, ("calibration", "train", "eval"))
     if found is not None:
-        return found.path
+        return found
     ev = getattr(ctx, "evaluation", None)
-    for attr in ("train_data", "data"):
+    for attr, role in (("train_data", "train"), ("data", "eval")):
         src = getattr(ev, attr, None)
         if src and Path(str(src)).suffix.lower() in lm.TEXT_SUFFIXES and Path(str(src)).is_file():
-            return Path(str(src))
+            return lm.TextSource(path=Path(str(src)), role=role, same_as_eval=role == "eval")
     return None
 
 
@@ -90,7 +93,12 @@ def calibration_and_check(params: Any, ctx: Any, folder: Path, sig: LMSignature,
         length = (sig.seq_len - (1 if bos else 0)) if sig.seq_len else params.window_length
         if sig.seq_len and length != params.window_length:
             notes.append(f"windows of {length} tokens: the export fixes the sequence length at {sig.seq_len}")
-        w = text_windows(src, tok, length=length, count=n_cal + n_chk, tokenizer_name=str(folder))
+        w = lm.cut_windows(src, tok, ctx, length=length, count=n_cal + n_chk, tokenizer_name=str(folder))
+        if src.overlaps_eval:
+            notes.append("the text is too short to calibrate past the windows the evaluation scores: the figures "
+                         "after this step are optimistic (give a separate --train-data text)")
+        elif src.same_as_eval:
+            notes.append("calibration and check windows start after the text the evaluation scores")
     cal, chk, more = split(w, n_cal, n_chk)
     notes += more
     notes.append(f"calibration on {cal.describe()}; check on {chk.describe()}")

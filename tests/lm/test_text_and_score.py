@@ -87,3 +87,28 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_tokenizer(tmp_path)
     assert "no usable tokenizer" in str(err.value)
+
+
+def test_step_windows_on_the_evaluation_text_start_after_the_scored_tokens(tiny_llama: Path, corpus: Path) -> None:
+    from types import SimpleNamespace
+
+    from slimline.core.lm.text import evaluation_span
+    from slimline.core.pipeline import LMSettings
+    from slimline.plugins._shared.lm import TextSource, cut_windows
+
+    tok = load_tokenizer(tiny_llama)
+    settings = LMSettings(window_length=32, window_count=3, stride=16)
+    assert evaluation_span(settings) == 2 * 16 + 32
+    evaluated = text_windows(corpus, tok, length=32, count=3, stride=16)
+    ctx = SimpleNamespace(evaluation=SimpleNamespace(lm=settings))
+    src = TextSource(path=corpus, role="eval", same_as_eval=True)
+    cal = cut_windows(src, tok, ctx, length=32, count=2)  # type: ignore[arg-type]
+    assert not src.overlaps_eval
+    stream = tok(corpus.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
+    assert list(cal.ids[0, 1:]) == stream[64:96]                    # the first token the evaluation never read
+    assert not {tuple(r) for r in cal.ids} & {tuple(r) for r in evaluated.ids}
+    short = LMSettings(window_length=32, window_count=100_000)        # scores the whole text: nothing left after
+    src2 = TextSource(path=corpus, role="eval", same_as_eval=True)
+    again = cut_windows(src2, tok, SimpleNamespace(evaluation=SimpleNamespace(lm=short)),  # type: ignore[arg-type]
+                        length=32, count=2)
+    assert src2.overlaps_eval and list(again.ids[0, 1:]) == stream[:32]

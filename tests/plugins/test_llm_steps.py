@@ -201,9 +201,19 @@ def test_non_lm_models_are_refused_in_check(make_tiny_mlp):
     assert problems and "causal language models" in problems[0].message
 
 
-def test_calibrating_on_the_evaluation_text_is_flagged(lm):
-    out = LLMPrune().run(lm["handle"], P(method="blocks", blocks=1, **CAL), _ctx(lm, "leak-cal", train=lm["eval"]))
-    assert any("calibrating on the evaluation text" in w for w in out.warnings)
+def test_calibration_on_the_evaluation_text_skips_what_the_evaluation_scores_or_is_flagged(lm):
+    from types import SimpleNamespace
+
+    from slimline.core.pipeline import LMSettings
+
+    ctx = _ctx(lm, "leak-cal", train=lm["eval"])
+    ctx.evaluation = SimpleNamespace(lm=LMSettings(window_length=16, window_count=2))   # scores 32 tokens only
+    out = LLMPrune().run(lm["handle"], P(method="blocks", blocks=1, **CAL), ctx)
+    assert not out.warnings and any("start after the text the evaluation scores" in n for n in out.notes)
+    ctx = _ctx(lm, "leak-cal-2", train=lm["eval"])
+    ctx.evaluation = SimpleNamespace(lm=LMSettings(window_count=100_000))               # scores the whole text
+    out = LLMPrune().run(lm["handle"], P(method="blocks", blocks=1, **CAL), ctx)
+    assert any("calibrating on the text the evaluation scores" in w for w in out.warnings)
 
 
 # --- structured ----------------------------------------------------------------------------------
