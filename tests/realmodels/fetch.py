@@ -33,8 +33,7 @@ try:  # run as `python -m tests.realmodels.fetch` or imported by pytest as `real
     from .manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, Part, RealDataset, RealModel
 except ImportError:  # pragma: no cover - run as a plain script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from manifest import (BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, Part,  # type: ignore[no-redef]
-                          RealDataset, RealModel)
+    from manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, Part, RealDataset, RealModel  # type: ignore[no-redef]
 
 Entry = RealModel | RealDataset
 ENTRIES: dict[str, Entry] = {**BY_ID, **DATASET_BY_ID}
