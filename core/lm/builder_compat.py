@@ -9,6 +9,11 @@ sliding layers' theta ``rope_local_base_freq`` — what the builder computes its
 
 Run as ``python -m slimline.core.lm.builder_compat <builder arguments>`` (a child process, like the builder
 itself); :func:`needs_compat` says when :mod:`slimline.core.lm.genai` routes a build through here.
+
+:func:`default_options`: for models with sliding-window layers the builder's default is a window-sized cache
+for those layers, which onnxruntime 1.32's attention kernel refuses whenever the generate API sizes it below
+the window (``max_length`` < window: any short generation); full-length caches for every layer avoid that,
+and the kernel still attends within the window (``local_window_size``), so the results are the same.
 """
 from __future__ import annotations
 
@@ -29,6 +34,18 @@ def needs_compat(hf_dir: Path) -> bool:
     rope = cfg.get("rope_parameters")
     return (cfg.get("model_type") in _NESTED_ROPE_TYPES and isinstance(rope, dict)
             and isinstance(rope.get("full_attention"), dict))
+
+
+def default_options(hf_dir: Path) -> dict[str, str]:
+    """Builder ``--extra_options`` Slimline sets for this folder (the caller's own options win)."""
+    try:
+        cfg = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
+    if "sliding_attention" in (cfg.get("layer_types") or []):
+        return {"windowed_kv_cache": "false"}
+    return {}
 
 
 def flatten_rope(config: Any) -> None:

@@ -102,13 +102,14 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     cache = Path(tempfile.mkdtemp(prefix=".genai-cache.", dir=out.parent))
-    from slimline.core.lm.builder_compat import needs_compat
+    from slimline.core.lm.builder_compat import default_options, needs_compat
 
     # Gemma 3 under transformers 5: the builder misreads its RoPE config; the compat module fixes the config it reads
     module = "slimline.core.lm.builder_compat" if needs_compat(src) else "onnxruntime_genai.models.builder"
     cmd = [sys.executable, "-m", module, "-i", str(src), "-o", str(tmp), "-p", precision, "-e", "cpu", "-c", str(cache)]
-    if extra_options:
-        cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra_options.items()]]
+    options = {**default_options(src), **(extra_options or {})}
+    if options:
+        cmd += ["--extra_options", *[f"{k}={v}" for k, v in options.items()]]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = _wait(child, timeout_s, cancel, src.name)
