@@ -1,12 +1,17 @@
 """Weight-only INT4/INT8 of a real LM: Slimline's presets beside onnxruntime's own tools, same run, same windows.
 
-Models (both Llama-family, 135M parameters, 30 decoder blocks, tied embeddings, vocabulary 49152):
-  * smollm2 — SmolLM2-135M-Instruct from the real-model corpus (``smollm2-135m-q4_1``: a Q4_1 GGUF), dequantized
-    by transformers' GGUF loader into a float32 HF folder. Its weights sit on a 4-bit grid (blocks of 32, float
-    minimum), which a 4-bit quantizer with float zero points can nearly re-create.
+Models:
+  * smollm2 — SmolLM2-135M-Instruct from the real-model corpus (``smollm2-135m-q4_1``: a Q4_1 GGUF; Llama family,
+    135M parameters, 30 decoder blocks, tied embeddings, vocabulary 49152), dequantized by transformers' GGUF
+    loader into a float32 HF folder. Its weights sit on a 4-bit grid (blocks of 32, float minimum), which a 4-bit
+    quantizer with float zero points can nearly re-create.
   * smollm2-dithered — the same weights moved off that grid: uniform noise of ±½ grid step added per block of
     32 (Q4_1 step (max−min)/15; the Q8_0 embedding absmax/127), seed 0. A float model with no 4-bit grid left to
     re-create, standing in for a float-trained LM (no float-trained real LM is in the corpus yet).
+  * gemma3 — Gemma 3 270M (pretrained) from the corpus (``gemma3-270m-q4_k_m``: llama.cpp's "Q4_K_M" mix; 268M
+    parameters of which 168M are the tied 262144 × 640 embedding, 18 decoder blocks, sliding-window attention),
+    opened by Slimline (its dequantized float32 folder in the workspace's GGUF cache). Most block weights sit on
+    5- to 8-bit grids (Q5_0 63 %, Q6_K 12 %, Q8_0 2 %), only attn_output and half of ffn_down on Q4_K (24 %).
 Each becomes the genai model builder's fp32 folder (``-p fp32 -e cpu``: KV cache, genai_config.json), the
 reference. Peers, made from that fp32 folder here:
   * ORT dynamic INT8 per-channel — ``quantize_dynamic(per_channel=True)``;
@@ -25,9 +30,11 @@ agreement; KL over fp32's top-32 + rest (a lower bound). Speed: onnxruntime-gena
 after a 128-token prompt (prefill ms, decode tokens/s), and torch fp32 ``generate`` on the same threads.
 All onnxruntime work runs with THREADS intra-op threads (default 2).
 
-Run: ``python -m benchmarks.bench_llm_weight_only`` (about 40 min on 2 busy cores; needs ``make realmodels``).
-``SLIMLINE_BENCH_LLM_MODELS=smollm2`` runs one model; ``SLIMLINE_BENCH_LLM_SLOW=1`` adds Slimline int4 with
-GPTQ and with HQQ.
+Run: ``python -m benchmarks.bench_llm_weight_only`` (about 40 min per model on 2 busy cores; needs
+``make realmodels``). ``SLIMLINE_BENCH_LLM_MODELS=smollm2,gemma3`` picks models (default: all three);
+``SLIMLINE_BENCH_LLM_SLOW=1`` adds Slimline int4 with GPTQ and with HQQ. The genai folders are built by
+Slimline's own builder call (core.lm.genai.build_genai_model), which is what makes Gemma 3 build at all with
+onnxruntime-genai 0.18 under transformers 5 (see core.lm.builder_compat).
 """
 from __future__ import annotations
 
@@ -107,17 +114,14 @@ def dithered_folder(src: Path, dest: Path, seed: int = 0) -> Path:
 
 
 def builder(hf: Path, out: Path, precision: str) -> Path:
-    """The genai model builder's folder for ``hf`` at ``precision`` (cached)."""
+    """The genai model builder's folder for ``hf`` at ``precision`` (cached), built through Slimline's one caller
+    of the builder (it fixes what the builder misreads, e.g. Gemma 3's RoPE config under transformers 5)."""
     if (out / "model.onnx").is_file() and (out / "genai_config.json").is_file():
         return out / "model.onnx"
-    shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
-    proc = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
-                           "-p", precision, "-e", "cpu", "-c", str(out.parent / ".builder-cache")],
-                          capture_output=True, text=True, env=env, timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"builder -p {precision} failed: {proc.stderr[-2000:]}")
-    return out / "model.onnx"
+    from slimline.core.lm.genai import build_genai_model
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # the builder's child process inherits it
+    return build_genai_model(hf, out, precision) / "model.onnx"  # type: ignore[arg-type]
 
 
 def onnx_bytes(path: Path) -> int:
@@ -388,7 +392,10 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from benchmarks.bench_real_embedding import corpus
 
-    paths = corpus("smollm2-135m-q4_1", "pydoc-sentences")
+    wanted = os.environ.get("SLIMLINE_BENCH_LLM_MODELS", "smollm2,smollm2-dithered,gemma3").split(",")
+    need = (["smollm2-135m-q4_1"] if any(w.startswith("smollm2") for w in wanted) else []) + \
+        (["gemma3-270m-q4_k_m"] if "gemma3" in wanted else [])
+    paths = corpus(*need, "pydoc-sentences")
     if paths is None:
         return
     try:
@@ -400,12 +407,17 @@ def main() -> None:
     from benchmarks.common import save_results
 
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-    gguf, text = paths["smollm2-135m-q4_1"], paths["pydoc-sentences"]
-    wanted = os.environ.get("SLIMLINE_BENCH_LLM_MODELS", "smollm2,smollm2-dithered").split(",")
-    hf = float_folder(gguf, CACHE / "smollm2-f32-hf")
-    models = {"smollm2": hf}
-    if "smollm2-dithered" in wanted:
-        models["smollm2-dithered"] = dithered_folder(hf, CACHE / "smollm2-dithered-hf")
+    text = paths["pydoc-sentences"]
+    models: dict[str, Path] = {}
+    if "smollm2-135m-q4_1" in paths:
+        hf = float_folder(paths["smollm2-135m-q4_1"], CACHE / "smollm2-f32-hf")
+        models["smollm2"] = hf
+        if "smollm2-dithered" in wanted:
+            models["smollm2-dithered"] = dithered_folder(hf, CACHE / "smollm2-dithered-hf")
+    if "gemma3-270m-q4_k_m" in paths:
+        from slimline.core.models import open_model
+
+        models["gemma3"] = Path(open_model(paths["gemma3-270m-q4_k_m"]).path)  # the dequantized float32 folder
     results = []
     for name, folder in models.items():
         if name not in wanted:
@@ -415,7 +427,8 @@ def main() -> None:
         save_results(f"llm_weight_only_{name}", {"models": [result]})  # kept even if a later model fails
         print_model(result)
     done = [r["model"] for r in results]
-    name = "llm_weight_only" if set(done) == {"smollm2", "smollm2-dithered"} else "llm_weight_only_" + "_".join(done)
+    name = "llm_weight_only" if set(done) == {"smollm2", "smollm2-dithered", "gemma3"} else \
+        "llm_weight_only_" + "_".join(done)
     path = save_results(name, {"models": results})
     print(f"\nresults: {path}")
 

@@ -240,11 +240,12 @@ def _ort_session(handle: ModelHandle, device: str, threads: int) -> Session:
         from slimline.core.lm.genai import full_sequence_feeds
 
         hidden, head, all_inputs = set(kv["filled_inputs"]), kv.get("head_size"), sess.get_inputs()
+        window = kv.get("sliding_window")
         specs = [declared.get(s.name, s) for s in specs if s.name not in hidden]
         out_names = [o for o in out_names if o not in set(kv["present_outputs"])] or out_names[:1]
 
         def with_past(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return full_sequence_feeds(feeds, all_inputs, head)
+            return full_sequence_feeds(feeds, all_inputs, head, window)
 
         fill = with_past
 

@@ -122,7 +122,7 @@ def ort_runner(path: Path, input_specs: list[Any]) -> Runner:
         if kv is not None:  # a KV-cache decoder: one full pass with an empty past
             from slimline.core.lm.genai import full_sequence_feeds
 
-            f = full_sequence_feeds(f, sess.get_inputs(), kv.head_size)
+            f = full_sequence_feeds(f, sess.get_inputs(), kv.head_size, kv.sliding_window)
         return sess.run(outs, f)
 
     return run

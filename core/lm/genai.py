@@ -107,10 +107,14 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     cache = Path(tempfile.mkdtemp(prefix=".genai-cache.", dir=out.parent))
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(tmp),
-           "-p", precision, "-e", "cpu", "-c", str(cache)]
-    if extra_options:
-        cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra_options.items()]]
+    from slimline.core.lm.builder_compat import default_options, needs_compat
+
+    # Gemma 3 under transformers 5: the builder misreads its RoPE config; the compat module fixes the config it reads
+    module = "slimline.core.lm.builder_compat" if needs_compat(src) else "onnxruntime_genai.models.builder"
+    cmd = [sys.executable, "-m", module, "-i", str(src), "-o", str(tmp), "-p", precision, "-e", "cpu", "-c", str(cache)]
+    options = {**default_options(src), **(extra_options or {})}
+    if options:
+        cmd += ["--extra_options", *[f"{k}={v}" for k, v in options.items()]]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = _wait(child, timeout_s, cancel, src.name)
@@ -162,11 +166,19 @@ def head_size_of(folder: str | Path) -> int | None:
     return int(dec["head_size"]) if "head_size" in dec else None
 
 
-def empty_past_feeds(session_inputs: list[Any], input_ids: np.ndarray,
-                     head_size: int | None = None) -> dict[str, np.ndarray]:
+def sliding_past(dim: Any) -> bool:
+    """Whether a past input's sequence dim is a sliding-window cache (the builder names it ``past_sliding_length``)."""
+    return isinstance(dim, str) and "sliding" in dim
+
+
+def empty_past_feeds(session_inputs: list[Any], input_ids: np.ndarray, head_size: int | None = None,
+                     sliding_window: int | None = None) -> dict[str, np.ndarray]:
     """Feeds for one full forward pass of a KV-cache decoder: the ids, a full mask, empty pasts.
 
     ``head_size`` fills a symbolic last past dim (the builder names it ``kv_cache_dim``).
+    ``sliding_window``: the capacity of a sliding-window layer's cache (Gemma 3, Mistral): its
+    attention kernel refuses a buffer smaller than the window even when nothing in it is valid yet —
+    the mask over the ids alone says the past is empty, so zeros of that length are an empty past.
     """
     batch, seq = input_ids.shape
     feeds: dict[str, np.ndarray] = {}
@@ -180,7 +192,11 @@ def empty_past_feeds(session_inputs: list[Any], input_ids: np.ndarray,
             feeds[name] = np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq)).copy()
         elif name.startswith("past_key_values") or name.startswith("past_"):
             dtype = np.float16 if "float16" in str(inp.type) else np.float32
-            dims = [batch if i == 0 else (0 if i == 2 else int(d) if isinstance(d, int) else 0)
+            if len(shape) > 2 and sliding_past(shape[2]) and not sliding_window:
+                raise GenaiError(f"'{name}' is a sliding-window cache ({shape[2]}) and its window size is unknown; "
+                                 f"keep the model's {GENAI_CONFIG} beside it")
+            past_len = int(sliding_window or 0) if len(shape) > 2 and sliding_past(shape[2]) else 0
+            dims = [batch if i == 0 else (past_len if i == 2 else int(d) if isinstance(d, int) else 0)
                     for i, d in enumerate(shape)]
             if len(dims) == 4 and dims[3] == 0 and head_size:
                 dims[3] = int(head_size)
@@ -278,12 +294,14 @@ class KVCacheLayout(BaseModel):
     layers: int
     genai_folder: bool                # genai_config.json beside it (generate API ready)
     context_length: int | None = None
+    sliding_window: int | None = None  # capacity of the sliding-window layers' cache (see empty_past_feeds)
 
 
 def kv_cache_layout(model: Any, path: str | Path) -> KVCacheLayout | None:
     """The layout of a KV-cache decoder (an ``onnx.ModelProto`` without weights), or None for other graphs.
 
-    Head size: a static last past dim, else ``head_size`` from ``genai_config.json``.
+    Head size: a static last past dim, else ``head_size`` from ``genai_config.json``. Sliding window: the
+    attention nodes' ``local_window_size`` where they keep a window-sized cache, else ``genai_config.json``.
     """
     g = model.graph
     inits = {t.name for t in g.initializer}
@@ -303,10 +321,35 @@ def kv_cache_layout(model: Any, path: str | Path) -> KVCacheLayout | None:
             cfg = {}
         head = head or (int(cfg["decoder"]["head_size"]) if "head_size" in cfg.get("decoder", {}) else None)
         context = int(cfg["context_length"]) if cfg.get("context_length") else None
+    window = graph_sliding_window(model) or (sliding_window_of(folder) if folder is not None else None)
     presents = [o.name for o in g.output if o.name.startswith(("present", "present_key_values"))]
     filled = past + [n for n in names if n in FILLED_INPUTS]
     return KVCacheLayout(past_inputs=past, filled_inputs=filled, present_outputs=presents, head_size=head,
-                         layers=max(1, len(past) // 2), genai_folder=folder is not None, context_length=context)
+                         layers=max(1, len(past) // 2), genai_folder=folder is not None, context_length=context,
+                         sliding_window=window)
+
+
+def graph_sliding_window(model: Any) -> int | None:
+    """The largest ``local_window_size`` of the attention nodes that keep a window-sized cache, or None."""
+    found = 0
+    for n in model.graph.node:
+        if n.op_type != "GroupQueryAttention":
+            continue
+        attrs = {a.name: a.i for a in n.attribute if a.name in ("local_window_size", "sliding_window_cache")}
+        if attrs.get("sliding_window_cache") and attrs.get("local_window_size", 0) > 0:
+            found = max(found, int(attrs["local_window_size"]))
+    return found or None
+
+
+def sliding_window_of(folder: str | Path) -> int | None:
+    """``decoder.sliding_window.window_size`` from the folder's ``genai_config.json``, or None."""
+    f = Path(folder) / GENAI_CONFIG
+    try:
+        dec = json.loads(f.read_text(encoding="utf-8")).get("model", {}).get("decoder", {})
+    except (OSError, ValueError):
+        return None
+    window = (dec.get("sliding_window") or {}).get("window_size")
+    return int(window) if window else None
 
 
 def kv_view_specs(inputs: list[Any], outputs: list[Any], layout: KVCacheLayout,
@@ -329,11 +372,11 @@ def kv_view_specs(inputs: list[Any], outputs: list[Any], layout: KVCacheLayout,
     return shown, outs, dims
 
 
-def full_sequence_feeds(feeds: dict[str, np.ndarray], session_inputs: list[Any],
-                        head_size: int | None) -> dict[str, np.ndarray]:
+def full_sequence_feeds(feeds: dict[str, np.ndarray], session_inputs: list[Any], head_size: int | None,
+                        sliding_window: int | None = None) -> dict[str, np.ndarray]:
     """The caller's feeds plus what a KV-cache decoder also needs for one full pass (empty past, positions)."""
     ids = np.asarray(feeds["input_ids"])
-    out = empty_past_feeds(session_inputs, ids, head_size)
+    out = empty_past_feeds(session_inputs, ids, head_size, sliding_window)
     out.update({k: v for k, v in feeds.items() if k in out})
     return out
 

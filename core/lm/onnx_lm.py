@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from slimline.core.errors import StepFailed
+from slimline.core.lm.genai import graph_sliding_window, sliding_past, sliding_window_of
 from slimline.core.lm.score import WindowSummary, log_probs_of, summarize_window
 from slimline.core.lm.text import TextWindows
 from slimline.core.plugin import CancelToken
@@ -131,6 +132,7 @@ def read_signature(model: Any, folder: Path, subject: str = "") -> LMSignature:
         raise StepFailed(f"the LM has inputs the step cannot feed: {', '.join(extra[:6])}", subject=subject,
                          hint="use a model with input_ids, attention_mask and past_key_values.* inputs only")
     side = _side_config(folder) if past_in else {}
+    window = (graph_sliding_window(model) or sliding_window_of(folder)) if past_in else None
     pasts: list[PastInput] = []
     out_names = {o.name for o in outputs}
     for p in past_in:
@@ -143,6 +145,11 @@ def read_signature(model: Any, folder: Path, subject: str = "") -> LMSignature:
         for k, d in enumerate(dims):
             if k == 0:
                 shape.append(1)
+            elif k == seq_axis and sliding_past(d):  # a window-sized cache: zeros of that length, masked out
+                if not window:
+                    raise StepFailed(f"{p.name} is a sliding-window cache of unknown size", subject=subject,
+                                     hint="keep genai_config.json beside the model")
+                shape.append(window)
             elif k == seq_axis:
                 shape.append(0)
             elif isinstance(d, int) and d > 0:

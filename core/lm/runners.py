@@ -270,7 +270,7 @@ class GenaiRunner:
     """The genai model builder's folder: logits in onnxruntime (empty past), generation via the generate API."""
 
     def __init__(self, path: str | Path, folder: Path, *, threads: int, eos: set[int] | None = None) -> None:
-        from slimline.core.lm.genai import genai_available, genai_onnx_name, head_size_of
+        from slimline.core.lm.genai import genai_available, genai_onnx_name, head_size_of, sliding_window_of
         from slimline.core.runtime import resolve_threads
 
         self.path = Path(path) if Path(path).is_file() else folder / genai_onnx_name(folder)
@@ -278,6 +278,7 @@ class GenaiRunner:
         self.threads = resolve_threads(threads)
         self.eos = set(eos or ())
         self.head_size = head_size_of(folder)
+        self.sliding_window = sliding_window_of(folder)
         self.session: Any = None
         self.model: Any = None
         self.notes: list[str] = []
@@ -302,7 +303,8 @@ class GenaiRunner:
         from slimline.core.lm.genai import empty_past_feeds
 
         sess = self._open()
-        feeds = empty_past_feeds(self._inputs, np.asarray(ids, dtype=np.int64), self.head_size)
+        feeds = empty_past_feeds(self._inputs, np.asarray(ids, dtype=np.int64), self.head_size,
+                                 self.sliding_window)
         return np.asarray(sess.run(["logits"], feeds)[0]).astype(np.float32, copy=False)
 
     def generate(self, prompt_ids: list[int], max_new: int) -> Generation:

