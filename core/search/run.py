@@ -83,7 +83,7 @@ def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace
             moves = greedy_path([ly.name for ly in lw.layers], levels, damages(sens), lw.saved_bytes)
             try:
                 walk.explore(moves, levels)
-                if objective == "latency":
+                if objective == "latency" and cev.evaluator.lm is None:   # (an LM: decode speed of its generations)
                     walk.retime_finalists(settings, getattr(prep.bundle, "eval", None))
             except BaseException as exc:   # a cancelled or failed search keeps the candidates it verified
                 ended(record, exc)
