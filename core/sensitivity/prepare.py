@@ -28,6 +28,7 @@ from slimline.core.sensitivity.protocol import Layerwise, layerwise_for
 Progress = Callable[[float, str], None]
 # Short names for the CLI's --step (plugin ids work too).
 STEP_NAMES = {"quantize_dynamic": "builtin.quantize_dynamic", "quantize_static": "builtin.quantize_static",
+              "quantize_weight_only": "builtin.quantize_weight_only",
               "prune": "builtin.prune_magnitude", "prune_magnitude": "builtin.prune_magnitude",
               "prune_structured": "builtin.prune_structured", "lowrank": "builtin.lowrank"}
 
@@ -38,7 +39,16 @@ def step_id(name: str) -> str:
 
 
 def default_modes(step: str) -> list[Mode]:
-    """Quantize: each layer alone and each layer alone left out; prune/low-rank: each layer alone per level."""
+    """The step's own choice (``sensitivity_modes`` on the plugin class), else quantize: each layer alone and each
+    layer alone left out; prune/low-rank: each layer alone per level."""
+    from slimline.core.registry import get_plugin
+
+    try:
+        own = getattr(get_plugin(step_id(step)), "sensitivity_modes", None)
+    except Exception:  # noqa: BLE001 - an unknown step fails in prepare() with a clear message
+        own = None
+    if own:
+        return [m for m in ("alone", "all_but") if m in own]  # type: ignore[misc]
     return ["alone", "all_but"] if "quantize" in step_id(step) else ["alone"]
 
 
@@ -78,6 +88,10 @@ class Prepared:
             clear_session_cache()
 
 
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
 def lm_scores(handle: ModelHandle, windows: Any, reference: LMScores | None, threads: int, cancel: Any) -> LMScores:
     """A language model's window summaries (and log p of the reference's top-k) through the run's LM runner."""
     from slimline.core.lm.evaluate import score_windows
@@ -90,9 +104,6 @@ def lm_scores(handle: ModelHandle, windows: Any, reference: LMScores | None, thr
     finally:
         runner.close()
     return LMScores(summaries=sums, logp_of_ref_top=logps)
-
-    def close(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def data_fingerprint(dataset: Any) -> str:

@@ -54,6 +54,16 @@ class QuantizeWeightOnly(Plugin):
     input_formats: ClassVar = ("onnx",)
     output_format: ClassVar = "onnx"
     Params: ClassVar = WeightOnlyParams
+    exclusion_field: ClassVar[str] = "nodes_to_exclude"
+    # Sensitivity measures each unit alone at each width (every variant is cheap to assemble, but a probe of an
+    # LM costs seconds): "all but one" would double the probes for what the search does not use.
+    sensitivity_modes: ClassVar[tuple[str, ...]] = ("alone",)
+
+    def layerwise(self, model: ModelHandle, params: Any, ctx: StepContext) -> Any:
+        """Mixed 8/4-bit per MatMul (or per decoder block) for sensitivity and the budgeted search."""
+        from slimline.plugins.weight_only.layerwise import WeightOnlyLayerwise
+
+        return WeightOnlyLayerwise(self, model, params, ctx)
 
     # ------------------------------------------------------------------ pre-flight
     def check(self, model: ModelHandle, params: Any) -> list[Problem]:
@@ -306,7 +316,9 @@ class _Run:
             return lambda f: ctx.progress(lo + (hi - lo) * f, "")
 
         ctx.progress(0.16, f"quantizing {len(targets)} layers: {s.describe()}")
-        if s.algorithm == "gptq":
+        if not targets:   # (every layer at the other width, or float)
+            low: dict[str, QuantLayer] = {}
+        elif s.algorithm == "gptq":
             odd = [t for t in targets if (-(-by[t].k // s.block_size)) % 2]
             even = [t for t in targets if t not in odd]
             feeds = [lm_feeds(sig, cal.ids[i:i + 1]) for i in range(cal.count)]
