@@ -14,8 +14,8 @@ from typing import Any
 
 from slimline.core.errors import SlimlineError
 
-STEPS_HELP = ("quantize_dynamic | quantize_static | quantize_weight_only (LLMs) | prune (magnitude) | prune_structured | "
-              "lowrank, or a plugin id")
+STEPS_HELP = ("quantize_dynamic | quantize_static | quantize_weight_only (LLMs) | prune (magnitude) | "
+              "prune_structured | lowrank, or a plugin id")
 
 
 def add_common(p: Any) -> None:

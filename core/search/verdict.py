@@ -12,7 +12,6 @@ from slimline.core.results import RunRecord, StepResult
 from slimline.core.search.evaluate import CandidateEvaluator
 from slimline.core.search.models import Candidate, Objective, SearchResult, SearchSettings
 
-
 # The budget field that "the budget" means for each task (``slimline search --budget X``).
 BUDGET_FIELDS = {"token_logits": "token_max_perplexity_increase", "embedding": "embedding_min_cosine",
                  "classification": "min_cosine", "dense_map": "dense_map_max_rel_l2", "generic": "generic_max_rel_l2"}

@@ -48,7 +48,7 @@ def default_modes(step: str) -> list[Mode]:
     except Exception:  # noqa: BLE001 - an unknown step fails in prepare() with a clear message
         own = None
     if own:
-        return [m for m in ("alone", "all_but") if m in own]  # type: ignore[misc]
+        return [m for m in ("alone", "all_but") if m in own]
     return ["alone", "all_but"] if "quantize" in step_id(step) else ["alone"]
 
 

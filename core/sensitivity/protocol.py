@@ -95,8 +95,8 @@ def layerwise_for(plugin: Any, model: ModelHandle, params: Any, ctx: Any) -> Lay
     if make is None:
         raise SlimlineError(f"{getattr(plugin, 'id', plugin)} cannot be applied layer by layer",
                             subject="--step",
-                            hint="choose quantize_dynamic, quantize_static, quantize_weight_only, prune, prune_structured "
-                                 "or lowrank")
+                            hint="choose quantize_dynamic, quantize_static, quantize_weight_only, prune, "
+                                 "prune_structured or lowrank")
     return make(model, params, ctx)
 
 
