@@ -107,6 +107,10 @@ def _rank(prep: Prepared, lw: Layerwise, settings: SensitivitySettings, cancel: 
     order = sorted(lw.layers, key=lambda ly: -_cheap_value(cheap.get((ly.name, head))))
     k = len(order) if settings.top_k < 0 else min(settings.top_k, len(order))
     measured = order[:k]
+    if k:   # layers the step knows its cheap score underrates (an LM head): measured end to end whatever their rank
+        always = set(getattr(lw, "always_measure", ()) or ())
+        measured += [ly for ly in order[k:] if ly.name in always]
+        k = len(measured)
     work = prep.work / "probes"
     uniform: EndMetric | None = None
     jobs = [(ly, lv.key, "alone") for ly in measured for lv in levels if "alone" in settings.modes]
