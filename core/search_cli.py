@@ -18,6 +18,8 @@ BUDGET_FLAGS = {"max_accuracy_drop": "top-1 drop allowed, as a fraction (0.01 = 
                 "min_cosine": "mean output cosine (class scores without labels, generic outputs)",
                 "embedding_min_cosine": "pooled cosine of an embedding model",
                 "token_max_perplexity_increase": "language models: relative perplexity increase (0.05 = +5%%)",
+                "token_min_agreement": "language models: next-token agreement (0 = shown, not enforced)",
+                "token_max_kl": "language models: KL to the original, nats/token (a lower bound)",
                 "dense_map_max_rel_l2": "dense maps: relative L2", "generic_max_rel_l2": "generic outputs: rel. L2"}
 
 
