@@ -12,7 +12,7 @@
    shown; budget: perplexity increase ≤ BUDGET (the measured increase itself; agreement and KL not enforced unless
    SLIMLINE_BENCH_LLM_ALL_BUDGETS=1, the pipeline's defaults: agreement ≥ 0.9, KL ≤ 0.1).
 2. all-MiniLM-L6-v2 (the corpus's HF folder, converted to ONNX by the convert step) with dynamic INT8 per node
-   on the first 64 pydoc sentences at 64 tokens; budget pooled cosine ≥ 0.99; ranking on the first 32 rows.
+   on the first 64 pydoc sentences at 64 tokens; budgets pooled cosine ≥ 0.99 and ≥ 0.995; ranking on 32 rows.
 Both: objective size on disk; "best uniform" is the most compact uniform preset (every unit at one level)
 within the same budget on the same windows / rows, evaluated by the same search.
 Run: ``python -m benchmarks.bench_search_llm`` (≈ 30-60 min on 2 busy cores; needs the cached fp32 folder and
@@ -32,18 +32,19 @@ from benchmarks.common import print_table, save_results
 THREADS = int(os.environ.get("SLIMLINE_BENCH_THREADS", "2"))
 BUDGET = float(os.environ.get("SLIMLINE_BENCH_LLM_BUDGET", "0.05"))
 RANK_WINDOWS, VERIFY_WINDOWS, TOP_K, MAX_CANDIDATES = 8, 16, 4, 12
+MINILM_BUDGETS = (0.99, 0.995)
 ALL_BUDGETS = os.environ.get("SLIMLINE_BENCH_LLM_ALL_BUDGETS", "") == "1"
 WORK = Path(os.environ.get("SLIMLINE_BENCH_CACHE", str(Path.home() / ".cache" / "slimline" / "bench"))) \
     / "llm" / "smollm2-work"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _rows(res: Any, fmt: Any) -> list[str]:
+def _rows(res: Any, fmt: Any, fid: str) -> list[str]:
     out = []
     for c in res.candidates:
         out.append(f"   {'★' if c.chosen else 'u' if c.index == res.best_uniform else ' '} {c.index:2d} "
                    f"{c.kind:8s} {c.label[:64]:64s} {fmt(c.bytes_on_disk):>10s} {c.metric.value:+.4f} "
-                   f"KL {c.metric.fidelity_loss:.4f} {'ok' if c.within_budget else 'over: ' + c.reason[:90]}")
+                   f"{fid} {c.metric.fidelity_loss:.4f} {'ok' if c.within_budget else 'over: ' + c.reason[:90]}")
     return out
 
 
@@ -60,7 +61,7 @@ def _summary(name: str, res: Any, seconds: float, metric: str, baseline_bytes: i
     ratio = f"{chosen.bytes_on_disk / uniform.bytes_on_disk:.2f}×" if chosen and uniform else "—"
     row = [name, fig(chosen), fig(uniform), ratio, len(res.candidates), f"{seconds / 60:.1f} min",
            "yes" if res.reachable else "unreachable"]
-    return row, {"verdict": res.verdict, "budget": res.budget, "metric": res.metric, "seconds": seconds,
+    return [row], {"verdict": res.verdict, "budget": res.budget, "metric": res.metric, "seconds": seconds,
                  "candidates": [c.model_dump(mode="json") for c in res.candidates], "chosen": res.chosen,
                  "best_uniform": res.best_uniform, "notes": res.notes,
                  "ranking": [r.model_dump(mode="json") for r in (res.sensitivity.rows if res.sensitivity else [])],
@@ -68,6 +69,7 @@ def _summary(name: str, res: Any, seconds: float, metric: str, baseline_bytes: i
 
 
 def smollm2(tmp: Path) -> tuple[list[Any], dict] | None:
+    """(summary rows, results) of the LLM case, or None when its fp32 folder is missing."""
     from slimline.core.models import open_model
     from slimline.core.pipeline import Budgets, Evaluation, LMSettings
     from slimline.core.render import fmt_bytes
@@ -100,19 +102,21 @@ def smollm2(tmp: Path) -> tuple[list[Any], dict] | None:
     seconds = time.perf_counter() - t0
     base = sum(Path(f).stat().st_size for f in model.files or [model.path])
     print(f"\nSmolLM2-135M fp32 ({fmt_bytes(base)}), {res.budget}: {res.verdict} ({seconds / 60:.1f} min)")
-    print("\n".join(_rows(res, fmt_bytes)))
+    print("\n".join(_rows(res, fmt_bytes, "KL")))
     if res.sensitivity is not None:
         print(f"ranking ({res.sensitivity.ranked_by}; Spearman cheap vs end {res.sensitivity.cheap_vs_end}):")
         for r in res.sensitivity.rows[:10]:
             lv = r.level("int4")
-            print(f"   {r.rank:2d} {r.layer:18s} {r.source:12s} ppl {r.score:+.4f}  KL {r.fidelity_score:.4f}  "
-                  f"output err {lv.output_error if lv else float('nan'):.4f}")
+            end = f"ppl {r.score:+.4f}  KL {r.fidelity_score:.4f}" if r.source == "end_metric" else "(not measured)"
+            print(f"   {r.rank:2d} {r.layer:18s} {r.source:12s} {end:28s} output err "
+                  f"{lv.output_error if lv else float('nan'):.4f}")
     for n in res.notes:
         print(f"   note: {n}")
     return _summary("SmolLM2-135M · weight-only 8/4-bit", res, seconds, "ppl", base)
 
 
 def minilm(tmp: Path) -> tuple[list[Any], dict] | None:
+    """Two budgets: the usual 0.99, and a stricter one the uniform preset misses (the search then excludes nodes)."""
     from slimline.core.data import DataBundle
     from slimline.core.models import open_model
     from slimline.core.pipeline import Budgets, Evaluation
@@ -131,18 +135,24 @@ def minilm(tmp: Path) -> tuple[list[Any], dict] | None:
     (tmp / "sentences.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     model = open_model(paths["minilm-l6-v2"]).with_dims(sequence=64)
     data = DataBundle.from_paths(eval=tmp / "sentences.txt", model=model, max_length=64)
-    ev = Evaluation(budgets=Budgets(embedding_min_cosine=0.99))
-    t0 = time.perf_counter()
-    res = search(model, data, SearchSettings(step="quantize_dynamic", objective="size", top_k=TOP_K,
-                                             sensitivity_rows=32, max_candidates=MAX_CANDIDATES, threads=THREADS,
-                                             latency_runs=5),
-                 workspace=tmp / "minilm", evaluation=ev, data_paths=(str(tmp / "sentences.txt"), None))
-    seconds = time.perf_counter() - t0
-    step_input = res.sensitivity.step_input if res.sensitivity else model.path
-    base = sum(p.stat().st_size for p in Path(step_input).parent.glob(Path(step_input).name + "*"))
-    print(f"\nMiniLM-L6-v2 float ONNX ({fmt_bytes(base)}), {res.budget}: {res.verdict} ({seconds / 60:.1f} min)")
-    print("\n".join(_rows(res, fmt_bytes)))
-    return _summary("MiniLM-L6-v2 · dynamic INT8 per node", res, seconds, "cosine", base)
+    step_input = ""
+    rows, out = [], {}
+    for cos in MINILM_BUDGETS:
+        ev = Evaluation(budgets=Budgets(embedding_min_cosine=cos))
+        t0 = time.perf_counter()
+        res = search(model, data, SearchSettings(step="quantize_dynamic", objective="size", top_k=8,
+                                                 sensitivity_rows=32, max_candidates=MAX_CANDIDATES, threads=THREADS,
+                                                 latency_runs=5),
+                     workspace=tmp / "minilm", evaluation=ev, data_paths=(str(tmp / "sentences.txt"), None))
+        seconds = time.perf_counter() - t0
+        step_input = res.sensitivity.step_input if res.sensitivity else model.path
+        base = sum(p.stat().st_size for p in Path(step_input).parent.glob(Path(step_input).name + "*"))
+        print(f"\nMiniLM-L6-v2 float ONNX ({fmt_bytes(base)}), {res.budget}: {res.verdict} ({seconds / 60:.1f} min)")
+        print("\n".join(_rows(res, fmt_bytes, "1−cos")))
+        row, doc = _summary(f"MiniLM-L6-v2 · dynamic INT8 per node (cosine ≥ {cos})", res, seconds, "cosine", base)
+        rows.append(row)
+        out[str(cos)] = doc
+    return rows, out
 
 
 def main() -> None:
@@ -155,7 +165,7 @@ def main() -> None:
             if name in only:
                 got = fn(Path(d))
                 if got is not None:
-                    rows.append(got[0])
+                    rows += got[0]
                     out[name] = got[1]
     print_table(f"budgeted search vs the best uniform preset within the same budget (objective size; {THREADS} "
                 f"thread(s); LLM: perplexity increase ≤ {BUDGET * 100:g} % on {VERIFY_WINDOWS} × 128-token windows"
