@@ -135,8 +135,8 @@ def minilm(tmp: Path) -> tuple[list[Any], dict] | None:
     (tmp / "sentences.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     model = open_model(paths["minilm-l6-v2"]).with_dims(sequence=64)
     data = DataBundle.from_paths(eval=tmp / "sentences.txt", model=model, max_length=64)
-    step_input = ""
-    rows, out = [], {}
+    rows: list[Any] = []
+    out: dict[str, Any] = {}
     for cos in MINILM_BUDGETS:
         ev = Evaluation(budgets=Budgets(embedding_min_cosine=cos))
         t0 = time.perf_counter()
@@ -149,8 +149,8 @@ def minilm(tmp: Path) -> tuple[list[Any], dict] | None:
         base = sum(p.stat().st_size for p in Path(step_input).parent.glob(Path(step_input).name + "*"))
         print(f"\nMiniLM-L6-v2 float ONNX ({fmt_bytes(base)}), {res.budget}: {res.verdict} ({seconds / 60:.1f} min)")
         print("\n".join(_rows(res, fmt_bytes, "1−cos")))
-        row, doc = _summary(f"MiniLM-L6-v2 · dynamic INT8 per node (cosine ≥ {cos})", res, seconds, "cosine", base)
-        rows.append(row)
+        got, doc = _summary(f"MiniLM-L6-v2 · dynamic INT8 per node (cosine ≥ {cos})", res, seconds, "cosine", base)
+        rows += got
         out[str(cos)] = doc
     return rows, out
 
