@@ -169,7 +169,8 @@ def main() -> None:
                     out[name] = got[1]
     print_table(f"budgeted search vs the best uniform preset within the same budget (objective size; {THREADS} "
                 f"thread(s); LLM: perplexity increase ≤ {BUDGET * 100:g} % on {VERIFY_WINDOWS} × 128-token windows"
-                f"{', agreement ≥ 0.9, KL ≤ 0.1' if ALL_BUDGETS else ''}; encoder: pooled cosine ≥ 0.99 or 0.995, 64 sentences)",
+                f"{', agreement ≥ 0.9, KL ≤ 0.1' if ALL_BUDGETS else ''}; encoder: pooled cosine ≥ 0.99 or 0.995, "
+                "64 sentences)",
                 ["model · step", "search (chosen)", "best uniform", "chosen / uniform", "candidates", "time",
                  "budget"], rows)
     print(f"results: {save_results('bench_search_llm', out)}")
