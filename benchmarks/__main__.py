@@ -16,7 +16,7 @@ ORDER = ["bench_open", "bench_latency", "bench_quantize", "bench_prune_lowrank",
          "bench_tool_speed", "bench_ui_stall",
          "bench_real_embedding",
          "bench_real_dense", "bench_llm_weight_only", "bench_llm_decode", "bench_llm_prune", "bench_sensitivity",
-         "bench_search"]
+         "bench_search", "bench_search_llm"]
 
 
 def main(argv: list[str]) -> int:

@@ -53,16 +53,21 @@ class _Throttle:
 def load_data(pipeline: Pipeline, model: ModelHandle, data_path: str | None,
               train_path: str | None) -> Any:
     """DataBundle for the run: eval from --data/pipeline, train/calibration from train_data."""
+    return load_bundle(pipeline.evaluation, model, data_path or pipeline.evaluation.data,
+                       train_path or pipeline.evaluation.train_data)
+
+
+def load_bundle(evaluation: Any, model: ModelHandle, eval_path: str | None, train_path: str | None) -> Any:
+    """The data as every job reads it (runs, sensitivity, search): token windows for a language model on a
+    text file, else rows checked against the model's inputs; None when no file is given."""
     from slimline.core.data import DataBundle, check_dataset
 
-    eval_path = data_path or pipeline.evaluation.data
-    train_path = train_path or pipeline.evaluation.train_data
     if not eval_path and not train_path:
         return None
     from slimline.core.lm.evaluate import lm_text_task, text_bundle
 
-    if model.capabilities.run and lm_text_task(pipeline.evaluation, model, eval_path) is not None:
-        return text_bundle(pipeline.evaluation, model, str(eval_path), train_path)  # token windows, not lines
+    if model.capabilities.run and eval_path and lm_text_task(evaluation, model, eval_path) is not None:
+        return text_bundle(evaluation, model, str(eval_path), train_path)  # token windows, not lines
     bundle = DataBundle.from_paths(eval=eval_path, train=train_path, model=model)
     if model.capabilities.run:
         for ds in (bundle.eval, bundle.train, bundle.calibration):

@@ -18,6 +18,8 @@ BUDGET_FLAGS = {"max_accuracy_drop": "top-1 drop allowed, as a fraction (0.01 = 
                 "min_cosine": "mean output cosine (class scores without labels, generic outputs)",
                 "embedding_min_cosine": "pooled cosine of an embedding model",
                 "token_max_perplexity_increase": "language models: relative perplexity increase (0.05 = +5%%)",
+                "token_min_agreement": "language models: next-token agreement (0 = shown, not enforced)",
+                "token_max_kl": "language models: KL to the original, nats/token (a lower bound)",
                 "dense_map_max_rel_l2": "dense maps: relative L2", "generic_max_rel_l2": "generic outputs: rel. L2"}
 
 
@@ -32,6 +34,9 @@ def add_parser(sub: Any) -> None:
                                                                    "included (default 14)")
     s.add_argument("--latency-batch", type=int, default=1)
     s.add_argument("--latency-runs", type=int, default=20)
+    s.add_argument("--budget", type=float, help="the task's own budget: perplexity increase for a language model "
+                   "(0.05 = +5%%), top-1 drop with labels, pooled cosine for embeddings, mean cosine for class "
+                   "scores, relative L2 for maps and generic outputs (the flags below set one field each)")
     for name, text in BUDGET_FLAGS.items():
         s.add_argument("--" + name.replace("_", "-"), type=float, help=text)
 
@@ -47,6 +52,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if overrides:
         ev = ev.model_copy(update={"budgets": ev.budgets.model_validate({**ev.budgets.model_dump(), **overrides})})
     settings = SearchSettings(step=args.step, params=params, objective=args.objective, levels=args.levels,
+                              budget=args.budget,
                               max_candidates=args.max_candidates, top_k=args.top_k, sensitivity_rows=args.rows,
                               latency_batch=args.latency_batch, latency_runs=args.latency_runs, threads=args.threads)
     spec.update(evaluation=ev.model_dump(mode="json"), settings=settings.model_dump(mode="json"))
@@ -71,11 +77,12 @@ def render_search(result: Any, workspace: str = "") -> str:
         lat = "-" if c.latency_p50_ms is None else f"{c.latency_p50_ms:.3f}"
         rows.append([mark, c.index, c.kind, c.label[:70], fmt_bytes(c.bytes_on_disk), fmt_bytes(c.zip_bytes), lat,
                      f"{c.metric.value:.4f}", "yes" if c.within_budget else "no"])
+    over = [f"  #{c.index} over budget: {c.reason}" for c in result.candidates if not c.within_budget and c.reason]
     lines = [f"budgeted search: {result.step_title or result.step} on {Path(result.model).name}, objective "
              f"{result.objective}, budget {result.budget} ({result.seconds:.0f} s)",
              f"metric: {result.metric}; original {result.baseline:.4f}", "",
              table(["", "#", "kind", "candidate", "size", "zip", "p50 ms", "metric", "in budget"], rows,
-                   align="lrllrrrrl"), "", result.verdict]
+                   align="lrllrrrrl"), *over, "", result.verdict]
     if result.run_id:
         lines.append(f"run {result.run_id}: every candidate is a variant (Results tab); "
                      f"`slimline report {result.run_id}{' --workspace ' + workspace if workspace else ''}` "

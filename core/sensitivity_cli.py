@@ -14,7 +14,8 @@ from typing import Any
 
 from slimline.core.errors import SlimlineError
 
-STEPS_HELP = "quantize_dynamic | quantize_static | prune (magnitude) | prune_structured | lowrank, or a plugin id"
+STEPS_HELP = ("quantize_dynamic | quantize_static | quantize_weight_only (LLMs) | prune (magnitude) | "
+              "prune_structured | lowrank, or a plugin id")
 
 
 def add_common(p: Any) -> None:
@@ -30,7 +31,10 @@ def add_common(p: Any) -> None:
                                       "parameters from this pipeline file")
     p.add_argument("--levels", nargs="+", help="levels to try (e.g. 0.5 0.7 for sparsity); default: all the step has")
     p.add_argument("--top-k", type=int, default=8, help="layers measured end to end (-1 = all, 0 = cheap only)")
-    p.add_argument("--rows", type=int, default=256, help="evaluation rows for the ranking (default 256)")
+    p.add_argument("--rows", type=int, default=256, help="evaluation rows for the ranking (default 256; a language "
+                                                          "model: text windows)")
+    p.add_argument("--windows", type=int, help="language models: text windows the evaluation scores (default: the "
+                                               "pipeline's, else 24); the ranking uses the first --rows of them")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--workspace", help="workspace for the cache, the conversions and the run history")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="value for a dynamic input dim")
@@ -75,6 +79,10 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                                 hint='write e.g. --params \'{"per_channel": false}\'') from None
         if not isinstance(params, dict):
             raise SlimlineError("--params must be a JSON object", subject="--params")
+    if getattr(args, "windows", None):
+        lm = dict(evaluation.get("lm") or {})
+        lm["window_count"] = args.windows
+        evaluation = {**evaluation, "lm": lm}
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     spec = {"model_path": str(Path(args.model).resolve()), "trust": args.trust, "dims": _dims(args.dim),
             "data_path": str(Path(args.data).resolve()) if args.data else None,
@@ -149,8 +157,10 @@ def render_ranking(result: Any, limit: int = 40) -> str:
     lines.append("")
     lines.append(table(["#", "layer", "tensor", "op", "params", "score", "Δ fidelity", "source", "weight err",
                         "output err", "alone", "all but"], rows, align="rllllrrlrrrr"))
+    fid = ("KL(original ‖ variant), nats/token (top-k + rest, a lower bound)" if result.task == "token_logits"
+           else "the same in 1 − output cosine")
     lines.append("score: the metric's loss in its own units (end_metric), or the relative error (cheap scores); "
-                 "Δ fidelity: the same in 1 − output cosine; alone / all but: the metric with only this layer "
+                 f"Δ fidelity: {fid}; alone / all but: the metric with only this layer "
                  f"changed / every layer at {head} but this one")
     if len(result.rows) > limit:
         lines.append(f"… {len(result.rows) - limit} more (--limit, or --json)")

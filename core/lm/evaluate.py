@@ -181,6 +181,51 @@ def eos_ids(tokenizer: Any, folder: Path) -> set[int]:
     return found
 
 
+# --------------------------------------------------------------------------- scoring windows
+
+
+def score_windows(runner: Any, windows: TextWindows, reference: list[WindowSummary] | None = None, *,
+                  cancel: Any = None, on_window: Callable[[int, int], None] | None = None
+                  ) -> tuple[list[WindowSummary], list[np.ndarray]]:
+    """Each window's summary and, against ``reference``, log p of the reference's top-k tokens (for KL).
+
+    The one place windows become summaries (the run's evaluator and the sensitivity probes share it):
+    a few windows per forward pass, as many as fit the logits budget, each reduced at once."""
+    n = windows.count
+    summaries: list[WindowSummary] = []
+    logps: list[np.ndarray] = []
+    batch, done = 1, 0
+    while done < n:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        ids, scored = windows.ids[done:done + batch], windows.scored[done:done + batch]
+        logits = runner.logits(ids)
+        check_logits(logits, ids, runner, int(windows.ids.max()))
+        for j in range(len(ids)):
+            summaries.append(summarize_window(logits[j], ids[j], scored[j]))
+            if reference is not None:
+                logps.append(log_probs_of(logits[j], scored[j], reference[done + j].top_ids))
+        done += len(ids)
+        if batch == 1:  # the vocabulary is known now: as many windows per pass as fit the logits budget
+            fit = int(LOGITS_BYTES // max(logits.shape[1] * logits.shape[2] * 4, 1))
+            batch = max(1, min(MAX_BATCH, fit))
+        del logits
+        if on_window is not None:
+            on_window(done, n)
+    return summaries, logps
+
+
+def check_logits(logits: np.ndarray, ids: np.ndarray, runner: Any, top_id: int) -> None:
+    """A clear error when the model's output is not next-token logits over the text's vocabulary."""
+    if logits.ndim != 3 or logits.shape[:2] != ids.shape:
+        raise DataError(f"logits of shape {list(logits.shape)} for windows {list(ids.shape)}",
+                        subject=runner.engine, hint="the model must return [batch, sequence, vocabulary] logits")
+    vocab = logits.shape[-1]
+    if vocab <= top_id:
+        raise DataError(f"the model scores {vocab} tokens but the text holds token id {top_id}",
+                        subject=runner.engine, hint="use the tokenizer that belongs to this model")
+
+
 # --------------------------------------------------------------------------- the measurement
 
 
@@ -232,30 +277,14 @@ class LMEvaluator:
     def _score(self, runner: Any, cancel: Any) -> LMReport:
         w = self.data.windows
         n = w.count
-        summaries: list[WindowSummary] = []
-        logps: list[np.ndarray] = []
         t0 = time.perf_counter()
-        batch, done = 1, 0
-        while done < n:
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            ids, scored = w.ids[done:done + batch], w.scored[done:done + batch]
-            logits = runner.logits(ids)
-            self._check_logits(logits, ids, runner)
-            for j in range(len(ids)):
-                s = summarize_window(logits[j], ids[j], scored[j])
-                summaries.append(s)
-                if self.reference is not None:
-                    logps.append(log_probs_of(logits[j], scored[j], self.reference[done + j].top_ids))
-            done += len(ids)
-            if batch == 1:  # the vocabulary is known now: as many windows per pass as fit the logits budget
-                fit = int(LOGITS_BYTES // max(logits.shape[1] * logits.shape[2] * 4, 1))
-                batch = max(1, min(MAX_BATCH, fit))
-            del logits
-            dt = time.perf_counter() - t0
-            rate = done / max(dt, 1e-9)
-            self._say(0.7 * done / n, f"perplexity: window {done}/{n}, {rate:.2f} windows/s, "
-                                      f"ETA {(n - done) / max(rate, 1e-9):.0f} s")
+
+        def said(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            self._say(0.7 * done / total, f"perplexity: window {done}/{total}, {rate:.2f} windows/s, "
+                                          f"ETA {(total - done) / max(rate, 1e-9):.0f} s")
+
+        summaries, logps = score_windows(runner, w, self.reference, cancel=cancel, on_window=said)
         eval_s = time.perf_counter() - t0
         ppl = perplexity(summaries)
         vs = None
@@ -266,19 +295,9 @@ class LMEvaluator:
             vs = VsOriginal(increase=c.increase, increase_low=c.increase_low, increase_high=c.increase_high,
                             agreement=c.agreement, kl_topk=c.kl_topk, top_k=c.top_k,
                             original_perplexity=c.original.value)
-        return LMReport(dataset=w.describe(), source=w.source, sha256=w.sha256, tokens=ppl.tokens, windows=w.count,
+        return LMReport(dataset=w.describe(), source=w.source, sha256=w.sha256, tokens=ppl.tokens, windows=n,
                         window_length=w.length, perplexity=ppl, vs_original=vs, engine=runner.engine,
                         threads=runner.threads, eval_s=eval_s)
-
-    def _check_logits(self, logits: np.ndarray, ids: np.ndarray, runner: Any) -> None:
-        if logits.ndim != 3 or logits.shape[:2] != ids.shape:
-            raise DataError(f"logits of shape {list(logits.shape)} for windows {list(ids.shape)}",
-                            subject=runner.engine, hint="the model must return [batch, sequence, vocabulary] logits")
-        vocab = logits.shape[-1]
-        top = int(self.data.windows.ids.max())
-        if vocab <= top:
-            raise DataError(f"the model scores {vocab} tokens but the text holds token id {top}",
-                            subject=runner.engine, hint="use the tokenizer that belongs to this model")
 
     # --- generation ------------------------------------------------------------------
     def _generate(self, runner: Any, cancel: Any) -> GenerationReport:
@@ -387,5 +406,5 @@ def lm_flags(step: LMReport, before: LMReport | None, budgets: Budgets) -> tuple
     return flags, reasons
 
 
-__all__ = ["LMData", "LMEvaluator", "causal_lm_guess", "eos_ids", "first_divergence", "lm_flags", "lm_text_task",
-           "prepare", "text_bundle", "tokenizer_folder", "windows_dataset"]
+__all__ = ["LMData", "LMEvaluator", "causal_lm_guess", "check_logits", "eos_ids", "first_divergence", "lm_flags",
+           "lm_text_task", "prepare", "score_windows", "text_bundle", "tokenizer_folder", "windows_dataset"]

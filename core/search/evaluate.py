@@ -8,6 +8,11 @@ The measurement is the pipeline runner's own (slimline.core.evaluate.Evaluator: 
 fidelity, top-1 with labels, latency) and the budget test is ``flags_for``'s, so a candidate "within
 budget" means what a pipeline step "not over budget" means. Built models are kept in the workspace's
 step cache (keyed by the step's input, its parameters and the data), so a repeated search reuses them.
+
+A language model on a text file is measured as an LM run measures it (slimline.core.lm.evaluate.LMEvaluator:
+perplexity on the run's windows vs the original's, agreement, KL, greedy generations and their decode speed);
+its budget is judged on the measured increase itself (slimline.core.sensitivity.metric.lm_budget), stricter
+than a pipeline step's flag, which needs the whole 95 % interval above the budget.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from slimline.core.pipeline import Evaluation
 from slimline.core.plugin import CancelToken
 from slimline.core.results import Measurement, StepResult
 from slimline.core.search.models import Candidate, CandidateKind, Objective
-from slimline.core.sensitivity.metric import PPL_KEY
+from slimline.core.sensitivity.metric import PPL_KEY, lm_budget
 from slimline.core.sensitivity.models import EndMetric
 from slimline.core.sensitivity.prepare import Prepared, data_fingerprint
 from slimline.core.sensitivity.protocol import KEEP, Layerwise
@@ -50,6 +55,14 @@ class CandidateEvaluator:
         self.cancel = cancel or CancelToken()
         ev = getattr(prep.bundle, "eval", None)
         self.evaluator = Evaluator(evaluation, eval_data=ev, threads=prep.threads, device="cpu")
+        text = getattr(prep.bundle, "text", None)
+        if prep.windows is not None and text is not None:   # a language model: the LM run's own measurement
+            from slimline.core.lm.evaluate import LMEvaluator
+            from slimline.core.lm.evaluate import prepare as lm_data
+
+            self.evaluator.lm = LMEvaluator(lm_data(prep.model, evaluation.lm, text), evaluation.lm,
+                                            threads=evaluation.latency.threads or prep.threads)
+            self.evaluator.task = prep.probe.task
         self.original = self._measure(prep.model)
         self.cache = StepCache(Path(workspace) / "cache")
         self._input_hash = prep.step_input.content_hash()
@@ -61,7 +74,8 @@ class CandidateEvaluator:
 
         try:
             m = self.evaluator.evaluate(handle, self.cancel, latency=False)
-            if handle.capabilities.run:   # a few timed runs each, so the Pareto chart has a latency axis too
+            if handle.capabilities.run and self.evaluator.lm is None:   # (an LM's speed: its generations)
+                # a few timed runs each, so the Pareto chart has a latency axis too
                 m = m.model_copy(update={"latency": self.evaluator.latency(handle, cancel=self.cancel)})
             return m
         finally:
@@ -70,7 +84,9 @@ class CandidateEvaluator:
     @property
     def metric_name(self) -> str:
         """The verification's headline metric with its data, e.g. "top-1 on eval.npz (n=449)"."""
-        acc, fid = self.original.accuracy, self.original.fidelity
+        acc, fid, lm = self.original.accuracy, self.original.fidelity, self.original.lm
+        if lm is not None:
+            return f"{PPL_KEY} vs original on {lm.dataset} (n={lm.windows} windows)"
         if acc is not None:
             return f"top-1 on {acc.dataset} (n={acc.n})"
         if fid is not None:
@@ -81,6 +97,8 @@ class CandidateEvaluator:
     @property
     def baseline(self) -> float:
         acc, fid = self.original.accuracy, self.original.fidelity
+        if self.original.lm is not None:
+            return 0.0
         if acc is not None:
             return float(acc.top1)
         if fid is not None and PPL_KEY in fid.extra:
@@ -90,6 +108,8 @@ class CandidateEvaluator:
     @property
     def higher_is_better(self) -> bool:
         acc, fid = self.original.accuracy, self.original.fidelity
+        if self.original.lm is not None:
+            return False
         if acc is not None or fid is None:
             return True
         return PPL_KEY not in fid.extra and fid.higher_is_better
@@ -126,7 +146,14 @@ class CandidateEvaluator:
         m = self._measure(handle)
         flags, reasons = flags_for(m, self.original, self.original, self.evaluation)
         within = "over_budget" not in flags
-        metric = end_metric(m, self.original, within, "; ".join(r for r in reasons if "budget" in r or "drop" in r))
+        why = "; ".join(r for r in reasons if "budget" in r or "drop" in r)
+        vs = m.lm.vs_original if m.lm is not None else None
+        if vs is not None:   # a language model: the measured increase itself must be within the budget
+            within, why = lm_budget(vs.increase, vs.agreement, vs.kl_topk, self.evaluation.budgets)
+            if not within and "over_budget" not in flags:
+                flags.append("over_budget")
+                reasons.append(f"language model: {why} (the search's rule: the measured increase, not its interval)")
+        metric = end_metric(m, self.original, within, why)
         step_id = f"c{spec.index:02d}"
         labels = {lv.key: lv.label for lv in self.lw.levels}
         changed = {k: v for k, v in spec.settings.items() if v != KEEP}
@@ -151,6 +178,9 @@ def evaluate_candidate(spec: CandidateSpec, evaluator: CandidateEvaluator) -> tu
 
 
 def objective_value(m: Measurement, objective: Objective) -> float:
+    gen = m.lm.generation if m.lm is not None else None
+    if objective == "latency" and gen is not None:   # a language model: ms per decoded token (median over prompts)
+        return 1000.0 / gen.decode_tokens_per_s if gen.decode_tokens_per_s > 0 else float("inf")
     if objective == "latency":
         p50 = _p50(m)
         return float(p50) if p50 is not None else float("inf")
@@ -160,6 +190,9 @@ def objective_value(m: Measurement, objective: Objective) -> float:
 
 
 def _p50(m: Measurement) -> float | None:
+    gen = m.lm.generation if m.lm is not None else None
+    if gen is not None and gen.decode_tokens_per_s > 0:   # an LM: ms per decoded token
+        return 1000.0 / gen.decode_tokens_per_s
     lat = m.latency or {}
     if not lat:
         return None
@@ -170,6 +203,10 @@ def _p50(m: Measurement) -> float | None:
 def end_metric(m: Measurement, original: Measurement, within: bool, reason: str = "") -> EndMetric:
     """The task's headline figure of a measured variant vs the original (as the sensitivity ranking names it)."""
     fid, fid0 = m.fidelity, original.fidelity
+    vs = m.lm.vs_original if m.lm is not None else None
+    if vs is not None:   # a language model: perplexity increase; continuous fidelity: KL (top-k + rest)
+        return EndMetric(value=float(vs.increase), loss=float(vs.increase), fidelity_loss=float(vs.kl_topk),
+                         within_budget=within, reason=reason)
     fid_loss = 1.0 - float(fid.mean_cosine) if fid is not None else 1.0
     if m.accuracy is not None and original.accuracy is not None:
         value = float(m.accuracy.top1)

@@ -26,6 +26,10 @@ class SearchSettings(BaseModel):
     max_candidates: int = Field(14, ge=2, le=200, description="end-to-end evaluations, uniform presets included")
     top_k: int = Field(8, ge=-1, description="layers the sensitivity analysis measures end to end")
     sensitivity_rows: int = Field(256, ge=1, le=1_000_000)
+    budget: float | None = Field(None, description=(
+        "The task's headline budget, set once the task is known (slimline.core.search.verdict.BUDGET_FIELDS): "
+        "perplexity increase for a language model (0.05 = +5 %), top-1 drop with labels, pooled cosine for "
+        "embeddings, ...; None: the evaluation's budgets as they are"))
     latency_batch: int = Field(1, ge=1, le=65536)
     latency_runs: int = Field(20, ge=3, le=10_000)
     threads: int = 0

@@ -27,7 +27,7 @@ from slimline.core.results import RunData, RunRecord, StepResult
 from slimline.core.search.evaluate import CandidateEvaluator, CandidateSpec, evaluate_candidate
 from slimline.core.search.models import SEARCH_FILE, Candidate, CandidateKind, Objective, SearchResult, SearchSettings
 from slimline.core.search.path import damages, greedy_path, settings_after
-from slimline.core.search.verdict import ended, finish, recipe, verdict
+from slimline.core.search.verdict import ended, finish, recipe, verdict, with_budget
 from slimline.core.sensitivity.analyze import analyze
 from slimline.core.sensitivity.models import SensitivitySettings
 from slimline.core.sensitivity.prepare import default_modes, prepare, step_id
@@ -62,6 +62,7 @@ def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace
         step=settings.step, params=settings.params, levels=settings.levels, modes=default_modes(settings.step),
         top_k=settings.top_k, max_rows=settings.sensitivity_rows, seed=settings.seed, threads=settings.threads),
         workspace=workspace, evaluation=evaluation, cancel=cancel, progress=lambda f, m: say(0.4 * f, m))
+    evaluation = with_budget(evaluation, settings.budget, sens.task, sens.metric.startswith("top-1"))
     prep = prepare(model, data, settings.step, settings.params, workspace=workspace, evaluation=evaluation,
                    max_rows=settings.sensitivity_rows, threads=settings.threads, seed=settings.seed, cancel=cancel)
     run_id = run_id or new_run_id()
@@ -83,7 +84,7 @@ def search(model: ModelHandle, data: Any, settings: SearchSettings, *, workspace
             moves = greedy_path([ly.name for ly in lw.layers], levels, damages(sens), lw.saved_bytes)
             try:
                 walk.explore(moves, levels)
-                if objective == "latency":
+                if objective == "latency" and cev.evaluator.lm is None:   # (an LM: decode speed of its generations)
                     walk.retime_finalists(settings, getattr(prep.bundle, "eval", None))
             except BaseException as exc:   # a cancelled or failed search keeps the candidates it verified
                 ended(record, exc)

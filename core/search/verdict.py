@@ -12,6 +12,19 @@ from slimline.core.results import RunRecord, StepResult
 from slimline.core.search.evaluate import CandidateEvaluator
 from slimline.core.search.models import Candidate, Objective, SearchResult, SearchSettings
 
+# The budget field that "the budget" means for each task (``slimline search --budget X``).
+BUDGET_FIELDS = {"token_logits": "token_max_perplexity_increase", "embedding": "embedding_min_cosine",
+                 "classification": "min_cosine", "dense_map": "dense_map_max_rel_l2", "generic": "generic_max_rel_l2"}
+
+
+def with_budget(ev: Evaluation, value: float | None, task: str, labelled: bool) -> Evaluation:
+    """``ev`` with the task's headline budget set to ``value`` (top-1 drop when the rows have labels)."""
+    if value is None:
+        return ev
+    field = "max_accuracy_drop" if labelled else BUDGET_FIELDS.get(task, "generic_max_rel_l2")
+    budgets = ev.budgets.model_validate({**ev.budgets.model_dump(), field: value})
+    return ev.model_copy(update={"budgets": budgets})
+
 
 def budget_words(task: str, labelled: bool, ev: Evaluation) -> str:
     b = ev.budgets
@@ -50,6 +63,10 @@ def verdict(cands: list[Candidate], settings: SearchSettings, sens: Any, prep: A
                         notes=[f"verified on {getattr(prep.bundle.eval, 'name', 'random inputs')} "
                                f"({'all rows' if not ev.max_rows else f'≤ {ev.max_rows} rows'}); the ranking on "
                                f"{sens.n} rows", *sens.notes])
+    lm = cev.original.lm
+    if lm is not None:
+        base.notes.insert(0, f"original: {lm.perplexity_words()}; a candidate is within budget when its measured "
+                             "perplexity increase is (not only its 95 % interval, as a pipeline step's flag)")
     if chosen is None:
         gentlest = min(cands, key=lambda c: c.metric.loss) if cands else None
         how = (f"; the gentlest candidate ({gentlest.label}) gives {gentlest.metric.value:.4f} "
@@ -110,4 +127,4 @@ def finish(record: RunRecord, results: list[StepResult], result: SearchResult, s
             record.final_model = r.model
 
 
-__all__ = ["budget_words", "ended", "finish", "fmt_objective", "recipe", "verdict"]
+__all__ = ["BUDGET_FIELDS", "budget_words", "with_budget", "ended", "finish", "fmt_objective", "recipe", "verdict"]

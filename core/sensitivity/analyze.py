@@ -107,6 +107,10 @@ def _rank(prep: Prepared, lw: Layerwise, settings: SensitivitySettings, cancel: 
     order = sorted(lw.layers, key=lambda ly: -_cheap_value(cheap.get((ly.name, head))))
     k = len(order) if settings.top_k < 0 else min(settings.top_k, len(order))
     measured = order[:k]
+    if k:   # layers the step knows its cheap score underrates (an LM head): measured end to end whatever their rank
+        always = set(getattr(lw, "always_measure", ()) or ())
+        measured += [ly for ly in order[k:] if ly.name in always]
+    forced = len(measured) - k
     work = prep.work / "probes"
     uniform: EndMetric | None = None
     jobs = [(ly, lv.key, "alone") for ly in measured for lv in levels if "alone" in settings.modes]
@@ -152,7 +156,7 @@ def _rank(prep: Prepared, lw: Layerwise, settings: SensitivitySettings, cancel: 
         n=len(prep.dataset), input_kind=prep.kind,
         task=prep.probe.task.task, task_reason=prep.probe.task.reason, metric=prep.probe.name,
         higher_is_better=prep.probe.higher_is_better, baseline=prep.probe.baseline, default_level=head,
-        uniform=uniform, rows=rows, ranked_by=_ranked_by(settings, head, k, len(rows)),
+        uniform=uniform, rows=rows, ranked_by=_ranked_by(settings, head, k, len(rows), forced),
         cheap_vs_end=_spearman(rows, head), notes=[*prep.notes, *getattr(lw, "notes", [])])
 
 
@@ -197,13 +201,14 @@ def _ranked(rows: list[LayerSensitivity]) -> list[LayerSensitivity]:
     return [r.model_copy(update={"rank": i}) for i, r in enumerate(ordered, 1)]
 
 
-def _ranked_by(settings: SensitivitySettings, head: str, k: int, n: int) -> str:
+def _ranked_by(settings: SensitivitySettings, head: str, k: int, n: int, forced: int = 0) -> str:
     what = ("what leaving the layer out of the uniform preset recovers" if "all_but" in settings.modes
             else "the loss with the layer alone changed")
     if k == 0:
         return f"cheap scores only (error at the layer's output, else weight error) at level {head}"
-    rest = f"; the other {n - k} by their cheap score" if n > k else ""
-    return f"end metric at level {head}: {what}, for the top {k} by cheap score{rest}"
+    rest = f"; the other {n - k - forced} by their cheap score" if n > k + forced else ""
+    also = f" and {forced} the step always measures (its cheap score underrates them)" if forced else ""
+    return f"end metric at level {head}: {what}, for the top {k} by cheap score{also}{rest}"
 
 
 def _spearman(rows: list[LayerSensitivity], head: str) -> float | None:

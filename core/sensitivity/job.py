@@ -21,10 +21,13 @@ CANCEL_GRACE_S = 2.0
 
 
 def load_inputs(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """(model handle, DataBundle or None, Evaluation) from a job spec (paths, dims, trust, evaluation)."""
-    from slimline.core.data import DataBundle, check_dataset
+    """(model handle, DataBundle or None, Evaluation) from a job spec (paths, dims, trust, evaluation).
+
+    The data is read as a pipeline run reads it (slimline.core.runner.load_bundle): a language model's
+    text file becomes token windows, judged by perplexity."""
     from slimline.core.models import open_model
     from slimline.core.pipeline import Evaluation
+    from slimline.core.runner import load_bundle
 
     model = open_model(spec["model_path"], trust=bool(spec.get("trust", False)))
     if spec.get("dims"):
@@ -32,13 +35,7 @@ def load_inputs(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     evaluation = Evaluation.model_validate(spec.get("evaluation") or {})
     data_path = spec.get("data_path") or evaluation.data
     train_path = spec.get("train_path") or evaluation.train_data
-    bundle = None
-    if data_path or train_path:
-        bundle = DataBundle.from_paths(eval=data_path, train=train_path, model=model)
-        for ds in (bundle.eval, bundle.train, bundle.calibration):
-            if ds is not None:
-                check_dataset(ds, model)
-    return model, bundle, evaluation
+    return model, load_bundle(evaluation, model, data_path, train_path), evaluation
 
 
 def _progress(emit: Callable[[dict[str, Any]], None], step: str) -> Callable[[float, str], None]:

@@ -4,9 +4,14 @@ The math and the budgets are the engine's own (slimline.core.tasks.fidelity_for 
 slimline.core.fidelity); this module only picks the headline a ranking sorts by: top-1 accuracy
 when the rows have class labels (the budget is the accuracy drop), the perplexity increase of a
 language model when the rows have token ids, else the task's fidelity metric.
+
+A causal LM on a text file (the run's token windows, slimline.core.lm.evaluate.text_bundle) is judged
+by :class:`LMMetricProbe` instead: perplexity on the windows, against the original's, as
+slimline.core.lm.score computes it for every LM run (the budget: perplexity increase ≤ x %).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,4 +81,59 @@ def _class_labels(reference: np.ndarray, labels: Any, kind: str) -> bool:
             and len(lab) == len(reference) and bool(lab.size) and int(lab.max()) < reference.shape[-1])
 
 
-__all__ = ["MetricProbe"]
+@dataclass
+class LMScores:
+    """A language model on the probe's windows: each window's summary, and log p of the original's top-k (KL)."""
+
+    summaries: list[Any]
+    logp_of_ref_top: list[np.ndarray] = field(default_factory=list)
+
+
+def lm_budget(increase: float, agreement: float, kl: float, budgets: Budgets) -> tuple[bool, str]:
+    """Whether an LM variant meets the budgets, judged by the point estimates (the search's rule).
+
+    Why not the pipeline's rule (over budget only when the whole 95 % interval is above): a search that
+    picks the smallest model "not clearly over" would settle on models whose measured increase is above
+    the budget; here the measured increase itself must be within it."""
+    fails = []
+    b = budgets.token_max_perplexity_increase
+    if not np.isfinite(increase) or increase > b + 1e-12:
+        fails.append(f"perplexity {increase * 100:+.2f} % > budget +{b * 100:g} %")
+    if agreement < budgets.token_min_agreement:
+        fails.append(f"next-token agreement {agreement:.4f} < budget {budgets.token_min_agreement}")
+    if kl > budgets.token_max_kl:
+        fails.append(f"KL ≥ {kl:.4f} nats/token (a lower bound) > budget {budgets.token_max_kl}")
+    return not fails, "; ".join(fails)
+
+
+class LMMetricProbe:
+    """The perplexity increase of a language model on text windows vs the original's (core/lm/score)."""
+
+    higher_is_better = False
+    baseline = 0.0
+
+    def __init__(self, task: TaskGuess, reference: LMScores, windows: Any, budgets: Budgets | None = None) -> None:
+        from slimline.core.lm.score import perplexity
+
+        self.task, self.reference, self.windows = task, reference, windows
+        self.budgets = budgets or Budgets()
+        self.kind = "dataset"
+        self.original = perplexity(reference.summaries)
+        self.name = f"{PPL_KEY} on {windows.describe()} (n={windows.count} windows)"
+
+    def score(self, outputs: Any) -> EndMetric:
+        """``outputs``: the variant's :class:`LMScores` on the same windows. The loss is the perplexity increase
+        (0.05 = +5 %); the fidelity loss is KL(original ‖ variant) over the original's top-k + rest, nats/token."""
+        from slimline.core.lm.score import compare
+
+        got: LMScores = outputs
+        c = compare(self.reference.summaries, got.summaries, got.logp_of_ref_top)
+        ok, why = lm_budget(c.increase, c.agreement, c.kl_topk, self.budgets)
+        if not np.isfinite(c.increase):
+            return EndMetric(value=float("inf"), loss=float("inf"), fidelity_loss=float("inf"), within_budget=False,
+                             reason=why or "not finite")
+        return EndMetric(value=float(c.increase), loss=float(c.increase), fidelity_loss=float(c.kl_topk),
+                         within_budget=ok, reason=why)
+
+
+__all__ = ["LMMetricProbe", "LMScores", "MetricProbe", "lm_budget"]

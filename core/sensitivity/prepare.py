@@ -21,13 +21,14 @@ from slimline.core.errors import SlimlineError
 from slimline.core.handle import ModelHandle
 from slimline.core.pipeline import Evaluation
 from slimline.core.plugin import CancelToken, StepContext
-from slimline.core.sensitivity.metric import MetricProbe
+from slimline.core.sensitivity.metric import LMMetricProbe, LMScores, MetricProbe
 from slimline.core.sensitivity.models import Mode
 from slimline.core.sensitivity.protocol import Layerwise, layerwise_for
 
 Progress = Callable[[float, str], None]
 # Short names for the CLI's --step (plugin ids work too).
 STEP_NAMES = {"quantize_dynamic": "builtin.quantize_dynamic", "quantize_static": "builtin.quantize_static",
+              "quantize_weight_only": "builtin.quantize_weight_only",
               "prune": "builtin.prune_magnitude", "prune_magnitude": "builtin.prune_magnitude",
               "prune_structured": "builtin.prune_structured", "lowrank": "builtin.lowrank"}
 
@@ -38,7 +39,16 @@ def step_id(name: str) -> str:
 
 
 def default_modes(step: str) -> list[Mode]:
-    """Quantize: each layer alone and each layer alone left out; prune/low-rank: each layer alone per level."""
+    """The step's own choice (``sensitivity_modes`` on the plugin class), else quantize: each layer alone and each
+    layer alone left out; prune/low-rank: each layer alone per level."""
+    from slimline.core.registry import get_plugin
+
+    try:
+        own = getattr(get_plugin(step_id(step)), "sensitivity_modes", None)
+    except Exception:  # noqa: BLE001 - an unknown step fails in prepare() with a clear message
+        own = None
+    if own:
+        return [m for m in ("alone", "all_but") if m in own]
     return ["alone", "all_but"] if "quantize" in step_id(step) else ["alone"]
 
 
@@ -54,17 +64,22 @@ class Prepared:
     kind: str                          # "dataset" | "random"
     bundle: Any                        # DataBundle given to the step (calibration for static INT8)
     ctx: StepContext
-    reference: np.ndarray
-    probe: MetricProbe
+    reference: Any                     # the original's first output (np.ndarray), or its LMScores
+    probe: MetricProbe | LMMetricProbe
     threads: int = 0
     notes: list[str] = field(default_factory=list)
     work: Path = Path(".")
+    windows: Any = None                # TextWindows the probes score a language model on (else None)
 
     def layerwise(self) -> Layerwise:
         return layerwise_for(self.plugin_cls(), self.step_input, self.params, self.ctx)
 
-    def outputs(self, handle: ModelHandle) -> np.ndarray:
-        """The variant's first output over the evaluation rows (its session is not kept: probes are many)."""
+    def outputs(self, handle: ModelHandle) -> Any:
+        """The variant's first output over the evaluation rows (its session is not kept: probes are many);
+        for a language model its :class:`LMScores` on the windows."""
+        if self.windows is not None:
+            ref = self.reference if isinstance(self.reference, LMScores) else None
+            return lm_scores(handle, self.windows, ref, self.threads, self.ctx.cancel)
         from slimline.core.runtime import clear_session_cache, predict
 
         try:
@@ -72,8 +87,23 @@ class Prepared:
         finally:
             clear_session_cache()
 
+
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def lm_scores(handle: ModelHandle, windows: Any, reference: LMScores | None, threads: int, cancel: Any) -> LMScores:
+    """A language model's window summaries (and log p of the reference's top-k) through the run's LM runner."""
+    from slimline.core.lm.evaluate import score_windows
+    from slimline.core.lm.runners import open_runner
+
+    runner = open_runner(handle, threads=threads)
+    try:
+        sums, logps = score_windows(runner, windows, reference.summaries if reference is not None else None,
+                                    cancel=cancel)
+    finally:
+        runner.close()
+    return LMScores(summaries=sums, logp_of_ref_top=logps)
 
 
 def data_fingerprint(dataset: Any) -> str:
@@ -121,6 +151,9 @@ def prepare(model: ModelHandle, data: Any, step: str, params: dict[str, Any], *,
     ev = getattr(bundle, "eval", None)
     kind = "dataset"
     notes: list[str] = []
+    if getattr(bundle, "text", None) is None and _causal_lm(model):
+        raise SlimlineError("a language model is ranked by perplexity on text: no text file given",
+                            subject="--data", hint="give a plain UTF-8 text file (.txt), e.g. --data corpus.txt")
     if ev is None:
         ev, kind = random_dataset(model, 32, seed=seed), "random"
         notes.append("no evaluation data: RANDOM inputs, so the ranking shows fidelity on noise (a smoke check)")
@@ -141,10 +174,19 @@ def prepare(model: ModelHandle, data: Any, step: str, params: dict[str, Any], *,
         raise
 
 
+def _causal_lm(model: ModelHandle) -> bool:
+    from slimline.core.lm.evaluate import causal_lm_guess
+
+    try:
+        return causal_lm_guess(model) is not None
+    except Exception:  # noqa: BLE001 - an unreadable config is not a language model to this check
+        return False
+
+
 def _prepared(model: ModelHandle, plugin_cls: Any, validated: Any, bundle: Any, dataset: Any, kind: str,
               notes: list[str], work: Path, workspace: Path, evaluation: Evaluation, threads: int, seed: int,
               cancel: CancelToken, say: Progress) -> Prepared:
-    from slimline.core.tasks import resolve_task
+    from slimline.core.tasks import TaskGuess, resolve_task
 
     say(0.02, "opening the step's input")
     step_input = convert_if_needed(plugin_cls, model, bundle, Path(workspace), cancel, threads)
@@ -152,6 +194,21 @@ def _prepared(model: ModelHandle, plugin_cls: Any, validated: Any, bundle: Any, 
         notes.append(f"{plugin_cls.id} needs ONNX: analysed the converted model {Path(step_input.path).name} "
                      "(builtin.convert_onnx, default settings)")
     cancel.raise_if_cancelled()
+    ctx = StepContext(work_dir=work / "step", cancel=cancel, data=bundle, source_model=model,
+                      device="cpu", threads=threads or None, seed=seed, evaluation=evaluation)
+    text = getattr(bundle, "text", None)
+    if text is not None:   # a language model on a text file: perplexity on the first windows
+        from slimline.core.lm.evaluate import lm_text_task
+
+        windows = text.take(len(dataset))
+        say(0.06, f"original model on {windows.describe()}")
+        ref = lm_scores(model, windows, None, threads, cancel)
+        task = lm_text_task(evaluation, model, text.source) or TaskGuess(
+            task="token_logits", reason="token windows of a text file (the run's language-model data)")
+        probe: MetricProbe | LMMetricProbe = LMMetricProbe(task, ref, windows, evaluation.budgets)
+        return Prepared(model=model, step_input=step_input, plugin_cls=plugin_cls, params=validated,
+                        dataset=dataset, kind=kind, bundle=bundle, ctx=ctx, reference=ref, probe=probe,
+                        threads=threads, notes=notes, work=work, windows=windows)
     say(0.06, f"original model on {len(dataset)} rows")
     from slimline.core.runtime import clear_session_cache, predict
 
@@ -159,8 +216,6 @@ def _prepared(model: ModelHandle, plugin_cls: Any, validated: Any, bundle: Any, 
     clear_session_cache()
     task = resolve_task(evaluation.task, model, reference, dataset if kind == "dataset" else None)
     probe = MetricProbe(task, reference, dataset, evaluation.budgets, kind)
-    ctx = StepContext(work_dir=work / "step", cancel=cancel, data=bundle, source_model=model,
-                      device="cpu", threads=threads or None, seed=seed, evaluation=evaluation)
     return Prepared(model=model, step_input=step_input, plugin_cls=plugin_cls, params=validated, dataset=dataset,
                     kind=kind, bundle=bundle, ctx=ctx, reference=reference, probe=probe, threads=threads,
                     notes=notes, work=work)
@@ -198,4 +253,5 @@ def convert_if_needed(plugin_cls: Any, model: ModelHandle, bundle: Any, workspac
     return handle.with_dims(**kept) if kept else handle
 
 
-__all__ = ["STEP_NAMES", "Prepared", "convert_if_needed", "data_fingerprint", "default_modes", "prepare", "step_id"]
+__all__ = ["STEP_NAMES", "Prepared", "convert_if_needed", "data_fingerprint", "default_modes", "lm_scores", "prepare",
+           "step_id"]

@@ -83,6 +83,8 @@ class Layerwise(Protocol):
         """Remove the step's temporary files."""
         ...
 
+    # Optional: ``always_measure`` (layer names) — measured end to end by the analysis whatever their cheap score,
+    # for layers the step knows its cheap score underrates (an LM head: no later layer damps its error).
     # Optional, for steps with a continuous setting (a sparsity, a rank fraction): ``level_for(strength) -> Level``
     # gives a level at any strength, which lets the search find the strongest uniform preset within the budget.
 
@@ -95,7 +97,8 @@ def layerwise_for(plugin: Any, model: ModelHandle, params: Any, ctx: Any) -> Lay
     if make is None:
         raise SlimlineError(f"{getattr(plugin, 'id', plugin)} cannot be applied layer by layer",
                             subject="--step",
-                            hint="choose quantize_dynamic, quantize_static, prune, prune_structured or lowrank")
+                            hint="choose quantize_dynamic, quantize_static, quantize_weight_only, prune, "
+                                 "prune_structured or lowrank")
     return make(model, params, ctx)
 
 

@@ -119,6 +119,14 @@ class WeightOnlyParams(PluginParams):
         "Further windows (not used for calibration) on which the result is checked against the input model."))
     nodes_to_exclude: tuple[str, ...] = Field((), description=(
         "MatMul node names or glob patterns to leave in float (as in the input model)."))
+    layer_bits: dict[str, Literal[0, 4, 8]] = Field(default_factory=dict, description=(
+        "Per-layer bits, as the budgeted search (`slimline search`) writes them: MatMul node name or glob → 8, 4 or "
+        "0 (float; its input is smoothed with the rest, exact in float). Layers not named take `bits`; a tied "
+        "embedding follows the LM head. When set, the mixed-precision search (perplexity_budget) is off."))
+    layerwise_groups: Literal["auto", "layer", "block"] = Field("auto", description=(
+        "How sensitivity analysis and the budgeted search see the model (the step's own run ignores it): each "
+        "MatMul on its own, or the MatMuls of one decoder block together (the LM head apart). auto: per layer up "
+        "to 48 MatMuls, per block beyond (a 30-block LM has 210)."))
     timing_runs: int = Field(3, ge=0, le=100, description=(
         "Timed prefills (and 16 decode steps for KV-cache models) before/after; 0 skips timing."))
 

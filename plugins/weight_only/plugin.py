@@ -54,6 +54,16 @@ class QuantizeWeightOnly(Plugin):
     input_formats: ClassVar = ("onnx",)
     output_format: ClassVar = "onnx"
     Params: ClassVar = WeightOnlyParams
+    exclusion_field: ClassVar[str] = "nodes_to_exclude"
+    # Sensitivity measures each unit alone at each width (every variant is cheap to assemble, but a probe of an
+    # LM costs seconds): "all but one" would double the probes for what the search does not use.
+    sensitivity_modes: ClassVar[tuple[str, ...]] = ("alone",)
+
+    def layerwise(self, model: ModelHandle, params: Any, ctx: StepContext) -> Any:
+        """Mixed 8/4-bit per MatMul (or per decoder block) for sensitivity and the budgeted search."""
+        from slimline.plugins.weight_only.layerwise import WeightOnlyLayerwise
+
+        return WeightOnlyLayerwise(self, model, params, ctx)
 
     # ------------------------------------------------------------------ pre-flight
     def check(self, model: ModelHandle, params: Any) -> list[Problem]:
@@ -128,42 +138,65 @@ class _Run:
         onnxio.save_onnx_model(proto, path, external=True)
         return str(path)
 
-    def go(self) -> StepOutput:
+    def setup(self, *, score: bool = True) -> None:
+        """Read the model, cut the text windows, find the layers and smooth their inputs: what every model made
+        from these parameters shares (the layer-wise search builds many from one setup); with ``score`` also the
+        input model's figures on the windows and its timing, which the step's check compares with."""
         ctx, params, s = self.ctx, self.params, self.settings
         ctx.progress(0.01, "reading the model")
         proto = onnxio.load_onnx_model(self.model)
-        sig = read_signature(proto, self.folder, self.model.path)
-        threads = ctx.threads
+        self.sig = sig = read_signature(proto, self.folder, self.model.path)
         self.notes.append(f"settings: {s.describe()}; {sig.describe()}")
 
         ctx.progress(0.03, "text windows")
-        ref_runner = OnnxLM(self.model.path, sig, threads=threads)
-        cal, chk, wnotes = windows.calibration_and_check(params, ctx, self.folder, sig, ref_runner)
+        ref_runner = OnnxLM(self.model.path, sig, threads=ctx.threads)
+        self.cal, self.chk, wnotes = windows.calibration_and_check(params, ctx, self.folder, sig, ref_runner)
         self.notes += wnotes
-        if cal.tokenizer == windows.SAMPLED:
+        if self.cal.tokenizer == windows.SAMPLED:
             self.warnings.append("no text given: calibration and check ran on the model's own samples (a "
                                  "self-consistency check, not a dataset perplexity); give text_file for real figures")
-        ctx.progress(0.05, f"scoring the input model on {chk.describe()}")
-        ref_cal = ref_runner.score(cal, cancel=ctx.cancel).summaries
-        ref_chk = ref_runner.score(chk, cancel=ctx.cancel).summaries
-        timing_before = self._time(ref_runner, chk) if params.timing_runs else None
+        self.ref_cal: list[Any] = []
+        self.ref_chk: list[Any] = []
+        self.timing_before: Any = None
+        if score:
+            ctx.progress(0.05, f"scoring the input model on {self.chk.describe()}")
+            self.ref_cal = ref_runner.score(self.cal, cancel=ctx.cancel).summaries
+            self.ref_chk = ref_runner.score(self.chk, cancel=ctx.cancel).summaries
+            self.timing_before = self._time(ref_runner, self.chk) if params.timing_runs else None
         del ref_runner
 
         ctx.progress(0.15, "finding the linear layers, the embedding and the LM head")
-        lmg = prepare(proto, sig.logits, sig.vocab, sig.input_ids)
-        targets = self._targets(lmg)
+        self.lmg = lmg = prepare(proto, sig.logits, sig.vocab, sig.input_ids)
+        self.targets = targets = self._targets(lmg)
         self._padding_note(lmg, targets)
-        mode = self._mode()
-        stats = None
+        self.stats: Any = None
         if s.smooth_alpha > 0:
             ctx.progress(0.16, "activation ranges on the calibration windows (smoothing)")
-            stats = self._stats(lmg, sig, cal)
+            stats = self._stats(lmg, sig, self.cal)
             done = smooth(lmg, set(targets), {k: v.max_abs for k, v in stats.items()}, s.smooth_alpha)
             self.notes.append(f"activation smoothing (α {s.smooth_alpha}): {len(done)} layer input(s) evened out, "
                               f"{sum(len(d.layers) for d in done)} layer(s) carry the scales (exact in float)")
-            if done:
-                stats = None  # the inputs changed: measured again if the search needs them
-        low, high, emb_q = self._quantize(lmg, sig, targets, cal, mode)
+            self.stats = None if done else stats  # the inputs changed: measured again if needed
+
+    def explicit_bits(self, targets: list[str]) -> dict[str, int]:
+        """Per-layer bits from ``layer_bits`` (first matching pattern; the rest at ``bits``), {} when unset."""
+        given = self.params.layer_bits
+        if not given:
+            return {}
+        out = {}
+        for t in targets:
+            hit = next((b for pat, b in given.items() if matches_any(t, (pat,))), None)
+            out[t] = self.settings.bits if hit is None else int(hit)
+        return out
+
+    def go(self) -> StepOutput:
+        ctx, s = self.ctx, self.settings
+        self.setup(score=True)
+        sig, cal, chk, lmg, targets = self.sig, self.cal, self.chk, self.lmg, self.targets
+        ref_cal, ref_chk, timing_before, stats = self.ref_cal, self.ref_chk, self.timing_before, self.stats
+        threads = ctx.threads
+        mode = self._mode()
+        low, high, emb_q = self._quantize(lmg, sig, targets, cal, mode, self.explicit_bits(targets))
 
         errors: dict[str, float] = {}
         trials: list[SearchTrial] = []
@@ -201,7 +234,7 @@ class _Run:
                     f"{100 * min(t.perplexity_increase for t in trials):+.2f} %): raise max_promoted_share, use "
                     "smaller blocks" + (" or the int8 preset" if mode == "bits" else ""))
         elif s.bits == 4:
-            errors = {t: relative_error(lmg.weight(_lin(lmg, t).weight), low[t], None) for t in targets}
+            errors = {t: relative_error(lmg.weight(_lin(lmg, t).weight), low[t], None) for t in targets if t in low}
 
         plan = self._plan(lmg, targets, low, high, chosen, emb_q, mode)
         out_model = assemble(lmg, plan)
@@ -252,7 +285,7 @@ class _Run:
         """What the mixed-precision search spares layers with: 8-bit weights (4-bit runs), float activations
         (8-bit runs with int8 activations), or nothing (no budget)."""
         s = self.settings
-        if s.perplexity_budget <= 0 or s.max_promoted_share <= 0:
+        if s.perplexity_budget <= 0 or s.max_promoted_share <= 0 or self.params.layer_bits:
             return None
         if s.bits == 4:
             return "bits"
@@ -262,10 +295,19 @@ class _Run:
         return input_stats(lmg, sig, cal, threads=self.ctx.threads, block=self.settings.block_size,
                            session_source=self.source, cancel=self.ctx.cancel)
 
-    def _quantize(self, lmg: LMGraph, sig: LMSignature, targets: list[str], cal: TextWindows, mode: str | None
+    def _quantize(self, lmg: LMGraph, sig: LMSignature, targets: list[str], cal: TextWindows, mode: str | None,
+                  bits_of: dict[str, int] | None = None
                   ) -> tuple[dict[str, QuantLayer], dict[str, QuantLayer], QuantLayer | None]:
+        """(each target at its bits, 8-bit versions for the mixed-precision search, the untied embedding).
+
+        ``bits_of`` (layer_bits, or the layer-wise search): a layer at the step's ``bits`` is quantized the step's
+        way (its algorithm), one at the other width by RTN (as the mixed-precision search's 8-bit layers), one at
+        0 not at all. Each layer is quantized on its own, so any mix equals the layers taken from uniform runs."""
         s, ctx = self.settings, self.ctx
         by = {lin.node: lin for lin in lmg.linears}
+        bits_of = bits_of or {}
+        other = [t for t in targets if bits_of.get(t, s.bits) not in (s.bits, 0)]
+        targets = [t for t in targets if bits_of.get(t, s.bits) == s.bits]
 
         def weight(node: str) -> np.ndarray:
             return lmg.weight(by[node].weight)
@@ -274,7 +316,9 @@ class _Run:
             return lambda f: ctx.progress(lo + (hi - lo) * f, "")
 
         ctx.progress(0.16, f"quantizing {len(targets)} layers: {s.describe()}")
-        if s.algorithm == "gptq":
+        if not targets:   # (every layer at the other width, or float)
+            low: dict[str, QuantLayer] = {}
+        elif s.algorithm == "gptq":
             odd = [t for t in targets if (-(-by[t].k // s.block_size)) % 2]
             even = [t for t in targets if t not in odd]
             feeds = [lm_feeds(sig, cal.ids[i:i + 1]) for i in range(cal.count)]
@@ -288,11 +332,14 @@ class _Run:
         else:
             low = quantize_weights(targets, weight, algorithm=s.algorithm, bits=s.bits, block_size=s.block_size,
                                    symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(0.16, 0.4))
+        for b in sorted({bits_of[t] for t in other}):
+            low.update(quantize_weights([t for t in other if bits_of[t] == b], weight, algorithm="rtn", bits=b,
+                                        block_size=s.block_size, symmetric=s.symmetric, cancel=ctx.cancel))
         head = lmg.lm_head
         emb = lmg.embedding
         if (emb is not None and emb.tied and head is not None and head.node in low and self.params.quantize_embeddings
                 and not low[head.node].integer_zero_points):
-            low[head.node] = quantize_weights([head.node], weight, algorithm="rtn", bits=s.bits,
+            low[head.node] = quantize_weights([head.node], weight, algorithm="rtn", bits=low[head.node].bits,
                                               block_size=s.block_size, symmetric=s.symmetric)[head.node]
             self.why[head.node] = (f"RTN instead of {s.algorithm.upper()}: the tied embedding reads this weight and "
                                    "GatherBlockQuantized takes integer zero points only")
@@ -312,7 +359,8 @@ class _Run:
               chosen: set[str], emb_q: QuantLayer | None, mode: str | None) -> Plan:
         """The model to assemble: ``chosen`` layers at 8 bits (mode "bits") or with float activations."""
         bits = mode == "bits"
-        layers: dict[str, QuantLayer | None] = {t: (high[t] if bits and t in chosen else low[t]) for t in targets}
+        layers: dict[str, QuantLayer | None] = {t: (high[t] if bits and t in chosen else low.get(t))
+                                                for t in targets}   # (not in low: layer_bits 0, float)
         return Plan(layers=layers, embedding=emb_q, accuracy_level=self.settings.accuracy_level,
                     node_accuracy={} if bits else {t: 0 for t in chosen},
                     tied_embedding=self.params.quantize_embeddings)
@@ -387,6 +435,8 @@ class _Run:
             q = plan.layers.get(lin.node)
             why = self.why.get(lin.node, "")
             level = plan.node_accuracy.get(lin.node, plan.accuracy_level) if q else None
+            if self.params.layer_bits and lin.node in plan.layers:
+                why = why or (f"{q.bits} bits (layer_bits)" if q is not None else "float (layer_bits 0)")
             if q is not None and q.bits == 8 and self.settings.bits == 4:
                 why = why or "kept at 8 bits (among the most sensitive on the calibration windows)"
             if q is not None and lin.node in plan.node_accuracy:
