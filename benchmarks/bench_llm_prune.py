@@ -1,20 +1,27 @@
-"""LLM pruning on a real 135M Llama-family model with real text: Wanda / SparseGPT vs magnitude, blocks + distillation.
+"""LLM pruning on real LMs with real text: Wanda / SparseGPT vs magnitude, blocks + distillation.
 
-Model: SmolLM2-135M-Instruct from the real-model cache (a Q4_1 GGUF, dequantized here through
-transformers to a float32 HF folder, cached beside it). Text: pydoc-sentences (English sentences of
+Models (``--model``):
+  * smollm2 (default) — SmolLM2-135M-Instruct from the real-model cache (a Q4_1 GGUF, dequantized here through
+    transformers to a float32 HF folder, cached beside it); Llama family, 30 decoder blocks, vocabulary 49152.
+  * gemma3 — Gemma 3 270M (``gemma3-270m-q4_k_m``, llama.cpp's Q4_K_M mix), opened by Slimline (its dequantized
+    float32 folder in the workspace's GGUF cache, as in bench_llm_weight_only); 18 decoder blocks, tied
+    262144 × 640 embedding. The vocabulary makes logits 5× SmolLM's per token, so distillation uses batches of 4.
+Text: pydoc-sentences (English sentences of
 the Python reference docs, one per line, in topic order); the last 20 % of the lines are the evaluation
 text, never seen by any step; calibration and distillation windows come from the first 80 %.
-Perplexity: 24 windows × 128 tokens of the evaluation text (no BOS: SmolLM's tokenizer adds none),
+Perplexity: 24 windows × 128 tokens of the evaluation text (``--eval-windows``; a BOS only where the
+tokenizer adds one: SmolLM's does not, Gemma's does),
 exp(mean NLL) with a 95 % bootstrap interval over windows (slimline.core.lm.score).
 
 What it shows (all through the real plugins, torch on the CPU, fixed threads):
 1. 50 % unstructured and 2:4 with magnitude (the baseline), Wanda and SparseGPT: perplexity, compressed
    size (the file itself does not shrink: zeros are stored densely, and dense kernels do not speed up);
-2. 7 of 30 decoder blocks (25 %, rounded down) removed by block influence, then distillation from the
-   original (token-level KL, a few minutes on 2 cores): perplexity before / after recovery, size, and
-   greedy `generate` tokens/s against the original on the same threads.
+2. 25 % of the decoder blocks, rounded down (7 of 30; Gemma: 4 of 18), removed by block influence, then
+   distillation from the original (token-level KL, a few minutes on 2 cores): perplexity before / after
+   recovery, size, and greedy `generate` tokens/s against the original on the same threads.
 
-Run: ``python -m benchmarks.bench_llm_prune [--threads 2] [--distill-steps 16] [--quick]``.
+Run: ``python -m benchmarks.bench_llm_prune [--model smollm2|gemma3] [--threads 2] [--distill-steps 16] [--quick]
+[--eval-windows 24] [--only unstructured|blocks]``.
 Skips with a message when the model or the text is not in the real-model cache (`make realmodels`).
 """
 from __future__ import annotations
@@ -25,6 +32,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +44,27 @@ CORPUS = REAL / "pydoc-sentences" / "sentences.txt"
 FLOAT_DIR = Path.home() / ".cache" / "slimline" / "bench" / "smollm2-135m-f32"
 EVAL_WINDOWS, WINDOW = 24, 128
 PROMPT = "The import statement combines two operations; it searches for the named module, then"
+
+
+@dataclass(frozen=True)
+class LM:
+    """What differs between the benchmarked models: where they come from and how big a distillation batch fits."""
+
+    key: str
+    label: str            # table titles
+    description: str      # results["model"]
+    gguf: Path
+    blocks: int
+    folder: Callable[[], Path]
+    distill_batch: int
+    distill_windows: int
+
+
+def gemma_folder() -> Path:
+    """Gemma 3's dequantized float32 folder: Slimline's own GGUF open (cached in the workspace after the first)."""
+    from slimline.core.models import open_model
+
+    return Path(open_model(MODELS["gemma3"].gguf).path)
 
 
 def float_folder() -> Path:
@@ -58,6 +88,14 @@ def float_folder() -> Path:
     tok.save_pretrained(str(tmp))
     tmp.rename(FLOAT_DIR)
     return FLOAT_DIR
+
+
+MODELS = {
+    "smollm2": LM("smollm2", "SmolLM2-135M", "SmolLM2-135M-Instruct (Q4_1 GGUF → float32)", GGUF_DIR / GGUF, 30,
+                  float_folder, 8, 120),
+    "gemma3": LM("gemma3", "Gemma-3-270M", "Gemma 3 270M (Q4_K_M GGUF → float32)",
+                 REAL / "gemma3-270m-q4_k_m" / "gemma-3-270m-q4_k_m.gguf", 18, gemma_folder, 4, 60),
+}
 
 
 def split_text(work: Path) -> tuple[Path, Path]:
@@ -142,9 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--distill-steps", type=int, default=16, help="optimizer steps of 8 windows × 128 tokens")
     ap.add_argument("--quick", action="store_true", help="unstructured: Wanda vs magnitude only")
     ap.add_argument("--only", choices=["unstructured", "blocks"], default=None)
+    ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
+    ap.add_argument("--eval-windows", type=int, default=EVAL_WINDOWS, help="held-out windows × 128 tokens scored")
     args = ap.parse_args(argv or [])
-    if not (GGUF_DIR / GGUF).is_file() or not CORPUS.is_file():
-        print(f"skipped: needs {GGUF_DIR / GGUF} and {CORPUS} (fetch the real-model corpus: make realmodels)")
+    lm = args.lm = MODELS[args.model]
+    if not lm.gguf.is_file() or not CORPUS.is_file():
+        print(f"skipped: needs {lm.gguf} and {CORPUS} (fetch the real-model corpus: make realmodels)")
         return
     import torch
 
@@ -156,14 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     from slimline.plugins.prune import LLMPrune
 
     t_all = time.perf_counter()
-    folder = float_folder()
+    folder = lm.folder()
     original = open_hf(folder)
     tok = load_tokenizer(folder)
     work = Path(tempfile.mkdtemp(prefix="bench_llm_prune-"))
-    results: dict[str, Any] = {"threads": args.threads, "model": "SmolLM2-135M-Instruct (Q4_1 GGUF → float32)"}
+    results: dict[str, Any] = {"threads": args.threads, "model": lm.description}
     try:
         train, ev = split_text(work)
-        windows = text_windows(ev, tok, length=WINDOW, count=EVAL_WINDOWS)
+        windows = text_windows(ev, tok, length=WINDOW, count=args.eval_windows)
         data = _data(train, ev)
         base = perplexity(original, windows)
         print(f"evaluation: {windows.describe()}; original perplexity {_fmt_ppl(base)}; {args.threads} threads; "
@@ -181,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = time.perf_counter() - t_all
     results["load_average_end"] = os.getloadavg()[0]
-    path = save_results("bench_llm_prune", results)
+    path = save_results("bench_llm_prune" + ("" if lm.key == "smollm2" else f"_{lm.key}"), results)
     print(f"\n{results['seconds']:.0f} s in all (load average at the end {results['load_average_end']:.1f} on "
           f"{os.cpu_count()} cores: other processes share these cores, so times and tokens/s are slower and "
           f"noisier than on an idle machine; the ratios come from interleaved rounds); results in {path}")
@@ -209,7 +250,7 @@ def _unstructured(original: Any, data: Any, windows: Any, base: Any, work: Path,
                          f"{m['zip_bytes'] / m['zip_bytes_before']:.2f}×", f"{seconds:.0f} s"])
             shutil.rmtree(step.model.path, ignore_errors=True)
             print(f"  {label} {method}: perplexity {_fmt_ppl(p)} ({seconds:.0f} s)", flush=True)
-    print_table(f"SmolLM2-135M, 50 % of every decoder Linear zeroed ({args.threads} threads, calibration 32×128 "
+    print_table(f"{args.lm.label}, 50 % of every decoder Linear zeroed ({args.threads} threads, calibration 32×128 "
                 f"tokens; perplexity on {windows.count}×{windows.length} held-out tokens; original "
                 f"{_fmt_ppl(base)})",
                 ["pattern", "method", "perplexity [95 %]", "vs original", "sparsity (of all params)",
@@ -224,6 +265,7 @@ def _blocks(original: Any, data: Any, windows: Any, base: Any, work: Path, args:
     from slimline.plugins._shared.common import files_bytes
     from slimline.plugins.prune.llm import _weight_files
 
+    lm = args.lm
     t0 = time.perf_counter()
     cut = run_step(prune, original, {"method": "blocks", "block_ratio": 0.25}, work / "blocks", data, original,
                    args.threads)
@@ -234,8 +276,9 @@ def _blocks(original: Any, data: Any, windows: Any, base: Any, work: Path, args:
     events: list[tuple[str, dict]] = []
     t0 = time.perf_counter()
     rec = run_step(distill, cut.model, {
-        "epochs": 1, "batch_size": 8, "max_batches_per_epoch": args.distill_steps, "learning_rate": 1e-4,
-        "optimizer": "adamw", "temperature": 1.0, "alpha": 0.0, "lm_window_length": WINDOW, "lm_windows": 120,
+        "epochs": 1, "batch_size": lm.distill_batch, "max_batches_per_epoch": args.distill_steps,
+        "learning_rate": 1e-4, "optimizer": "adamw", "temperature": 1.0, "alpha": 0.0, "lm_window_length": WINDOW,
+        "lm_windows": lm.distill_windows,
         "validation_fraction": 0.1, "lm_eval_every": max(1, args.distill_steps // 4), "patience": 100},
         work / "distill", data, original, args.threads, events)
     t_distill = time.perf_counter() - t0
@@ -248,17 +291,19 @@ def _blocks(original: Any, data: Any, windows: Any, base: Any, work: Path, args:
     params = {"original": cut.metrics["params_before"], "blocks": cut.metrics["params_after"],
               "distilled": cut.metrics["params_after"]}
     ppls = {"original": base, "blocks": p_cut, "distilled": p_rec}
-    names = {"original": "original (30 blocks)", "blocks": f"{len(removed)} blocks removed (23 left)",
+    names = {"original": f"original ({lm.blocks} blocks)",
+             "blocks": f"{len(removed)} blocks removed ({lm.blocks - len(removed)} left)",
              "distilled": f"  + distilled {int(rec.metrics['steps'])} steps"}
     rows = [[names[k], _fmt_ppl(ppls[k]), f"{ppls[k].value / base.value - 1:+.0%}", f"{params[k] / 1e6:.1f} M",
              f"{size[k] / 1e6:.0f} MB ({size[k] / size['original']:.2f}×)",
              f"{speeds[k]:.1f} ({speeds[k] / speeds['original']:.2f}×)"] for k in names]
-    print_table(f"SmolLM2-135M, 25 % of the decoder blocks removed by block influence, then distilled from the "
+    print_table(f"{lm.label}, 25 % of the decoder blocks removed by block influence, then distilled from the "
                 f"original ({args.threads} threads; perplexity on {windows.count}×{windows.length} held-out tokens)",
                 ["model", "perplexity [95 %]", "vs original", "params", "weights", "generate tok/s"], rows)
     curve = [(p["step"], round(p["value"], 2)) for k, p in events if k == "perplexity"]
-    print(f"distillation: {rec.metrics['tokens_trained']:,.0f} training tokens ({int(rec.metrics['steps'])} steps × 8 "
-          f"windows × {WINDOW}), {rec.metrics['seconds_per_step']:.1f} s/step, lr 1e-4 AdamW, T = 1, pure KL; "
+    print(f"distillation: {rec.metrics['tokens_trained']:,.0f} training tokens ({int(rec.metrics['steps'])} steps × "
+          f"{lm.distill_batch} windows × {WINDOW}), {rec.metrics['seconds_per_step']:.1f} s/step, lr 1e-4 AdamW, "
+          f"T = 1, pure KL; "
           f"validation perplexity by step (held-out training windows): {curve}; {t_distill:.0f} s in all")
     print("generate: greedy, 32 new tokens after a 20-token prompt, median of 3 interleaved rounds, torch eager "
           "fp32 with the KV cache")
