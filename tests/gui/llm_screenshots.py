@@ -27,15 +27,13 @@ Defaults: SmolLM2 from ~/.cache/slimline/realmodels, the pydoc sentences, 8 wind
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: `tests` from the repo root
 
-from tests.gui.screenshots import wait  # noqa: E402
+from tests.gui.screenshots import isolated_app, wait  # noqa: E402
 
 REAL = Path.home() / ".cache" / "slimline" / "realmodels"
 GGUF = REAL / "smollm2-135m-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -79,24 +77,8 @@ def main() -> int:
         if not p.exists():
             print(f"missing {p}: fetch the real models first (tests/realmodels/manifest.py)", file=sys.stderr)
             return 2
-    home = tempfile.mkdtemp(prefix="slimline-llmshots-")
-    os.environ["XDG_CONFIG_HOME"] = home
-    from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QApplication
-
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, home)
-    from slimline.gui import settings as st
-    from slimline.gui.app import tune_interpreter
+    app, prefs, _ = isolated_app("slimline-llmshots-")
     from slimline.gui.main_window import TAB_INSPECT, TAB_PIPELINE, TAB_RESULTS, TAB_RUN, MainWindow
-    from slimline.gui.theme import apply_theme
-
-    tune_interpreter()
-    app = QApplication(sys.argv[:1])
-    app.setOrganizationName(st.ORG)
-    app.setApplicationName(st.APP)
-    apply_theme(app, "light")
-    prefs = st.Preferences.load()
-    prefs.workspace = os.environ.get("SHOTS_WORKSPACE", str(Path(home) / "ws"))
     prefs.threads = args.threads
     prefs.save()
     win = MainWindow()

@@ -30,12 +30,10 @@ def wait(app, cond, timeout=60.0) -> bool:
     return False
 
 
-def main() -> int:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "/tmp/shots")
-    out.mkdir(parents=True, exist_ok=True)
-    dark = "--dark" in sys.argv
-    prefix = "dark_" if dark else ""
-    home = tempfile.mkdtemp(prefix="slimline-shots-")
+def isolated_app(prefix: str, theme: str = "light"):
+    """(QApplication, preferences, settings folder): settings live in a fresh temporary folder, so the user's own
+    are never read or changed; the workspace is SHOTS_WORKSPACE or a folder inside it."""
+    home = tempfile.mkdtemp(prefix=prefix)
     os.environ["XDG_CONFIG_HOME"] = home
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
@@ -43,16 +41,25 @@ def main() -> int:
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, home)
     from slimline.gui import settings as st
     from slimline.gui.app import tune_interpreter
-    from slimline.gui.main_window import TAB_INSPECT, TAB_PIPELINE, TAB_RESULTS, TAB_RUN, TAB_START, MainWindow
     from slimline.gui.theme import apply_theme
 
     tune_interpreter()
     app = QApplication(sys.argv[:1])
     app.setOrganizationName(st.ORG)
     app.setApplicationName(st.APP)
-    apply_theme(app, "dark" if dark else "light")
+    apply_theme(app, theme)
     prefs = st.Preferences.load()
     prefs.workspace = os.environ.get("SHOTS_WORKSPACE", str(Path(home) / "ws"))
+    return app, prefs, home
+
+
+def main() -> int:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "/tmp/shots")
+    out.mkdir(parents=True, exist_ok=True)
+    dark = "--dark" in sys.argv
+    prefix = "dark_" if dark else ""
+    app, prefs, home = isolated_app("slimline-shots-", "dark" if dark else "light")
+    from slimline.gui.main_window import TAB_INSPECT, TAB_PIPELINE, TAB_RESULTS, TAB_RUN, TAB_START, MainWindow
     prefs.save()
     win = MainWindow()
     win.ask_unsaved = lambda: "discard"
