@@ -16,17 +16,17 @@ from PySide6.QtWidgets import QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from slimline.core.lm.render import visible
 from slimline.core.results import StepResult
+from slimline.gui.step_results_view import StepResultsView
 from slimline.gui.theme import muted_text
 
 MARK_LIGHT, MARK_DARK = "#ffe08a", "#7a5d00"
 
 
-class GenerationsView(QWidget):
+class GenerationsView(StepResultsView):
     """Shows the generations of the results given with :meth:`add_result` (original first)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.results: list[StepResult] = []
         self.title = QLabel("Generations")
         self.title.setObjectName("generationsTitle")
         self.browser = QTextBrowser()
@@ -39,22 +39,11 @@ class GenerationsView(QWidget):
         lay.addWidget(self.browser, 1)
         self.setVisible(False)
 
-    def clear(self) -> None:
-        self.results = []
+    def accepts(self, result: StepResult) -> bool:
+        return result.lm is not None and result.lm.generation is not None
+
+    def _clear_view(self) -> None:
         self.browser.clear()
-        self.setVisible(False)
-
-    def add_result(self, result: StepResult) -> None:
-        if result.lm is None or result.lm.generation is None:
-            return
-        self.results = [r for r in self.results if r.step_id != result.step_id] + [result]
-        self._render()
-        self.setVisible(True)
-
-    def set_results(self, results: list[StepResult]) -> None:
-        self.clear()
-        for r in results:
-            self.add_result(r)
 
     def _render(self) -> None:
         g0 = self.results[0].lm.generation if self.results and self.results[0].lm else None

