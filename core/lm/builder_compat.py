@@ -72,10 +72,15 @@ def flatten_rope(config: Any) -> None:
         c.rope_local_base_freq = local.get("rope_theta", c.rope_theta)
 
 
+def _text_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The language model's part of a config.json (``text_config`` of a multimodal one, else the whole)."""
+    text = cfg.get("text_config")
+    return text if isinstance(text, dict) else cfg
+
+
 def model_context_length(cfg: dict[str, Any]) -> int | None:
     """The positions a model's config.json says it serves (``max_position_embeddings``; text config when nested)."""
-    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
-    value = text.get("max_position_embeddings") or cfg.get("max_position_embeddings")
+    value = _text_config(cfg).get("max_position_embeddings") or cfg.get("max_position_embeddings")
     return int(value) if value else None
 
 
@@ -89,7 +94,7 @@ def context_length_problem(cfg: dict[str, Any], n: int) -> str | None:
     if n > own:
         return (f"a context length of {n} is more than the model was made for ({own} positions, its "
                 "max_position_embeddings); use at most that, or 0 for the model's own")
-    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    text = _text_config(cfg)
     rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
     if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("longrope", "su") and n < own:
         return ("LongRoPE models (Phi-3 long-context) switch between two RoPE tables at their original length, "

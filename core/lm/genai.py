@@ -277,8 +277,13 @@ def genai_generate(model: Any, prompt_ids: list[int], max_new_tokens: int, *, th
     import onnxruntime_genai as og
 
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt_ids) + max_new_tokens, do_sample=False)
-    gen = og.Generator(model, params)
+    try:
+        params.set_search_options(max_length=len(prompt_ids) + max_new_tokens, do_sample=False)
+        gen = og.Generator(model, params)
+    except RuntimeError as exc:  # "max_length (60) cannot be greater than model context_length (32)"
+        raise GenaiError(f"onnxruntime-genai refused {len(prompt_ids)} prompt + {max_new_tokens} new tokens: "
+                         f"{str(exc).strip()[:300]}", hint="shorten the prompt or the generation, or rebuild the "
+                         "export with a larger context length (Convert to ONNX: lm_context_length)") from None
     t0 = time.perf_counter()
     tokens: list[int] = []
     try:
