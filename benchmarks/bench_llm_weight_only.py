@@ -32,9 +32,13 @@ All onnxruntime work runs with THREADS intra-op threads (default 2).
 
 Run: ``python -m benchmarks.bench_llm_weight_only`` (about 40 min per model on 2 busy cores; needs
 ``make realmodels``). ``SLIMLINE_BENCH_LLM_MODELS=smollm2,gemma3`` picks models (default: all three);
-``SLIMLINE_BENCH_LLM_SLOW=1`` adds Slimline int4 with GPTQ and with HQQ. The genai folders are built by
-Slimline's own builder call (core.lm.genai.build_genai_model), which is what makes Gemma 3 build at all with
-onnxruntime-genai 0.18 under transformers 5 (see core.lm.builder_compat).
+``SLIMLINE_BENCH_LLM_SLOW=1`` adds Slimline int4 with GPTQ and with HQQ. ``SLIMLINE_BENCH_CONTEXT=gemma3=4096``
+builds that model's genai folders (fp32 reference and genai int4) serving at most 4096 positions instead of its
+``max_position_embeddings`` (Gemma 3: 32768): the builder's rotary cos/sin tables — fp32, never quantized — shrink
+with it. Such a run works in ``<model>-ctx<N>-work`` and saves ``llm_weight_only_<model>-ctx<N>.json``, so the
+uncapped figures stay as they were; every row records the context length and the bytes of those tables.
+The genai folders are built by Slimline's own builder call (core.lm.genai.build_genai_model), which is what
+makes Gemma 3 build at all with onnxruntime-genai 0.18 under transformers 5 (see core.lm.builder_compat).
 """
 from __future__ import annotations
 
@@ -54,6 +58,19 @@ WINDOWS, LENGTH, NEW_TOKENS = 24, 128, 64
 CACHE = Path(os.environ.get("SLIMLINE_BENCH_CACHE", str(Path.home() / ".cache" / "slimline" / "bench"))) / "llm"
 REPO = Path(__file__).resolve().parents[1]
 COMPANIONS = ("genai_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+ROTARY_TABLES = ("cos_cache", "sin_cache")  # the builder's names for its RoPE tables (Gemma 3: also *_local)
+
+
+def context_caps(spec: str | None = None) -> dict[str, int]:
+    """``SLIMLINE_BENCH_CONTEXT`` ("gemma3=4096,smollm2=2048") as {model: positions}; empty: no caps."""
+    raw = os.environ.get("SLIMLINE_BENCH_CONTEXT", "") if spec is None else spec
+    caps: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        name, _, value = item.partition("=")
+        if not value.strip().isdigit():
+            raise SystemExit(f"SLIMLINE_BENCH_CONTEXT: '{item}' is not model=positions (e.g. gemma3=4096)")
+        caps[name.strip()] = int(value)
+    return caps
 
 
 # ----------------------------------------------------------------------------- models
@@ -113,15 +130,31 @@ def dithered_folder(src: Path, dest: Path, seed: int = 0) -> Path:
     return dest
 
 
-def builder(hf: Path, out: Path, precision: str) -> Path:
+def builder(hf: Path, out: Path, precision: str, context: int | None = None) -> Path:
     """The genai model builder's folder for ``hf`` at ``precision`` (cached), built through Slimline's one caller
-    of the builder (it fixes what the builder misreads, e.g. Gemma 3's RoPE config under transformers 5)."""
+    of the builder (it fixes what the builder misreads, e.g. Gemma 3's RoPE config under transformers 5);
+    ``context``: serve at most that many positions."""
     if (out / "model.onnx").is_file() and (out / "genai_config.json").is_file():
-        return out / "model.onnx"
+        from slimline.core.lm.genai import context_length_of
+
+        if context is None or context_length_of(out) == context:
+            return out / "model.onnx"
     from slimline.core.lm.genai import build_genai_model
 
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # the builder's child process inherits it
-    return build_genai_model(hf, out, precision) / "model.onnx"  # type: ignore[arg-type]
+    return build_genai_model(hf, out, precision, context_length=context) / "model.onnx"  # type: ignore[arg-type]
+
+
+def rotary_bytes(path: Path) -> int:
+    """Bytes of the RoPE cos/sin tables: float initializers no weight-only quantizer touches."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    total = 0
+    for t in m.graph.initializer:
+        if any(k in t.name for k in ROTARY_TABLES):
+            total += int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
 
 
 def onnx_bytes(path: Path) -> int:
@@ -316,11 +349,12 @@ def torch_speed(hf: Path, prompt: np.ndarray) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_model(name: str, hf: Path, text: Path, work: Path) -> dict[str, Any]:
+def bench_model(name: str, hf: Path, text: Path, work: Path, context: int | None = None) -> dict[str, Any]:
+    from slimline.core.lm.genai import context_length_of
     from slimline.core.lm.score import compare, perplexity
     from slimline.core.lm.text import load_tokenizer, text_windows
 
-    fp32 = builder(hf, work / "fp32", "fp32")
+    fp32 = builder(hf, work / "fp32", "fp32", context)
     tok = load_tokenizer(fp32.parent)
     ev, cal = split_text(text, tok, work)
     windows = text_windows(ev, tok, length=LENGTH, count=WINDOWS)
@@ -330,7 +364,7 @@ def bench_model(name: str, hf: Path, text: Path, work: Path) -> dict[str, Any]:
           f"{cal.name} ({cal.stat().st_size} bytes, the rest of the file); {THREADS} threads", flush=True)
     variants: dict[str, Path] = {"fp32 (genai builder -p fp32)": fp32}
     variants.update(peers(fp32, work))
-    variants["genai builder -p int4"] = builder(hf, work / "genai-int4", "int4")
+    variants["genai builder -p int4"] = builder(hf, work / "genai-int4", "int4", context)
     mine, info = ours(fp32, cal, work)
     variants.update(mine)
     int4 = mine["Slimline int4 (default preset)"]
@@ -350,6 +384,7 @@ def bench_model(name: str, hf: Path, text: Path, work: Path) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - a variant genai cannot run still gets its other figures
             speed = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
         rows.append({"variant": label, "size_ratio": onnx_bytes(path) / base_bytes, "bytes": onnx_bytes(path),
+                     "context_length": context_length_of(path.parent), "rotary_table_bytes": rotary_bytes(path),
                      "perplexity": ppl.value, "perplexity_low": ppl.low, "perplexity_high": ppl.high,
                      "increase": 0.0 if c is None else c.increase,
                      "increase_low": 0.0 if c is None else c.increase_low,
@@ -360,6 +395,7 @@ def bench_model(name: str, hf: Path, text: Path, work: Path) -> dict[str, Any]:
         print(f"  measured {label} ({time.perf_counter() - t0:.0f} s)", flush=True)
     torch_fp32 = torch_speed(hf, prompt)
     return {"model": name, "windows": windows.describe(), "threads": THREADS, "rows": rows,
+            "context_length": context_length_of(fp32.parent), "context_cap": context,
             "torch_fp32_generate": torch_fp32, "tokens_scored": windows.scored_tokens}
 
 
@@ -370,7 +406,9 @@ def print_model(result: dict[str, Any]) -> None:
     rows = []
     for r in result["rows"]:
         tps = r.get("decode_tok_s")
-        rows.append([r["variant"], f"{r['size_ratio']:.3f}",
+        rotary = r.get("rotary_table_bytes")
+        rows.append([r["variant"], f"{r['size_ratio']:.3f}", str(r.get("context_length") or "?"),
+                     "?" if rotary is None else f"{rotary / 1e6:.1f}",
                      f"{r['perplexity']:.3f}",
                      "—" if r["increase"] == 0 and r["agreement"] == 1.0 else
                      f"{100 * r['increase']:+.2f} % [{100 * r['increase_low']:+.1f}, {100 * r['increase_high']:+.1f}]",
@@ -379,8 +417,8 @@ def print_model(result: dict[str, Any]) -> None:
                      f"{tps:.1f} ({tps / torch_tps:.1f}×)" if tps else "—"])
     print_table(f"{result['model']}: {result['windows']}; {result['threads']} threads; torch fp32 generate "
                 f"{torch_tps:.1f} tokens/s",
-                ["variant", "size vs fp32", "perplexity", "vs fp32 (95 % interval)", "next-token agreement",
-                 "KL top-32", "prefill ms (128)", "decode tok/s (vs torch)"], rows)
+                ["variant", "size vs fp32", "context", "rotary MB", "perplexity", "vs fp32 (95 % interval)",
+                 "next-token agreement", "KL top-32", "prefill ms (128)", "decode tok/s (vs torch)"], rows)
     for r in result["rows"]:
         if "slimline" in r:
             s = r["slimline"]
@@ -393,6 +431,7 @@ def main() -> None:
     from benchmarks.bench_real_embedding import corpus
 
     wanted = os.environ.get("SLIMLINE_BENCH_LLM_MODELS", "smollm2,smollm2-dithered,gemma3").split(",")
+    caps = context_caps()
     need = (["smollm2-135m-q4_1"] if any(w.startswith("smollm2") for w in wanted) else []) + \
         (["gemma3-270m-q4_k_m"] if "gemma3" in wanted else [])
     paths = corpus(*need, "pydoc-sentences")
@@ -422,9 +461,11 @@ def main() -> None:
     for name, folder in models.items():
         if name not in wanted:
             continue
-        result = bench_model(name, folder, text, CACHE / f"{name}-work")
+        cap = caps.get(name)
+        tag = f"{name}-ctx{cap}" if cap else name  # a capped run keeps its own work dir and results file
+        result = bench_model(tag, folder, text, CACHE / f"{tag}-work", cap)
         results.append(result)
-        save_results(f"llm_weight_only_{name}", {"models": [result]})  # kept even if a later model fails
+        save_results(f"llm_weight_only_{tag}", {"models": [result]})  # kept even if a later model fails
         print_model(result)
     done = [r["model"] for r in results]
     name = "llm_weight_only" if set(done) == {"smollm2", "smollm2-dithered", "gemma3"} else \

@@ -107,15 +107,17 @@ def hf_folder_for(handle: ModelHandle, work_dir: Path, tokenizer_from: list[str 
 
 
 def build_genai_folder(hf_dir: Path, out_dir: Path, precision: GenaiPrecision, *,
-                       log: Callable[[str], None] | None = None, cancel: Any = None) -> Path:
+                       log: Callable[[str], None] | None = None, cancel: Any = None,
+                       context_length: int | None = None) -> Path:
     """The builder's folder for ``hf_dir``, with the head size written into the cache dims and the tokenizer.
 
+    ``context_length``: serve at most that many positions (see ``build_genai_model``).
     Raises BuilderUnsupported when the builder does not know the architecture.
     """
     from slimline.core.lm.genai import build_genai_model, genai_onnx_name, head_size_of, pin_head_size
 
     try:
-        folder = build_genai_model(hf_dir, out_dir, precision, log=log, cancel=cancel)
+        folder = build_genai_model(hf_dir, out_dir, precision, log=log, cancel=cancel, context_length=context_length)
     except GenaiError as exc:
         text = exc.message
         if "not currently supported" in text or "NotImplementedError" in text:

@@ -94,24 +94,33 @@ def copy_companions(src_model: str | Path, dst_dir: str | Path, onnx_name: str |
 
 def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiPrecision = "fp32", *,
                       extra_options: dict[str, str] | None = None, timeout_s: float = 3600,
-                      log: Callable[[str], None] | None = None, cancel: Any = None) -> Path:
+                      log: Callable[[str], None] | None = None, cancel: Any = None,
+                      context_length: int | None = None) -> Path:
     """Run the model builder on ``hf_dir``; ``out_dir`` appears whole or not at all.
 
     Runs as a child process: the builder prints progress bars and may hold GBs while it
     works, and its failures (an unsupported architecture) must come back as a message.
-    ``cancel`` (a CancelToken) stops the child within half a second.
+    ``cancel`` (a CancelToken) stops the child within half a second. ``context_length``: serve
+    at most that many positions (rotary tables, genai_config.json's ``context_length`` and
+    ``search.max_length``) instead of the config's ``max_position_embeddings`` — smaller tables
+    and KV-cache allocation for short-context deployments.
     """
+    from slimline.core.lm.builder_compat import CONTEXT_ARG, default_options, needs_compat
+
     src, out = Path(hf_dir), Path(out_dir)
     if not (src / "config.json").is_file():
         raise GenaiError(f"{src} is not a Hugging Face model folder (no config.json)")
+    cap = _context_cap(src, context_length)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     cache = Path(tempfile.mkdtemp(prefix=".genai-cache.", dir=out.parent))
-    from slimline.core.lm.builder_compat import default_options, needs_compat
-
-    # Gemma 3 under transformers 5: the builder misreads its RoPE config; the compat module fixes the config it reads
-    module = "slimline.core.lm.builder_compat" if needs_compat(src) else "onnxruntime_genai.models.builder"
+    # Gemma 3 under transformers 5: the builder misreads its RoPE config; the compat module fixes the config it
+    # reads, and applies the context-length cap there too
+    compat = needs_compat(src) or cap is not None
+    module = "slimline.core.lm.builder_compat" if compat else "onnxruntime_genai.models.builder"
     cmd = [sys.executable, "-m", module, "-i", str(src), "-o", str(tmp), "-p", precision, "-e", "cpu", "-c", str(cache)]
+    if cap is not None:
+        cmd += [CONTEXT_ARG, str(cap)]
     options = {**default_options(src), **(extra_options or {})}
     if options:
         cmd += ["--extra_options", *[f"{k}={v}" for k, v in options.items()]]
@@ -122,7 +131,8 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
             tail = _error_tail(stderr or stdout)
             raise GenaiError(f"the onnxruntime-genai model builder failed on {src.name} ({precision}): {tail}")
         if log is not None:
-            log(f"model builder: {src.name} → {precision} KV-cache ONNX")
+            log(f"model builder: {src.name} → {precision} KV-cache ONNX"
+                + (f", context length capped at {cap} positions" if cap is not None else ""))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -133,6 +143,31 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, precision: GenaiP
             child.wait()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def _context_cap(src: Path, n: int | None) -> int | None:
+    """The cap to build with: None when not asked for or not below the model's own length; refuses bad values."""
+    from slimline.core.lm.builder_compat import context_length_problem, model_context_length
+
+    if not n:
+        return None
+    try:
+        cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GenaiError(f"cannot read {src / 'config.json'} to cap the context length: {exc}") from None
+    why = context_length_problem(cfg, int(n))
+    if why:
+        raise GenaiError(f"{src.name}: {why}")
+    return int(n) if int(n) < (model_context_length(cfg) or 0) else None
+
+
+def context_length_of(folder: str | Path) -> int | None:
+    """``model.context_length`` from a genai folder's ``genai_config.json`` (the positions it serves), or None."""
+    try:
+        cfg = json.loads((Path(folder) / GENAI_CONFIG).read_text(encoding="utf-8")).get("model", {})
+    except (OSError, ValueError):
+        return None
+    return int(cfg["context_length"]) if cfg.get("context_length") else None
 
 
 def _wait(child: subprocess.Popen[str], timeout_s: float, cancel: Any, name: str) -> tuple[str, str]:
@@ -242,8 +277,13 @@ def genai_generate(model: Any, prompt_ids: list[int], max_new_tokens: int, *, th
     import onnxruntime_genai as og
 
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt_ids) + max_new_tokens, do_sample=False)
-    gen = og.Generator(model, params)
+    try:
+        params.set_search_options(max_length=len(prompt_ids) + max_new_tokens, do_sample=False)
+        gen = og.Generator(model, params)
+    except RuntimeError as exc:  # "max_length (60) cannot be greater than model context_length (32)"
+        raise GenaiError(f"onnxruntime-genai refused {len(prompt_ids)} prompt + {max_new_tokens} new tokens: "
+                         f"{str(exc).strip()[:300]}", hint="shorten the prompt or the generation, or rebuild the "
+                         "export with a larger context length (Convert to ONNX: lm_context_length)") from None
     t0 = time.perf_counter()
     tokens: list[int] = []
     try:

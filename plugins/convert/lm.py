@@ -40,6 +40,8 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
     )
     from slimline.core.lm.genai import GenaiError, genai_available, genai_generator
     from slimline.core.lm.parity import (
+        PROMPT_TOKENS,
+        WINDOW_TOKENS,
         check_lm_parity,
         probe_set,
         quantized_kernels,
@@ -72,15 +74,18 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
         try:
             hf_dir = hf_folder_for(model, ctx.work_dir, [tok_dir, source_dir])
             try:
-                folder = build_genai_folder(hf_dir, out_dir, params.lm_precision, log=ctx.log, cancel=ctx.cancel)
+                folder = build_genai_folder(hf_dir, out_dir, params.lm_precision, log=ctx.log, cancel=ctx.cancel,
+                                            context_length=params.lm_context_length or None)
             finally:
                 if hf_dir != Path(model.path):  # the saved copy of an archive was only the builder's input
                     _remove(hf_dir)
-            from slimline.core.lm.genai import genai_onnx_name
+            from slimline.core.lm.genai import context_length_of, genai_onnx_name
 
             onnx_path = folder / genai_onnx_name(folder)
+            served = context_length_of(folder)
             notes.append(f"onnxruntime-genai model builder: {arch} → {params.lm_precision} KV-cache ONNX with "
                          f"genai_config.json and the tokenizer beside it, in {time.perf_counter() - t0:.1f} s")
+            notes.append(_context_note(served, cfg, params.lm_context_length))
         except BuilderUnsupported as exc:
             notes.append(f"{exc.message}: exported a logits-only ONNX instead (no KV cache; generation re-runs "
                          "the whole sequence per token)")
@@ -110,8 +115,11 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
     handle = open_model(onnx_path)
     ctx.progress(0.6, "checking the ONNX LM against torch (logits on windows, greedy tokens)")
     try:
+        served = handle.meta.get("kv_cache", {}).get("context_length") or 0
+        length = min(WINDOW_TOKENS, served) if served else WINDOW_TOKENS  # a capped export refuses longer windows
         probes = probe_set(probe_data(ctx), tokenizer_dir=tok_dir, vocab_size=int(cfg.get("vocab_size") or 2),
-                           windows=params.lm_parity_windows)
+                           windows=params.lm_parity_windows, length=length)
+        new_tokens = min(params.lm_new_tokens, served - PROMPT_TOKENS) if served else params.lm_new_tokens
         threads = int(ctx.threads or 0)
         session = open_session(handle, threads=threads)
         generate = genai_generator(onnx_path.parent, threads) if handle.meta.get("kv_cache", {}).get("genai_folder") \
@@ -121,7 +129,7 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
         parity = check_lm_parity(torch_lm_runner(module), session_lm_runner(session), probes, precision=precision,
                                  runtime="onnxruntime" + (" + onnxruntime-genai generate" if generate else ""),
                                  source_runtime="torch (eager, no cache)", generate=generate,
-                                 new_tokens=params.lm_new_tokens, cancel=ctx.cancel,
+                                 new_tokens=new_tokens, cancel=ctx.cancel,
                                  quantized=quantized_kernels(onnx_path))
     except SlimlineError as exc:
         _remove(out_dir)
@@ -142,6 +150,19 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
     if parity.greedy.decode_tokens_per_s:
         metrics["genai_decode_tokens_per_s"] = parity.greedy.decode_tokens_per_s
     return StepOutput(model=handle, notes=notes, warnings=warnings, metrics=metrics)
+
+
+def _context_note(served: int | None, cfg: dict[str, Any], asked: int) -> str:
+    """The report line saying how many positions the export serves, and why that many."""
+    from slimline.core.lm.builder_compat import model_context_length
+
+    own = model_context_length(cfg)
+    if not served:
+        return "context length: not stated in genai_config.json"
+    if asked and served < (own or served + 1):
+        return (f"context length: serves at most {served} tokens (prompt + generation; lm_context_length), "
+                f"not the model's {own}: rotary tables and KV-cache allocation sized for {served} positions")
+    return f"context length: serves at most {served} tokens (the model's max_position_embeddings)"
 
 
 def _remove(folder: Path) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from slimline.core.errors import SlimlineError, StepFailed
 from slimline.core.handle import Family, ModelHandle
+from slimline.core.lm.builder_compat import MIN_CONTEXT, context_length_problem, model_context_length
 from slimline.core.plugin import Category, Plugin, PluginParams, Problem, StepContext, StepOutput
 
 
@@ -37,6 +38,20 @@ class ConvertParams(PluginParams):
                                                "with torch (from the evaluation text, else random token ids)")
     lm_new_tokens: int = Field(16, ge=1, le=256,
                                description="Causal language models: greedy tokens per prompt compared with torch")
+    lm_context_length: int = Field(
+        0, ge=0, le=1 << 24,
+        description="Causal language models, 'genai' method: the most tokens (prompt + generation) the export "
+                    "serves. 0: the model's own (max_position_embeddings). A smaller N gives smaller rotary "
+                    "cos/sin tables (fp32, never quantized: 67 MB for Gemma 3's 32768 positions) and KV-cache "
+                    "allocation; onnxruntime-genai refuses prompts plus generation longer than N")
+
+    @field_validator("lm_context_length")
+    @classmethod
+    def _check_context(cls, v: int) -> int:
+        if 0 < v < MIN_CONTEXT:
+            raise ValueError(f"lm_context_length {v}: use 0 (the model's own length) or at least {MIN_CONTEXT} "
+                             "positions")
+        return v
 
 
 class ConvertToOnnx(Plugin):
@@ -61,6 +76,7 @@ class ConvertToOnnx(Plugin):
             if getattr(params, "lm_method", "genai") == "genai" and not genai_available():
                 problems.append(Problem("the onnxruntime-genai model builder is not installed",
                                         fix="pip install 'slimline[llm]', or set lm_method to 'logits'"))
+            problems += _context_problems(model, params)
             return problems
         if not problems and not model.inputs:
             problems.append(Problem("the model's input shapes are unknown",
@@ -136,6 +152,25 @@ def _lm_config(model: ModelHandle) -> dict[str, Any] | None:
         return causal_lm_config(model)
     except SlimlineError:
         return None
+
+
+def _context_problems(model: ModelHandle, params: PluginParams) -> list[Problem]:
+    """lm_context_length against the model's own limit (and a note that the logits export ignores it)."""
+    n = int(getattr(params, "lm_context_length", 0) or 0)
+    cfg = _lm_config(model) if n else None
+    if cfg is None:
+        return []
+    if getattr(params, "lm_method", "genai") != "genai":
+        return [Problem("lm_context_length applies to the 'genai' method only; the logits export has no rotary "
+                        "tables or cache to size", severity="warning", field="lm_context_length",
+                        fix="set lm_context_length to 0, or lm_method to 'genai'")]
+    why = context_length_problem(cfg, n)
+    if why is None:
+        return []
+    own = model_context_length(cfg)
+    return [Problem(why, field="lm_context_length",
+                    fix=f"set lm_context_length between {MIN_CONTEXT} and {own}, or 0" if own else
+                    "set lm_context_length to 0")]
 
 
 def _example_feeds(model: ModelHandle, ctx: StepContext, n: int) -> tuple[dict[str, Any], str]:
