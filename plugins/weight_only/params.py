@@ -14,8 +14,16 @@ from slimline.core.plugin import PluginParams
 from slimline.plugins.weight_only.quant import Algorithm
 
 Preset = Literal["int4", "int4-fast", "int8"]
+# block_size 0 in a preset: the first of these that divides every quantized layer's input size, else the second
+AUTO_BLOCKS = (128, 64)
 BlockSize = Literal[16, 32, 64, 128, 256]
 AccuracyLevel = Literal[0, 1, 2, 4]
+
+
+def auto_block_size(input_sizes: set[int]) -> int:
+    """The larger automatic block when it divides every input size (fewer scales, no padding), else the smaller."""
+    big, small = AUTO_BLOCKS
+    return big if input_sizes and all(k % big == 0 for k in input_sizes) else small
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,10 @@ class Settings:
     def describe(self) -> str:
         sym = "symmetric" if self.symmetric else "asymmetric"
         acc = f", accuracy_level {self.accuracy_level}" if self.accuracy_level else ""
+        block = f"block {self.block_size}" if self.block_size else f"block auto ({AUTO_BLOCKS[0]} where it divides " \
+            f"every layer's input size, else {AUTO_BLOCKS[1]})"
         smooth = f", activations smoothed (α {self.smooth_alpha})" if self.smooth_alpha else ""
-        return (f"{self.bits}-bit {self.algorithm.upper()} {sym}, block {self.block_size}{acc}{smooth} "
+        return (f"{self.bits}-bit {self.algorithm.upper()} {sym}, {block}{acc}{smooth} "
                 f"(preset {self.preset})")
 
 
@@ -45,9 +55,10 @@ class Settings:
 #        int8 activations in the kernel (accuracy_level 4: half the decode time), smoothed first (on SmolLM2
 #        4-bit RTN everywhere: KL to fp32 0.28 → 0.17 nats/token), and the most sensitive layers at 8 bits
 #        until the perplexity budget is met, at most a quarter of the weights (within 0.2× of fp32).
-# int8 — symmetric (no zero points), blocks of 64 (they divide the usual hidden sizes: 128 pads 576 to 640),
-#        1.06 bytes a weight with the embedding; int8 activations (the only fast 8-bit kernel on CPU: float
-#        activations with 8-bit weights decode several times slower than fp32) made accurate by smoothing,
+# int8 — symmetric (no zero points), blocks of 128 where they divide every layer's input size (Gemma 3: 640, 2048),
+#        else 64 (SmolLM2's 576 would pad to 640): 1.03–1.06 bytes a weight with the embedding; int8 activations
+#        (the only fast 8-bit kernel on CPU: float activations with 8-bit weights decode several times slower than
+#        fp32) made accurate by smoothing,
 #        and the layers most hurt by int8 activations run with float activations to meet a 0.5 % budget.
 # int4-fast — every layer at 4 bits, symmetric (no zero points), smoothed: decode is bound by the bytes each token
 #        reads, so any layer kept at 8 bits (the LM head is a fifth of SmolLM2's weights) costs speed. On SmolLM2
@@ -58,7 +69,7 @@ PRESETS: dict[str, Settings] = {
                      perplexity_budget=0.05, max_promoted_share=0.25, smooth_alpha=0.5),
     "int4-fast": Settings(preset="int4-fast", bits=4, block_size=32, symmetric=True, algorithm="rtn",
                           accuracy_level=4, perplexity_budget=0.0, max_promoted_share=0.0, smooth_alpha=0.5),
-    "int8": Settings(preset="int8", bits=8, block_size=64, symmetric=True, algorithm="rtn", accuracy_level=4,
+    "int8": Settings(preset="int8", bits=8, block_size=0, symmetric=True, algorithm="rtn", accuracy_level=4,
                      perplexity_budget=0.005, max_promoted_share=0.25, smooth_alpha=0.5),
 }
 
@@ -72,8 +83,9 @@ class WeightOnlyParams(PluginParams):
         "weights. int4-fast: every layer at 4 bits, symmetric, smoothed — the smallest and fastest (as fast as "
         "the genai builder's int4, clearly more accurate), but less accurate than int4 (the LM head at 4 bits "
         "costs most). "
-        "int8: 8-bit symmetric, blocks of 64, int8 activations after smoothing, the layers most hurt by them "
-        "run with float activations to meet a 0.5 % budget (about a quarter of fp32, embeddings included)."))
+        "int8: 8-bit symmetric, blocks of 128 (64 where 128 does not divide a layer's input), int8 activations "
+        "after smoothing, the layers most hurt by them run with float activations to meet a 0.5 % budget (about a "
+        "quarter of fp32, embeddings included)."))
     bits: Literal[4, 8] | None = Field(None, description="Bits per weight (empty: the preset's).")
     block_size: BlockSize | None = Field(None, description=(
         "Weights sharing one scale (and zero point), along the input dimension. Smaller blocks: more accurate, "

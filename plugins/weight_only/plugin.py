@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,7 @@ from slimline.plugins._shared import onnxio
 from slimline.plugins._shared.layers import matches_any
 from slimline.plugins.weight_only import windows
 from slimline.plugins.weight_only.graph import LMGraph, Plan, assemble, prepare
-from slimline.plugins.weight_only.params import Settings, WeightOnlyParams
+from slimline.plugins.weight_only.params import AUTO_BLOCKS, Settings, WeightOnlyParams, auto_block_size
 from slimline.plugins.weight_only.quant import QuantLayer, quantize_gptq, quantize_weights
 from slimline.plugins.weight_only.record import LayerBits, SearchTrial, Timing, WeightOnlyRecord
 from slimline.plugins.weight_only.search import greedy_order, search_promotions
@@ -168,6 +169,7 @@ class _Run:
         ctx.progress(0.15, "finding the linear layers, the embedding and the LM head")
         self.lmg = lmg = prepare(proto, sig.logits, sig.vocab, sig.input_ids)
         self.targets = targets = self._targets(lmg)
+        self._resolve_block(lmg, targets)
         self._padding_note(lmg, targets)
         self.stats: Any = None
         if s.smooth_alpha > 0:
@@ -266,6 +268,18 @@ class _Run:
             raise StepFailed("no linear layer left to quantize", subject=self.plugin.id,
                              hint="exclude fewer layers (nodes_to_exclude)")
         return out
+
+    def _resolve_block(self, lmg: LMGraph, targets: list[str]) -> None:
+        """A preset's automatic block size: the larger block when it divides every input size (fewer scales, no
+        padding), else the smaller one."""
+        if self.settings.block_size:
+            return
+        ks = {_lin(lmg, t).k for t in targets}
+        big, small = AUTO_BLOCKS
+        block = auto_block_size(ks)
+        self.settings = replace(self.settings, block_size=block)
+        self.notes.append(f"block size {block} (automatic: {big} where it divides every layer's input size — "
+                          f"{', '.join(map(str, sorted(ks)[:4]))} here — else {small})")
 
     def _padding_note(self, lmg: LMGraph, targets: list[str]) -> None:
         """Blocks that do not divide a layer's input size are padded with zeros, which are stored too."""

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from slimline.core.errors import Cancelled, StepFailed
 from slimline.core.plugin import CancelToken, StepContext
 from slimline.plugins.weight_only import QuantizeWeightOnly
-from slimline.plugins.weight_only.params import PRESETS, WeightOnlyParams
+from slimline.plugins.weight_only.params import PRESETS, WeightOnlyParams, auto_block_size
 from slimline.plugins.weight_only.record import WeightOnlyRecord
 from tests.plugins import lm_onnx
 
@@ -279,6 +279,14 @@ def test_check_names_what_is_wrong(lm, tmp_path, make_tiny_mlp):
     done = _run(lm["builder"], tmp_path / "q", text_file=str(lm["text"]), perplexity_budget=0.0, **FAST)
     again = plugin.check(open_model(done.model.path), p)
     assert again and "already weight-only quantized" in again[0].message
+
+
+def test_int8_preset_picks_its_block_from_the_layers(lm, tmp_path):
+    out = _run(lm["builder"], tmp_path / "w", text_file=str(lm["text"]), preset="int8", **FAST)
+    rows = out.tables["weight_only_layers"]
+    assert {r["block_size"] for r in rows if r["bits"]} == {64}          # 128 does not divide the tiny model's inputs
+    assert any("block size 64 (automatic" in n for n in out.notes), out.notes
+    assert auto_block_size({640, 2048}) == 128 and auto_block_size({576, 1536}) == 64 and auto_block_size(set()) == 64
 
 
 def test_params_presets_and_refusals():
