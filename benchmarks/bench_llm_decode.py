@@ -9,6 +9,8 @@ Model: SmolLM2-135M-Instruct from the real-model corpus (``smollm2-135m-q4_1``),
 the ONNX folders that ``benchmarks.bench_llm_weight_only`` builds (it is run first when they are missing).
 Workload: greedy generation of NEW_TOKENS tokens after a PROMPT-token prompt cut from the corpus' real
 English (``pydoc-sentences``); decode tokens/s excludes the prefill (timed separately).
+Each timed run starts SLIMLINE_BENCH_SETTLE_S (1 s) after the previous one: in one process the last engine's idle
+threads keep spinning for a while (torch's OpenMP pool, onnxruntime's), which cost the next engine 5–10 % here.
 Run: ``python -m benchmarks.bench_llm_decode`` (≈ 5 min); SLIMLINE_BENCH_THREADS (default 2), ROUNDS (5).
 """
 from __future__ import annotations
@@ -17,11 +19,13 @@ import json
 import os
 import random
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 THREADS = int(os.environ.get("SLIMLINE_BENCH_THREADS", "2"))
 ROUNDS = int(os.environ.get("SLIMLINE_BENCH_ROUNDS", "5"))
+SETTLE_S = float(os.environ.get("SLIMLINE_BENCH_SETTLE_S", "1.0"))
 PROMPT, NEW_TOKENS = 128, 64
 VARIANTS = {"genai fp32 (builder -p fp32)": "fp32", "genai builder -p int4": "genai-int4",
             "Slimline int4 (default preset)": "slimline-int4-default-preset",
@@ -105,6 +109,7 @@ def main() -> None:
     for _ in range(ROUNDS):
         rng.shuffle(order)
         for name in order:
+            time.sleep(SETTLE_S)  # the previous engine's idle threads stop spinning before this one is timed
             runs[name].append(engines[name]())
         loads.append(os.getloadavg()[0])
     torch_tps = [tps for _, tps in runs[TORCH]]
