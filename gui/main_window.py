@@ -34,6 +34,7 @@ from slimline.gui.elided import ElidedLabel
 from slimline.gui.export_dialog import ExportDialog
 from slimline.gui.inspector import InspectorView
 from slimline.gui.messages import MessageBanner, UserMessage
+from slimline.gui.pipeline_doc import trains
 from slimline.gui.pipeline_editor import PipelineEditor
 from slimline.gui.results import variant_label
 from slimline.gui.run_view import RunView
@@ -298,6 +299,7 @@ class MainWindow(QMainWindow):
 
     def _on_run_starting(self, context: str) -> None:
         self.run_view.reset(context)
+        self.run_view.charts.show_training(trains(self.doc.steps))
         self.editor.clear_step_status()
         self._update_actions(running=True)
         self.tabs.setCurrentIndex(TAB_RUN)

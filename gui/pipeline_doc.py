@@ -41,6 +41,15 @@ def plugin_title(plugin_id: str) -> str:
     return plugin_id
 
 
+def trains(steps: list[StepSpec]) -> bool:
+    """Whether an enabled step trains (a distillation step: its loss curve is drawn live)."""
+    from slimline.core.registry import discover
+
+    found = discover()
+    return any(s.enabled and (e := found.get(s.plugin)) is not None and e.plugin is not None
+               and e.plugin.category == "distill" for s in steps)
+
+
 def _copy_steps(steps: list[StepSpec]) -> list[StepSpec]:
     return [s.model_copy(deep=True) for s in steps]
 

@@ -117,6 +117,14 @@ class StepCharts(QWidget):
         self._loss_timer.timeout.connect(self._redraw_loss)
 
     # --- public ------------------------------------------------------------------------
+    def show_training(self, on: bool) -> None:
+        """The live loss chart only for runs with a training step; else the quality chart takes its place."""
+        lay = self.layout()
+        assert isinstance(lay, QGridLayout)
+        lay.removeWidget(self.acc_plot)
+        lay.addWidget(self.acc_plot, 2, 0, 1, 1 if on else 2)
+        self.loss_plot.setVisible(on)
+
     def clear(self) -> None:
         self.results = []
         self.loss = {}

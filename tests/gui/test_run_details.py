@@ -181,3 +181,22 @@ def test_lower_priority_makes_a_process_nicer():
     finally:
         child.kill()
         child.wait()
+
+
+def test_loss_chart_only_for_pipelines_that_train(qtbot):
+    from slimline.core.pipeline import StepSpec
+    from slimline.gui.pipeline_doc import trains
+    from slimline.gui.step_charts import StepCharts
+
+    charts = StepCharts()
+    qtbot.addWidget(charts)
+    charts.show()
+    quantize = [StepSpec(id="s1", plugin="builtin.quantize_weight_only")]
+    distill = quantize + [StepSpec(id="s2", plugin="builtin.distill")]
+    assert not trains(quantize) and trains(distill)
+    assert not trains([distill[1].model_copy(update={"enabled": False})])
+    charts.show_training(trains(quantize))
+    assert not charts.loss_plot.isVisible()
+    qtbot.waitUntil(lambda: charts.acc_plot.width() > charts.size_plot.width() * 1.5, timeout=2000)  # full row
+    charts.show_training(trains(distill))
+    assert charts.loss_plot.isVisible()
