@@ -60,6 +60,9 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--max-batch", type=int, default=64, help="bundle --triton: max_batch_size (default 64)")
     e.add_argument("--precision", choices=("fp32", "fp16", "int4"),
                    help="bundle of a language model: precision the model builder writes (default fp32)")
+    e.add_argument("--context-length", type=int, default=0, metavar="N",
+                   help="language model, onnx-genai* formats or a bundle: serve at most N tokens (prompt + "
+                        "generation); smaller rotary tables and caches (default: the model's own length)")
     e.add_argument("--trust", action="store_true", help="allow loading pickled code from the model file")
     e.add_argument("--json", action="store_true", help="print the export record as JSON")
 
@@ -73,6 +76,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise SlimlineError("--precision applies to --format bundle", subject="--precision",
                             hint=f"for {args.format} leave it out; choose onnx-genai, onnx-genai-fp16 or "
                                  "onnx-genai-int4 as the format instead")
+    if args.context_length and not (args.format.startswith("onnx-genai") or args.format == "bundle"):
+        raise SlimlineError("--context-length applies to the onnx-genai formats and bundles of language models",
+                            subject="--context-length", hint=f"leave it out for {args.format}")
     variant = resolve_variant(args.variant, step=args.step, trust=args.trust)
     cancel = CancelToken()
     try:
@@ -80,7 +86,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                                   data=args.data or variant.data_path, force=args.force, cancel=cancel,
                                   progress=_printer(), zip_bundle=args.zip, triton=args.triton,
                                   max_batch_size=args.max_batch,
-                                  external_data=True if args.external_data else None, lm_precision=args.precision)
+                                  external_data=True if args.external_data else None, lm_precision=args.precision,
+                                  lm_context_length=args.context_length)
         record = exported.model_dump(mode="json")
     except KeyboardInterrupt:
         cancel.cancel()

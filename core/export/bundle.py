@@ -136,7 +136,7 @@ def _smoke_predict(folder: Path, model_file: str, dataset: Any, reference: Any) 
 def export_bundle(target: Any, out_dir: str | Path, *, force: bool = False, data: Any = None,
                   cancel: Any = None, name: str | None = None, zip_bundle: bool = False, triton: bool = False,
                   max_batch_size: int = 64, progress: Progress | None = None,
-                  lm_precision: str | None = None) -> BundleRecord:
+                  lm_precision: str | None = None, lm_context_length: int = 0) -> BundleRecord:
     """Build a deployment bundle for a Variant (or a bare ModelHandle) in ``out_dir``.
 
     A causal LM's bundle is an onnxruntime-genai folder (built at ``lm_precision``, default
@@ -173,7 +173,8 @@ def export_bundle(target: Any, out_dir: str | Path, *, force: bool = False, data
         if lm_fmt:  # a language model: the bundle is an onnxruntime-genai folder with chat.py
             from slimline.core.export.lm import write_lm
 
-            rec = write_lm(handle, lm_fmt, stage, "", name=name, data=data, cancel=cancel, progress=inner)
+            rec = write_lm(handle, lm_fmt, stage, "", name=name, data=data, cancel=cancel, progress=inner,
+                           context_length=lm_context_length)
         else:
             rec = write_verified(handle, "onnx", stage, name, data=data, cancel=cancel, progress=inner)
         rec.source.update({k: v for k, v in {

@@ -102,9 +102,10 @@ def check_fits(handle: ModelHandle, fmt: str) -> None:
 def export_model(handle: ModelHandle, fmt: str, out_dir: str | Path, *, force: bool = False,
                  data: Any = None, cancel: Any = None, name: str | None = None,
                  progress: Progress | None = None, external_data: bool | None = None,
-                 source_info: dict[str, Any] | None = None) -> ExportRecord:
+                 source_info: dict[str, Any] | None = None, lm_context_length: int = 0) -> ExportRecord:
     """Write ``handle`` as ``fmt`` into ``out_dir``, verified; returns the record.
 
+    ``lm_context_length``: an onnx-genai* export serves at most that many positions (0: the model's own).
     ``data``: Dataset or dataset path for the parity check (None → labelled random inputs).
     ``external_data``: ONNX weights in ``<name>.data`` (None = only when the model is over ~2 GB).
     Raises ExportError/ParityError (nothing written), Cancelled (nothing written).
@@ -118,7 +119,7 @@ def export_model(handle: ModelHandle, fmt: str, out_dir: str | Path, *, force: b
     try:
         with Staging(out) as st:
             rec = write_verified(handle, fmt, st.dir, name, data=data, cancel=cancel, progress=progress,
-                                 external_data=external_data)
+                                 external_data=external_data, lm_context_length=lm_context_length)
             if cancel is not None:
                 cancel.raise_if_cancelled()
             _report(progress, 0.97, "moving the verified files into place")
@@ -141,7 +142,7 @@ def _report(progress: Progress | None, fraction: float, message: str) -> None:
 
 def write_verified(handle: ModelHandle, fmt: str, dest: Path, name: str, *, data: Any = None,
                    cancel: Any = None, progress: Progress | None = None,
-                   external_data: bool | None = None) -> ExportRecord:
+                   external_data: bool | None = None, lm_context_length: int = 0) -> ExportRecord:
     """Write into ``dest`` (a staging folder) and verify; file paths in the record are relative to it."""
     fmt = normalize_format(fmt)
     check_fits(handle, fmt)
@@ -149,7 +150,7 @@ def write_verified(handle: ModelHandle, fmt: str, dest: Path, name: str, *, data
         from slimline.core.export.lm import folder_name, write_lm
 
         return write_lm(handle, fmt, dest, folder_name(fmt, name), name=name, data=data, cancel=cancel,
-                        progress=progress)
+                        progress=progress, context_length=lm_context_length)
     _report(progress, 0.02, "preparing parity data")
     dataset = par.parity_data(handle, data) if handle.capabilities.run else None
     ref: list[Any] = []

@@ -86,16 +86,22 @@ def _report(progress: Progress | None, fraction: float, message: str) -> None:
 
 def write_lm(handle: ModelHandle, fmt: str, dest: Path, folder: str, *, name: str, data: Any = None,
              cancel: Any = None, progress: Progress | None = None, threads: int = 0,
-             extra_files: bool = True) -> ExportRecord:
+             extra_files: bool = True, context_length: int = 0) -> ExportRecord:
     """Write ``fmt`` of ``handle`` into ``dest/folder`` ("" = ``dest`` itself, a bundle) and verify it.
 
     ``extra_files``: add chat.py, README.md and requirements.txt (genai formats).
+    ``context_length``: a model-builder export serves at most that many positions (0: the model's own).
     Raises ExportError / ParityError; the caller's staging folder is then removed.
     """
     from slimline.core.lm.convert import tokenizer_folder
 
     check_lm_fits(handle, fmt)
     kind = lm_kind(handle)
+    if context_length and (kind == "genai" or fmt == "onnx-logits"):
+        raise ExportError(f"a context length applies to exports the model builder makes, not to "
+                          f"{'a copied onnxruntime-genai folder' if kind == 'genai' else 'onnx-logits'}",
+                          subject="--context-length", hint="leave it out, or export the float model (a run's "
+                          "Original, or the model file) as onnx-genai / onnx-genai-int4")
     target = dest / folder if folder else dest
     target.mkdir(parents=True, exist_ok=True)
     tok_dir = tokenizer_folder(handle.path, (handle.meta or {}).get("genai_folder"))
@@ -119,10 +125,11 @@ def write_lm(handle: ModelHandle, fmt: str, dest: Path, folder: str, *, name: st
     else:
         precision = PRECISION[fmt]
         _report(progress, 0.2, f"onnxruntime-genai model builder ({precision})")
-        onnx_path = _build(handle, target, precision, tok_dir, cancel)
+        onnx_path = _build(handle, target, precision, tok_dir, cancel, context_length)
         notes.append(f"onnxruntime-genai model builder: {_arch(cfg)} → {precision} KV-cache ONNX in "
                      f"{time.perf_counter() - t0:.1f} s" + (" (the builder's default int4: RTN, block 32, "
-                                                             "MatMulNBits)" if precision == "int4" else ""))
+                                                             "MatMulNBits)" if precision == "int4" else "")
+                     + (f"; serves at most {context_length} tokens" if context_length else ""))
     if cancel is not None:
         cancel.raise_if_cancelled()
     _report(progress, 0.55, "checking the export against the source (logits on windows, greedy tokens)")
@@ -191,7 +198,8 @@ def _write_logits(handle: ModelHandle, target: Path, cfg: dict[str, Any] | None,
     return path
 
 
-def _build(handle: ModelHandle, target: Path, precision: Any, tok_dir: Path | None, cancel: Any = None) -> Path:
+def _build(handle: ModelHandle, target: Path, precision: Any, tok_dir: Path | None, cancel: Any = None,
+           context_length: int = 0) -> Path:
     """The model builder's folder, built beside ``target`` and moved into it."""
     from slimline.core.lm.convert import BuilderUnsupported, build_genai_folder, hf_folder_for
     from slimline.core.lm.genai import GenaiError, genai_onnx_name
@@ -199,7 +207,8 @@ def _build(handle: ModelHandle, target: Path, precision: Any, tok_dir: Path | No
     scratch = Path(tempfile.mkdtemp(prefix=".lm-build-", dir=target.parent))
     try:
         hf_dir = hf_folder_for(handle, scratch, [tok_dir])
-        built = build_genai_folder(hf_dir, scratch / "genai", precision, cancel=cancel)
+        built = build_genai_folder(hf_dir, scratch / "genai", precision, cancel=cancel,
+                                   context_length=context_length or None)
         for f in built.iterdir():
             shutil.move(str(f), target / f.name)
         return target / genai_onnx_name(target)
@@ -247,14 +256,24 @@ def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, p
     from slimline.core.errors import SlimlineError
     from slimline.core.lm.convert import FP16_HINT
     from slimline.core.lm.genai import genai_folder_of, genai_generator
-    from slimline.core.lm.parity import check_lm_parity, probe_set, quantized_kernels, session_lm_runner
+    from slimline.core.lm.parity import (
+        NEW_TOKENS,
+        PROMPT_TOKENS,
+        WINDOW_TOKENS,
+        check_lm_parity,
+        probe_set,
+        quantized_kernels,
+        session_lm_runner,
+    )
     from slimline.core.models import open_model
     from slimline.core.runtime import open_session
 
     exported = open_model(onnx_path)
     vocab = int(exported.meta.get("vocab_size") or handle.meta.get("vocab_size") or 0) or _vocab_of(source)
-    try:
-        probes = probe_set(_text_or_rows(data), tokenizer_dir=tok_dir, vocab_size=vocab)
+    served = int((exported.meta or {}).get("kv_cache", {}).get("context_length") or 0)
+    try:  # a capped export refuses longer sequences: the probes stay inside it
+        probes = probe_set(_text_or_rows(data), tokenizer_dir=tok_dir, vocab_size=vocab,
+                           length=min(WINDOW_TOKENS, served - 1) if served else WINDOW_TOKENS)  # a BOS may be added
         folder = genai_folder_of(onnx_path)
         generate = genai_generator(folder, threads) if folder is not None else None
 
@@ -262,6 +281,7 @@ def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, p
         parity = check_lm_parity(source, session_lm_runner(open_session(exported, threads=threads)), probes,
                                  precision=precision, runtime=runtime, source_runtime=source_rt,
                                  generate=generate, cancel=cancel,
+                                 new_tokens=min(NEW_TOKENS, served - PROMPT_TOKENS) if served else NEW_TOKENS,
                                  quantized=quantized_kernels(onnx_path))
     except ParityError:
         raise

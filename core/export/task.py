@@ -50,7 +50,8 @@ def write_run_report(spec: dict[str, Any], progress: Any = None) -> dict[str, An
 def export_variant(variant: Any, fmt: str, out_dir: str | Path, *, name: str, data: Any = None,
                    force: bool = False, cancel: Any = None, progress: Any = None, zip_bundle: bool = False,
                    triton: bool = False, max_batch_size: int | None = None,
-                   external_data: bool | None = None, lm_precision: str | None = None) -> Any:
+                   external_data: bool | None = None, lm_precision: str | None = None,
+                   lm_context_length: int = 0) -> Any:
     """Write one verified export of ``variant`` (a file format or a bundle) and list it with its run."""
     if fmt == "bundle":
         from slimline.core.export.bundle import export_bundle
@@ -58,7 +59,7 @@ def export_variant(variant: Any, fmt: str, out_dir: str | Path, *, name: str, da
         extra = {} if max_batch_size is None else {"max_batch_size": max_batch_size}
         rec: Any = export_bundle(variant, out_dir, force=force, data=data, cancel=cancel, name=name,
                                  zip_bundle=zip_bundle, triton=triton, progress=progress, lm_precision=lm_precision,
-                                 **extra)
+                                 lm_context_length=lm_context_length, **extra)
     else:
         from slimline.core.export.formats import export_model
 
@@ -67,7 +68,8 @@ def export_variant(variant: Any, fmt: str, out_dir: str | Path, *, name: str, da
             info = {"run_id": variant.run.run_id, "step_id": variant.step.step_id,
                     "step_title": variant.step.title}
         rec = export_model(variant.handle, fmt, out_dir, force=force, data=data, cancel=cancel, name=name,
-                           progress=progress, external_data=external_data, source_info=info)
+                           progress=progress, external_data=external_data, source_info=info,
+                           lm_context_length=lm_context_length)
     if variant.run_dir is not None:  # the run's report lists its exports
         from slimline.core.export.report import append_export_record
 

@@ -116,7 +116,7 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
     ctx.progress(0.6, "checking the ONNX LM against torch (logits on windows, greedy tokens)")
     try:
         served = handle.meta.get("kv_cache", {}).get("context_length") or 0
-        length = min(WINDOW_TOKENS, served) if served else WINDOW_TOKENS  # a capped export refuses longer windows
+        length = min(WINDOW_TOKENS, served - 1) if served else WINDOW_TOKENS  # capped: refuses longer (+ a BOS)
         probes = probe_set(probe_data(ctx), tokenizer_dir=tok_dir, vocab_size=int(cfg.get("vocab_size") or 2),
                            windows=params.lm_parity_windows, length=length)
         new_tokens = min(params.lm_new_tokens, served - PROMPT_TOKENS) if served else params.lm_new_tokens

@@ -143,7 +143,8 @@ def test_parity_failure_writes_nothing(llama: Path, genai, tmp_path: Path, monke
     other = mf.hf_llama(tmp_path / "src" / "other", seed=1, train_steps=0)
     good = genai[1] / "tiny-genai"
 
-    def wrong_build(handle: object, target: Path, precision: str, tok_dir: object, cancel: object = None) -> Path:
+    def wrong_build(handle: object, target: Path, precision: str, tok_dir: object, cancel: object = None,
+                    context_length: int = 0) -> Path:
         for f in good.iterdir():
             if f.name not in ("chat.py", "README.md", "requirements.txt"):
                 shutil.copyfile(f, target / f.name)
@@ -166,3 +167,24 @@ def test_refusals_name_the_problem(tmp_path: Path, mlp) -> None:
     with pytest.raises(ExportError, match="for causal language models"):
         export_model(open_model(mlp[0]), "onnx-genai-int4", tmp_path / "o", name="m")
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_a_context_length_cap_reaches_the_export_and_its_check(llama: Path, corpus: Path, tmp_path: Path) -> None:
+    from slimline.core.export.formats import export_model
+    from slimline.core.lm.genai import context_length_of
+
+    rec = export_model(open_model(llama), "onnx-genai", tmp_path, data=corpus, name="capped", lm_context_length=48)
+    folder = tmp_path / "capped-genai"
+    assert context_length_of(folder) == 48                                  # the model's own is 256
+    assert rec.parity is not None and rec.parity.passed and "× 47 tokens" in rec.parity.dataset
+    assert any("serves at most 48 tokens" in n for n in rec.notes), rec.notes
+    with pytest.raises(ExportError, match="not to onnx-logits"):
+        export_model(open_model(llama), "onnx-logits", tmp_path / "l", name="l", lm_context_length=48)
+
+
+def test_cli_refuses_a_context_length_for_other_formats(llama: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "slimline.core.cli", "export", str(llama), "--format", "onnx",
+                           "--out", str(tmp_path / "o"), "--context-length", "64"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "--context-length applies to the onnx-genai formats" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
