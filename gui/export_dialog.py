@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -153,6 +154,15 @@ class ExportDialog(QDialog):
         out_row.addWidget(browse)
         self.zip_check = QCheckBox("also write a .zip of the bundle")
         self.triton_check = QCheckBox("add an NVIDIA Triton model repository")
+        self.context_spin = QSpinBox()
+        self.context_spin.setRange(0, 1 << 20)
+        self.context_spin.setSingleStep(512)
+        self.context_spin.setSpecialValueText("the model's own")
+        self.context_spin.setSuffix(" tokens")
+        self.context_spin.setToolTip(
+            "onnx-genai formats and bundles of a language model: serve at most this many tokens (prompt + "
+            "generation). The model builder then writes smaller rotary tables (fp32, never quantized: 67 MB in "
+            "Gemma 3 270M at its 32k context); longer prompts are refused.")
         self.details = QLabel()
         self.details.setWordWrap(True)
         self.progress = QProgressBar()
@@ -173,6 +183,7 @@ class ExportDialog(QDialog):
         form.addRow("Output folder:", out_row)
         form.addRow("Bundle:", self.zip_check)
         form.addRow("", self.triton_check)
+        form.addRow("Context length:", self.context_spin)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.ActionRole)
         self.cancel_button = self.buttons.addButton("Cancel export", QDialogButtonBox.ButtonRole.ActionRole)
@@ -266,6 +277,7 @@ class ExportDialog(QDialog):
         self.format_help.setStyleSheet(f"color: {flag_text() if blocked else muted_text()};")
         for w in (self.zip_check, self.triton_check):
             w.setEnabled(fmt == "bundle")
+        self.context_spin.setEnabled(fmt.startswith("onnx-genai") or fmt == "bundle")
         self.export_button.setEnabled(self.engine is not None and not blocked and not self.running)
 
     def _on_browse_clicked(self) -> None:
@@ -290,7 +302,8 @@ class ExportDialog(QDialog):
                 "format": self.selected_format(), "out_dir": self.out_edit.text().strip(),
                 "name": self.name_edit.text().strip() or self._stem(v),
                 "force": force, "zip": self.zip_check.isChecked(), "triton": self.triton_check.isChecked(),
-                "data": self.data_path or None, "trust": self.trust}
+                "data": self.data_path or None, "trust": self.trust,
+                "lm_context_length": self.context_spin.value() if self.context_spin.isEnabled() else 0}
 
     def _on_export_clicked(self) -> None:
         v = self.selected_variant()

@@ -92,7 +92,8 @@ def run_export(spec: dict[str, Any], progress: Any = None, cancel: Any = None) -
     out_dir = Path(spec["out_dir"]) / f"{name}-bundle" if fmt == "bundle" else spec["out_dir"]
     rec = export_variant(variant, fmt, out_dir, name=name, data=data, force=spec.get("force", False),
                          cancel=cancel, progress=progress, zip_bundle=spec.get("zip", False),
-                         triton=spec.get("triton", False), lm_precision=spec.get("lm_precision"))
+                         triton=spec.get("triton", False), lm_precision=spec.get("lm_precision"),
+                         lm_context_length=int(spec.get("lm_context_length") or 0))
     return dict(rec.model_dump(mode="json"))
 
 

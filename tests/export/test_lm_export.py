@@ -188,3 +188,18 @@ def test_cli_refuses_a_context_length_for_other_formats(llama: Path, tmp_path: P
                           timeout=300)
     assert proc.returncode != 0 and "--context-length applies to the onnx-genai formats" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_windows_export_job_passes_the_context_length(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import slimline.core.export.task as task
+
+    seen: dict[str, object] = {}
+
+    class Rec:
+        def model_dump(self, mode: str) -> dict[str, object]:
+            return {}
+
+    monkeypatch.setattr(task, "export_target", lambda spec: (type("V", (), {"name": "v"})(), None))
+    monkeypatch.setattr(task, "export_variant", lambda *a, **kw: seen.update(kw) or Rec())
+    task.run_export({"format": "onnx-genai-int4", "out_dir": str(tmp_path), "name": "m", "lm_context_length": 1024})
+    assert seen["lm_context_length"] == 1024
