@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from slimline.core.export.lm import lm_kind
 from slimline.core.export.variants import Variant
 from slimline.core.handle import ModelHandle
 from slimline.core.results import DoneEvent, FailedEvent, JobEvent, ProgressEvent
@@ -277,7 +278,9 @@ class ExportDialog(QDialog):
         self.format_help.setStyleSheet(f"color: {flag_text() if blocked else muted_text()};")
         for w in (self.zip_check, self.triton_check):
             w.setEnabled(fmt == "bundle")
-        self.context_spin.setEnabled(fmt.startswith("onnx-genai") or fmt == "bundle")
+        v = self.selected_variant()
+        self.context_spin.setEnabled((fmt.startswith("onnx-genai") or fmt == "bundle")
+                                     and v is not None and lm_kind(v.handle) == "torch")  # the builder makes it
         self.export_button.setEnabled(self.engine is not None and not blocked and not self.running)
 
     def _on_browse_clicked(self) -> None:
