@@ -11,6 +11,8 @@ Workload: greedy generation of NEW_TOKENS tokens after a PROMPT-token prompt cut
 English (``pydoc-sentences``); decode tokens/s excludes the prefill (timed separately).
 Each timed run starts SLIMLINE_BENCH_SETTLE_S (1 s) after the previous one: in one process the last engine's idle
 threads keep spinning for a while (torch's OpenMP pool, onnxruntime's), which cost the next engine 5–10 % here.
+Another model: ``SLIMLINE_BENCH_DECODE_MODEL=gemma3`` (Gemma 3 270M; its folders from the weight-only bench's
+``SLIMLINE_BENCH_DECODE_WORK`` dir, e.g. ``gemma3-ctx4096-work``).
 Run: ``python -m benchmarks.bench_llm_decode`` (≈ 5 min); SLIMLINE_BENCH_THREADS (default 2), ROUNDS (5).
 """
 from __future__ import annotations
@@ -32,6 +34,9 @@ VARIANTS = {"genai fp32 (builder -p fp32)": "fp32", "genai builder -p int4": "ge
             "Slimline int4-fast preset": "slimline-int4-fast-preset",
             "Slimline int8 preset": "slimline-int8-preset"}
 TORCH = "torch fp32 generate"
+# SLIMLINE_BENCH_DECODE_MODEL: corpus id and title; SLIMLINE_BENCH_DECODE_WORK: the weight-only bench's work dir
+# (e.g. gemma3-ctx4096-work for a context-capped build)
+MODELS = {"smollm2": ("smollm2-135m-q4_1", "SmolLM2-135M"), "gemma3": ("gemma3-270m-q4_k_m", "Gemma 3 270M")}
 
 
 def _torch_engine(hf: Path, prompt: list[int]) -> Callable[[], tuple[float, float]]:
@@ -85,15 +90,24 @@ def main() -> None:
     from benchmarks.common import print_table, save_results
     from slimline.core.lm.text import load_tokenizer, text_windows
 
-    paths = corpus("smollm2-135m-q4_1", "pydoc-sentences")
+    model = os.environ.get("SLIMLINE_BENCH_DECODE_MODEL", "smollm2")
+    if model not in MODELS:
+        raise SystemExit(f"SLIMLINE_BENCH_DECODE_MODEL: {model!r} is not one of {', '.join(MODELS)}")
+    corpus_id, title = MODELS[model]
+    paths = corpus(corpus_id, "pydoc-sentences")
     if paths is None:
         return
-    work = wo.CACHE / "smollm2-work"
-    hf = wo.float_folder(paths["smollm2-135m-q4_1"], wo.CACHE / "smollm2-f32-hf")
+    work = wo.CACHE / os.environ.get("SLIMLINE_BENCH_DECODE_WORK", f"{model}-work")
+    if model == "smollm2":
+        hf = wo.float_folder(paths[corpus_id], wo.CACHE / "smollm2-f32-hf")
+    else:  # Slimline's own dequantized float folder of the GGUF (cached in the workspace)
+        from slimline.core.models import open_model
+
+        hf = Path(open_model(paths[corpus_id]).path)
     folders = _folders(work)
     if not all(label in folders for label in VARIANTS):
-        print("building the ONNX variants first (benchmarks.bench_llm_weight_only)", flush=True)
-        os.environ["SLIMLINE_BENCH_LLM_MODELS"] = "smollm2"
+        print(f"building the ONNX variants first (benchmarks.bench_llm_weight_only) in {work}", flush=True)
+        os.environ["SLIMLINE_BENCH_LLM_MODELS"] = model
         wo.main()
         folders = _folders(work)
     tok = load_tokenizer(hf)
@@ -126,13 +140,14 @@ def main() -> None:
     spread = {name: (max(t for _, t in got) - min(t for _, t in got)) / max(statistics.median(t for _, t in got), 1e-9)
               for name, got in runs.items()}
     noisy = max(spread.values()) > 0.25
-    print_table(f"SmolLM2-135M decode, {PROMPT}-token prompt + {NEW_TOKENS} greedy tokens, {THREADS} threads, "
+    print_table(f"{title} decode ({work.name}), {PROMPT}-token prompt + {NEW_TOKENS} greedy tokens, {THREADS} threads, "
                 f"{ROUNDS} interleaved rounds; load average {min(loads):.1f}–{max(loads):.1f} on "
                 f"{os.cpu_count()} cores" + (f"; NOISY (spread up to {100 * max(spread.values()):.0f} %)"
                                              if noisy else ""),
                 ["engine", "decode tok/s median [min, max]", "vs torch fp32 generate (paired)",
                  "prefill ms (median)"], rows)
-    path = save_results("llm_decode", {"threads": THREADS, "rounds": ROUNDS, "prompt_tokens": PROMPT,
+    name = "llm_decode" if model == "smollm2" else f"llm_decode_{work.name}"
+    path = save_results(name, {"model": title, "threads": THREADS, "rounds": ROUNDS, "prompt_tokens": PROMPT,
                                        "new_tokens": NEW_TOKENS, "load_average": loads, "noisy": noisy,
                                        "engines": saved, "folders": {k: str(v) for k, v in folders.items()}})
     print(f"\nresults: {path}")
