@@ -256,24 +256,15 @@ def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, p
     from slimline.core.errors import SlimlineError
     from slimline.core.lm.convert import FP16_HINT
     from slimline.core.lm.genai import genai_folder_of, genai_generator
-    from slimline.core.lm.parity import (
-        NEW_TOKENS,
-        PROMPT_TOKENS,
-        WINDOW_TOKENS,
-        check_lm_parity,
-        probe_set,
-        quantized_kernels,
-        session_lm_runner,
-    )
+    from slimline.core.lm.parity import check_lm_parity, probe_limits, probe_set, quantized_kernels, session_lm_runner
     from slimline.core.models import open_model
     from slimline.core.runtime import open_session
 
     exported = open_model(onnx_path)
     vocab = int(exported.meta.get("vocab_size") or handle.meta.get("vocab_size") or 0) or _vocab_of(source)
-    served = int((exported.meta or {}).get("kv_cache", {}).get("context_length") or 0)
-    try:  # a capped export refuses longer sequences: the probes stay inside it
-        probes = probe_set(_text_or_rows(data), tokenizer_dir=tok_dir, vocab_size=vocab,
-                           length=min(WINDOW_TOKENS, served - 1) if served else WINDOW_TOKENS)  # a BOS may be added
+    length, new_tokens = probe_limits((exported.meta or {}).get("kv_cache", {}).get("context_length"))
+    try:
+        probes = probe_set(_text_or_rows(data), tokenizer_dir=tok_dir, vocab_size=vocab, length=length)
         folder = genai_folder_of(onnx_path)
         generate = genai_generator(folder, threads) if folder is not None else None
 
@@ -281,7 +272,7 @@ def _verify(handle: ModelHandle, onnx_path: Path, source: Any, source_rt: str, p
         parity = check_lm_parity(source, session_lm_runner(open_session(exported, threads=threads)), probes,
                                  precision=precision, runtime=runtime, source_runtime=source_rt,
                                  generate=generate, cancel=cancel,
-                                 new_tokens=min(NEW_TOKENS, served - PROMPT_TOKENS) if served else NEW_TOKENS,
+                                 new_tokens=new_tokens,
                                  quantized=quantized_kernels(onnx_path))
     except ParityError:
         raise

