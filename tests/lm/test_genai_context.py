@@ -24,14 +24,13 @@ CAP = 32
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    return mf.hf_llama(tmp_path_factory.mktemp("ctx") / "llama", train_steps=20)
+def llama(tiny_lm: Path) -> Path:
+    return tiny_lm   # the tests/lm session model (conftest)
 
 
 @pytest.fixture(scope="module")
-def full(llama: Path) -> Path:
-    return build_genai_model(llama, llama.parent / "full", "fp32")
+def full(tiny_genai: Path) -> Path:
+    return tiny_genai   # its uncapped genai build
 
 
 @pytest.fixture(scope="module")
