@@ -137,8 +137,7 @@ def sparsegpt_weight(w: "torch.Tensor", gram: "torch.Tensor", spec: SparseSpec) 
                 drop = torch.topk(score, spec.m - spec.n, dim=1, largest=False).indices
                 mask1.scatter_(1, i + drop, True)
             col = w1[:, i]
-            q = col.clone()
-            q[mask1[:, i]] = 0.0
+            q = col.masked_fill(mask1[:, i], 0.0)   # (boolean indexing would wait for the GPU at every column)
             q1[:, i] = q
             e = (col - q) / h1[i, i]
             w1[:, i:] -= e[:, None] @ h1[i, i:][None, :]

@@ -17,7 +17,14 @@ Preset = Literal["int4", "int4-fast", "int8"]
 # block_size 0 in a preset: the first of these that divides every quantized layer's input size, else the second
 AUTO_BLOCKS = (128, 64)
 BlockSize = Literal[16, 32, 64, 128, 256]
+# lm_head_block_size 0 in a preset: this block where it divides the head's input size, else the step's block
+HEAD_AUTO_BLOCK = 128
 AccuracyLevel = Literal[0, 1, 2, 4]
+
+
+def auto_head_block(hidden: int, step_block: int) -> int:
+    """The LM head's automatic block: HEAD_AUTO_BLOCK where it divides the head's input size, else the step's."""
+    return HEAD_AUTO_BLOCK if hidden % HEAD_AUTO_BLOCK == 0 and step_block < HEAD_AUTO_BLOCK else step_block
 
 
 def auto_block_size(input_sizes: set[int]) -> int:
@@ -39,6 +46,7 @@ class Settings:
     perplexity_budget: float
     max_promoted_share: float
     smooth_alpha: float
+    head_block_size: int = 0
 
     def describe(self) -> str:
         sym = "symmetric" if self.symmetric else "asymmetric"
@@ -46,6 +54,10 @@ class Settings:
         block = f"block {self.block_size}" if self.block_size else f"block auto ({AUTO_BLOCKS[0]} where it divides " \
             f"every layer's input size, else {AUTO_BLOCKS[1]})"
         smooth = f", activations smoothed (α {self.smooth_alpha})" if self.smooth_alpha else ""
+        if not self.head_block_size:
+            block += f", LM head {HEAD_AUTO_BLOCK} where it divides its input size"
+        elif self.head_block_size != self.block_size:
+            block += f", LM head {self.head_block_size}"
         return (f"{self.bits}-bit {self.algorithm.upper()} {sym}, {block}{acc}{smooth} "
                 f"(preset {self.preset})")
 
@@ -90,6 +102,11 @@ class WeightOnlyParams(PluginParams):
     block_size: BlockSize | None = Field(None, description=(
         "Weights sharing one scale (and zero point), along the input dimension. Smaller blocks: more accurate, "
         "bigger file (a 4-byte scale per block). Empty: the preset's."))
+    lm_head_block_size: Literal[0, 16, 32, 64, 128, 256] | None = Field(None, description=(
+        "Block of the LM head (and of a tied embedding, which reads its weight). Decoding reads the whole head for "
+        "every token, and its scales are a fifth of a 4-bit head at blocks of 32: on Gemma 3 270M (a 262144 × 640 "
+        "head, 63 % of the weights) blocks of 128 decode ~20 % faster. 0: 128 where it divides the head's input "
+        "size, else block_size. Empty: block_size when you set it, else the preset's (0)."))
     symmetric: bool | None = Field(None, description=(
         "Symmetric: no zero points (smaller, a little less accurate at 4 bits). Applies to RTN and GPTQ; HQQ and "
         "k-quant always store zero points. Empty: the preset's."))
@@ -164,4 +181,6 @@ class WeightOnlyParams(PluginParams):
             perplexity_budget=base.perplexity_budget if self.perplexity_budget is None else self.perplexity_budget,
             max_promoted_share=base.max_promoted_share if self.max_promoted_share is None
             else self.max_promoted_share,
-            smooth_alpha=base.smooth_alpha if self.smooth_alpha is None else self.smooth_alpha)
+            smooth_alpha=base.smooth_alpha if self.smooth_alpha is None else self.smooth_alpha,
+            head_block_size=self.lm_head_block_size if self.lm_head_block_size is not None
+            else self.block_size if self.block_size is not None else base.head_block_size)

@@ -29,7 +29,14 @@ from slimline.plugins._shared import onnxio
 from slimline.plugins._shared.layers import matches_any
 from slimline.plugins.weight_only import windows
 from slimline.plugins.weight_only.graph import LMGraph, Plan, assemble, prepare
-from slimline.plugins.weight_only.params import AUTO_BLOCKS, Settings, WeightOnlyParams, auto_block_size
+from slimline.plugins.weight_only.params import (
+    AUTO_BLOCKS,
+    HEAD_AUTO_BLOCK,
+    Settings,
+    WeightOnlyParams,
+    auto_block_size,
+    auto_head_block,
+)
 from slimline.plugins.weight_only.quant import QuantLayer, quantize_gptq, quantize_weights
 from slimline.plugins.weight_only.record import LayerBits, SearchTrial, Timing, WeightOnlyRecord
 from slimline.plugins.weight_only.search import greedy_order, search_promotions
@@ -270,16 +277,36 @@ class _Run:
         return out
 
     def _resolve_block(self, lmg: LMGraph, targets: list[str]) -> None:
-        """A preset's automatic block size: the larger block when it divides every input size (fewer scales, no
-        padding), else the smaller one."""
-        if self.settings.block_size:
-            return
-        ks = {_lin(lmg, t).k for t in targets}
-        big, small = AUTO_BLOCKS
-        block = auto_block_size(ks)
-        self.settings = replace(self.settings, block_size=block)
-        self.notes.append(f"block size {block} (automatic: {big} where it divides every layer's input size — "
-                          f"{', '.join(map(str, sorted(ks)[:4]))} here — else {small})")
+        """A preset's automatic block sizes: the larger block when it divides every input size (fewer scales, no
+        padding), else the smaller one; the LM head's (read whole for every token) 128 where it divides its input."""
+        s = self.settings
+        if not s.block_size:
+            ks = {_lin(lmg, t).k for t in targets}
+            big, small = AUTO_BLOCKS
+            block = auto_block_size(ks)
+            self.settings = s = replace(s, block_size=block)
+            self.notes.append(f"block size {block} (automatic: {big} where it divides every layer's input size — "
+                              f"{', '.join(map(str, sorted(ks)[:4]))} here — else {small})")
+        head = lmg.lm_head
+        if not s.head_block_size:
+            k = _lin(lmg, head.node).k if head is not None and head.node in targets else 0
+            head_block = auto_head_block(k, s.block_size) if k else s.block_size
+            self.settings = replace(s, head_block_size=head_block)
+            if head_block != s.block_size:
+                self.notes.append(f"LM head in blocks of {head_block} (automatic: {HEAD_AUTO_BLOCK} divides its input "
+                                  f"size {k}): decoding reads the whole head for every token, and fewer scales make "
+                                  "that faster")
+
+    def block_of(self, node: str) -> int:
+        """The block size of layer ``node`` (the LM head may have its own)."""
+        head = self.lmg.lm_head
+        return self.settings.head_block_size if head is not None and node == head.node else self.settings.block_size
+
+    def _by_block(self, names: list[str]) -> dict[int, list[str]]:
+        groups: dict[int, list[str]] = {}
+        for name in names:
+            groups.setdefault(self.block_of(name), []).append(name)
+        return groups
 
     def _padding_note(self, lmg: LMGraph, targets: list[str]) -> None:
         """Blocks that do not divide a layer's input size are padded with zeros, which are stored too."""
@@ -330,31 +357,35 @@ class _Run:
             return lambda f: ctx.progress(lo + (hi - lo) * f, "")
 
         ctx.progress(0.16, f"quantizing {len(targets)} layers: {s.describe()}")
-        if not targets:   # (every layer at the other width, or float)
-            low: dict[str, QuantLayer] = {}
-        elif s.algorithm == "gptq":
-            odd = [t for t in targets if (-(-by[t].k // s.block_size)) % 2]
-            even = [t for t in targets if t not in odd]
-            feeds = [lm_feeds(sig, cal.ids[i:i + 1]) for i in range(cal.count)]
-            low = quantize_gptq(lmg.model, {t: by[t].output for t in even}, feeds, block_size=s.block_size,
-                                symmetric=s.symmetric)
-            if odd:  # onnxruntime's GPTQ packs zero points wrongly for an odd number of blocks per row
-                low.update(quantize_weights(odd, weight, algorithm="rtn", bits=4, block_size=s.block_size,
-                                            symmetric=s.symmetric, cancel=ctx.cancel))
-                for t in odd:
-                    self.why[t] = "RTN instead of GPTQ (an odd number of blocks per row)"
-        else:
-            low = quantize_weights(targets, weight, algorithm=s.algorithm, bits=s.bits, block_size=s.block_size,
-                                   symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(0.16, 0.4))
+        low: dict[str, QuantLayer] = {}
+        groups = self._by_block(targets)   # (empty when every layer is at the other width, or float)
+        for i, (block, group) in enumerate(groups.items()):
+            if s.algorithm == "gptq":
+                odd = [t for t in group if (-(-by[t].k // block)) % 2]
+                even = [t for t in group if t not in odd]
+                feeds = [lm_feeds(sig, cal.ids[w:w + 1]) for w in range(cal.count)]
+                if even:
+                    low.update(quantize_gptq(lmg.model, {t: by[t].output for t in even}, feeds, block_size=block,
+                                             symmetric=s.symmetric))
+                if odd:  # onnxruntime's GPTQ packs zero points wrongly for an odd number of blocks per row
+                    low.update(quantize_weights(odd, weight, algorithm="rtn", bits=4, block_size=block,
+                                                symmetric=s.symmetric, cancel=ctx.cancel))
+                    for t in odd:
+                        self.why[t] = "RTN instead of GPTQ (an odd number of blocks per row)"
+            else:
+                share = (0.16 + 0.24 * i / len(groups), 0.16 + 0.24 * (i + 1) / len(groups))
+                low.update(quantize_weights(group, weight, algorithm=s.algorithm, bits=s.bits, block_size=block,
+                                            symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(*share)))
         for b in sorted({bits_of[t] for t in other}):
-            low.update(quantize_weights([t for t in other if bits_of[t] == b], weight, algorithm="rtn", bits=b,
-                                        block_size=s.block_size, symmetric=s.symmetric, cancel=ctx.cancel))
+            for block, group in self._by_block([t for t in other if bits_of[t] == b]).items():
+                low.update(quantize_weights(group, weight, algorithm="rtn", bits=b, block_size=block,
+                                            symmetric=s.symmetric, cancel=ctx.cancel))
         head = lmg.lm_head
         emb = lmg.embedding
         if (emb is not None and emb.tied and head is not None and head.node in low and self.params.quantize_embeddings
                 and not low[head.node].integer_zero_points):
             low[head.node] = quantize_weights([head.node], weight, algorithm="rtn", bits=low[head.node].bits,
-                                              block_size=s.block_size, symmetric=s.symmetric)[head.node]
+                                              block_size=self.block_of(head.node), symmetric=s.symmetric)[head.node]
             self.why[head.node] = (f"RTN instead of {s.algorithm.upper()}: the tied embedding reads this weight and "
                                    "GatherBlockQuantized takes integer zero points only")
         emb_q = None
@@ -365,8 +396,9 @@ class _Run:
         high: dict[str, QuantLayer] = {}
         if mode == "bits":
             ctx.progress(0.4, "8-bit versions for mixed precision")
-            high = quantize_weights(targets, weight, algorithm="rtn", bits=8, block_size=s.block_size,
-                                    symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(0.4, 0.5))
+            for block, group in self._by_block(targets).items():
+                high.update(quantize_weights(group, weight, algorithm="rtn", bits=8, block_size=block,
+                                             symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(0.4, 0.5)))
         return low, high, emb_q
 
     def _plan(self, lmg: LMGraph, targets: list[str], low: dict[str, QuantLayer], high: dict[str, QuantLayer],

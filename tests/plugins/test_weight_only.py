@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from slimline.core.errors import Cancelled, StepFailed
 from slimline.core.plugin import CancelToken, StepContext
 from slimline.plugins.weight_only import QuantizeWeightOnly
-from slimline.plugins.weight_only.params import PRESETS, WeightOnlyParams, auto_block_size
+from slimline.plugins.weight_only.params import PRESETS, WeightOnlyParams, auto_block_size, auto_head_block
 from slimline.plugins.weight_only.record import WeightOnlyRecord
 from tests.plugins import lm_onnx
 
@@ -289,10 +289,30 @@ def test_int8_preset_picks_its_block_from_the_layers(lm, tmp_path):
     assert auto_block_size({640, 2048}) == 128 and auto_block_size({576, 1536}) == 64 and auto_block_size(set()) == 64
 
 
+def test_the_lm_head_takes_its_own_block_and_the_tied_embedding_follows(lm, tmp_path):
+    out = _run(lm["builder"], tmp_path / "w", text_file=str(lm["text"]), block_size=16, lm_head_block_size=64,
+               **FAST)
+    rows = {r["kind"]: r for r in out.tables["weight_only_layers"]}
+    blocks = {r["block_size"] for r in out.tables["weight_only_layers"] if r["kind"] == "linear"}
+    assert blocks == {16} and rows["lm_head"]["block_size"] == 64 and rows["embedding"]["block_size"] == 64
+    assert out.metrics["perplexity_increase"] < 0.1 and math.isfinite(out.metrics["perplexity_after"])
+    import onnx
+
+    m = onnx.load(out.model.path, load_external_data=False)
+    gather = next(n for n in m.graph.node if n.op_type == "GatherBlockQuantized")
+    assert {a.name: a.i for a in gather.attribute}["block_size"] == 64
+    # automatic: 128 where it divides the head's input (Gemma 3's 640), else the step's block (SmolLM2's 576)
+    assert auto_head_block(640, 32) == 128 and auto_head_block(576, 32) == 32 and auto_head_block(640, 256) == 256
+    default = _run(lm["builder"], tmp_path / "d", text_file=str(lm["text"]), **FAST)   # hidden 64: no change
+    assert {r["block_size"] for r in default.tables["weight_only_layers"] if r["bits"]} == {32}
+
+
 def test_params_presets_and_refusals():
     assert WeightOnlyParams().resolved() == PRESETS["int4"]
     s = WeightOnlyParams(preset="int8", block_size=32).resolved()
-    assert (s.bits, s.block_size, s.symmetric) == (8, 32, True)
+    assert (s.bits, s.block_size, s.symmetric, s.head_block_size) == (8, 32, True, 32)   # the head follows a set block
+    assert WeightOnlyParams().resolved().head_block_size == 0                             # the preset's: automatic
+    assert WeightOnlyParams(block_size=32, lm_head_block_size=128).resolved().head_block_size == 128
     with pytest.raises(ValidationError, match="GPTQ writes 4-bit"):
         WeightOnlyParams(preset="int8", algorithm="gptq")
     with pytest.raises(ValidationError, match="float zero"):
