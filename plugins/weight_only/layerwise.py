@@ -52,7 +52,8 @@ class WeightOnlyLayerwise:
             raise
         s = self.run.settings
         self.levels: list[Level] = [
-            Level("int8", f"INT8 weights (RTN, block {s.block_size})", 1.0),
+            Level("int8", "INT8 weights (RTN, symmetric, blocks of 128 or 64 where they divide the input)"
+                  if s.bits == 4 else f"INT8 weights (RTN, block {s.block_size})", 1.0),
             Level("int4", f"INT4 weights ({s.algorithm.upper()}, block {s.block_size})", 2.0)]
         self.default_level = "int4"
         self._units()

@@ -27,6 +27,12 @@ def auto_head_block(hidden: int, step_block: int) -> int:
     return HEAD_AUTO_BLOCK if hidden % HEAD_AUTO_BLOCK == 0 and step_block < HEAD_AUTO_BLOCK else step_block
 
 
+def promoted_block(k: int, step_block: int) -> int:
+    """Block of a layer kept at 8 bits in a 4-bit run: the largest of AUTO_BLOCKS (at least the step's) that divides its
+    input size, else the step's. An 8-bit grid loses little to larger blocks, and every byte is read per token."""
+    return next((b for b in AUTO_BLOCKS if b >= step_block and k % b == 0), step_block)
+
+
 def auto_block_size(input_sizes: set[int]) -> int:
     """The larger automatic block when it divides every input size (fewer scales, no padding), else the smaller."""
     big, small = AUTO_BLOCKS
@@ -68,8 +74,9 @@ class Settings:
 #        4-bit RTN everywhere: KL to fp32 0.28 → 0.17 nats/token), and the most sensitive layers at 8 bits
 #        until the perplexity budget is met, at most a quarter of the weights (within 0.2× of fp32). A 4-bit LM head
 #        in blocks of 128 where 128 divides its input (every preset: lm_head_block_size 0): Gemma 3 270M's 262144 × 640
-#        head takes 6.6 ms a token at blocks of 32, 4.7 ms at 128; the default decodes 19 % faster, +0.8 perplexity
-#        points (docs/LLM_CONTEXT_LENGTH.md).
+#        head takes 6.6 ms a token at blocks of 32, 4.7 ms at 128. Layers kept at 8 bits: symmetric, blocks of 128/64
+#        (promoted_block). Both together: Gemma's default 3.78× → 4.95× torch decode, perplexity +15.9 → +16.9 %
+#        (docs/LLM_CONTEXT_LENGTH.md).
 # int8 — symmetric (no zero points), blocks of 128 where they divide every layer's input size (Gemma 3: 640, 2048),
 #        else 64 (SmolLM2's 576 would pad to 640): 1.03–1.06 bytes a weight with the embedding; int8 activations
 #        (the only fast 8-bit kernel on CPU: float activations with 8-bit weights decode several times slower than

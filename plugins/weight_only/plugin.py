@@ -36,6 +36,7 @@ from slimline.plugins.weight_only.params import (
     WeightOnlyParams,
     auto_block_size,
     auto_head_block,
+    promoted_block,
 )
 from slimline.plugins.weight_only.quant import QuantLayer, quantize_gptq, quantize_weights
 from slimline.plugins.weight_only.record import LayerBits, SearchTrial, Timing, WeightOnlyRecord
@@ -377,9 +378,8 @@ class _Run:
                 low.update(quantize_weights(group, weight, algorithm=s.algorithm, bits=s.bits, block_size=block,
                                             symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(*share)))
         for b in sorted({bits_of[t] for t in other}):
-            for block, group in self._by_block([t for t in other if bits_of[t] == b]).items():
-                low.update(quantize_weights(group, weight, algorithm="rtn", bits=b, block_size=block,
-                                            symmetric=s.symmetric, cancel=ctx.cancel))
+            wide = [t for t in other if bits_of[t] == b]
+            low.update(self._promoted(wide, weight) if b == 8 else self._quantize_rtn(wide, weight, b))
         head = lmg.lm_head
         emb = lmg.embedding
         if (emb is not None and emb.tied and head is not None and head.node in low and self.params.quantize_embeddings
@@ -396,10 +396,32 @@ class _Run:
         high: dict[str, QuantLayer] = {}
         if mode == "bits":
             ctx.progress(0.4, "8-bit versions for mixed precision")
-            for block, group in self._by_block(targets).items():
-                high.update(quantize_weights(group, weight, algorithm="rtn", bits=8, block_size=block,
-                                             symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(0.4, 0.5)))
+            high = self._promoted(targets, weight, progress=prog(0.4, 0.5))
         return low, high, emb_q
+
+    def _quantize_rtn(self, names: list[str], weight: Any, bits: int) -> dict[str, QuantLayer]:
+        """``names`` by RTN at ``bits`` in their own blocks, the step's symmetry."""
+        out: dict[str, QuantLayer] = {}
+        for block, group in self._by_block(names).items():
+            out.update(quantize_weights(group, weight, algorithm="rtn", bits=bits, block_size=block,
+                                        symmetric=self.settings.symmetric, cancel=self.ctx.cancel))
+        return out
+
+    def _promoted(self, names: list[str], weight: Any, progress: Any = None) -> dict[str, QuantLayer]:
+        """8-bit versions of ``names``: the layers a 4-bit run keeps at 8 bits (promoted_block, symmetric), or the
+        layers of an 8-bit run quantized the other way (its own blocks and symmetry)."""
+        s = self.settings
+        if s.bits == 8:
+            return self._quantize_rtn(names, weight, 8)
+        groups: dict[int, list[str]] = {}
+        for name in names:
+            groups.setdefault(promoted_block(_lin(self.lmg, name).k, self.block_of(name)), []).append(name)
+        out: dict[str, QuantLayer] = {}
+        for i, (block, group) in enumerate(groups.items()):
+            share = (lambda f, i=i: progress((i + f) / len(groups))) if progress is not None else None
+            out.update(quantize_weights(group, weight, algorithm="rtn", bits=8, block_size=block, symmetric=True,
+                                        cancel=self.ctx.cancel, progress=share))
+        return out
 
     def _plan(self, lmg: LMGraph, targets: list[str], low: dict[str, QuantLayer], high: dict[str, QuantLayer],
               chosen: set[str], emb_q: QuantLayer | None, mode: str | None) -> Plan:

@@ -17,7 +17,13 @@ from pydantic import ValidationError
 from slimline.core.errors import Cancelled, StepFailed
 from slimline.core.plugin import CancelToken, StepContext
 from slimline.plugins.weight_only import QuantizeWeightOnly
-from slimline.plugins.weight_only.params import PRESETS, WeightOnlyParams, auto_block_size, auto_head_block
+from slimline.plugins.weight_only.params import (
+    PRESETS,
+    WeightOnlyParams,
+    auto_block_size,
+    auto_head_block,
+    promoted_block,
+)
 from slimline.plugins.weight_only.record import WeightOnlyRecord
 from tests.plugins import lm_onnx
 
@@ -152,6 +158,14 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(lm, tmp_path)
     assert {r["name"] for r in high} == set(order[:len(high)])
     assert sum(sizes[r["name"]] for r in high) <= 0.5 * sum(sizes.values())
     assert all("8 bits" in r["why"] for r in high)
+    # kept at 8 bits in the larger block that divides the input (64 or 128 here, not the step's 32), no zero points
+    assert all(r["block_size"] == promoted_block(int(r["shape"].split("×")[0]), 32) > 32 for r in high), high
+    import onnx
+
+    m = onnx.load(out.model.path, load_external_data=False)
+    wide = [n for n in m.graph.node if n.op_type == "MatMulNBits" and {a.name: a.i for a in n.attribute}["bits"] == 8]
+    assert wide and all(len(n.input) < 4 or not n.input[3] for n in wide)
+    assert promoted_block(576, 32) == 64 and promoted_block(640, 32) == 128 and promoted_block(100, 32) == 32
     trials = out.tables["mixed_precision_search"]
     assert trials[0]["promoted_layers"] == 0 and len(trials) >= 2
     assert out.metrics["promoted_layers"] == len(high)
