@@ -100,9 +100,10 @@ class WeightOnlyParams(PluginParams):
     """Weight-only block-wise quantization of an ONNX language model (MatMulNBits / GatherBlockQuantized)."""
 
     preset: Preset = Field("int4", description=(
-        "Defaults for every field left empty. int4: 4-bit RTN, blocks of 32, smoothed int8 activations, the most "
-        "sensitive layers (the LM head first) kept at 8 bits to meet a 5 % perplexity budget, at most 25 % of the "
-        "weights. int4-fast: every layer at 4 bits, symmetric, smoothed — the smallest and fastest (as fast as "
+        "Defaults for every field left empty. int4: 4-bit RTN, blocks of 32 (the LM head 128 where that divides its "
+        "input), smoothed int8 activations, the most sensitive layers (the LM head first) kept at 8 bits (symmetric, "
+        "blocks of 128 or 64) to meet a 5 % perplexity budget, at most 25 % of the weights. int4-fast: every layer "
+        "at 4 bits, symmetric, smoothed — the smallest and fastest (as fast as "
         "the genai builder's int4, clearly more accurate), but less accurate than int4 (the LM head at 4 bits "
         "costs most). "
         "int8: 8-bit symmetric, blocks of 128 (64 where 128 does not divide a layer's input), int8 activations "
