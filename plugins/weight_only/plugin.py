@@ -38,7 +38,7 @@ from slimline.plugins.weight_only.params import (
     auto_head_block,
     promoted_block,
 )
-from slimline.plugins.weight_only.quant import QuantLayer, quantize_gptq, quantize_weights
+from slimline.plugins.weight_only.quant import Algorithm, QuantLayer, quantize_gptq, quantize_weights
 from slimline.plugins.weight_only.record import LayerBits, SearchTrial, Timing, WeightOnlyRecord
 from slimline.plugins.weight_only.search import greedy_order, search_promotions
 from slimline.plugins.weight_only.sensitivity import activation_error, input_stats, relative_error
@@ -358,28 +358,29 @@ class _Run:
             return lambda f: ctx.progress(lo + (hi - lo) * f, "")
 
         ctx.progress(0.16, f"quantizing {len(targets)} layers: {s.describe()}")
-        low: dict[str, QuantLayer] = {}
         groups = self._by_block(targets)   # (empty when every layer is at the other width, or float)
-        for i, (block, group) in enumerate(groups.items()):
-            if s.algorithm == "gptq":
+        if s.algorithm == "gptq":
+            low: dict[str, QuantLayer] = {}
+            feeds = [lm_feeds(sig, cal.ids[w:w + 1]) for w in range(cal.count)] if groups else []
+            for block, group in groups.items():
                 odd = [t for t in group if (-(-by[t].k // block)) % 2]
                 even = [t for t in group if t not in odd]
-                feeds = [lm_feeds(sig, cal.ids[w:w + 1]) for w in range(cal.count)]
                 if even:
                     low.update(quantize_gptq(lmg.model, {t: by[t].output for t in even}, feeds, block_size=block,
                                              symmetric=s.symmetric))
                 if odd:  # onnxruntime's GPTQ packs zero points wrongly for an odd number of blocks per row
-                    low.update(quantize_weights(odd, weight, algorithm="rtn", bits=4, block_size=block,
-                                                symmetric=s.symmetric, cancel=ctx.cancel))
+                    low.update(self._quantize_groups({block: odd}, weight, algorithm="rtn", bits=4,
+                                                     symmetric=s.symmetric))
                     for t in odd:
                         self.why[t] = "RTN instead of GPTQ (an odd number of blocks per row)"
-            else:
-                share = (0.16 + 0.24 * i / len(groups), 0.16 + 0.24 * (i + 1) / len(groups))
-                low.update(quantize_weights(group, weight, algorithm=s.algorithm, bits=s.bits, block_size=block,
-                                            symmetric=s.symmetric, cancel=ctx.cancel, progress=prog(*share)))
+        else:
+            low = self._quantize_groups(groups, weight, algorithm=s.algorithm, bits=s.bits, symmetric=s.symmetric,
+                                        progress=prog(0.16, 0.4))
         for b in sorted({bits_of[t] for t in other}):
             wide = [t for t in other if bits_of[t] == b]
-            low.update(self._promoted(wide, weight) if b == 8 else self._quantize_rtn(wide, weight, b))
+            low.update(self._promoted(wide, weight) if b == 8 else
+                       self._quantize_groups(self._by_block(wide), weight, algorithm="rtn", bits=b,
+                                             symmetric=s.symmetric))
         head = lmg.lm_head
         emb = lmg.embedding
         if (emb is not None and emb.tied and head is not None and head.node in low and self.params.quantize_embeddings
@@ -399,29 +400,26 @@ class _Run:
             high = self._promoted(targets, weight, progress=prog(0.4, 0.5))
         return low, high, emb_q
 
-    def _quantize_rtn(self, names: list[str], weight: Any, bits: int) -> dict[str, QuantLayer]:
-        """``names`` by RTN at ``bits`` in their own blocks, the step's symmetry."""
+    def _quantize_groups(self, groups: dict[int, list[str]], weight: Any, *, algorithm: Algorithm, bits: int,
+                         symmetric: bool, progress: Any = None) -> dict[str, QuantLayer]:
+        """Each group (block size → layer names) quantized by a data-free algorithm in its own block size."""
         out: dict[str, QuantLayer] = {}
-        for block, group in self._by_block(names).items():
-            out.update(quantize_weights(group, weight, algorithm="rtn", bits=bits, block_size=block,
-                                        symmetric=self.settings.symmetric, cancel=self.ctx.cancel))
+        for i, (block, group) in enumerate(groups.items()):
+            part = (lambda f, i=i: progress((i + f) / len(groups))) if progress is not None else None
+            out.update(quantize_weights(group, weight, algorithm=algorithm, bits=bits, block_size=block,
+                                        symmetric=symmetric, cancel=self.ctx.cancel, progress=part))
         return out
 
     def _promoted(self, names: list[str], weight: Any, progress: Any = None) -> dict[str, QuantLayer]:
         """8-bit versions of ``names``: the layers a 4-bit run keeps at 8 bits (promoted_block, symmetric), or the
         layers of an 8-bit run quantized the other way (its own blocks and symmetry)."""
-        s = self.settings
-        if s.bits == 8:
-            return self._quantize_rtn(names, weight, 8)
+        if self.settings.bits == 8:
+            return self._quantize_groups(self._by_block(names), weight, algorithm="rtn", bits=8,
+                                         symmetric=self.settings.symmetric, progress=progress)
         groups: dict[int, list[str]] = {}
         for name in names:
             groups.setdefault(promoted_block(_lin(self.lmg, name).k, self.block_of(name)), []).append(name)
-        out: dict[str, QuantLayer] = {}
-        for i, (block, group) in enumerate(groups.items()):
-            share = (lambda f, i=i: progress((i + f) / len(groups))) if progress is not None else None
-            out.update(quantize_weights(group, weight, algorithm="rtn", bits=8, block_size=block, symmetric=True,
-                                        cancel=self.ctx.cancel, progress=share))
-        return out
+        return self._quantize_groups(groups, weight, algorithm="rtn", bits=8, symmetric=True, progress=progress)
 
     def _plan(self, lmg: LMGraph, targets: list[str], low: dict[str, QuantLayer], high: dict[str, QuantLayer],
               chosen: set[str], emb_q: QuantLayer | None, mode: str | None) -> Plan:
